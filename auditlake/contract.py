@@ -1,0 +1,207 @@
+"""The landing contract of EVENTS.md: event types, their required data, and validation.
+
+`check_event` returns None for a valid event or a one-line reason. It is the single place
+that decides what "meets the contract" means; ingest applies it to every line.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+MAX_LINE_BYTES = 64 * 1024
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+DECIMAL_RE = re.compile(r"^-?\d+(\.\d+)?$")
+
+ENVELOPE_FIELDS = frozenset(
+    {"event_id", "occurred_at", "event_type", "source", "tenant_id", "actor", "subject", "lawful_basis", "data"}
+)
+ACTOR_TYPES = frozenset({"user", "service", "system"})
+ACTOR_FIELDS = frozenset({"type", "id", "ip", "role"})
+SUBJECT_FIELDS = frozenset({"id", "phone", "email", "name", "country", "region", "timezone"})
+LAWFUL_BASES = frozenset(
+    {"consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests"}
+)
+PII_FIELDS = ("actor.ip", "subject.email", "subject.name", "subject.phone")
+
+# Field kinds: "str" (non-empty string), "decimal", "currency", "int>=0", "int", or a set of allowed strings.
+_STR, _DEC, _CUR, _NAT, _INT = "str", "decimal", "currency", "int>=0", "int"
+CATALOG: dict[str, dict] = {
+    "consent.granted": {
+        "data": {"consent_id": _STR, "method": {"web_form", "ivr", "sms", "verbal"}, "seller": _STR},
+        "optional": {"certificate_id": _STR, "disclosure_sha256": _STR},
+        "phone": True,
+    },
+    "consent.revoked": {
+        "data": {"method": _STR},
+        "optional": {"consent_id": _STR, "keyword": _STR},
+        "phone": True,
+    },
+    "dnc.added": {"data": {"list": {"internal", "national"}}, "phone": True},
+    "dnc.removed": {"data": {"list": {"internal", "national"}}, "phone": True},
+    "call.started": {
+        "data": {
+            "call_id": _STR,
+            "direction": {"inbound", "outbound"},
+            "purpose": {"telemarketing", "informational", "transactional"},
+            "campaign_id": _STR,
+            "publisher_id": _STR,
+        },
+        "optional": {"buyer_id": _STR},
+        "phone": True,
+    },
+    "call.completed": {"data": {"call_id": _STR, "duration_s": _NAT, "disposition": _STR}},
+    "bid.placed": {
+        "data": {"bid_id": _STR, "call_id": _STR, "buyer_id": _STR, "amount": _DEC, "currency": _CUR}
+    },
+    "lead.sold": {"data": {"call_id": _STR, "buyer_id": _STR, "price": _DEC, "currency": _CUR}},
+    "optout.received": {"data": {"via": {"gpc", "web_form", "email", "phone"}}, "subject": True},
+    "payout.recorded": {
+        "data": {"payout_id": _STR, "call_id": _STR, "publisher_id": _STR, "amount": _DEC, "currency": _CUR}
+    },
+    "payout.approved": {"data": {"payout_id": _STR}},
+    "config.changed": {
+        "data": {"setting": _STR, "category": {"financial", "routing", "security", "other"}},
+        "present": ("old_value", "new_value"),
+        "optional": {"change_ticket": "str?", "approved_by": "str?"},
+    },
+    "privacy.request_received": {
+        "data": {
+            "request_id": _STR,
+            "regulation": {"gdpr", "ccpa"},
+            "kind": {"access", "erasure", "correction", "opt_out"},
+        },
+        "subject": True,
+    },
+    "privacy.request_extended": {"data": {"request_id": _STR}},
+    "privacy.request_completed": {
+        "data": {"request_id": _STR, "outcome": {"fulfilled", "denied"}},
+        "optional": {"denial_reason": "str?"},
+    },
+    "transfer.cross_border": {
+        "data": {
+            "destination_country": "country",
+            "recipient": _STR,
+            "mechanism": {"adequacy", "scc", "bcr", "none"},
+        },
+        "subject": True,
+    },
+    "user.login": {"data": {"method": _STR}},
+    "user.login_failed": {"data": {"method": _STR, "reason": _STR}},
+    "access.role_changed": {"data": {"target_user": _STR, "old_role": _STR, "new_role": _STR}},
+    "data.exported": {"data": {"export_id": _STR, "rows": _NAT, "format": _STR}},
+}
+EVENT_TYPES = frozenset(CATALOG)
+
+
+def parse_instant(s: str) -> datetime | None:
+    """An RFC 3339 timestamp with Z or an offset, as an aware UTC datetime (None if invalid)."""
+    if not isinstance(s, str) or not RFC3339_RE.match(s):
+        return None
+    text = s.upper()
+    if "." in text:  # Python keeps microseconds: cut extra digits (no rounding into the next second)
+        head, rest = text.split(".", 1)
+        digits = re.match(r"\d+", rest).group(0)
+        text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+def _bad_kind(value, kind) -> str | None:
+    if isinstance(kind, set):
+        return None if isinstance(value, str) and value in kind else f"must be one of {sorted(kind)}"
+    if kind == _STR:
+        return None if isinstance(value, str) and value != "" else "must be a non-empty string"
+    if kind == "str?":
+        return None if value is None or isinstance(value, str) else "must be a string or null"
+    if kind == _DEC:
+        return None if isinstance(value, str) and DECIMAL_RE.match(value) else "must be a decimal string"
+    if kind == _CUR:
+        return None if isinstance(value, str) and CURRENCY_RE.match(value) else "must be an ISO 4217 code"
+    if kind == "country":
+        return None if isinstance(value, str) and COUNTRY_RE.match(value) else "must be an ISO 3166 alpha-2 code"
+    if kind in (_NAT, _INT):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be an integer"
+        return "must be >= 0" if kind == _NAT and value < 0 else None
+    raise AssertionError(kind)
+
+
+def check_event(ev) -> str | None:
+    """None if `ev` (a parsed JSON value) meets the contract, else a one-line reason."""
+    if not isinstance(ev, dict):
+        return "not a JSON object"
+    extra = set(ev) - ENVELOPE_FIELDS
+    if extra:
+        return f"unknown envelope field: {sorted(extra)[0]}"
+    for name in ("event_id", "occurred_at", "event_type", "source", "tenant_id", "actor", "data"):
+        if name not in ev or ev[name] is None:
+            return f"missing required field: {name}"
+    for name in ("event_id", "occurred_at", "event_type", "source", "tenant_id"):
+        if not isinstance(ev[name], str) or ev[name] == "":
+            return f"wrong type: {name} must be a non-empty string"
+    if not UUID_RE.match(ev["event_id"]):
+        return "bad event_id: not a canonical lowercase UUID"
+    if parse_instant(ev["occurred_at"]) is None:
+        return "bad occurred_at: not an RFC 3339 timestamp with Z or an offset"
+    spec = CATALOG.get(ev["event_type"])
+    if spec is None:
+        return f"unknown event_type: {ev['event_type'][:64]}"
+    actor = ev["actor"]
+    if not isinstance(actor, dict):
+        return "wrong type: actor must be an object"
+    if set(actor) - ACTOR_FIELDS:
+        return f"unknown actor field: {sorted(set(actor) - ACTOR_FIELDS)[0]}"
+    if actor.get("type") not in ACTOR_TYPES:
+        return "bad actor.type: must be user, service or system"
+    if not isinstance(actor.get("id"), str) or not actor["id"]:
+        return "missing required field: actor.id"
+    for name in ("ip", "role"):
+        if actor.get(name) is not None and not isinstance(actor[name], str):
+            return f"wrong type: actor.{name} must be a string"
+    subject = ev.get("subject")
+    if subject is not None:
+        if not isinstance(subject, dict):
+            return "wrong type: subject must be an object or null"
+        if set(subject) - SUBJECT_FIELDS:
+            return f"unknown subject field: {sorted(set(subject) - SUBJECT_FIELDS)[0]}"
+        if not isinstance(subject.get("id"), str) or not subject["id"]:
+            return "missing required field: subject.id"
+        for name in ("phone", "email", "name", "country", "region", "timezone"):
+            if subject.get(name) is not None and not isinstance(subject[name], str):
+                return f"wrong type: subject.{name} must be a string"
+        if subject.get("phone") is not None and not E164_RE.match(subject["phone"]):
+            return "bad subject.phone: not E.164"
+        if subject.get("country") is not None and not COUNTRY_RE.match(subject["country"]):
+            return "bad subject.country: not ISO 3166 alpha-2"
+    elif spec.get("subject") or spec.get("phone"):
+        return "missing required field: subject"
+    if spec.get("phone") and not (subject or {}).get("phone"):
+        return "missing required field: subject.phone"
+    lb = ev.get("lawful_basis")
+    if lb is not None and lb != "" and lb not in LAWFUL_BASES:
+        return "bad lawful_basis: not a GDPR Art. 6 basis"
+    data = ev["data"]
+    if not isinstance(data, dict):
+        return "wrong type: data must be an object"
+    for name, kind in spec["data"].items():
+        if data.get(name) is None:
+            return f"missing required field: data.{name}"
+        problem = _bad_kind(data[name], kind)
+        if problem:
+            return f"bad data.{name}: {problem}"
+    for name in spec.get("present", ()):
+        if name not in data:
+            return f"missing required field: data.{name}"
+    for name, kind in spec.get("optional", {}).items():
+        if data.get(name) is not None:
+            problem = _bad_kind(data[name], kind)
+            if problem:
+                return f"bad data.{name}: {problem}"
+    return None

@@ -1,0 +1,83 @@
+"""The log's head: tree size, chain head, Merkle frontier and the latest checkpoint,
+read from one snapshot of the ledger and checkpoint tables."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow.compute as pc
+
+from .errors import AuditlakeError
+from .keys import KeyStore
+from .lake.store import Lake
+from .lake.tables import CHECKPOINTS
+from .ledger import chain, merkle
+from .ledger.checkpoint import ZERO_HASH, Checkpoint
+
+
+@dataclass
+class Head:
+    ledger_version: int | None
+    checkpoints_version: int | None
+    tree_size: int
+    chain_head: bytes
+    frontier: merkle.Frontier
+    checkpoint: Checkpoint | None
+    checkpoint_frontier_size: int
+
+
+def read_checkpoints(lake: Lake, dt=None) -> list[dict]:
+    dt = dt if dt is not None else lake.delta("checkpoints")
+    if dt is None:
+        return []
+    rows = dt.to_pyarrow_dataset().to_table(columns=CHECKPOINTS.names).to_pylist()
+    return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
+
+
+def load_head(lake: Lake, keys: KeyStore) -> Head:
+    cps_dt = lake.delta("checkpoints")
+    cps = read_checkpoints(lake, cps_dt)
+    latest = cps[-1] if cps else None
+    if latest:
+        size = latest["tree_size"]
+        frontier = merkle.Frontier.from_hex(size, list(latest["frontier"] or []))
+        if frontier.root().hex() != latest["root"]:
+            raise AuditlakeError("the latest checkpoint's frontier does not match its root; run `auditlake verify`")
+        head_hash = bytes.fromhex(latest["chain_head"])
+        cp = Checkpoint.from_dict(latest)
+    else:
+        size, frontier, head_hash, cp = 0, merkle.Frontier.empty(), chain.GENESIS, None
+    ledger = lake.delta("ledger")
+    ledger_version = None
+    tree_size = size
+    if ledger is not None:
+        ledger_version = ledger.version()
+        tail = (
+            ledger.to_pyarrow_dataset()
+            .to_table(columns=["seq", "leaf", "hash", "key_id"], filter=pc.field("seq") >= size)
+            .sort_by("seq")
+        )
+        seqs = tail.column("seq").to_pylist()
+        if seqs != list(range(size, size + len(seqs))):
+            raise AuditlakeError("the ledger's tail after the last checkpoint is not contiguous; run `auditlake verify`")
+        if seqs:
+            keyring = keys.chain_keys()
+            leaves = [s.encode() for s in tail.column("leaf").to_pylist()]
+            recomputed = chain.extend(keyring, head_hash, zip(tail.column("key_id").to_pylist(), leaves))
+            if [h.hex() for h in recomputed] != tail.column("hash").to_pylist():
+                raise AuditlakeError("the ledger's tail after the last checkpoint does not chain; run `auditlake verify`")
+            frontier = frontier.extend(merkle.leaf_hash(leaf) for leaf in leaves)
+            head_hash = recomputed[-1]
+            tree_size = size + len(seqs)
+    return Head(
+        ledger_version=ledger_version,
+        checkpoints_version=None if cps_dt is None else cps_dt.version(),
+        tree_size=tree_size,
+        chain_head=head_hash,
+        frontier=frontier,
+        checkpoint=cp,
+        checkpoint_frontier_size=size,
+    )
+
+
+def prev_checkpoint_hash(head: Head) -> str:
+    return head.checkpoint.checkpoint_hash if head.checkpoint else ZERO_HASH

@@ -1,0 +1,227 @@
+"""The local keystore: chain HMAC keys, Ed25519 signing keys, the blind-index key and the
+per-subject data keys, kept outside the lake in files readable by the owner only.
+
+Data keys are wrapped by a key-encryption key (`KeyWrapper`): a local KEK by default, AWS
+KMS in S3 deployments. Erasure deletes the wrapped key with SQLite's secure_delete and a
+VACUUM, in rollback-journal mode, so no page, WAL frame or journal keeps a copy.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import AuditlakeError
+
+
+def auditlake_home() -> Path:
+    return Path(os.environ.get("AUDITLAKE_HOME") or Path.home() / ".auditlake")
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _unb64(s: str) -> bytes:
+    return base64.b64decode(s)
+
+
+def public_key_b64(key: Ed25519PublicKey) -> str:
+    return _b64(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def load_public_key(b64: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(_unb64(b64))
+
+
+def signing_key_id(key: Ed25519PublicKey) -> str:
+    import hashlib
+
+    return "sk-" + hashlib.sha256(_unb64(public_key_b64(key))).hexdigest()[:12]
+
+
+class KeyWrapper(Protocol):
+    def wrap(self, subject_id: str, key: bytes) -> bytes: ...
+    def unwrap(self, subject_id: str, wrapped: bytes) -> bytes: ...
+
+
+class LocalKeyWrapper:
+    """Wraps data keys with a local AES-256-GCM key-encryption key."""
+
+    def __init__(self, kek: bytes):
+        self._aead = AESGCM(kek)
+
+    def wrap(self, subject_id: str, key: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, key, subject_id.encode())
+
+    def unwrap(self, subject_id: str, wrapped: bytes) -> bytes:
+        return self._aead.decrypt(wrapped[:12], wrapped[12:], subject_id.encode())
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class KeyStore:
+    """Keys of one log. Created on first use; `keys.json` and `datakeys.sqlite` are 0600."""
+
+    def __init__(self, log_id: str, root: Path | None = None, wrapper: KeyWrapper | None = None):
+        self.log_id = log_id
+        self.dir = (root or auditlake_home() / "keystores") / log_id
+        self._lock = threading.Lock()
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700)
+        self._path = self.dir / "keys.json"
+        if not self._path.exists():
+            self._create()
+        self._keys = json.loads(self._path.read_text())
+        self.wrapper: KeyWrapper = wrapper or LocalKeyWrapper(_unb64(self._keys["kek"]))
+        self._db_path = self.dir / "datakeys.sqlite"
+
+    # -- creation and rotation -------------------------------------------------------
+    def _create(self) -> None:
+        chain_id = "hk-" + secrets.token_hex(6)
+        sk = Ed25519PrivateKey.generate()
+        sk_id = signing_key_id(sk.public_key())
+        keys = {
+            "log_id": self.log_id,
+            "chain": {"current": chain_id, "keys": {chain_id: _b64(secrets.token_bytes(32))}},
+            "signing": {"current": sk_id, "keys": {sk_id: _b64(sk.private_bytes_raw())}},
+            "bidx": {"id": "bk-" + secrets.token_hex(6), "key": _b64(secrets.token_bytes(32))},
+            "kek": _b64(secrets.token_bytes(32)),
+        }
+        _write_private(self._path, json.dumps(keys, indent=2))
+
+    def rotate(self) -> tuple[str, str]:
+        """Add a new chain key and a new signing key; old ones stay for verification."""
+        with self._lock:
+            chain_id = "hk-" + secrets.token_hex(6)
+            self._keys["chain"]["keys"][chain_id] = _b64(secrets.token_bytes(32))
+            self._keys["chain"]["current"] = chain_id
+            sk = Ed25519PrivateKey.generate()
+            sk_id = signing_key_id(sk.public_key())
+            self._keys["signing"]["keys"][sk_id] = _b64(sk.private_bytes_raw())
+            self._keys["signing"]["current"] = sk_id
+            _write_private(self._path, json.dumps(self._keys, indent=2))
+            return chain_id, sk_id
+
+    # -- chain and signing -----------------------------------------------------------
+    @property
+    def chain_key_id(self) -> str:
+        return self._keys["chain"]["current"]
+
+    def chain_keys(self) -> dict[str, bytes]:
+        return {k: _unb64(v) for k, v in self._keys["chain"]["keys"].items()}
+
+    @property
+    def signing_key_id(self) -> str:
+        return self._keys["signing"]["current"]
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(_unb64(self._keys["signing"]["keys"][self.signing_key_id]))
+
+    def public_keys(self) -> dict[str, str]:
+        """Every signing key's public half (base64 raw Ed25519), by key id."""
+        return {
+            kid: public_key_b64(Ed25519PrivateKey.from_private_bytes(_unb64(v)).public_key())
+            for kid, v in self._keys["signing"]["keys"].items()
+        }
+
+    @property
+    def bidx_key(self) -> bytes:
+        return _unb64(self._keys["bidx"]["key"])
+
+    # -- data keys ---------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        new = not self._db_path.exists()
+        con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
+        if new:
+            os.chmod(self._db_path, 0o600)
+        con.execute("PRAGMA secure_delete=ON")
+        con.execute("PRAGMA journal_mode=DELETE")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS datakeys (subject_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL)"
+        )
+        con.execute("CREATE TABLE IF NOT EXISTS erased (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)")
+        return con
+
+    def data_keys(self, subject_ids: Iterable[str], create: bool = True) -> dict[str, bytes]:
+        """Data keys of these subjects, creating missing ones (never for an erased subject:
+        an erased subject's later events are sealed under a fresh key that is then
+        destroyed at once, see `ingest`)."""
+        ids = sorted(set(subject_ids))
+        found: dict[str, bytes] = {}
+        con = self._db()
+        try:
+            for i in range(0, len(ids), 900):
+                chunk = ids[i : i + 900]
+                q = f"SELECT subject_id, wrapped FROM datakeys WHERE subject_id IN ({','.join('?' * len(chunk))})"
+                for sid, wrapped in con.execute(q, chunk):
+                    found[sid] = self.wrapper.unwrap(sid, wrapped)
+            missing = [s for s in ids if s not in found]
+            if create and missing:
+                fresh = {s: secrets.token_bytes(32) for s in missing}
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany(
+                    "INSERT OR IGNORE INTO datakeys VALUES (?, ?)",
+                    [(s, self.wrapper.wrap(s, k)) for s, k in fresh.items()],
+                )
+                con.execute("COMMIT")
+                # A concurrent writer may have created some first: read back what won.
+                for i in range(0, len(missing), 900):
+                    chunk = missing[i : i + 900]
+                    q = f"SELECT subject_id, wrapped FROM datakeys WHERE subject_id IN ({','.join('?' * len(chunk))})"
+                    for sid, wrapped in con.execute(q, chunk):
+                        found[sid] = self.wrapper.unwrap(sid, wrapped)
+        finally:
+            con.close()
+        return found
+
+    def is_erased(self, subject_ids: Iterable[str]) -> set[str]:
+        ids = sorted(set(subject_ids))
+        out: set[str] = set()
+        con = self._db()
+        try:
+            for i in range(0, len(ids), 900):
+                chunk = ids[i : i + 900]
+                q = f"SELECT subject_id FROM erased WHERE subject_id IN ({','.join('?' * len(chunk))})"
+                out.update(r[0] for r in con.execute(q, chunk))
+        finally:
+            con.close()
+        return out
+
+    def destroy_data_key(self, subject_id: str, erased_at: str) -> bool:
+        """Crypto-shred: delete the subject's wrapped key beyond recovery. True if one existed."""
+        con = self._db()
+        try:
+            cur = con.execute("DELETE FROM datakeys WHERE subject_id = ?", (subject_id,))
+            con.execute("INSERT OR REPLACE INTO erased VALUES (?, ?)", (subject_id, erased_at))
+            existed = cur.rowcount > 0
+            con.execute("VACUUM")
+        finally:
+            con.close()
+        return existed
+
+
+def require_keystore(log_id: str) -> KeyStore:
+    try:
+        return KeyStore(log_id)
+    except OSError as exc:
+        raise AuditlakeError(f"cannot open the keystore for log {log_id}: {exc}") from exc

@@ -1,0 +1,51 @@
+"""The lake's identity file `auditlake.json` (log id, public keys) and its keystore."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+
+from ..errors import AuditlakeError
+from ..keys import KeyStore
+from .store import Lake
+
+META = "auditlake.json"
+FORMAT_VERSION = 1
+
+
+def _create_exclusive(lake: Lake, body: bytes) -> None:
+    """Write auditlake.json only if it does not exist (two first writers agree on one log id)."""
+    if lake.is_s3:
+        from .s3 import put_if_absent
+
+        put_if_absent(lake, META, body)
+        return
+    os.makedirs(lake.uri, exist_ok=True)
+    try:
+        fd = os.open(os.path.join(lake.uri, META), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+
+
+def read_meta(lake: Lake, create: bool = False) -> dict:
+    meta = lake.read_json(META)
+    if meta is None:
+        if not create:
+            raise AuditlakeError(f"no lake at {lake.uri} (no {META}); run `auditlake init` or `auditlake ingest`")
+        body = {
+            "log_id": "log-" + uuid.uuid4().hex,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "format_version": FORMAT_VERSION,
+        }
+        _create_exclusive(lake, json.dumps(body, indent=2, sort_keys=True).encode())
+        meta = lake.read_json(META)
+    return meta
+
+
+def open_lake_keys(lake: Lake, create: bool = False) -> KeyStore:
+    meta = read_meta(lake, create=create)
+    keys = KeyStore(meta["log_id"])
+    return keys

@@ -1,0 +1,168 @@
+"""Where a lake lives: a local folder or s3://bucket/prefix, with one code path for both.
+
+Files go through pyarrow's filesystem layer; Delta tables through deltalake with the
+same storage options. S3 settings are the standard AWS ones (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION / AWS_DEFAULT_REGION, AWS_PROFILE).
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ..errors import AuditlakeError
+
+
+def default_lake_uri() -> str:
+    return os.environ.get("AUDITLAKE_LAKE") or "./lake"
+
+
+def _s3_settings() -> dict[str, str]:
+    """The standard AWS settings from the environment (and profile, via boto3)."""
+    import boto3
+
+    session = boto3.session.Session(profile_name=os.environ.get("AWS_PROFILE") or None)
+    creds = session.get_credentials()
+    out: dict[str, str] = {}
+    region = session.region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    out["AWS_REGION"] = region
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        out["AWS_ACCESS_KEY_ID"] = frozen.access_key
+        out["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
+        if frozen.token:
+            out["AWS_SESSION_TOKEN"] = frozen.token
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        out["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            out["AWS_ALLOW_HTTP"] = "true"
+    return out
+
+
+@dataclass
+class Lake:
+    """A lake root. `uri` is an absolute folder path or s3://bucket/prefix (no trailing /)."""
+
+    uri: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, uri: str | None = None) -> "Lake":
+        uri = (uri or default_lake_uri()).rstrip("/")
+        if uri.startswith("s3://"):
+            parsed = urlparse(uri)
+            if not parsed.netloc:
+                raise AuditlakeError(f"not an S3 lake URI (no bucket): {uri}")
+            opts = _s3_settings()
+            # Delta's commit must be atomic on S3: S3 (and MinIO, R2, moto) support
+            # conditional writes (If-None-Match), which delta-rs uses for put-if-absent.
+            opts["conditional_put"] = "etag"
+            return cls(uri=uri, storage_options=opts)
+        if "://" in uri and not uri.startswith("file://"):
+            raise AuditlakeError(f"unsupported lake URI scheme: {uri} (use a folder or s3://bucket/prefix)")
+        path = Path(uri.removeprefix("file://")).expanduser().resolve()
+        return cls(uri=str(path))
+
+    # -- locations -------------------------------------------------------------------
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+    @property
+    def bucket(self) -> str:
+        return urlparse(self.uri).netloc
+
+    @property
+    def prefix(self) -> str:
+        return urlparse(self.uri).path.strip("/")
+
+    def table_uri(self, name: str) -> str:
+        return f"{self.uri}/tables/{name}"
+
+    def child(self, rel: str) -> str:
+        """The URI of a path inside the lake; refuses anything that would leave it."""
+        norm = posixpath.normpath("/" + rel.replace("\\", "/")).lstrip("/")
+        if norm.startswith("..") or norm in ("", "."):
+            raise AuditlakeError(f"path escapes the lake: {rel}")
+        return f"{self.uri}/{norm}"
+
+    # -- files -----------------------------------------------------------------------
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem and the lake root path in it."""
+        if not self.is_s3:
+            return pafs.LocalFileSystem(), self.uri
+        o = self.storage_options
+        endpoint = o.get("AWS_ENDPOINT_URL")
+        kwargs = dict(
+            region=o.get("AWS_REGION"),
+            access_key=o.get("AWS_ACCESS_KEY_ID"),
+            secret_key=o.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=o.get("AWS_SESSION_TOKEN"),
+        )
+        if endpoint:
+            p = urlparse(endpoint)
+            kwargs.update(endpoint_override=p.netloc, scheme=p.scheme or "https")
+        return pafs.S3FileSystem(**kwargs), f"{self.bucket}/{self.prefix}".rstrip("/")
+
+    def fs_path(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """Filesystem and path for a URI inside this lake or a local path outside it."""
+        if uri.startswith("s3://"):
+            fs, _ = self.filesystem() if self.is_s3 else Lake.open(uri).filesystem()
+            return fs, uri.removeprefix("s3://")
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        fs, root = self.filesystem()
+        try:
+            with fs.open_input_stream(f"{root}/{rel}") as f:
+                return f.read()
+        except (FileNotFoundError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError) or "not found" in str(exc).lower() or "NoSuchKey" in str(exc):
+                return None
+            raise AuditlakeError(f"cannot read {self.uri}/{rel}: {exc}") from exc
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        fs, root = self.filesystem()
+        path = f"{root}/{rel}"
+        try:
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+        except OSError as exc:
+            raise AuditlakeError(f"cannot write {self.uri}/{rel}: {exc}") from exc
+
+    def read_json(self, rel: str) -> dict | None:
+        raw = self.read_bytes(rel)
+        return None if raw is None else json.loads(raw)
+
+    def write_json(self, rel: str, obj: dict) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+    # -- Delta tables ----------------------------------------------------------------
+    def delta(self, name: str):
+        """The DeltaTable, or None if the table does not exist yet."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.table_uri(name), storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditlakeError(f"cannot open table {name} in {self.uri}: {exc}") from exc
+
+    def dataset(self, name: str, schema: pa.Schema):
+        """A pyarrow dataset over the table (empty with `schema` if it does not exist)."""
+        import pyarrow.dataset as ds
+
+        dt = self.delta(name)
+        if dt is None:
+            return ds.dataset(pa.table({f.name: pa.array([], f.type) for f in schema}))
+        return dt.to_pyarrow_dataset()

@@ -1,0 +1,165 @@
+"""Schemas of the lake's Delta tables and the one way the lake writes to them: a blind,
+append-only commit that fails (instead of silently rebasing) if another writer got there
+first, so the caller can re-plan from the new state."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..errors import AuditlakeError, ConflictError
+from .store import Lake
+
+TS = pa.timestamp("us", tz="UTC")
+
+LEDGER = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("occurred_at", TS),
+        ("event_date", pa.string()),
+        ("ingested_at", TS),
+        ("source", pa.string()),
+        ("tenant_id", pa.string()),
+        ("actor_type", pa.string()),
+        ("actor_id", pa.string()),
+        ("actor_role", pa.string()),
+        ("actor_ip_sealed", pa.string()),
+        ("subject_id", pa.string()),
+        ("subject_country", pa.string()),
+        ("subject_region", pa.string()),
+        ("subject_timezone", pa.string()),
+        ("subject_pii_sealed", pa.string()),
+        ("pii_fields", pa.string()),
+        ("phone_bidx", pa.string()),
+        ("lawful_basis", pa.string()),
+        ("data", pa.string()),
+        ("leaf", pa.string()),
+        ("hash", pa.string()),
+        ("key_id", pa.string()),
+        ("batch_id", pa.string()),
+        ("source_file", pa.string()),
+        ("source_sha256", pa.string()),
+        ("source_line", pa.int64()),
+    ]
+)
+
+CHECKPOINTS = pa.schema(
+    [
+        ("log_id", pa.string()),
+        ("tree_size", pa.int64()),
+        ("root", pa.string()),
+        ("chain_head", pa.string()),
+        ("time", pa.string()),
+        ("prev_checkpoint_hash", pa.string()),
+        ("key_id", pa.string()),
+        ("signature", pa.string()),
+        ("checkpoint_hash", pa.string()),
+        # Not signed: the compact-range frontier so the next batch extends the tree
+        # without re-reading it; verify recomputes it.
+        ("frontier", pa.list_(pa.string())),
+        ("batch_id", pa.string()),
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("source_sha256", pa.string()),
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("event_id", pa.string()),
+        ("quarantined_at", TS),
+        ("batch_id", pa.string()),
+    ]
+)
+
+INGEST_LOG = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("source_sha256", pa.string()),
+        ("format", pa.string()),
+        ("lines_read", pa.int64()),
+        ("accepted", pa.int64()),
+        ("quarantined", pa.int64()),
+        ("first_seq", pa.int64()),
+        ("last_seq", pa.int64()),
+        ("completed_at", TS),
+        ("batch_id", pa.string()),
+    ]
+)
+
+FINDINGS = pa.schema(
+    [
+        ("evaluation_id", pa.string()),
+        ("as_of", TS),
+        ("evaluated_at", TS),
+        ("code_version", pa.string()),
+        ("tree_size", pa.int64()),
+        ("rule_id", pa.string()),
+        ("event_id", pa.string()),
+        ("tenant_id", pa.string()),
+        ("occurred_at", TS),
+        ("severity", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+INCIDENTS = pa.schema(
+    [
+        ("incident_id", pa.string()),
+        ("at", TS),
+        ("kind", pa.string()),
+        ("object", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "ledger": LEDGER,
+    "checkpoints": CHECKPOINTS,
+    "quarantine": QUARANTINE,
+    "ingest_log": INGEST_LOG,
+    "findings": FINDINGS,
+    "incidents": INCIDENTS,
+}
+PARTITIONS = {"ledger": ["event_date"]}
+# Old log entries are the audit trail of the tables: never let delta-rs clean them up.
+TABLE_CONFIG = {"delta.appendOnly": "true", "delta.enableExpiredLogCleanup": "false"}
+
+
+def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, metadata: dict | None = None) -> int:
+    """Blind-append `rows` to table `name` as the commit right after `read_version`
+    (None: the table must not exist yet). Raises ConflictError if another commit won."""
+    from deltalake import CommitProperties, write_deltalake
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    rows = rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
+    dt = lake.delta(name)
+    if (dt.version() if dt is not None else None) != read_version:
+        raise ConflictError(f"table {name} moved past version {read_version}")
+    props = CommitProperties(max_commit_retries=0, custom_metadata={"auditlake": "append", **(metadata or {})})
+    try:
+        write_deltalake(
+            dt if dt is not None else lake.table_uri(name),
+            rows,
+            mode="append" if dt is not None else "error",
+            partition_by=PARTITIONS.get(name) if dt is None else None,
+            configuration=TABLE_CONFIG if dt is None else None,
+            storage_options=lake.storage_options or None if dt is None else None,
+            commit_properties=props,
+        )
+    except CommitFailedError as exc:
+        raise ConflictError(f"table {name}: concurrent commit ({exc})") from exc
+    except DeltaError as exc:
+        if dt is None and "exists" in str(exc).lower():
+            raise ConflictError(f"table {name} was created concurrently") from exc
+        raise AuditlakeError(f"cannot append to table {name}: {exc}") from exc
+    except OSError as exc:
+        raise AuditlakeError(f"cannot append to table {name}: {exc}") from exc
+    return (read_version + 1) if read_version is not None else 0
+
+
+def version(lake: Lake, name: str) -> int | None:
+    dt = lake.delta(name)
+    return None if dt is None else dt.version()

@@ -1,0 +1,56 @@
+"""RFC 8785 (JCS) canonical JSON.
+
+orjson with sorted keys already emits JCS for strings, integers, booleans and null
+(minimal escapes, UTF-8, lowercase \\u00xx); it differs only for floats, for integers
+beyond IEEE-754's exact range and for key order outside the BMP. Those rare values take
+the reference implementation (`rfc8785`), so the output is always JCS.
+"""
+from __future__ import annotations
+
+import orjson
+import rfc8785
+
+_MAX_EXACT_INT = 2**53 - 1
+
+
+class CanonicalError(ValueError):
+    """The value has no RFC 8785 form (NaN, out-of-range integer, lone surrogate...)."""
+
+
+def _needs_reference(value) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not k.isascii():
+                    return True
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float):
+            return True
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > _MAX_EXACT_INT:
+            return True
+    return False
+
+
+def canonical_json(value) -> bytes:
+    """The JCS bytes of a JSON value (dict/list/str/int/float/bool/None)."""
+    try:
+        if _needs_reference(value):
+            return rfc8785.dumps(value)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (rfc8785.CanonicalizationError, orjson.JSONEncodeError, TypeError) as exc:
+        raise CanonicalError(str(exc)) from exc
+
+
+def fragment(canonical: bytes | str) -> orjson.Fragment:
+    """Embed already-canonical JSON inside a larger document without re-encoding it."""
+    return orjson.Fragment(canonical)
+
+
+def canonical_with_fragments(obj: dict) -> bytes:
+    """JCS of a dict whose keys are ASCII and whose values are plain strings, ints, None,
+    dicts of those, or `fragment`s of canonical JSON. Used for the ledger record."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)

@@ -1,0 +1,66 @@
+"""Masking personal data in text that is kept for humans (quarantine raw lines, logs)."""
+from __future__ import annotations
+
+import re
+
+import orjson
+
+MASK = "***"
+_PATTERNS = [
+    re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # e-mail
+    re.compile(r"\+\d[\d ().-]{6,}\d"),  # international phone numbers
+    re.compile(r"\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b"),  # formatted national numbers
+    re.compile(r"\b\d{10,15}\b"),  # bare phone-length digit runs
+    re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
+    re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b"),  # IPv6
+]
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+RAW_LIMIT = 4096
+
+
+def mask_text(text: str) -> str:
+    """Mask e-mails, phone numbers and IPs in free text (UUIDs and timestamps are kept)."""
+    keep: dict[str, str] = {}
+
+    def protect(m: re.Match) -> str:
+        token = f"\x00{len(keep)}\x00"
+        keep[token] = m.group(0)
+        return token
+
+    text = _UUID.sub(protect, text)
+    text = re.sub(r"\d{4}-\d{2}-\d{2}[Tt ][\d:.]+([Zz]|[+-]\d{2}:\d{2})?", protect, text)
+    for pattern in _PATTERNS:
+        text = pattern.sub(MASK, text)
+    for token, original in keep.items():
+        text = text.replace(token, original)
+    return text
+
+
+def mask_event(ev):
+    """A copy of a parsed event with its PII fields masked (for any shape of input)."""
+    if not isinstance(ev, dict):
+        return ev
+    out = dict(ev)
+    for part, fields in (("actor", ("ip",)), ("subject", ("phone", "email", "name"))):
+        obj = out.get(part)
+        if isinstance(obj, dict):
+            out[part] = {k: (MASK if k in fields and v not in (None, "") else v) for k, v in obj.items()}
+        elif isinstance(obj, str):
+            out[part] = MASK
+    return out
+
+
+def mask_raw(raw: bytes | dict) -> str:
+    """The masked, size-limited text of a rejected landing line or Parquet row."""
+    if isinstance(raw, dict):
+        text = orjson.dumps(mask_event(raw), default=str).decode()
+    else:
+        head = raw[: RAW_LIMIT * 4]
+        try:
+            text = orjson.dumps(mask_event(orjson.loads(head))).decode() if len(raw) <= RAW_LIMIT * 4 else None
+        except orjson.JSONDecodeError:
+            text = None
+        if text is None:
+            text = head.decode("utf-8", errors="replace")
+    text = mask_text(text)
+    return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + f"... [{len(text) - RAW_LIMIT} more characters]"

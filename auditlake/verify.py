@@ -1,0 +1,408 @@
+"""Full verification of a lake: Delta history, data files, rows, chain, Merkle roots,
+signed checkpoints and the trusted checkpoint (docs/LEDGER.md section 8).
+
+Heavy lifting runs in DuckDB: the chain is checked row by row against the stored previous
+hash (HMAC-SHA-256 computed with DuckDB's vectorised sha256 over HMAC's padded keys), and
+the Merkle tree is built level by level, so nothing here loops in Python per event.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .errors import AuditlakeError
+from .keys import KeyStore, auditlake_home, load_public_key
+from .lake import tables
+from .lake.meta import open_lake_keys
+from .lake.store import Lake
+from .ledger import chain, merkle
+from .ledger.checkpoint import ZERO_HASH, Checkpoint
+
+FINDINGS_PER_KIND = 50
+# The ledger's projection columns and the path of the same value in the sealed record.
+PROJECTION = {
+    "event_id": "$.event_id",
+    "event_type": "$.event_type",
+    "source": "$.source",
+    "tenant_id": "$.tenant_id",
+    "actor_type": "$.actor.type",
+    "actor_id": "$.actor.id",
+    "actor_role": "$.actor.role",
+    "actor_ip_sealed": "$.actor.ip",
+    "subject_id": "$.subject.id",
+    "subject_country": "$.subject.country",
+    "subject_region": "$.subject.region",
+    "subject_timezone": "$.subject.timezone",
+    "subject_pii_sealed": "$.subject.pii",
+    "phone_bidx": "$.subject.phone_bidx",
+    "pii_fields": "$.pii_fields",
+    "lawful_basis": "$.lawful_basis",
+}
+
+
+@dataclass
+class Finding:
+    kind: str
+    table: str
+    detail: str
+    partition: str | None = None
+    file: str | None = None
+    seq: int | None = None
+    event_id: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    ok: bool = True
+    events: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    tree_size: int = 0
+    root: str = ""
+    checkpoints: int = 0
+    unsealed_tail: int = 0
+    trusted_tree_size: int | None = None
+    duration_s: float = 0.0
+
+    def add(self, kind: str, table: str, detail: str, **where) -> None:
+        if sum(1 for f in self.findings if f.kind == kind) < FINDINGS_PER_KIND:
+            self.findings.append(Finding(kind, table, detail, **where))
+        self.ok = False
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": not self.findings,
+            "events": self.events,
+            "findings": [asdict(f) for f in self.findings],
+            "tree_size": self.tree_size,
+            "root": self.root,
+            "checkpoints": self.checkpoints,
+            "unsealed_tail": self.unsealed_tail,
+            "trusted_tree_size": self.trusted_tree_size,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+# ----------------------------------------------------------------------------- Delta log
+def _list(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    try:
+        return [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
+    except FileNotFoundError:
+        return []
+
+
+def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict] | None:
+    """Replay the table's _delta_log: only blind appends, appendOnly from version 0, no gaps.
+    Returns the live data files {relative path: add action} or None if there is no table."""
+    fs, root = lake.filesystem()
+    table_path = f"{root}/tables/{name}"
+    log_path = f"{table_path}/_delta_log"
+    entries = _list(fs, log_path)
+    if not entries:
+        return None
+    versions = sorted(
+        int(posixpath.basename(i.path)[:20])
+        for i in entries
+        if posixpath.basename(i.path).endswith(".json") and posixpath.basename(i.path)[:20].isdigit()
+    )
+    if not versions or versions[0] != 0:
+        report.add("history_missing", name, "the Delta log does not start at version 0")
+    for a, b in zip(versions, versions[1:]):
+        if b != a + 1:
+            report.add("history_missing", name, f"Delta log versions {a + 1}..{b - 1} are missing")
+    live: dict[str, dict] = {}
+    for v in versions:
+        fname = f"{log_path}/{v:020d}.json"
+        with fs.open_input_stream(fname) as f:
+            text = f.read().decode()
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            kind = next(iter(action))
+            body = action[kind]
+            if kind == "add":
+                live[body["path"]] = body | {"version": v}
+            elif kind == "commitInfo":
+                op, mode = body.get("operation"), (body.get("operationParameters") or {}).get("mode")
+                if not (op == "WRITE" and mode in ("Append", "ErrorIfExists" if v == 0 else "Append")):
+                    report.add("non_append_commit", name, f"version {v} is {op} {mode or ''}".strip())
+            elif kind == "metaData":
+                conf = body.get("configuration") or {}
+                if v != 0:
+                    report.add("table_property_changed", name, f"version {v} rewrites the table metadata")
+                if conf.get("delta.appendOnly") != "true":
+                    report.add("table_property_changed", name, f"version {v}: delta.appendOnly is not true")
+            elif kind == "protocol" and v != 0:
+                report.add("table_property_changed", name, f"version {v} changes the protocol")
+            elif kind in ("remove", "cdc", "domainMetadata"):
+                report.add("non_append_commit", name, f"version {v} has a {kind} action")
+    # Files on storage must be exactly the ones the log added, with their recorded sizes.
+    on_disk = {
+        posixpath.relpath(i.path, table_path): i.size
+        for i in _list(fs, table_path)
+        if not posixpath.relpath(i.path, table_path).startswith("_delta_log")
+    }
+    for path, add in live.items():
+        rel = _unquote(path)
+        partition = rel.split("/")[0] if "/" in rel else None
+        if rel not in on_disk:
+            report.add("data_file_removed", name, "a committed data file is missing", partition=partition, file=rel)
+        elif on_disk[rel] != add["size"]:
+            report.add("data_file_replaced", name, f"size {on_disk[rel]} != committed {add['size']}", partition=partition, file=rel)
+    committed = {_unquote(p) for p in live}
+    for rel in sorted(set(on_disk) - committed):
+        report.add("data_file_inserted", name, "a data file that no commit added", file=rel,
+                   partition=rel.split("/")[0] if "/" in rel else None)
+    return {_unquote(p): a for p, a in live.items()}
+
+
+def _unquote(p: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(p)
+
+
+# ----------------------------------------------------------------------------- ledger rows
+def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tuple[list[str], pafs.FileSystem]:
+    """The readable committed ledger files; row counts checked against the log's stats."""
+    fs, root = lake.filesystem()
+    paths = []
+    for rel, add in sorted(live.items()):
+        path = f"{root}/tables/ledger/{rel}"
+        try:
+            rows = pq.ParquetFile(fs.open_input_file(path)).metadata.num_rows
+        except FileNotFoundError:
+            continue  # reported by check_history
+        except (OSError, pa.ArrowInvalid) as exc:
+            if "not found" not in str(exc).lower():
+                report.add("data_file_replaced", "ledger", f"unreadable: {str(exc)[:120]}", file=rel)
+            continue
+        stats = json.loads(add.get("stats") or "{}")
+        if "numRecords" in stats and stats["numRecords"] != rows:
+            report.add("data_file_replaced", "ledger", f"{rows} rows != committed {stats['numRecords']}", file=rel)
+        paths.append(path)
+    return paths, fs
+
+
+def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, root: str) -> None:
+    """Stream the ledger files into a DuckDB table (which spills to disk past its memory limit)."""
+    import pyarrow.dataset as pads
+
+    base = pa.schema([f for f in tables.LEDGER if f.name != "event_date"])
+    schema = base.append(pa.field("_file", pa.string())).append(pa.field("event_date", pa.string()))
+    prefix = f"{root}/tables/ledger/"
+
+    def batches():
+        if not paths:
+            return
+        for fragment in pads.dataset(paths, schema=base, filesystem=fs, format="parquet").get_fragments():
+            rel = fragment.path[len(prefix):]
+            part = next((p.split("=", 1)[1] for p in rel.split("/") if p.startswith("event_date=")), None)
+            for b in fragment.to_batches(columns=base.names, batch_size=65_536):
+                n = b.num_rows
+                yield pa.RecordBatch.from_arrays(
+                    [*b.columns, pa.array([rel] * n, pa.string()), pa.array([part] * n, pa.string())], schema=schema
+                )
+
+    con.register("ledger_src", pa.RecordBatchReader.from_batches(schema, batches()))
+    con.execute("CREATE TEMP TABLE ledger AS SELECT * FROM ledger_src")
+    con.unregister("ledger_src")
+
+
+def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyReport) -> None:
+    n, distinct, lo, hi = con.execute("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM ledger").fetchone()
+    report.events = n
+    for seq, c, f in con.execute(
+        "SELECT seq, count(*), min(_file) FROM ledger GROUP BY seq HAVING count(*) > 1 ORDER BY seq LIMIT ?",
+        [FINDINGS_PER_KIND],
+    ).fetchall():
+        report.add("duplicate_row", "ledger", f"seq {seq} appears {c} times", seq=seq, file=f)
+    if n:
+        for (gap_start, gap_end) in con.execute(
+            """SELECT seq + 1, next - 1 FROM (SELECT seq, lead(seq) OVER (ORDER BY seq) AS next
+               FROM (SELECT DISTINCT seq FROM ledger)) WHERE next > seq + 1 ORDER BY seq LIMIT ?""",
+            [FINDINGS_PER_KIND],
+        ).fetchall():
+            report.add("deleted_row", "ledger", f"seq {gap_start}..{gap_end} missing", seq=gap_start)
+        if lo != 0:
+            report.add("deleted_row", "ledger", f"seq 0..{lo - 1} missing", seq=0)
+    # The chain: each row against the stored hash of the row before it.
+    pads = [(kid, *chain.hmac_pads(k)) for kid, k in keys.chain_keys().items()]
+    con.execute("CREATE TEMP TABLE chain_keys (key_id VARCHAR, ipad BLOB, opad BLOB)")
+    con.executemany("INSERT INTO chain_keys VALUES (?, ?, ?)", pads)
+    con.execute("CREATE TEMP TABLE prev AS SELECT seq + 1 AS seq, min(hash) AS hash FROM ledger GROUP BY seq")
+    bad = con.execute(
+        f"""
+        SELECT l.seq, l.event_id, l._file, l.event_date,
+               k.key_id IS NULL AS unknown_key,
+               json_extract(l.leaf, '$.seq')::BIGINT IS DISTINCT FROM l.seq AS seq_moved,
+               sha256(k.opad || unhex(sha256(k.ipad || unhex(coalesce(p.hash, '{ZERO_HASH}')) || encode(l.leaf))))
+                   IS DISTINCT FROM l.hash AS chain_broken
+        FROM ledger l LEFT JOIN chain_keys k USING (key_id) LEFT JOIN prev p USING (seq)
+        WHERE k.key_id IS NULL OR chain_broken OR seq_moved
+        ORDER BY l.seq LIMIT {FINDINGS_PER_KIND * 4}
+        """
+    ).fetchall()
+    for seq, eid, f, part, unknown, moved, broken in bad:
+        if unknown:
+            report.add("unknown_key", "ledger", "row hashed with a key id the keystore does not hold", seq=seq, event_id=eid, file=f, partition=part)
+        elif moved:
+            report.add("reordered_row", "ledger", "the row's seq differs from its sealed record", seq=seq, event_id=eid, file=f, partition=part)
+        else:
+            report.add("changed_row", "ledger", "the sealed record or its hash was altered (chain broken)", seq=seq, event_id=eid, file=f, partition=part)
+    # Projection columns must equal the sealed record.
+    paths = list(PROJECTION.values())
+    checks = " OR ".join(
+        f"j[{i + 1}] IS DISTINCT FROM {col}" for i, col in enumerate(PROJECTION)
+    )
+    mismatch = con.execute(
+        f"""
+        SELECT seq, event_id, _file, event_date, [{', '.join(f"'{c}'" for c in PROJECTION)}] AS cols, j,
+               [{', '.join(PROJECTION)}] AS vals, data_bad, time_bad
+        FROM (SELECT *, json_extract_string(leaf, ?) AS j,
+                     json(json_extract(leaf, '$.data')) IS DISTINCT FROM json(data) AS data_bad,
+                     (json_extract_string(leaf, '$.occurred_at')::TIMESTAMPTZ IS DISTINCT FROM occurred_at
+                      OR strftime(occurred_at, '%Y-%m-%d') IS DISTINCT FROM event_date) AS time_bad
+              FROM ledger)
+        WHERE {checks} OR data_bad OR time_bad
+        ORDER BY seq LIMIT {FINDINGS_PER_KIND}
+        """,
+        [paths],
+    ).fetchall()
+    for seq, eid, f, part, cols, j, vals, data_bad, time_bad in mismatch:
+        changed = [c for c, a, b in zip(cols, j, vals) if a != b]
+        if data_bad:
+            changed.append("data")
+        if time_bad:
+            changed.append("occurred_at/event_date")
+        report.add("changed_field", "ledger", f"column(s) {', '.join(changed)} differ from the sealed record",
+                   seq=seq, event_id=eid, file=f, partition=part)
+
+
+# ----------------------------------------------------------------------------- Merkle
+def _perfect_levels(con: duckdb.DuckDBPyConnection, n: int) -> list[list[bytes]]:
+    """levels[L][i] = root of the perfect subtree of 2^L leaves starting at leaf i*2^L."""
+    con.execute(
+        "CREATE TEMP TABLE lvl AS SELECT row_number() OVER (ORDER BY seq) - 1 AS i, "
+        "unhex(sha256(from_hex('00') || encode(leaf))) AS h FROM (SELECT seq, min(leaf) AS leaf FROM ledger GROUP BY seq)"
+    )
+    levels = [[r[0] for r in con.execute("SELECT h FROM lvl ORDER BY i").fetchall()]]
+    size = n
+    while size > 1:
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE lvl AS
+               SELECT a.i // 2 AS i, unhex(sha256(from_hex('01') || a.h || b.h)) AS h
+               FROM lvl a JOIN lvl b ON b.i = a.i + 1 WHERE a.i % 2 = 0"""
+        )
+        size //= 2
+        levels.append([r[0] for r in con.execute("SELECT h FROM lvl ORDER BY i").fetchall()])
+    return levels
+
+
+def _root_at(levels: list[list[bytes]], size: int) -> bytes:
+    return merkle.root_from(size, lambda level, index: levels[level][index])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def trust_path(log_id: str) -> Path:
+    return auditlake_home() / "trust" / f"{log_id}.json"
+
+
+def _check_checkpoints(lake: Lake, keys: KeyStore, con, levels, report: VerifyReport, trusted: Checkpoint | None) -> list[dict]:
+    from .head import read_checkpoints
+
+    rows = read_checkpoints(lake)
+    report.checkpoints = len(rows)
+    public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
+    n = report.events
+    hashes = dict(con.execute("SELECT seq, min(hash) FROM ledger GROUP BY seq").fetchall()) if rows else {}
+    prev_hash, prev_size = ZERO_HASH, -1
+    for row in rows:
+        size = row["tree_size"]
+        try:
+            cp = Checkpoint.from_dict(row)
+        except (ValueError, KeyError) as exc:
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: {exc}")
+            continue
+        if cp.log_id != keys.log_id:
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: log id {cp.log_id} is not this lake's")
+        key = public.get(cp.key_id)
+        if key is None or not cp.signature_valid(key):
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: signature does not verify")
+        if cp.prev_checkpoint_hash != prev_hash:
+            report.add("missing_checkpoint", "checkpoints", f"tree size {size}: does not link to the previous checkpoint (one is missing or forged)")
+        if size <= prev_size:
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size} does not grow the log")
+        if size > n:
+            report.add("truncated_tail", "ledger", f"checkpoint covers {size} events but the ledger holds {n}")
+        else:
+            if _root_at(levels, size).hex() != cp.root:
+                report.add("root_mismatch", "checkpoints", f"tree size {size}: Merkle root does not match the ledger")
+            head = hashes.get(size - 1, ZERO_HASH) if size else ZERO_HASH
+            if head != cp.chain_head:
+                report.add("root_mismatch", "checkpoints", f"tree size {size}: chain head does not match the ledger")
+        if row.get("frontier") is not None and merkle.Frontier.from_hex(size, list(row["frontier"])).root().hex() != cp.root:
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: stored frontier does not match its root")
+        prev_hash, prev_size = cp.checkpoint_hash, size
+    if trusted is not None:
+        report.trusted_tree_size = trusted.tree_size
+        if trusted.log_id != keys.log_id:
+            report.add("forged_checkpoint", "checkpoints", "the trusted checkpoint belongs to another log")
+        elif trusted.tree_size > n:
+            report.add("truncated_tail", "ledger", f"the trusted checkpoint covers {trusted.tree_size} events but the ledger holds {n}")
+        elif _root_at(levels, trusted.tree_size).hex() != trusted.root:
+            report.add("root_mismatch", "ledger", f"the ledger no longer matches the trusted checkpoint at size {trusted.tree_size}")
+        if not any(r["checkpoint_hash"] == trusted.checkpoint_hash for r in rows):
+            report.add("missing_checkpoint", "checkpoints", f"the trusted checkpoint (tree size {trusted.tree_size}) is not in the lake")
+    last = rows[-1]["tree_size"] if rows else 0
+    report.unsealed_tail = max(0, n - last)
+    return rows
+
+
+# ----------------------------------------------------------------------------- entry
+def load_trusted(path: str | Path) -> Checkpoint:
+    try:
+        return Checkpoint.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditlakeError(f"cannot read the trusted checkpoint {path}: {exc}") from exc
+
+
+def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = True) -> VerifyReport:
+    started = time.monotonic()
+    report = VerifyReport()
+    keys = open_lake_keys(lake)
+    tpath = trust_path(keys.log_id)
+    trusted = load_trusted(trusted_file) if trusted_file else (load_trusted(tpath) if tpath.exists() else None)
+    live = {}
+    for name in tables.SCHEMAS:
+        files = check_history(lake, name, report)
+        if name == "ledger":
+            live = files or {}
+    paths, fs = _ledger_files(lake, live, report)
+    con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False})
+    con.execute("SET TimeZone = 'UTC'")
+    _load_ledger(con, paths, fs, lake.filesystem()[1])
+    _check_rows(con, keys, report)
+    n = report.events
+    levels = _perfect_levels(con, n) if n else [[]]
+    rows = _check_checkpoints(lake, keys, con, levels, report, trusted)
+    report.tree_size = n
+    report.root = _root_at(levels, n).hex() if n else merkle.EMPTY_ROOT.hex()
+    from .lake import retention
+
+    for f in retention.check(lake, keys):
+        report.add(f["kind"], f["table"], f["detail"], file=f.get("file"), partition=f.get("partition"))
+    report.ok = not report.findings
+    if report.ok and update_trust and rows:
+        tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tpath.write_text(json.dumps({k: v for k, v in rows[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
+    report.duration_s = time.monotonic() - started
+    return report
