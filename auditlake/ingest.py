@@ -162,9 +162,11 @@ class _Batch:
         return len(self.candidates) + len(self.bad)
 
 
-def _parse(raw: bytes | dict) -> tuple[dict | None, str | None]:
+def _parse(raw: bytes | dict | landing.Unreadable) -> tuple[dict | None, str | None]:
     if isinstance(raw, dict):
         return raw, None
+    if isinstance(raw, landing.Unreadable):
+        return None, raw.reason
     if len(raw) > MAX_LINE_BYTES:
         return None, f"line larger than 64 KiB ({len(raw)} bytes)"
     if not raw.strip():
@@ -202,7 +204,7 @@ def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report
             else:
                 batch.bad.append(
                     {"source_file": lf.name, "source_sha256": sha, "line": line, "reason": reason,
-                     "raw": mask_raw(raw), "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None}
+                     "raw": "" if isinstance(raw, landing.Unreadable) else mask_raw(raw), "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None}
                 )
             if batch.size >= BATCH_LINES:
                 yield batch

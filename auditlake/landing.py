@@ -19,6 +19,13 @@ _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """The rest of a file could not be read; quarantined as one line with this reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class LandingFile:
     fs: pafs.FileSystem
     path: str
@@ -31,12 +38,12 @@ class LandingFile:
 
     def sha256(self) -> str:
         h = hashlib.sha256()
-        with self.fs.open_input_stream(self.path) as f:
+        with self.fs.open_input_stream(self.path, compression=None) as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
         return h.hexdigest()
 
-    def records(self) -> Iterator[tuple[int, bytes | dict]]:
+    def records(self) -> Iterator[tuple[int, bytes | dict | Unreadable]]:
         """(1-based line, raw line bytes) for JSONL; (1-based row, row dict) for Parquet."""
         if self.format == "parquet":
             yield from self._parquet_rows()
@@ -48,16 +55,20 @@ class LandingFile:
         inflate = zlib.decompressobj(wbits=47) if gz else None
         pending = b""
         n = 0
-        with self.fs.open_input_stream(self.path) as f:
+        with self.fs.open_input_stream(self.path, compression=None) as f:
             while True:
                 chunk = f.read(_CHUNK)
                 if gz:
-                    chunk = inflate.decompress(chunk) if chunk else inflate.flush()
-                    # A gzip file may hold several members; continue with the next one.
-                    while inflate.eof and inflate.unused_data:
-                        rest = inflate.unused_data
-                        inflate = zlib.decompressobj(wbits=47)
-                        chunk += inflate.decompress(rest)
+                    try:
+                        chunk = inflate.decompress(chunk) if chunk else inflate.flush()
+                        # A gzip file may hold several members; continue with the next one.
+                        while inflate.eof and inflate.unused_data:
+                            rest = inflate.unused_data
+                            inflate = zlib.decompressobj(wbits=47)
+                            chunk += inflate.decompress(rest)
+                    except zlib.error as exc:
+                        yield n + 1, Unreadable(f"corrupt gzip stream after line {n}: {exc}")
+                        return
                 if not chunk:
                     break
                 parts = (pending + chunk).split(b"\n")

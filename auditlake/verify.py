@@ -288,14 +288,14 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
 
 
 # ----------------------------------------------------------------------------- Merkle
-def _perfect_levels(con: duckdb.DuckDBPyConnection, n: int) -> list[list[bytes]]:
+def _perfect_levels(con: duckdb.DuckDBPyConnection) -> list[list[bytes]]:
     """levels[L][i] = root of the perfect subtree of 2^L leaves starting at leaf i*2^L."""
     con.execute(
         "CREATE TEMP TABLE lvl AS SELECT row_number() OVER (ORDER BY seq) - 1 AS i, "
         "unhex(sha256(from_hex('00') || encode(leaf))) AS h FROM (SELECT seq, min(leaf) AS leaf FROM ledger GROUP BY seq)"
     )
     levels = [[r[0] for r in con.execute("SELECT h FROM lvl ORDER BY i").fetchall()]]
-    size = n
+    size = len(levels[0])
     while size > 1:
         con.execute(
             """CREATE OR REPLACE TEMP TABLE lvl AS
@@ -316,13 +316,25 @@ def trust_path(log_id: str) -> Path:
     return auditlake_home() / "trust" / f"{log_id}.json"
 
 
-def _check_checkpoints(lake: Lake, keys: KeyStore, con, levels, report: VerifyReport, trusted: Checkpoint | None) -> list[dict]:
-    from .head import read_checkpoints
+def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:
+    """Checkpoint rows from the committed files that still exist (a missing one is reported
+    by check_history and shows here as a broken link)."""
+    fs, root = lake.filesystem()
+    rows = []
+    for rel in sorted(live):
+        try:
+            rows.extend(pq.read_table(f"{root}/tables/checkpoints/{rel}", filesystem=fs).to_pylist())
+        except (OSError, pa.ArrowInvalid):
+            continue
+    return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
 
-    rows = read_checkpoints(lake)
+
+def _check_checkpoints(lake: Lake, keys: KeyStore, con, levels, report: VerifyReport, trusted: Checkpoint | None,
+                       live: dict[str, dict]) -> list[dict]:
+    rows = _read_checkpoints(lake, live)
     report.checkpoints = len(rows)
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
-    n = report.events
+    n = len(levels[0])  # distinct positions in the log
     hashes = dict(con.execute("SELECT seq, min(hash) FROM ledger GROUP BY seq").fetchall()) if rows else {}
     prev_hash, prev_size = ZERO_HASH, -1
     for row in rows:
@@ -381,21 +393,18 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     keys = open_lake_keys(lake)
     tpath = trust_path(keys.log_id)
     trusted = load_trusted(trusted_file) if trusted_file else (load_trusted(tpath) if tpath.exists() else None)
-    live = {}
+    live: dict[str, dict[str, dict]] = {}
     for name in tables.SCHEMAS:
-        files = check_history(lake, name, report)
-        if name == "ledger":
-            live = files or {}
-    paths, fs = _ledger_files(lake, live, report)
+        live[name] = check_history(lake, name, report) or {}
+    paths, fs = _ledger_files(lake, live["ledger"], report)
     con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False})
     con.execute("SET TimeZone = 'UTC'")
     _load_ledger(con, paths, fs, lake.filesystem()[1])
     _check_rows(con, keys, report)
-    n = report.events
-    levels = _perfect_levels(con, n) if n else [[]]
-    rows = _check_checkpoints(lake, keys, con, levels, report, trusted)
-    report.tree_size = n
-    report.root = _root_at(levels, n).hex() if n else merkle.EMPTY_ROOT.hex()
+    levels = _perfect_levels(con) if report.events else [[]]
+    rows = _check_checkpoints(lake, keys, con, levels, report, trusted, live["checkpoints"])
+    report.tree_size = len(levels[0])
+    report.root = _root_at(levels, report.tree_size).hex()
     from .lake import retention
 
     for f in retention.check(lake, keys):

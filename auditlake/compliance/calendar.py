@@ -50,8 +50,12 @@ def add_business_days_expr(expr: pl.Expr, n: int | pl.Expr,
 
     polars counts business days after the start date; for a start on a weekend or
     holiday, `roll="backward"` moves it to the previous business day first, which
-    has the same business days after it, so the result equals stepping day by day."""
-    return expr.dt.add_business_days(n, holidays=sorted(holidays), roll="backward")
+    has the same business days after it, so the result equals stepping day by day.
+    With n = 0 nothing is stepped, so the instant stays (even on a weekend)."""
+    stepped = expr.dt.add_business_days(n, holidays=sorted(holidays), roll="backward")
+    if isinstance(n, pl.Expr):
+        return pl.when(n == 0).then(expr).otherwise(stepped)
+    return expr if n == 0 else stepped
 
 
 def add_calendar_months_expr(expr: pl.Expr, n: int) -> pl.Expr:

@@ -206,10 +206,11 @@ class Frontier:
         sequence of appends each perfect node of the final tree is reported exactly once,
         so a caller can persist inner nodes ("tiles") for ``*_proof_from``.
         """
-        row: list[bytes] = [h if type(h) is bytes else _as_hash(h) for h in leaf_hashes]
-        for h in row:
-            if len(h) != HASH_SIZE:
-                raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(h)}")
+        row: list[bytes] = list(leaf_hashes)
+        if row and set(map(type, row)) != {bytes}:
+            row = [_as_hash(h) for h in row]
+        if row and set(map(len, row)) != {HASH_SIZE}:
+            raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes each")
         old_size = self.size
         new_size = old_size + len(row)
         if new_size > MAX_TREE_SIZE:
@@ -667,7 +668,7 @@ def _levels_sql(k: int) -> str:
     return f"from_hex('01') || {exprs[0]} || {exprs[1]}"
 
 
-def root_arrow(leaf_hashes, *, levels_per_query: int = 2, duckdb_min_nodes: int = 1 << 14) -> bytes:
+def root_arrow(leaf_hashes, *, levels_per_query: int = 3, duckdb_min_nodes: int = 1 << 14) -> bytes:
     """RFC 6962 root of a pyarrow array of 32-byte leaf hashes (fixed_size_binary(32) or binary).
 
     Level-wise pairing where a lone rightmost node is promoted unchanged to the next level;

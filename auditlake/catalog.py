@@ -1,0 +1,699 @@
+"""The DuckDB catalog over the lake (INTERFACES.md), the explorer's read-only connection,
+its users file, and the `auditlake catalog` / `auditlake explore` commands.
+
+Views (every one masks PII; sealed columns are never exposed):
+  events       one row per ledger event: plain projection columns, `*_phone/_email/_name/
+               actor_ip` shown as '***' when the event carried them, `pii` = masked|none
+  findings     the latest compliance evaluation only
+  quarantine   rejected landing lines (the raw text is masked at ingest)
+  checkpoints  one row per signed checkpoint
+  ingest_log   one row per ingested landing file
+and a table macro `events_between(from, to)` that adds the `event_date` partition filter
+to an `occurred_at` range, so time-range queries read only the days they need.
+
+Local lake: views call the signed delta extension (`delta_scan('<abs table path>')`), which
+`auditlake catalog` installs from the `duckdb-extension-delta` package into DuckDB's
+extension directory, so the plain `duckdb` CLI autoloads it. Reads are live: every query
+sees the latest Delta version.
+
+S3 lake: delta_scan needs DuckDB's httpfs extension for S3 secrets, which cannot be
+downloaded here; unless it is installed, `auditlake catalog` writes the views over a local
+Parquet snapshot (partitioned by event_date) of the masked projection, refreshed on every
+run. The explorer itself reads S3 lakes live through deltalake's Arrow datasets.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import getpass
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+import threading
+import tomllib
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import AuditlakeError
+from .lake.store import Lake
+
+VIEWS = ("events", "findings", "quarantine", "checkpoints", "ingest_log")
+CATALOG_FORMAT = 1
+
+# ----------------------------------------------------------------------------- extension
+
+def delta_extension_path() -> str:
+    """The signed delta extension shipped by the duckdb-extension-delta package."""
+    import duckdb
+
+    spec = importlib.util.find_spec("duckdb_extension_delta")
+    if spec is None or not spec.submodule_search_locations:
+        raise AuditlakeError("the duckdb-extension-delta package is not installed")
+    root = Path(list(spec.submodule_search_locations)[0])
+    version = duckdb.__version__.split("-")[0].lstrip("v")
+    path = root / "extensions" / f"v{version}" / "delta.duckdb_extension"
+    if not path.exists():
+        found = sorted(root.glob("extensions/*/delta.duckdb_extension"))
+        if not found:
+            raise AuditlakeError(f"no delta extension file in {root}")
+        path = found[-1]
+    return str(path)
+
+
+def install_delta_extension(con) -> None:
+    """INSTALL the packaged delta extension into DuckDB's extension directory (once; the
+    plain CLI then autoloads it for views that call delta_scan) and LOAD it here."""
+    path = delta_extension_path()
+    row = con.execute(
+        "SELECT installed, install_path FROM duckdb_extensions() WHERE extension_name = 'delta'"
+    ).fetchone()
+    if not (row and row[0] and row[1] and os.path.exists(row[1]) and os.path.getsize(row[1]) == os.path.getsize(path)):
+        con.execute(f"INSTALL '{_sql_str(path)}'")
+    con.execute("LOAD delta")
+
+
+def _sql_str(s: str) -> str:
+    return s.replace("'", "''")
+
+
+def httpfs_available(con) -> bool:
+    try:
+        row = con.execute("SELECT installed FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
+        return bool(row and row[0])
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# ----------------------------------------------------------------------------- view SQL
+
+def _events_select(ref: str) -> str:
+    def pii(field: str, col: str) -> str:
+        return f"CASE WHEN contains(coalesce(pii_fields, ''), '{field}') THEN '***' END AS {col}"
+
+    return f"""SELECT seq, event_id, event_type, occurred_at, event_date, ingested_at, source, tenant_id,
+  actor_type, actor_id, actor_role,
+  {pii('actor.ip', 'actor_ip')},
+  subject_id, subject_country, subject_region, subject_timezone,
+  {pii('subject.phone', 'subject_phone')}, {pii('subject.email', 'subject_email')}, {pii('subject.name', 'subject_name')},
+  CASE WHEN coalesce(pii_fields, '') = '' THEN 'none' ELSE 'masked' END AS pii,
+  pii_fields, phone_bidx, lawful_basis, data, hash, key_id, batch_id, source_file, source_sha256, source_line
+FROM {ref}"""
+
+
+def _findings_select(ref: str) -> str:
+    try:
+        from .compliance.run import latest_findings_sql
+
+        inner = latest_findings_sql(ref)
+    except ImportError:
+        inner = (f"SELECT * FROM {ref} WHERE evaluation_id = (SELECT evaluation_id FROM {ref} "
+                 "ORDER BY evaluated_at DESC, evaluation_id DESC LIMIT 1)")
+    return (f"SELECT rule_id, event_id, tenant_id, occurred_at, severity, detail, evaluation_id, as_of, "
+            f"evaluated_at, tree_size FROM ({inner}) AS latest")
+
+
+def _quarantine_select(ref: str) -> str:
+    return f"SELECT source_file, line, reason, raw, event_id, quarantined_at, batch_id, source_sha256 FROM {ref}"
+
+
+def _checkpoints_select(ref: str) -> str:
+    return (f"SELECT log_id, tree_size, root, chain_head, CAST(time AS TIMESTAMPTZ) AS time, time AS time_text, "
+            f"prev_checkpoint_hash, key_id, signature, checkpoint_hash, batch_id FROM {ref}")
+
+
+def _ingest_log_select(ref: str) -> str:
+    return (f"SELECT source_file, source_sha256, format, lines_read, accepted, quarantined, first_seq, last_seq, "
+            f"completed_at, batch_id FROM {ref}")
+
+
+SELECTS = {
+    "events": _events_select,
+    "findings": _findings_select,
+    "quarantine": _quarantine_select,
+    "checkpoints": _checkpoints_select,
+    "ingest_log": _ingest_log_select,
+}
+TABLE_OF_VIEW = {"events": "ledger", "findings": "findings", "quarantine": "quarantine",
+                 "checkpoints": "checkpoints", "ingest_log": "ingest_log"}
+
+_DUCK_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+               "list<item: string>": "VARCHAR[]"}
+
+
+def _empty_ref(table: str) -> str:
+    """A typed empty relation with the table's columns (a view over a table not created yet)."""
+    from .lake.tables import SCHEMAS
+
+    cols = ", ".join(
+        f"CAST(NULL AS {_DUCK_TYPES.get(str(f.type), 'VARCHAR')}) AS {f.name}" for f in SCHEMAS[table]
+    )
+    return f"(SELECT {cols} WHERE false)"
+
+
+def view_statements(refs: dict[str, str | None]) -> list[str]:
+    """CREATE VIEW statements; `refs` maps a lake table name to a SQL table reference
+    (None: the table does not exist yet, the view is empty)."""
+    out = []
+    for view in VIEWS:
+        table = TABLE_OF_VIEW[view]
+        ref = refs.get(table) or _empty_ref(table)
+        out.append(f"CREATE OR REPLACE VIEW {view} AS {SELECTS[view](ref)}")
+    out.append(
+        "CREATE OR REPLACE MACRO events_between(t_from, t_to) AS TABLE "
+        "SELECT * FROM events WHERE event_date >= strftime(CAST(t_from AS TIMESTAMPTZ) AT TIME ZONE 'UTC', '%Y-%m-%d') "
+        "AND event_date <= strftime(CAST(t_to AS TIMESTAMPTZ) AT TIME ZONE 'UTC', '%Y-%m-%d') "
+        "AND occurred_at >= CAST(t_from AS TIMESTAMPTZ) AND occurred_at < CAST(t_to AS TIMESTAMPTZ)"
+    )
+    return out
+
+
+def _local_table_path(lake: Lake, table: str) -> str | None:
+    path = Path(lake.table_uri(table))
+    return str(path) if (path / "_delta_log").is_dir() else None
+
+
+# ----------------------------------------------------------------------------- catalog file
+
+def default_db_path(lake: Lake) -> Path:
+    if not lake.is_s3:
+        return Path(lake.uri) / "catalog.duckdb"
+    from .keys import auditlake_home
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{lake.bucket}_{lake.prefix}").strip("_") or "lake"
+    return auditlake_home() / "catalogs" / f"{name}.duckdb"
+
+
+def _write_meta(con, lake: Lake, mode: str, versions: dict) -> None:
+    con.execute("CREATE OR REPLACE TABLE auditlake_catalog (key VARCHAR, value VARCHAR)")
+    meta = {"lake": lake.uri, "mode": mode, "format": str(CATALOG_FORMAT),
+            "built_at": datetime.now(timezone.utc).isoformat(), "versions": json.dumps(versions)}
+    con.executemany("INSERT INTO auditlake_catalog VALUES (?, ?)", list(meta.items()))
+
+
+def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
+    """Write the DuckDB catalog file. The new file is built beside the old one and moved
+    over it, so readers holding the old file open (the explorer, a CLI) are never blocked
+    and never block this."""
+    import duckdb
+
+    db = Path(db_path).expanduser().resolve() if db_path else default_db_path(lake)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    versions = {}
+    for table in set(TABLE_OF_VIEW.values()):
+        dt = lake.delta(table)
+        versions[table] = None if dt is None else dt.version()
+    con = duckdb.connect(str(tmp))
+    try:
+        install_delta_extension(con)
+        if not lake.is_s3:
+            refs = {t: (f"delta_scan('{_sql_str(p)}')" if (p := _local_table_path(lake, t)) else None)
+                    for t in TABLE_OF_VIEW.values()}
+            mode = "live"
+        else:
+            refs = _s3_snapshot(lake, con, db)
+            mode = "snapshot"
+        for stmt in view_statements(refs):
+            con.execute(stmt)
+        _write_meta(con, lake, mode, versions)
+        counts = {v: con.execute(f"SELECT count(*) FROM {v}").fetchone()[0] for v in VIEWS}
+        con.execute("CHECKPOINT")
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
+    os.replace(tmp, db)
+    if lake.is_s3:
+        _prune_snapshots(db)
+    return {"db": str(db), "lake": lake.uri, "mode": mode, "views": list(VIEWS), "counts": counts,
+            "versions": versions, "delta_extension": delta_extension_path()}
+
+
+def _snapshot_root(db: Path) -> Path:
+    return db.with_name(db.name + ".snapshot")
+
+
+def _s3_snapshot(lake: Lake, con, db: Path) -> dict[str, str | None]:
+    """Copy the masked projection of every table into local Parquet (events partitioned by
+    event_date) under a new generation folder and return refs over it."""
+    gen = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    root = _snapshot_root(db) / gen
+    root.mkdir(parents=True)
+    refs: dict[str, str | None] = {}
+    for table in set(TABLE_OF_VIEW.values()):
+        dt = lake.delta(table)
+        if dt is None:
+            refs[table] = None
+            continue
+        name = f"src_{table}"
+        con.register(name, dt.to_pyarrow_dataset())
+        out = root / table
+        if table == "ledger":
+            # Only the columns the events view reads: the sealed ones never leave S3.
+            from .lake.tables import LEDGER
+
+            keep = [c for c in LEDGER.names if c not in ("actor_ip_sealed", "subject_pii_sealed", "leaf")]
+            con.execute(f"COPY (SELECT {', '.join(keep)} FROM {name}) TO '{_sql_str(str(out))}' "
+                        "(FORMAT parquet, PARTITION_BY (event_date))")
+            refs[table] = f"read_parquet('{_sql_str(str(out))}/*/*.parquet', hive_partitioning = true)"
+        else:
+            out.mkdir()
+            cols = "* EXCLUDE (frontier)" if table == "checkpoints" else "*"
+            con.execute(f"COPY (SELECT {cols} FROM {name}) TO '{_sql_str(str(out / 'data.parquet'))}' (FORMAT parquet)")
+            refs[table] = f"read_parquet('{_sql_str(str(out / 'data.parquet'))}')"
+        con.unregister(name)
+    return refs
+
+
+def _prune_snapshots(db: Path, keep: int = 2) -> None:
+    root = _snapshot_root(db)
+    gens = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    for old in gens[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_catalog_meta(db_path: str | os.PathLike) -> dict | None:
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except Exception:  # noqa: BLE001
+        return None
+    try:
+        return dict(con.execute("SELECT key, value FROM auditlake_catalog").fetchall())
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------------------- explorer connection
+
+class Explorer:
+    """The explorer's read-only view of the lake: one DuckDB database (the catalog file
+    opened read_only, or an in-memory one with the same views) with file access limited
+    to the lake's tables. Use `query()`; it runs on a fresh cursor (thread-safe)."""
+
+    def __init__(self, lake: Lake, db_path: str | os.PathLike | None = None):
+        import duckdb
+
+        self.lake = lake
+        self._lock = threading.Lock()
+        self._s3_versions: dict[str, int | None] = {}
+        db = Path(db_path) if db_path else (None if lake.is_s3 else default_db_path(lake))
+        meta = read_catalog_meta(db) if db is not None and db.exists() else None
+        # The catalog file is used only when it describes this lake and reads it live.
+        if meta and meta.get("lake") == lake.uri and meta.get("mode") == "live" and not lake.is_s3:
+            self.con = duckdb.connect(str(db), read_only=True)
+            self.source = f"catalog {db} (read_only)"
+            self._missing = {t for t in TABLE_OF_VIEW.values() if json.loads(meta.get("versions", "{}")).get(t) is None}
+        else:
+            self.con = duckdb.connect(":memory:")
+            self.source = "in-memory views over the lake (read-only)"
+            self._missing = None
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not lake.is_s3:
+            self.con.execute(f"LOAD '{_sql_str(delta_extension_path())}'")
+        if self._missing is None:
+            self._refresh_views()
+        self._restrict()
+
+    def _restrict(self) -> None:
+        if self.lake.is_s3:
+            self.con.execute("SET enable_external_access = false")
+        else:
+            tables = str(Path(self.lake.uri) / "tables") + "/"
+            self.con.execute(f"SET allowed_directories = ['{_sql_str(tables)}']")
+            self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def _refresh_views(self) -> None:
+        """(Re)create the in-memory views; for S3, re-register the Arrow datasets of the
+        tables' latest versions."""
+        refs: dict[str, str | None] = {}
+        for table in set(TABLE_OF_VIEW.values()):
+            if self.lake.is_s3:
+                dt = self.lake.delta(table)
+                v = None if dt is None else dt.version()
+                if dt is not None:
+                    from .lake.tables import LEDGER
+
+                    ds = dt.to_pyarrow_dataset()
+                    if table == "ledger":
+                        keep = [c for c in LEDGER.names if c not in ("actor_ip_sealed", "subject_pii_sealed", "leaf")]
+                        self.con.register(f"src_{table}", ds)
+                        refs[table] = f"(SELECT {', '.join(keep)} FROM src_{table})"
+                    else:
+                        self.con.register(f"src_{table}", ds)
+                        refs[table] = f"src_{table}"
+                self._s3_versions[table] = v
+            else:
+                p = _local_table_path(self.lake, table)
+                refs[table] = f"delta_scan('{_sql_str(p)}')" if p else None
+        for stmt in view_statements(refs):
+            self.con.execute(stmt)
+        self._missing = {t for t, r in refs.items() if r is None}
+
+    def versions(self) -> dict[str, int | None]:
+        """Delta versions of the tables (the cache key of every query)."""
+        out = {}
+        for table in set(TABLE_OF_VIEW.values()):
+            out[table] = table_version(self.lake, table)
+        with self._lock:
+            appeared = any(out[t] is not None for t in (self._missing or ()))
+            moved = self.lake.is_s3 and any(out[t] != self._s3_versions.get(t) for t in out)
+            if (appeared or moved) and not self._is_file_catalog():
+                self._refresh_views()
+            elif appeared:
+                self._fallback_in_memory()
+        return out
+
+    def _is_file_catalog(self) -> bool:
+        return self.source.startswith("catalog ")
+
+    def _fallback_in_memory(self) -> None:
+        """A table appeared after the catalog file was written: use in-memory views."""
+        import duckdb
+
+        self.con.close()
+        self.con = duckdb.connect(":memory:")
+        self.source = "in-memory views over the lake (read-only)"
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute(f"LOAD '{_sql_str(delta_extension_path())}'")
+        self._refresh_views()
+        self._restrict()
+
+    def query(self, sql: str, params: Iterable | None = None, timeout_s: float | None = None):
+        """Run one parameterised query; returns a pyarrow Table."""
+        cur = self.con.cursor()
+        timer = None
+        if timeout_s:
+            timer = threading.Timer(timeout_s, cur.interrupt)
+            timer.start()
+        try:
+            return cur.execute(sql, list(params or [])).fetch_arrow_table()
+        finally:
+            if timer:
+                timer.cancel()
+            cur.close()
+
+    def analyst_query(self, sql: str, limit: int = 10_000, timeout_s: float = 30.0):
+        """The SQL console: one SELECT over the catalog views only (no table functions, no
+        other tables), on a connection that cannot write or read other files."""
+        check_analyst_sql(self.con, sql)
+        cur = self.con.cursor()
+        timer = threading.Timer(timeout_s, cur.interrupt)
+        timer.start()
+        try:
+            cur.execute(sql)
+            reader = cur.fetch_record_batch(rows_per_batch=limit)
+            import pyarrow as pa
+
+            batches, n = [], 0
+            for b in reader:
+                batches.append(b)
+                n += b.num_rows
+                if n >= limit:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema) if batches else reader.schema.empty_table()
+            return table.slice(0, limit), n >= limit
+        finally:
+            timer.cancel()
+            cur.close()
+
+
+def table_version(lake: Lake, table: str) -> int | None:
+    """The latest Delta version of a table, cheaply: the newest log file name locally."""
+    if not lake.is_s3:
+        log = Path(lake.table_uri(table)) / "_delta_log"
+        try:
+            names = [n for n in os.listdir(log) if n.endswith(".json") and n[:20].isdigit()]
+        except FileNotFoundError:
+            return None
+        return max(int(n[:20]) for n in names) if names else None
+    dt = lake.delta(table)
+    return None if dt is None else dt.version()
+
+
+ALLOWED_RELATIONS = set(VIEWS)
+
+
+class AnalystSQLError(AuditlakeError):
+    pass
+
+
+def check_analyst_sql(con, sql: str) -> None:
+    """Refuse anything but SELECT statements over the catalog views (and their CTEs)."""
+    if len(sql) > 20_000:
+        raise AnalystSQLError("query too long")
+    cur = con.cursor()
+    try:
+        tree = json.loads(cur.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    finally:
+        cur.close()
+    if tree.get("error"):
+        raise AnalystSQLError("only SELECT queries are allowed: " + str(tree.get("error_message", ""))[:200])
+    stmts = tree.get("statements") or []
+    if len(stmts) != 1:
+        raise AnalystSQLError("exactly one SELECT statement, please")
+    ctes: set[str] = set()
+    tables: list[str] = []
+    funcs: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            cte = node.get("cte_map")
+            if isinstance(cte, dict):
+                for item in cte.get("map", []):
+                    ctes.add(str(item.get("key", "")).lower())
+            t = node.get("type")
+            if t == "BASE_TABLE":
+                if node.get("catalog_name") or node.get("schema_name") not in ("", None, "main"):
+                    tables.append(f"{node.get('catalog_name')}.{node.get('schema_name')}.{node.get('table_name')}")
+                else:
+                    tables.append(str(node.get("table_name", "")).lower())
+            elif t == "TABLE_FUNCTION":
+                funcs.append(str((node.get("function") or {}).get("function_name", "?")))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(stmts)
+    if funcs:
+        raise AnalystSQLError(f"table functions are not allowed here: {', '.join(sorted(set(funcs)))}")
+    bad = [t for t in tables if t not in ALLOWED_RELATIONS and t not in ctes]
+    if bad:
+        raise AnalystSQLError(f"unknown relation(s): {', '.join(sorted(set(bad)))}; use {', '.join(VIEWS)}")
+
+
+# ----------------------------------------------------------------------------- users
+
+ROLES = ("auditor", "privacy_officer", "admin")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def users_path(explicit: str | None = None) -> Path:
+    """--users FILE, else $AUDITLAKE_EXPLORER_USERS, else <AUDITLAKE_HOME>/explorer_users.toml."""
+    from .keys import auditlake_home
+
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("AUDITLAKE_EXPLORER_USERS")
+    return Path(env).expanduser() if env else auditlake_home() / "explorer_users.toml"
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt)}${b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        want = base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(want), maxmem=256 * 1024 * 1024)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+_DUMMY_HASH = None
+
+
+def load_users(path: str | os.PathLike | None = None) -> dict:
+    """{"users": {name: {"role", "password"}}, "oidc": {email: role, "default_role": role?}}"""
+    p = Path(path) if path else users_path()
+    if not p.exists():
+        return {"users": {}, "oidc": {}}
+    try:
+        doc = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise AuditlakeError(f"cannot read the users file {p}: {exc}") from exc
+    users = {}
+    for name, u in (doc.get("users") or {}).items():
+        if isinstance(u, dict) and u.get("role") in ROLES and isinstance(u.get("password"), str):
+            users[name] = {"role": u["role"], "password": u["password"]}
+    oidc = {k: v for k, v in (doc.get("oidc") or {}).items() if isinstance(v, str) and v in ROLES}
+    return {"users": users, "oidc": oidc}
+
+
+def authenticate(users: dict, name: str, password: str) -> str | None:
+    """The user's role if the password matches, else None (constant work either way)."""
+    global _DUMMY_HASH
+    u = users.get("users", {}).get(name)
+    if u is None:
+        if _DUMMY_HASH is None:
+            _DUMMY_HASH = hash_password(secrets.token_hex(8))
+        verify_password(password, _DUMMY_HASH)
+        return None
+    return u["role"] if verify_password(password, u["password"]) else None
+
+
+def oidc_role(users: dict, email: str | None) -> str | None:
+    if not email:
+        return None
+    oidc = users.get("oidc", {})
+    return oidc.get(email) or oidc.get(email.lower()) or oidc.get("default_role")
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid TOML basic string
+
+
+def add_user(name: str, role: str, password: str, path: str | os.PathLike | None = None) -> Path:
+    """Add or replace a user in the users file (mode 0600)."""
+    if not _NAME_RE.match(name):
+        raise AuditlakeError("user names are 1-64 characters of letters, digits and _.@+-")
+    if role not in ROLES:
+        raise AuditlakeError(f"role must be one of {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise AuditlakeError("passwords are at least 8 characters")
+    p = Path(path) if path else users_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    doc = tomllib.loads(p.read_text()) if p.exists() else {}
+    users = doc.get("users") or {}
+    users[name] = {"role": role, "password": hash_password(password)}
+    lines = ["# auditlake explorer users: scrypt password hashes (python -m auditlake.catalog add-user NAME ROLE)", ""]
+    for n in sorted(users):
+        u = users[n]
+        lines += [f"[users.{_toml_str(n)}]", f"role = {_toml_str(u['role'])}", f"password = {_toml_str(u['password'])}", ""]
+    oidc = doc.get("oidc") or {}
+    if oidc:
+        lines.append("[oidc]")
+        lines += [f"{_toml_str(k)} = {_toml_str(v)}" for k, v in sorted(oidc.items())]
+        lines.append("")
+    tmp = p.with_name(p.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, p)
+    return p
+
+
+# ----------------------------------------------------------------------------- file names
+
+def safe_filename(name: str, default: str = "download", max_len: int = 100) -> str:
+    """A download name made only of [A-Za-z0-9._-], never starting with a dot."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name or "").strip("._-")[:max_len]
+    return cleaned or default
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cli_catalog(args) -> int:
+    from .cli import emit
+
+    lake = Lake.open(args.lake)
+    if lake.delta("ledger") is None and not lake.is_s3 and not Path(lake.uri).exists():
+        raise AuditlakeError(f"no lake at {lake.uri}")
+    doc = build_catalog(lake, getattr(args, "db", None))
+    counts = ", ".join(f"{k} {v}" for k, v in doc["counts"].items())
+    how = "live views over the Delta tables" if doc["mode"] == "live" else "views over a local snapshot of the S3 lake"
+    emit(args, f"wrote {doc['db']} ({how}): {counts}\nopen it with: duckdb -readonly {doc['db']}", doc)
+    return 0
+
+
+def app_path() -> Path:
+    spec = importlib.util.find_spec("dashboards")
+    if spec is not None and spec.submodule_search_locations:
+        p = Path(list(spec.submodule_search_locations)[0]) / "app.py"
+        if p.exists():
+            return p
+    p = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+    if not p.exists():
+        raise AuditlakeError("the explorer app (dashboards/app.py) is not installed")
+    return p
+
+
+def explore_command(lake_uri: str, port: int = 8501, address: str = "127.0.0.1", headless: bool = True) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.port", str(port),
+            "--server.address", address, "--server.headless", "true" if headless else "false",
+            "--browser.gatherUsageStats", "false"]
+
+
+def cli_explore(args) -> int:
+    import subprocess
+
+    lake = Lake.open(args.lake)
+    env = dict(os.environ, AUDITLAKE_LAKE=lake.uri)
+    users = getattr(args, "users", None)
+    if users:
+        env["AUDITLAKE_EXPLORER_USERS"] = str(Path(users).expanduser().resolve())
+    upath = users_path(users)
+    if not load_users(upath)["users"]:
+        print(f"auditlake: no explorer users in {upath}; add one with "
+              f"`python -m auditlake.catalog add-user NAME admin` (or configure OIDC)", file=sys.stderr)
+    cmd = explore_command(lake.uri, getattr(args, "port", 8501), getattr(args, "address", None) or "127.0.0.1",
+                          headless=bool(getattr(args, "headless", True)))
+    print(f"explorer for {lake.uri}: http://{getattr(args, 'address', None) or '127.0.0.1'}:{getattr(args, 'port', 8501)}",
+          file=sys.stderr)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m auditlake.catalog", description="explorer users and the catalog")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("add-user", help="add or replace an explorer user (password from $AUDITLAKE_PASSWORD, else prompted, else stdin)")
+    a.add_argument("name")
+    a.add_argument("role", choices=ROLES)
+    a.add_argument("--users", help="users file (default $AUDITLAKE_EXPLORER_USERS or <AUDITLAKE_HOME>/explorer_users.toml)")
+    sub.add_parser("list-users").add_argument("--users")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "add-user":
+            pw = os.environ.get("AUDITLAKE_PASSWORD")
+            if pw is None:
+                pw = getpass.getpass(f"password for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+            path = add_user(args.name, args.role, pw, users_path(args.users))
+            print(f"{args.name} ({args.role}) written to {path}")
+        else:
+            for name, u in sorted(load_users(users_path(args.users))["users"].items()):
+                print(f"{name}\t{u['role']}")
+    except AuditlakeError as exc:
+        print(f"auditlake: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

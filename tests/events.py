@@ -1,0 +1,38 @@
+"""Hand-made landing events for tests that need exact control (the generator makes bulk data)."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+
+def event(event_type: str = "call.started", n: int = 0, **overrides) -> dict:
+    data = {
+        "call.started": {"call_id": f"call-{n}", "direction": "outbound", "purpose": "telemarketing",
+                         "campaign_id": "camp-1", "publisher_id": "pub-1"},
+        "consent.granted": {"consent_id": f"c-{n}", "method": "web_form", "seller": "acme"},
+        "user.login": {"method": "password"},
+    }[event_type]
+    ev = {
+        "event_id": str(uuid.UUID(int=n + 1, version=4)),
+        "occurred_at": f"2026-03-{1 + n % 28:02d}T14:{n % 60:02d}:22.123Z",
+        "event_type": event_type,
+        "source": "routing-engine",
+        "tenant_id": "tenant-a",
+        "actor": {"type": "service", "id": "router", "ip": f"10.1.{n % 250}.{n % 200}"},
+        "subject": {"id": f"subj-{n % 7}", "phone": f"+1312555{n % 10000:04d}", "email": f"person{n}@example.com",
+                    "name": f"Person Number{n}", "country": "US", "region": "IL", "timezone": "America/Chicago"},
+        "lawful_basis": "consent",
+        "data": data,
+    }
+    ev.update(overrides)
+    return ev
+
+
+def write_jsonl(path: Path, lines: list) -> Path:
+    """Write events (dicts) or raw strings, one per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for item in lines:
+            f.write((item if isinstance(item, str) else json.dumps(item)) + "\n")
+    return path

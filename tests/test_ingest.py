@@ -1,0 +1,147 @@
+"""Ingest: contract checks, quarantine accounting, exactly-once, sealing of PII."""
+import gzip
+import json
+import os
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from auditlake.ingest import ingest
+from auditlake.verify import verify
+from events import event, write_jsonl
+
+
+def _table(lake, name):
+    return lake.delta(name).to_pyarrow_dataset().to_table()
+
+
+BAD_LINES = [
+    ("not json", "not JSON"),
+    ("", "empty line"),
+    ('{"event_id": 5}', "missing required field"),
+    (json.dumps(event(n=90) | {"event_type": "call.teleported"}), "unknown event_type"),
+    (json.dumps(event(n=91) | {"event_id": "NOT-A-UUID"}), "bad event_id"),
+    (json.dumps(event(n=92) | {"occurred_at": "2026-03-02 14:03"}), "bad occurred_at"),
+    (json.dumps(event(n=93) | {"subject": None}), "missing required field: subject"),
+    (json.dumps(event(n=94) | {"data": {"call_id": "x", "direction": "sideways", "purpose": "telemarketing",
+                                       "campaign_id": "c", "publisher_id": "p"}}), "bad data.direction"),
+    (json.dumps(event(n=95) | {"tenant_id": 17}), "wrong type"),
+    (json.dumps(event(n=96) | {"data": {"pad": "x" * 70_000}}), "larger than 64 KiB"),
+    (json.dumps(event(n=97, event_type="user.login") | {"data": {"method": "pw", "ratio": 2**60}}), "canonical"),
+]
+
+
+def test_every_line_is_accepted_or_quarantined_with_its_reason(lake, tmp_path):
+    good = [event(n=i) for i in range(20)]
+    lines = good[:10] + [line for line, _ in BAD_LINES] + good[10:] + [json.dumps(good[3])]  # a replay
+    write_jsonl(tmp_path / "in" / "a.jsonl", lines)
+    report = ingest(lake, [str(tmp_path / "in")])
+    assert (report.accepted, report.quarantined) == (20, len(BAD_LINES) + 1)
+    q = _table(lake, "quarantine").to_pylist()
+    by_line = {r["line"]: r["reason"] for r in q}
+    for i, (_, expected) in enumerate(BAD_LINES):
+        assert expected in by_line[11 + i], (expected, by_line[11 + i])
+    assert "replay" in by_line[len(lines)]
+    log = _table(lake, "ingest_log").to_pylist()
+    assert log[0]["lines_read"] == len(lines) == log[0]["accepted"] + log[0]["quarantined"]
+    assert verify(lake).ok
+
+
+def test_quarantined_raw_lines_have_no_plain_pii(lake, tmp_path):
+    bad = event(n=5) | {"event_type": "nope"}
+    write_jsonl(tmp_path / "in" / "a.jsonl", [json.dumps(bad), "garbage +13125550199 mail me@example.org 10.0.0.9"])
+    ingest(lake, [str(tmp_path / "in")])
+    raws = " ".join(r["raw"] for r in _table(lake, "quarantine").to_pylist())
+    for pii in ("+13125550005", "person5@example.com", "Person Number5", "+13125550199", "me@example.org", "10.0.0.9"):
+        assert pii not in raws
+    assert "***" in raws
+
+
+def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)])
+    first = ingest(lake, [str(tmp_path / "in")])
+    shutil.copy(tmp_path / "in" / "a.jsonl", tmp_path / "in" / "copy-of-a.jsonl")
+    second = ingest(lake, [str(tmp_path / "in")])
+    assert first.accepted == 5 and second.accepted == 0 and second.quarantined == 0
+    assert all(f.skipped for f in second.files)
+    # A new file replaying one old event: the replay is quarantined, the new one accepted.
+    write_jsonl(tmp_path / "in" / "b.jsonl", [event(n=2), event(n=50)])
+    third = ingest(lake, [str(tmp_path / "in")])
+    assert (third.accepted, third.quarantined) == (1, 1)
+    ledger = _table(lake, "ledger")
+    assert sorted(ledger.column("seq").to_pylist()) == list(range(6))
+    assert len(set(ledger.column("event_id").to_pylist())) == 6
+    assert verify(lake).ok
+
+
+def test_gzip_and_parquet_landing_files(lake, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    with gzip.open(d / "a.jsonl.gz", "wt") as f:
+        for i in range(4):
+            f.write(json.dumps(event(n=i)) + "\n")
+    rows = [event(n=i) for i in range(10, 13)]
+    struct_table = pa.Table.from_pylist(rows)  # actor/subject/data as structs
+    pq.write_table(struct_table, d / "b.parquet")
+    json_cols = pa.table({k: [json.dumps(r[k]) if isinstance(r[k], dict) else r[k] for r in rows] for k in rows[0]})
+    pq.write_table(json_cols.set_column(0, "event_id", pa.array([event(n=i)["event_id"] for i in range(20, 23)])), d / "c.parquet")
+    report = ingest(lake, [str(d)])
+    assert (report.accepted, report.quarantined) == (10, 0)
+    data = {r["event_id"]: json.loads(r["data"]) for r in _table(lake, "ledger").to_pylist()}
+    assert data[event(n=10)["event_id"]] == event(n=10)["data"]
+    assert verify(lake).ok
+
+
+def test_no_plain_pii_at_rest(lake, tmp_path):
+    events = [event(n=i) for i in range(30)]
+    write_jsonl(tmp_path / "in" / "a.jsonl", events)
+    ingest(lake, [str(tmp_path / "in")])
+    blob = b""
+    for root, _, files in os.walk(lake.uri):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                blob += f.read()
+    import pyarrow.parquet as pq2
+
+    text = " ".join(str(pq2.read_table(os.path.join(r, n)).to_pylist()) for r, _, fs in os.walk(lake.uri) for n in fs if n.endswith(".parquet"))
+    for ev in events:
+        for pii in (ev["subject"]["phone"], ev["subject"]["email"], ev["subject"]["name"], ev["actor"]["ip"]):
+            assert pii.encode() not in blob and pii not in text
+    row = _table(lake, "ledger").to_pylist()[0]
+    assert row["subject_pii_sealed"].startswith("k1.") and row["phone_bidx"].startswith("b1.")
+    assert row["pii_fields"] == "actor.ip,subject.email,subject.name,subject.phone"
+
+
+def test_keystore_files_are_private_and_outside_the_lake(lake, tmp_path, auditlake_home):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=1)])
+    ingest(lake, [str(tmp_path / "in")])
+    key_files = [os.path.join(r, n) for r, _, fs in os.walk(auditlake_home / "keystores") for n in fs]
+    assert key_files and all(oct(os.stat(p).st_mode & 0o777) == "0o600" for p in key_files)
+    assert not any(str(auditlake_home) in r or n.endswith(".sqlite") for r, _, fs in os.walk(lake.uri) for n in fs)
+
+
+def test_key_rotation_keeps_old_rows_verifying(lake, tmp_path):
+    from auditlake.lake.meta import open_lake_keys
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest(lake, [str(tmp_path / "in")])
+    old_chain, old_sign = open_lake_keys(lake).chain_key_id, open_lake_keys(lake).signing_key_id
+    open_lake_keys(lake).rotate()
+    write_jsonl(tmp_path / "in" / "b.jsonl", [event(n=i) for i in range(3, 6)])
+    ingest(lake, [str(tmp_path / "in")])
+    rows = _table(lake, "ledger").to_pylist()
+    assert {r["key_id"] for r in rows if r["seq"] < 3} == {old_chain}
+    assert {r["key_id"] for r in rows if r["seq"] >= 3} != {old_chain}
+    cps = _table(lake, "checkpoints").to_pylist()
+    assert {c["key_id"] for c in cps} >= {old_sign}
+    assert verify(lake).ok
+
+
+def test_bad_paths_are_one_line_errors(lake, tmp_path):
+    from auditlake.cli import main
+
+    assert main(["--lake", lake.uri, "ingest", str(tmp_path / "missing")]) == 2
+    (tmp_path / "x.txt").write_text("hi")
+    assert main(["--lake", lake.uri, "ingest", str(tmp_path / "x.txt")]) == 2

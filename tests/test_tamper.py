@@ -1,0 +1,207 @@
+"""Any single tamper of the kinds the foundation issue names is detected and located by verify,
+and an untouched lake gives no false alarm."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditlake.ingest import ingest
+from auditlake.lake.store import Lake
+from auditlake.verify import verify
+from events import event, write_jsonl
+
+N_FILES, PER_FILE = 3, 12
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A lake of three ingest batches (three checkpoints), its keystore home and the trusted checkpoint."""
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ.get("AUDITLAKE_HOME")
+    os.environ["AUDITLAKE_HOME"] = str(home)
+    root = tmp_path_factory.mktemp("pristine")
+    lake = Lake.open(str(root / "lake"))
+    for f in range(N_FILES):
+        write_jsonl(root / f"in{f}" / "a.jsonl", [event(n=f * 100 + i) for i in range(PER_FILE)])
+        ingest(lake, [str(root / f"in{f}")])
+    report = verify(lake, update_trust=False)
+    assert report.ok, report.findings
+    trusted = root / "trusted.json"
+    cps = lake.delta("checkpoints").to_pyarrow_dataset().to_table().to_pylist()
+    last = max(cps, key=lambda c: c["tree_size"])
+    trusted.write_text(json.dumps({k: v for k, v in last.items() if k not in ("frontier", "batch_id")}))
+    yield root, home, trusted
+    if old is None:
+        os.environ.pop("AUDITLAKE_HOME", None)
+    else:
+        os.environ["AUDITLAKE_HOME"] = old
+
+
+def _copy(pristine, dest: Path, monkeypatch) -> tuple[Lake, Path]:
+    root, home, trusted = pristine
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(root / "lake", dest)
+    for r, ds, fs in os.walk(dest):
+        for n in fs:
+            os.chmod(os.path.join(r, n), 0o644)  # the copy is a new lake; tampering needs write access
+    monkeypatch.setenv("AUDITLAKE_HOME", str(home))
+    return Lake.open(str(dest)), trusted
+
+
+def _files(lake: Lake, table: str) -> list[Path]:
+    return sorted(Path(lake.uri, "tables", table).rglob("*.parquet"))
+
+
+def _rewrite(path: Path, fn) -> None:
+    t = pq.read_table(path)
+    # Partition columns live in the path, not the file.
+    pq.write_table(fn(t), path)
+
+
+def _set(t: pa.Table, column: str, i: int, value) -> pa.Table:
+    col = t.column(column).to_pylist()
+    col[i] = value
+    return t.set_column(t.schema.get_field_index(column), column, pa.array(col, t.schema.field(column).type))
+
+
+def _row_file(lake: Lake, seq: int) -> tuple[Path, int]:
+    for f in _files(lake, "ledger"):
+        seqs = pq.read_table(f, columns=["seq"]).column("seq").to_pylist()
+        if seq in seqs:
+            return f, seqs.index(seq)
+    raise AssertionError(seq)
+
+
+def tamper_changed_field(lake, seq):
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: _set(t, "tenant_id", i, "tenant-evil"))
+    return {"changed_field"}
+
+
+def tamper_changed_leaf(lake, seq):
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: _set(t, "leaf", i, t.column("leaf")[i].as_py().replace("tenant-a", "tenant-b")))
+    return {"changed_row"}
+
+
+def tamper_deleted_row(lake, seq):
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: t.slice(0, i).concat_arrays() if False else pa.concat_tables([t.slice(0, i), t.slice(i + 1)]))
+    return {"deleted_row", "truncated_tail"}
+
+
+def tamper_duplicated_row(lake, seq):
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: pa.concat_tables([t, t.slice(i, 1)]))
+    return {"duplicate_row"}
+
+
+def tamper_inserted_row(lake, seq):
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: pa.concat_tables([t, _set(_set(t.slice(i, 1), "seq", 0, 10_000), "event_id", 0, "forged")]))
+    return {"changed_row", "deleted_row", "reordered_row"}
+
+
+def tamper_reordered_rows(lake, seq):
+    """Swap the positions of two neighbouring events (possibly in different files)."""
+    other = seq + 1 if seq + 1 < N_FILES * PER_FILE else seq - 1
+    places = [(_row_file(lake, a), b) for a, b in ((seq, other), (other, seq))]
+    for (f, i), b in places:
+        _rewrite(f, lambda t: _set(t, "seq", i, b))
+    return {"reordered_row"}
+
+
+def tamper_removed_file(lake, seq):
+    f, _ = _row_file(lake, seq)
+    f.unlink()
+    return {"data_file_removed"}
+
+
+def tamper_replaced_file(lake, seq):
+    f, i = _row_file(lake, seq)
+    t = pq.read_table(f)
+    pq.write_table(t, f, compression="gzip")  # same rows, different bytes
+    return {"data_file_replaced"}
+
+
+def tamper_forged_checkpoint(lake, seq):
+    f = _files(lake, "checkpoints")[seq % N_FILES]
+    _rewrite(f, lambda t: _set(t, "root", 0, "ab" * 32))
+    return {"forged_checkpoint", "root_mismatch"}
+
+
+def tamper_missing_checkpoint(lake, seq):
+    _files(lake, "checkpoints")[seq % (N_FILES - 1)].unlink()
+    return {"data_file_removed", "missing_checkpoint"}
+
+
+def tamper_non_append_commit(lake, seq):
+    log = Path(lake.uri, "tables", "ledger", "_delta_log")
+    last = max(int(p.name[:20]) for p in log.glob("*.json"))
+    victim = _row_file(lake, seq)[0].relative_to(Path(lake.uri, "tables", "ledger"))
+    actions = [
+        {"commitInfo": {"timestamp": 1, "operation": "DELETE", "operationParameters": {}}},
+        {"remove": {"path": str(victim), "deletionTimestamp": 1, "dataChange": True}},
+    ]
+    (log / f"{last + 1:020d}.json").write_text("\n".join(json.dumps(a) for a in actions) + "\n")
+    return {"non_append_commit"}
+
+
+def tamper_table_property(lake, seq):
+    log = Path(lake.uri, "tables", "ledger", "_delta_log")
+    last = max(int(p.name[:20]) for p in log.glob("*.json"))
+    meta = next(json.loads(l) for l in (log / f"{0:020d}.json").read_text().splitlines() if l.startswith('{"metaData"'))
+    meta["metaData"]["configuration"]["delta.appendOnly"] = "false"
+    actions = [{"commitInfo": {"timestamp": 1, "operation": "SET TBLPROPERTIES", "operationParameters": {}}}, meta]
+    (log / f"{last + 1:020d}.json").write_text("\n".join(json.dumps(a) for a in actions) + "\n")
+    return {"table_property_changed", "non_append_commit"}
+
+
+def tamper_truncated_tail(lake, seq):
+    """Drop the last batch with its checkpoint, history and all: only the trusted checkpoint tells."""
+    for table in ("ledger", "checkpoints", "ingest_log"):
+        log = Path(lake.uri, "tables", table, "_delta_log")
+        last = max(p for p in log.glob("*.json"))
+        for line in last.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                Path(lake.uri, "tables", table, action["add"]["path"]).unlink()
+        last.unlink()
+    shutil.rmtree(Path(lake.uri, "_retention"))  # an attacker would rewrite the local manifests too
+    return {"truncated_tail", "missing_checkpoint"}
+
+
+TAMPERS = [v for k, v in dict(globals()).items() if k.startswith("tamper_")]
+
+
+def test_untouched_lake_verifies(pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    for r, ds, fs in os.walk(lake.uri):  # restore the read-only locks of the original
+        for n in fs:
+            os.chmod(os.path.join(r, n), 0o444)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert report.ok, report.findings
+    assert report.events == N_FILES * PER_FILE and report.checkpoints == N_FILES
+
+
+@settings(max_examples=int(os.environ.get("TAMPER_EXAMPLES", "24")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tamper=st.sampled_from(TAMPERS), seq=st.integers(0, N_FILES * PER_FILE - 1))
+def test_any_single_tamper_is_detected_and_located(pristine, tmp_path, monkeypatch, tamper, seq):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    expected = tamper(lake, seq)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    kinds = {f.kind for f in report.findings}
+    assert not report.ok and kinds & expected, (tamper.__name__, kinds)
+    located = [f for f in report.findings if f.kind in expected]
+    assert all(f.table and f.detail for f in located)
+    if tamper in (tamper_changed_field, tamper_changed_leaf):
+        assert any(f.seq == seq for f in located), (seq, report.findings)
+    if tamper in (tamper_removed_file, tamper_replaced_file):
+        assert any(f.file and f.file.startswith("event_date=") for f in located)
