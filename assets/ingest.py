@@ -7,7 +7,6 @@ Days run in parallel safely: every append is an optimistic Delta commit that fai
 another writer committed first, and the engine then re-plans and retries, so the log's
 append itself stays serial while everything around it runs side by side.
 """
-from __future__ import annotations
 
 from collections import Counter
 
@@ -96,7 +95,6 @@ class IngestConfig(dg.Config):
     deps=[landing_files],
     group_name=GROUP,
     kinds={"delta", "python"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     description=(
         "The sealed, hash-chained, append-only ledger. A partition is one landing day: materialising it "
         "ingests that day's landing files (each file content exactly once), seals and chains the events, "
@@ -183,7 +181,6 @@ QUARANTINE_RATE = "quarantine_rate"
     deps=[ledger],
     group_name=GROUP,
     kinds={"delta"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     description=(
         "Landing lines that broke the event contract (not JSON, missing or wrong fields, unknown type, "
         "replayed event_id, > 64 KiB), with file, line, reason and the PII-masked raw line. Never dropped. "

@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import dagster as dg
@@ -41,24 +42,55 @@ def day_from_name(name: str) -> str | None:
     return None
 
 
-def landing_day(lf: landing.LandingFile) -> str:
+def _mtimes(lake: Lake) -> dict[str, int]:
+    """path -> modification time (ns) of everything under landing/, in one listing."""
+    import pyarrow.fs as pafs
+
+    fs, root = lake.fs_path(lake.child("landing"))
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except FileNotFoundError:
+        return {}
+    return {i.path: i.mtime_ns or 0 for i in infos if i.type == pafs.FileType.File}
+
+
+def landing_day(lf: landing.LandingFile, mtime_ns: int | None = None) -> str:
     day = day_from_name(lf.name)
     if day:
         return day
-    info = lf.fs.get_file_info(lf.path)
-    mtime_ns = info.mtime_ns or 0
+    if mtime_ns is None:
+        mtime_ns = lf.fs.get_file_info(lf.path).mtime_ns or 0
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
-def landing_files(lake: Lake) -> list[landing.LandingFile]:
-    """Every landing file in the lake's landing/ (names relative to landing/)."""
-    return landing.find(lake, None)
+@dataclass(frozen=True)
+class Dropped:
+    """A landing file as the sensor and the day mapping see it."""
+
+    file: landing.LandingFile
+    mtime_ns: int
+    day: str
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+
+def landing_listing(lake: Lake) -> list[Dropped]:
+    """Every landing file in the lake's landing/ (names relative to landing/), with its day."""
+    files = landing.find(lake, None)
+    mtimes = _mtimes(lake) if files else {}
+    out = []
+    for lf in files:
+        m = mtimes.get(lf.path, 0)
+        out.append(Dropped(lf, m, landing_day(lf, m)))
+    return out
 
 
 def files_by_day(lake: Lake) -> dict[str, list[landing.LandingFile]]:
     out: dict[str, list[landing.LandingFile]] = defaultdict(list)
-    for lf in landing_files(lake):
-        out[landing_day(lf)].append(lf)
+    for d in landing_listing(lake):
+        out[d.day].append(d.file)
     return dict(out)
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import landing
+from . import landing, proofs
 from .contract import MAX_LINE_BYTES, check_event, parse_instant
 from .errors import AuditlakeError, ConflictError
 from .head import Head, load_head, prev_checkpoint_hash
@@ -381,7 +381,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, sealer: _Sealer, state: _State, ba
             row["batch_id"] = batch_id
         table = pa.Table.from_pylist(rows, schema=tables.LEDGER)
         head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version, {"batch_id": batch_id})
-        head.frontier = head.frontier.extend(merkle.leaf_hash(leaf) for leaf in leaves)
+        head.frontier = proofs.extend_frontier(lake, head.frontier, leaves)  # also stores tiles
         head.chain_head = hashes[-1]
         head.tree_size = seq
         state.seen_ledger.update(c.sha for c in accepted)

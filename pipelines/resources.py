@@ -36,7 +36,11 @@ class LakeResource(dg.ConfigurableResource):
         default=DEFAULT_QUARANTINE_WARN_SHARE,
         description="The quarantine_rate check warns when more than this share of a day's lines was quarantined.",
     )
-    catalog_db: str = Field(default="", description="DuckDB catalog path; empty means the engine's default.")
+    catalog_db: str = Field(
+        default="",
+        description="DuckDB catalog file; empty means $AUDITLAKE_CATALOG_DB, else the engine's default "
+        "(<lake>/catalog.duckdb for a folder, $AUDITLAKE_HOME/catalogs/ for S3).",
+    )
     export_dir: str = Field(
         default="", description="Folder for export bundles; empty means $AUDITLAKE_EXPORT_DIR, else ./exports."
     )
@@ -49,6 +53,9 @@ class LakeResource(dg.ConfigurableResource):
         if self.require_s3 and not uri.startswith("s3://"):
             raise AuditlakeError(f"the s3 deployment needs AUDITLAKE_LAKE=s3://bucket/prefix, got {uri!r}")
         return Lake.open(uri)
+
+    def catalog_path(self) -> str | None:
+        return self.catalog_db or os.environ.get("AUDITLAKE_CATALOG_DB") or None
 
     def exports_root(self) -> Path:
         return Path(self.export_dir or os.environ.get("AUDITLAKE_EXPORT_DIR") or "./exports").expanduser().resolve()
@@ -69,8 +76,6 @@ def deployments() -> dict[str, dict[str, object]]:
                 uri=dg.EnvVar("AUDITLAKE_LAKE"),
                 require_s3=True,
                 quarantine_warn_share=share,
-                # a DuckDB file is local; an S3 deployment keeps it beside the code location
-                catalog_db=os.environ.get("AUDITLAKE_CATALOG_DB", "./catalog.duckdb"),
             )
         },
     }

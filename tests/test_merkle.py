@@ -833,6 +833,7 @@ def test_root_arrow_default_settings_and_input_types():
         assert root_arrow(pa.array(hs, pa.binary(32))) == BIG_ROOTS[size]
         assert root_arrow(pa.array(hs, pa.binary())) == BIG_ROOTS[size]
         assert root_arrow(pa.array(hs, pa.large_binary())) == BIG_ROOTS[size]
+        assert root_arrow(pa.array(hs, pa.binary_view())) == BIG_ROOTS[size]
         assert root_arrow(hs) == BIG_ROOTS[size]
     chunked = pa.chunked_array([pa.array(BIG_HASHES[:700], pa.binary(32)), pa.array(BIG_HASHES[700:2000], pa.binary(32))])
     assert root_arrow(chunked, duckdb_min_nodes=1) == BIG_ROOTS[2000]
@@ -851,6 +852,8 @@ def test_root_arrow_rejects_bad_input():
         root_arrow(pa.array([b"x" * 16], pa.binary(16)))
     with pytest.raises(TypeError):
         root_arrow(pa.array([1, 2]))
+    with pytest.raises(TypeError):
+        root_arrow(pa.array([], pa.string()))
     with pytest.raises(ValueError):
         root_arrow(pa.array([SOME_HASH], pa.binary(32)), levels_per_query=0)
 

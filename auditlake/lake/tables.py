@@ -115,6 +115,9 @@ INCIDENTS = pa.schema(
     ]
 )
 
+# Perfect Merkle nodes of level >= 8 (a proof cache written by ingest; see proofs.py).
+TILES = pa.schema([("level", pa.int32()), ("idx", pa.int64()), ("hash", pa.string())])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "ledger": LEDGER,
     "checkpoints": CHECKPOINTS,
@@ -122,8 +125,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "ingest_log": INGEST_LOG,
     "findings": FINDINGS,
     "incidents": INCIDENTS,
+    "tiles": TILES,
 }
-PARTITIONS = {"ledger": ["event_date"]}
+PARTITIONS = {"ledger": ["event_date"], "tiles": ["level"]}
 # Old log entries are the audit trail of the tables: never let delta-rs clean them up.
 TABLE_CONFIG = {"delta.appendOnly": "true", "delta.enableExpiredLogCleanup": "false"}
 

@@ -198,7 +198,8 @@ class Frontier:
     ) -> Frontier:
         """Return the frontier after appending ``leaf_hashes`` (32-byte leaf hashes).
 
-        Work is linear: each level is paired in one pass, total < 2 hashes per leaf.
+        Work is linear: each level is paired in one list pass (about one node hash per
+        appended leaf), so a million hashes in one call is fine.
 
         If ``on_node`` is given it is called as ``on_node(level, index, hash)`` once for every
         perfect subtree completed by this append whose ``level >= min_level`` (level 0 are
@@ -639,24 +640,26 @@ def _hashes_as_bytes(leaf_hashes) -> bytes:
     chunks = leaf_hashes.chunks if isinstance(leaf_hashes, pa.ChunkedArray) else [leaf_hashes]
     parts = []
     for c in chunks:
-        if c.null_count:
-            raise ValueError("leaf hashes must not contain nulls")
         if pa.types.is_binary_view(c.type):
             c = c.cast(pa.large_binary())
-        if pa.types.is_fixed_size_binary(c.type):
-            if c.type.byte_width != HASH_SIZE:
-                raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes, got {c.type.byte_width}")
+        fixed = pa.types.is_fixed_size_binary(c.type)
+        if fixed and c.type.byte_width != HASH_SIZE:
+            raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes, got {c.type.byte_width}")
+        if not (fixed or pa.types.is_binary(c.type) or pa.types.is_large_binary(c.type)):
+            raise TypeError(f"leaf hashes must be a binary arrow array, not {c.type}")
+        if c.null_count:
+            raise ValueError("leaf hashes must not contain nulls")
+        if not len(c):
+            continue
+        if fixed:
             start = c.offset * HASH_SIZE
             parts.append(memoryview(c.buffers()[1])[start : start + len(c) * HASH_SIZE])
-        elif pa.types.is_binary(c.type) or pa.types.is_large_binary(c.type):
+        else:
             dtype, width = (np.int32, 4) if pa.types.is_binary(c.type) else (np.int64, 8)
             offsets = np.frombuffer(c.buffers()[1], dtype, len(c) + 1, c.offset * width)
-            if len(c) and not (np.diff(offsets) == HASH_SIZE).all():
+            if not (np.diff(offsets) == HASH_SIZE).all():
                 raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes each")
-            if len(c):
-                parts.append(memoryview(c.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
-        else:
-            raise TypeError(f"leaf hashes must be a binary arrow array, not {c.type}")
+            parts.append(memoryview(c.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
     return b"".join(parts)
 
 

@@ -1,0 +1,165 @@
+"""Integrity: the blocking `integrity` check on the ledger and the verified `checkpoints` asset.
+
+Both call the engine's `auditlake.verify.verify`. The check gates every run that touches the
+ledger (downstream steps never start on a tampered ledger); the `checkpoints` asset is the
+verified trail of signed checkpoints and advances the trusted checkpoint, so anything
+downstream of it (compliance, catalog, exports) only ever reads a ledger that verified.
+"""
+
+import inspect
+import time
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from auditlake.head import read_checkpoints
+from auditlake.lake import tables
+from auditlake.lake.store import Lake
+from auditlake.verify import VerifyReport, verify
+from pipelines.resources import LakeResource
+
+from . import md
+from .ingest import ledger
+
+GROUP = "integrity"
+# Findings that a verify running next to a concurrent ingest can see for a moment (a data
+# file written but not yet committed); a real insertion is still there on the next attempt.
+_TRANSIENT = {"data_file_inserted"}
+
+
+def supports_incremental() -> bool:
+    return "incremental" in inspect.signature(verify).parameters
+
+
+def _versions(lake: Lake) -> dict[str, int | None]:
+    return {name: tables.version(lake, name) for name in tables.SCHEMAS}
+
+
+def run_verify(lake: Lake, *, incremental: bool, update_trust: bool, attempts: int = 3,
+               pause_s: float = 1.0) -> tuple[VerifyReport, str, int]:
+    """verify(), in incremental mode when asked and the engine has it; returns
+    (report, mode used, attempts). A failure seen while other runs were appending (the
+    tables moved during the check, or only an uncommitted data file was found) is checked
+    again; tampering is still there on every attempt."""
+    kwargs = {"incremental": True} if incremental and supports_incremental() else {}
+    mode = "incremental" if kwargs else "full"
+    for attempt in range(1, attempts + 1):
+        before = _versions(lake)
+        report = verify(lake, update_trust=update_trust, **kwargs)
+        if report.ok or attempt == attempts:
+            return report, mode, attempt
+        moved = _versions(lake) != before
+        if not moved and not {f.kind for f in report.findings} <= _TRANSIENT:
+            return report, mode, attempt
+        time.sleep(pause_s * attempt)
+    raise AssertionError("unreachable")
+
+
+def findings_md(report: VerifyReport, limit: int = 25) -> str:
+    return md.table(
+        ["kind", "table", "partition", "seq", "event_id", "detail"],
+        [(f.kind, f.table, f.partition, f.seq, f.event_id, f.detail) for f in report.findings],
+        limit=limit,
+        width=100,
+    )
+
+
+def _has_lake(lake: Lake) -> bool:
+    return lake.read_json("auditlake.json") is not None
+
+
+# ----------------------------------------------------------------------------- the check
+@dg.asset_check(
+    asset=ledger,
+    name="integrity",
+    blocking=True,
+    description=(
+        "Verifies the whole ledger (LEDGER.md section 8): append-only Delta history, gap-free seq, "
+        "the HMAC chain, the Merkle roots and signatures of the checkpoints, the trusted checkpoint and "
+        "the retention lock. Blocking: if it fails, nothing downstream of the ledger runs."
+    ),
+)
+def ledger_integrity(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    lk = lake.lake()
+    if not _has_lake(lk):
+        return dg.AssetCheckResult(passed=True, description=f"no ledger yet at {lk.uri}", metadata={"events": 0})
+    # The trust store is advanced by the `checkpoints` asset (one writer), not by every partition run.
+    report, mode, attempts = run_verify(lk, incremental=True, update_trust=False)
+    summary = (f"intact: {report.events} events, {report.checkpoints} checkpoints" if report.ok
+               else f"{len(report.findings)} finding(s): the ledger was tampered with or damaged")
+    return dg.AssetCheckResult(
+        passed=report.ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=summary,
+        metadata={
+            "events": report.events,
+            "tree_size": report.tree_size,
+            "root": report.root,
+            "findings": len(report.findings),
+            "mode": mode,
+            "attempts": attempts,
+            "duration_s": round(report.duration_s, 3),
+            "report": dg.MetadataValue.md(f"### Verify: {summary}\n\n" + (findings_md(report) if report.findings else "")),
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class VerifyConfig(dg.Config):
+    mode: Literal["full", "incremental"] = Field(
+        default="full",
+        description="full: re-verify everything; incremental: from the last trusted checkpoint "
+        "(falls back to full when the engine has no incremental verify).",
+    )
+
+
+@dg.asset(
+    deps=[ledger],
+    group_name=GROUP,
+    kinds={"delta", "python"},
+    description=(
+        "The signed checkpoints (Merkle root, chain head, Ed25519 signature) over the ledger, verified: "
+        "materialising this re-verifies the ledger against them and advances the trusted checkpoint. "
+        "Fails on any finding, so compliance, the catalog and exports never read a tampered ledger."
+    ),
+)
+def checkpoints(context: dg.AssetExecutionContext, config: VerifyConfig, lake: LakeResource) -> dg.MaterializeResult:
+    lk = lake.lake()
+    report, mode, attempts = run_verify(lk, incremental=config.mode == "incremental", update_trust=True)
+    if config.mode == "incremental" and mode != "incremental":
+        context.log.warning("the engine has no incremental verify (verify(..., incremental=True)); ran a full verify")
+    if not report.ok:
+        raise dg.Failure(
+            description=f"the ledger failed verification with {len(report.findings)} finding(s)",
+            metadata={"findings": dg.MetadataValue.md(findings_md(report)), "events": report.events},
+        )
+    rows = read_checkpoints(lk)
+    latest = rows[-1] if rows else {}
+    recent = [(r["tree_size"], r["time"], md.short(r["root"]), md.short(r["checkpoint_hash"]), r["key_id"])
+              for r in reversed(rows)]
+    preview = "\n\n".join([
+        f"### Ledger verified ({mode}): {report.events} events, {len(rows)} signed checkpoints",
+        f"Latest checkpoint: tree size **{latest.get('tree_size', 0)}**, root `{latest.get('root', '')}`, "
+        f"id `{latest.get('checkpoint_hash', '')}`, signed with key `{latest.get('key_id', '')}` at {latest.get('time', '-')}.",
+        f"Trusted checkpoint before this run: tree size {report.trusted_tree_size if report.trusted_tree_size is not None else 'none'}; "
+        "now advanced to the latest.",
+        "#### Recent checkpoints\n\n" + md.table(["tree size", "time", "root", "checkpoint id", "key"], recent, limit=10),
+    ])
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(rows),
+            "events_verified": report.events,
+            "tree_size": report.tree_size,
+            "root": report.root,
+            "checkpoint_id": latest.get("checkpoint_hash", ""),
+            "checkpoint_time": latest.get("time", ""),
+            "checkpoints": len(rows),
+            "unsealed_tail": report.unsealed_tail,
+            "previously_trusted_tree_size": report.trusted_tree_size if report.trusted_tree_size is not None else -1,
+            "mode": mode,
+            "attempts": attempts,
+            "duration_s": round(report.duration_s, 3),
+            "preview": dg.MetadataValue.md(preview),
+        },
+    )

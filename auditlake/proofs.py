@@ -1,0 +1,706 @@
+"""Inclusion and consistency proofs against signed checkpoints (INTERFACES.md), and the
+tiles that make them cheap.
+
+Tiles: every perfect inner node of the Merkle tree at level >= TILE_LEVEL (each covers
+256+ leaves) is stored once in the append-only Delta table `tiles` (level, idx, hash hex),
+written by ingest after each batch (`extend_frontier`, a hook in `ingest._commit_batch`).
+A proof needs O(log n) nodes: those at level >= 8 come from tiles, the ones below from the
+<= 256 leaves of one aligned block, read by seq range (Delta file statistics pick the few
+files that hold it). A tile that is missing (a crash between commits, a lake older than
+tiles) is recomputed from the ledger leaves of its range and stored, so the next proof
+reads it. Tiles are a cache, not a source of trust: every proof is checked against the
+signed checkpoint before it is handed out, and a proof that fails with tiles is rebuilt
+from the leaves alone.
+
+Proof documents (JSON):
+
+* inclusion: `type`, `version`, `log_id`, `event_id`, `leaf` (the canonical leaf bytes as a
+  UTF-8 string), `leaf_b64`, `leaf_index`, `tree_size`, `root` (hex), `proof` (hex list,
+  RFC 9162 audit path, bottom-up), `checkpoint` (the full signed checkpoint incl.
+  `signature`, `key_id`, `checkpoint_hash`) and `public_key` (base64 raw Ed25519).
+* consistency: `type`, `version`, `log_id`, `old` and `new` (signed checkpoints),
+  `proof` (hex list, RFC 9162 consistency path) and `public_key`.
+
+An offline verifier needs nothing but the document and, to pin trust, the public key.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import posixpath
+import re
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from .errors import AuditlakeError, ConflictError
+from .keys import load_public_key, public_key_b64, signing_key_id
+from .lake.store import Lake
+from .ledger import merkle
+from .ledger.checkpoint import Checkpoint
+
+TILE_LEVEL = 8
+TILE_LEAVES = 1 << TILE_LEVEL
+PROOF_VERSION = 1
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class ProofError(AuditlakeError):
+    """The lake cannot back a valid proof (its data disagrees with its signed checkpoint)."""
+
+
+# ============================================================================ ledger reads
+def _add_actions(dt) -> pa.Table:
+    return pa.table(dt.get_add_actions(flatten=True))
+
+
+def _fragments(dt, wanted: set[str]) -> ds.Dataset:
+    """A dataset of the table's files whose names are in `wanted` (file basenames)."""
+    base = dt.to_pyarrow_dataset()
+    frags = [f for f in base.get_fragments() if posixpath.basename(unquote(f.path)) in wanted]
+    return ds.FileSystemDataset(frags, base.schema, base.format, base.filesystem)
+
+
+def files_for_seq_ranges(dt, ranges: list[tuple[int, int]]) -> set[str]:
+    """Basenames of the ledger files whose seq statistics overlap any [lo, hi)."""
+    acts = _add_actions(dt)
+    names = acts.column("path").to_pylist()
+    cols = acts.column_names
+    mins = acts.column("min.seq").to_pylist() if "min.seq" in cols else [None] * len(names)
+    maxs = acts.column("max.seq").to_pylist() if "max.seq" in cols else [None] * len(names)
+    out = set()
+    for name, lo_f, hi_f in zip(names, mins, maxs):
+        if lo_f is None or hi_f is None or any(lo_f < hi and hi_f >= lo for lo, hi in ranges):
+            out.add(posixpath.basename(unquote(name)))
+    return out
+
+
+def _ranges_filter(ranges: list[tuple[int, int]]):
+    expr = None
+    for lo, hi in ranges:
+        e = (pc.field("seq") >= lo) & (pc.field("seq") < hi)
+        expr = e if expr is None else expr | e
+    return expr
+
+
+def read_seq_ranges(lake: Lake, ranges: list[tuple[int, int]], columns: list[str], dt=None) -> pa.Table:
+    """Ledger rows with seq in any of the [lo, hi) ranges, sorted by seq (only the files whose
+    Delta statistics overlap the ranges are opened)."""
+    ranges = [(lo, hi) for lo, hi in ranges if hi > lo]
+    dt = dt if dt is not None else lake.delta("ledger")
+    cols = list(dict.fromkeys(["seq", *columns]))
+    if dt is None or not ranges:
+        from .lake.tables import LEDGER
+
+        return pa.table({c: pa.array([], LEDGER.field(c).type) for c in cols})
+    files = files_for_seq_ranges(dt, ranges)
+    table = _fragments(dt, files).to_table(columns=cols, filter=_ranges_filter(ranges))
+    return table.sort_by("seq")
+
+
+def read_seqs(lake: Lake, seqs: list[int], columns: list[str], dt=None) -> pa.Table:
+    """Ledger rows with these seqs (sorted by seq); consecutive seqs are read as ranges."""
+    ranges: list[tuple[int, int]] = []
+    for s in sorted(set(seqs)):
+        if ranges and ranges[-1][1] == s:
+            ranges[-1] = (ranges[-1][0], s + 1)
+        else:
+            ranges.append((s, s + 1))
+    out = []
+    for i in range(0, len(ranges), 256):  # bounded filter expressions
+        out.append(read_seq_ranges(lake, ranges[i : i + 256], columns, dt))
+    return pa.concat_tables(out).sort_by("seq") if len(out) != 1 else out[0]
+
+
+def locate_event(lake: Lake, event_id: str, dt=None) -> int | None:
+    """The seq of an event id (scans the event_id column only), or None."""
+    dt = dt if dt is not None else lake.delta("ledger")
+    if dt is None:
+        return None
+    t = dt.to_pyarrow_dataset().to_table(columns=["seq"], filter=pc.field("event_id") == event_id)
+    seqs = t.column("seq").to_pylist()
+    if len(seqs) > 1:
+        raise ProofError(f"event {event_id} appears {len(seqs)} times in the ledger; run `auditlake verify`")
+    return seqs[0] if seqs else None
+
+
+def _contiguous(table: pa.Table, lo: int, hi: int) -> list[bytes]:
+    seqs = table.column("seq").to_pylist()
+    if seqs != list(range(lo, hi)):
+        raise ProofError(f"the ledger rows of seq {lo}..{hi - 1} are missing or duplicated; run `auditlake verify`")
+    return [s.encode() for s in table.column("leaf").to_pylist()]
+
+
+# ============================================================================ tiles
+def write_tiles(lake: Lake, nodes: list[tuple[int, int, bytes]], lock: bool = False) -> bool:
+    """Append perfect nodes to the tiles table; best effort (tiles are a cache). With `lock`
+    the new objects are put under retention at once (ingest does that itself)."""
+    from .lake import tables
+
+    if not nodes:
+        return True
+    rows = pa.table(
+        {
+            "level": pa.array([n[0] for n in nodes], pa.int32()),
+            "idx": pa.array([n[1] for n in nodes], pa.int64()),
+            "hash": pa.array([n[2].hex() for n in nodes], pa.string()),
+        }
+    )
+    for _ in range(5):
+        try:
+            tables.append(lake, "tiles", rows, tables.version(lake, "tiles"), {"auditlake_tiles": str(len(nodes))})
+            break
+        except ConflictError:
+            continue
+        except AuditlakeError as exc:
+            print(f"auditlake: warning: tiles not stored ({exc}); proofs will recompute them", file=sys.stderr)
+            return False
+    else:
+        return False
+    if lock:
+        from .lake import retention
+        from .lake.meta import open_lake_keys
+
+        retention.lock_new(lake, open_lake_keys(lake))
+    return True
+
+
+def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaves: list[bytes]) -> merkle.Frontier:
+    """Ingest's hook: append the batch's leaves to the frontier and store the perfect nodes
+    of level >= TILE_LEVEL that the batch completed."""
+    nodes: list[tuple[int, int, bytes]] = []
+    out = frontier.extend(
+        (merkle.leaf_hash(leaf) for leaf in leaves),
+        min_level=TILE_LEVEL,
+        on_node=lambda lv, i, h: nodes.append((lv, i, h)),
+    )
+    write_tiles(lake, nodes)
+    return out
+
+
+class TreeNodes:
+    """`get_node(level, idx)` for a tree of `size` over the lake's ledger: tiles for level
+    >= TILE_LEVEL (recomputed and stored when missing), leaves of one block below."""
+
+    def __init__(self, lake: Lake, size: int, use_tiles: bool = True, dt=None):
+        self.lake, self.size, self.use_tiles = lake, size, use_tiles
+        self.dt = dt if dt is not None else lake.delta("ledger")
+        self.tiles: dict[tuple[int, int], bytes] = {}
+        self.fetched: set[tuple[int, int]] = set()
+        self.blocks: dict[int, list[list[bytes]]] = {}
+        self.leaves: dict[int, bytes] = {}  # seq -> leaf bytes of the blocks read
+        self.new_tiles: dict[tuple[int, int], bytes] = {}
+        self._tiles_dt = lake.delta("tiles") if use_tiles else None
+
+    # -- stored tiles -------------------------------------------------------------------
+    def _fetch(self, level_ranges: list[tuple[int, int, int]]) -> None:
+        """Load stored tiles with level == l and lo <= idx < hi for each (l, lo, hi)."""
+        if self._tiles_dt is None or not level_ranges:
+            return
+        expr = None
+        for lv, lo, hi in level_ranges:
+            e = (pc.field("level") == lv) & (pc.field("idx") >= lo) & (pc.field("idx") < hi)
+            expr = e if expr is None else expr | e
+        t = self._tiles_dt.to_pyarrow_dataset().to_table(columns=["level", "idx", "hash"], filter=expr)
+        for lv, i, h in zip(t.column("level").to_pylist(), t.column("idx").to_pylist(), t.column("hash").to_pylist()):
+            if isinstance(h, str) and _HEX64.fullmatch(h):
+                self.tiles.setdefault((lv, i), bytes.fromhex(h))
+
+    def prefetch(self, ids: list[tuple[int, int]]) -> None:
+        want = sorted({(lv, i) for lv, i in ids if lv >= TILE_LEVEL and (lv, i) not in self.tiles})
+        if not want:
+            return
+        self._fetch([(lv, i, i + 1) for lv, i in want])
+        self.fetched.update(want)
+
+    # -- leaves -------------------------------------------------------------------------
+    def _read_blocks(self, blocks: list[int], keep_leaves: bool = False) -> None:
+        """Leaves of these 256-leaf blocks (clipped to size), in as few reads as possible;
+        their levels 0..TILE_LEVEL into `self.blocks`."""
+        blocks = sorted(b for b in set(blocks) if b not in self.blocks)
+        for i in range(0, len(blocks), 1024):
+            self._read_block_chunk(blocks[i : i + 1024], keep_leaves)
+
+    def _read_block_chunk(self, blocks: list[int], keep_leaves: bool) -> None:
+        spans = [(b, b * TILE_LEAVES, min((b + 1) * TILE_LEAVES, self.size)) for b in blocks]
+        ranges: list[tuple[int, int]] = []
+        for _, lo, hi in spans:
+            if ranges and ranges[-1][1] == lo:
+                ranges[-1] = (ranges[-1][0], hi)
+            else:
+                ranges.append((lo, hi))
+        t = read_seq_ranges(self.lake, ranges, ["leaf"], self.dt)
+        seqs = t.column("seq")
+        expected = [s for lo, hi in ranges for s in range(lo, hi)]
+        if seqs.to_pylist() != expected:
+            raise ProofError("ledger rows of the needed seq range are missing or duplicated; run `auditlake verify`")
+        if t.num_rows > 4096:  # bulk (tile recovery): hash in DuckDB
+            raw = merkle._hashes_as_bytes(merkle.leaf_hashes_arrow(t.column("leaf")))
+            hashes = [raw[j : j + 32] for j in range(0, len(raw), 32)]
+        else:
+            hashes = [merkle.leaf_hash(x.encode()) for x in t.column("leaf").to_pylist()]
+        pos = 0
+        for b, lo, hi in spans:
+            level = hashes[pos : pos + hi - lo]
+            if keep_leaves:
+                for s, leaf in zip(range(lo, hi), t.column("leaf").slice(pos, hi - lo).to_pylist()):
+                    self.leaves[s] = leaf.encode()
+            pos += hi - lo
+            levels = [level]
+            while len(level) > 1:
+                level = [merkle.node_hash(a, c) for a, c in zip(level[0::2], level[1::2])]
+                levels.append(level)
+            self.blocks[b] = levels
+
+    def leaf(self, seq: int) -> bytes:
+        b = seq >> TILE_LEVEL
+        if seq not in self.leaves:
+            self.blocks.pop(b, None)
+            self._read_blocks([b], keep_leaves=True)
+        return self.leaves[seq]
+
+    # -- nodes --------------------------------------------------------------------------
+    def get(self, level: int, idx: int) -> bytes:
+        if level < TILE_LEVEL:
+            b = (idx << level) >> TILE_LEVEL
+            if b not in self.blocks:
+                self._read_blocks([b])
+            levels = self.blocks[b]
+            return levels[level][idx - (b << (TILE_LEVEL - level))]
+        h = self.tiles.get((level, idx))
+        if h is None:
+            h = self._recover(level, idx)
+        return h
+
+    def _recover(self, level: int, idx: int) -> bytes:
+        """Compute a missing perfect node (level >= TILE_LEVEL) from the stored tiles below
+        it and, where those are missing too, from the ledger leaves (read in bulk)."""
+        if (idx + 1) << level > self.size:
+            raise ValueError(f"node ({level}, {idx}) is not inside a tree of size {self.size}")
+        self._fetch([(lv, idx << (level - lv), (idx + 1) << (level - lv)) for lv in range(TILE_LEVEL, level)])
+        blocks: list[int] = []
+        stack = [(level, idx)]
+        while stack:
+            lv, i = stack.pop()
+            if (lv, i) in self.tiles:
+                continue
+            if lv == TILE_LEVEL:
+                blocks.append(i)
+            else:
+                stack.extend(((lv - 1, 2 * i + 1), (lv - 1, 2 * i)))
+        blocks.sort()
+        for i in range(0, len(blocks), 4096):
+            chunk = blocks[i : i + 4096]
+            self._read_blocks(chunk)
+            for b in chunk:
+                h = self.blocks.pop(b)[-1][0]
+                self.tiles[(TILE_LEVEL, b)] = h
+                self.new_tiles[(TILE_LEVEL, b)] = h
+        return self._compute(level, idx)
+
+    def _compute(self, level: int, idx: int) -> bytes:
+        h = self.tiles.get((level, idx))
+        if h is not None:
+            return h
+        if level == TILE_LEVEL:
+            self._read_blocks([idx])
+            h = self.blocks[idx][-1][0]
+        else:
+            h = merkle.node_hash(self._compute(level - 1, 2 * idx), self._compute(level - 1, 2 * idx + 1))
+        self.tiles[(level, idx)] = h
+        self.new_tiles[(level, idx)] = h
+        return h
+
+    def store_new(self) -> None:
+        if self.use_tiles and self.new_tiles:
+            nodes = [(lv, i, h) for (lv, i), h in sorted(self.new_tiles.items())]
+            self.new_tiles = {}
+            write_tiles(self.lake, nodes, lock=True)
+
+
+def _needed(fn) -> list[tuple[int, int]]:
+    """The node ids a *_proof_from call asks for (dry run with dummy hashes)."""
+    ids: list[tuple[int, int]] = []
+
+    def rec(level: int, idx: int) -> bytes:
+        ids.append((level, idx))
+        return bytes(32)
+
+    fn(rec)
+    return ids
+
+
+def backfill_tiles(lake: Lake, size: int | None = None) -> int:
+    """Compute and store every missing tile of the tree of `size` (default: the latest
+    checkpoint); for lakes written before tiles existed. Returns the number stored."""
+    cp = latest_checkpoint(lake)
+    size = size if size is not None else (cp["tree_size"] if cp else 0)
+    nodes = TreeNodes(lake, size)
+    for level, idx, _ in merkle.Frontier(size, (bytes(32),) * bin(size).count("1")).nodes():
+        if level >= TILE_LEVEL:
+            nodes.get(level, idx)
+    n = len(nodes.new_tiles)
+    nodes.store_new()
+    return n
+
+
+# ============================================================================ building proofs
+def _checkpoints(lake: Lake) -> list[dict]:
+    from .head import read_checkpoints
+
+    return read_checkpoints(lake)
+
+
+def latest_checkpoint(lake: Lake) -> dict | None:
+    rows = _checkpoints(lake)
+    return rows[-1] if rows else None
+
+
+def _cp_dict(row: dict) -> dict:
+    cp = Checkpoint.from_dict(row)
+    return cp.to_dict()
+
+
+def _public_key_for(lake: Lake, key_id: str) -> str:
+    from .lake.meta import open_lake_keys
+
+    pub = open_lake_keys(lake).public_keys().get(key_id)
+    if pub is None:
+        raise ProofError(f"the keystore holds no signing key {key_id}")
+    return pub
+
+
+def _build(lake: Lake, size: int, fn, check) -> list[bytes]:
+    """Run a *_proof_from with tiles; if the result does not check, once more from leaves."""
+    nodes = TreeNodes(lake, size)
+    nodes.prefetch(_needed(fn))
+    proof = fn(nodes.get)
+    if check(proof):
+        nodes.store_new()
+        return proof
+    nodes = TreeNodes(lake, size, use_tiles=False, dt=nodes.dt)
+    proof = fn(nodes.get)
+    if check(proof):
+        print("auditlake: warning: stored tiles disagree with the ledger; the proof was rebuilt from leaves "
+              "(run `auditlake verify`)", file=sys.stderr)
+        return proof
+    raise ProofError("the ledger does not match its signed checkpoint; run `auditlake verify`")
+
+
+def inclusion_proof(lake: Lake, event_id: str) -> dict:
+    """The inclusion proof document of one event against the latest signed checkpoint."""
+    event_id = str(event_id).strip().lower()
+    dt = lake.delta("ledger")
+    seq = locate_event(lake, event_id, dt)
+    if seq is None:
+        raise AuditlakeError(f"no event {event_id} in the ledger")
+    rows = _checkpoints(lake)
+    if not rows or rows[-1]["tree_size"] <= seq:
+        raise AuditlakeError(f"event {event_id} (seq {seq}) is not yet covered by a signed checkpoint; run ingest")
+    row = rows[-1]
+    cp = _cp_dict(row)
+    size = cp["tree_size"]
+    root = bytes.fromhex(cp["root"])
+    nodes = TreeNodes(lake, size, dt=dt)
+    leaf = nodes.leaf(seq)
+    lh = merkle.leaf_hash(leaf)
+    fn = lambda get: merkle.inclusion_proof_from(seq, size, get)  # noqa: E731
+    # Reuse the block already read for the leaf.
+    nodes.prefetch(_needed(fn))
+    proof = fn(nodes.get)
+    if merkle.verify_inclusion(lh, seq, size, proof, root):
+        nodes.store_new()
+    else:
+        proof = _build(lake, size, fn, lambda p: merkle.verify_inclusion(lh, seq, size, p, root))
+    doc = {
+        "type": "inclusion",
+        "version": PROOF_VERSION,
+        "log_id": cp["log_id"],
+        "event_id": event_id,
+        "leaf": leaf.decode(),
+        "leaf_b64": base64.b64encode(leaf).decode(),
+        "leaf_index": seq,
+        "tree_size": size,
+        "root": cp["root"],
+        "proof": [h.hex() for h in proof],
+        "checkpoint": cp,
+        "public_key": _public_key_for(lake, cp["key_id"]),
+    }
+    ok, reason = verify_proof_doc(doc)
+    if not ok:
+        raise ProofError(f"the proof for {event_id} does not verify: {reason}; run `auditlake verify`")
+    return doc
+
+
+def consistency_proof(lake: Lake, old_size: int, new_size: int) -> dict:
+    """A consistency proof between the signed checkpoints of these two tree sizes."""
+    if old_size > new_size:
+        raise AuditlakeError(f"the old tree size {old_size} is larger than the new one {new_size}")
+    rows = _checkpoints(lake)
+    by_size = {r["tree_size"]: r for r in rows}
+    for s in (old_size, new_size):
+        if s not in by_size:
+            sizes = [r["tree_size"] for r in rows]
+            shown = ", ".join(map(str, sizes[-10:])) + (" ..." if len(sizes) > 10 else "")
+            raise AuditlakeError(f"no signed checkpoint of tree size {s} (checkpoints: {shown or 'none'})")
+    old, new = _cp_dict(by_size[old_size]), _cp_dict(by_size[new_size])
+    r_old, r_new = bytes.fromhex(old["root"]), bytes.fromhex(new["root"])
+    fn = lambda get: merkle.consistency_proof_from(old_size, new_size, get)  # noqa: E731
+    proof = _build(lake, new_size, fn, lambda p: merkle.verify_consistency(old_size, new_size, r_old, r_new, p))
+    keys = {old["key_id"]: _public_key_for(lake, old["key_id"]), new["key_id"]: _public_key_for(lake, new["key_id"])}
+    doc = {
+        "type": "consistency",
+        "version": PROOF_VERSION,
+        "log_id": new["log_id"],
+        "old": old,
+        "new": new,
+        "proof": [h.hex() for h in proof],
+        "public_key": keys[new["key_id"]],
+    }
+    if old["key_id"] != new["key_id"]:
+        doc["public_keys"] = keys
+    ok, reason = verify_proof_doc(doc)
+    if not ok:
+        raise ProofError(f"the consistency proof does not verify: {reason}; run `auditlake verify`")
+    return doc
+
+
+# ============================================================================ verifying proofs
+def _key_map(public_key) -> dict[str, str]:
+    """{key_id: b64} from a b64 string or a {key_id: b64} mapping."""
+    if public_key is None:
+        return {}
+    if isinstance(public_key, dict):
+        return {str(k): str(v) for k, v in public_key.items()}
+    pub = load_public_key(str(public_key).strip())
+    return {signing_key_id(pub): public_key_b64(pub)}
+
+
+def _check_checkpoint(d, label: str, pinned: dict[str, str], doc_keys: dict[str, str]) -> tuple[Checkpoint | None, str]:
+    if not isinstance(d, dict):
+        return None, f"{label} is missing or not an object"
+    if "checkpoint_hash" not in d:
+        return None, f"{label} has no checkpoint_hash"
+    try:
+        cp = Checkpoint.from_dict(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"{label} is malformed: {exc}"
+    if not (isinstance(cp.tree_size, int) and not isinstance(cp.tree_size, bool) and cp.tree_size >= 0):
+        return None, f"{label} tree_size is not a non-negative integer"
+    if not (isinstance(cp.root, str) and _HEX64.fullmatch(cp.root)):
+        return None, f"{label} root is not 64 lowercase hex digits"
+    keys = pinned or doc_keys
+    b64 = keys.get(cp.key_id)
+    if b64 is None:
+        whose = "the pinned public key" if pinned else "the proof's public key"
+        return None, f"{label} is signed with key {cp.key_id}, not {whose}"
+    try:
+        pub = load_public_key(b64)
+    except (ValueError, binascii.Error, TypeError) as exc:
+        return None, f"public key for {cp.key_id} is not a base64 Ed25519 key: {exc}"
+    if signing_key_id(pub) != cp.key_id:
+        return None, f"the public key does not have key id {cp.key_id}"
+    if not cp.signature_valid(pub):
+        return None, f"{label} signature does not verify with key {cp.key_id}"
+    return cp, ""
+
+
+def _hashes(proof) -> list[bytes] | None:
+    if not isinstance(proof, list):
+        return None
+    out = []
+    for h in proof:
+        if not isinstance(h, str) or not _HEX64.fullmatch(h):
+            return None
+        out.append(bytes.fromhex(h))
+    return out
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def verify_proof_doc(doc, public_key_b64=None) -> tuple[bool, str]:
+    """Check an inclusion or consistency proof document offline: (valid, reason).
+
+    `public_key_b64` pins trust: a base64 Ed25519 key or a {key_id: b64} mapping. Without
+    it the document's own `public_key` is used (which proves integrity, not origin)."""
+    try:
+        pinned = _key_map(public_key_b64)
+    except (ValueError, binascii.Error, TypeError) as exc:
+        return False, f"the pinned public key is not a base64 Ed25519 key: {exc}"
+    if not isinstance(doc, dict):
+        return False, "the proof is not a JSON object"
+    if doc.get("version") != PROOF_VERSION:
+        return False, f"unsupported proof version {doc.get('version')!r}"
+    doc_keys: dict[str, str] = {}
+    try:
+        if isinstance(doc.get("public_keys"), dict):
+            doc_keys.update({str(k): str(v) for k, v in doc["public_keys"].items()})
+        if doc.get("public_key") is not None:
+            own = _key_map(doc["public_key"])
+            for kid, b64 in own.items():
+                if kid in doc_keys and doc_keys[kid] != b64:
+                    return False, "public_key and public_keys disagree"
+            doc_keys.update(own)
+    except (ValueError, binascii.Error, TypeError) as exc:
+        return False, f"the proof's public key is not a base64 Ed25519 key: {exc}"
+    if not pinned and not doc_keys:
+        return False, "no public key: the proof carries none and none was given"
+    trust = "pinned key" if pinned else "the proof's own key (not pinned; pass --public-key to pin one)"
+    kind = doc.get("type")
+    if kind == "inclusion":
+        ok, reason = _verify_inclusion_doc(doc, pinned, doc_keys)
+    elif kind == "consistency":
+        ok, reason = _verify_consistency_doc(doc, pinned, doc_keys)
+    else:
+        return False, f"unknown proof type {kind!r}"
+    return ok, (f"{reason}; signature checked with {trust}" if ok else reason)
+
+
+def _verify_inclusion_doc(doc: dict, pinned, doc_keys) -> tuple[bool, str]:
+    for name in ("event_id", "leaf", "leaf_b64", "root", "log_id"):
+        if not isinstance(doc.get(name), str):
+            return False, f"{name} is missing or not a string"
+    for name in ("leaf_index", "tree_size"):
+        if not _is_int(doc.get(name)) or doc[name] < 0:
+            return False, f"{name} is missing or not a non-negative integer"
+    leaf = doc["leaf"].encode()
+    try:
+        if base64.b64decode(doc["leaf_b64"], validate=True) != leaf:
+            return False, "leaf and leaf_b64 differ"
+    except (binascii.Error, ValueError):
+        return False, "leaf_b64 is not base64"
+    try:
+        record = orjson.loads(leaf)
+    except orjson.JSONDecodeError:
+        return False, "leaf is not JSON"
+    if not isinstance(record, dict):
+        return False, "leaf is not a JSON object"
+    if record.get("event_id") != doc["event_id"]:
+        return False, "the leaf is not the record of event_id"
+    if record.get("seq") != doc["leaf_index"]:
+        return False, "the leaf's seq is not leaf_index"
+    proof = _hashes(doc.get("proof"))
+    if proof is None:
+        return False, "proof is not a list of 64-digit lowercase hex hashes"
+    cp, why = _check_checkpoint(doc.get("checkpoint"), "checkpoint", pinned, doc_keys)
+    if cp is None:
+        return False, why
+    if cp.log_id != doc["log_id"]:
+        return False, "log_id differs from the checkpoint's"
+    if cp.tree_size != doc["tree_size"]:
+        return False, "tree_size differs from the checkpoint's"
+    if cp.root != doc["root"]:
+        return False, "root differs from the checkpoint's"
+    if doc["leaf_index"] >= doc["tree_size"]:
+        return False, "leaf_index is outside the tree"
+    if not merkle.verify_inclusion(merkle.leaf_hash(leaf), doc["leaf_index"], doc["tree_size"], proof, bytes.fromhex(cp.root)):
+        return False, "the audit path does not lead from the leaf to the signed root"
+    return True, (f"event {doc['event_id']} is leaf {doc['leaf_index']} of the signed tree of size "
+                  f"{doc['tree_size']} (log {cp.log_id}, root {cp.root[:16]}..., key {cp.key_id})")
+
+
+def _verify_consistency_doc(doc: dict, pinned, doc_keys) -> tuple[bool, str]:
+    if not isinstance(doc.get("log_id"), str):
+        return False, "log_id is missing or not a string"
+    old, why = _check_checkpoint(doc.get("old"), "old checkpoint", pinned, doc_keys)
+    if old is None:
+        return False, why
+    new, why = _check_checkpoint(doc.get("new"), "new checkpoint", pinned, doc_keys)
+    if new is None:
+        return False, why
+    if not (old.log_id == new.log_id == doc["log_id"]):
+        return False, "the checkpoints belong to different logs"
+    proof = _hashes(doc.get("proof"))
+    if proof is None:
+        return False, "proof is not a list of 64-digit lowercase hex hashes"
+    if old.tree_size > new.tree_size:
+        return False, "the old checkpoint is larger than the new one"
+    if not merkle.verify_consistency(old.tree_size, new.tree_size, bytes.fromhex(old.root), bytes.fromhex(new.root), proof):
+        return False, "the consistency path does not show the new tree extends the old one"
+    return True, (f"the signed tree of size {new.tree_size} (root {new.root[:16]}...) is an append-only extension "
+                  f"of the signed tree of size {old.tree_size} (root {old.root[:16]}...)")
+
+
+# ============================================================================ public key files
+def load_public_key_file(path: str) -> dict[str, str]:
+    """{key_id: b64} from `auditlake keys export-public` JSON, {"public_key": b64}, a bare
+    base64 key, or a PEM SubjectPublicKeyInfo."""
+    try:
+        text = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditlakeError(f"cannot read the public key file {path}: {exc}") from exc
+    try:
+        if text.startswith("{"):
+            d = json.loads(text)
+            if isinstance(d.get("public_keys"), dict):
+                return {str(k): str(v) for k, v in d["public_keys"].items()}
+            if isinstance(d.get("public_key"), str):
+                return _key_map(d["public_key"])
+            raise ValueError("no public_keys or public_key in it")
+        if text.startswith("-----BEGIN"):
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+            key = load_pem_public_key(text.encode())
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("not an Ed25519 key")
+            return {signing_key_id(key): public_key_b64(key)}
+        return _key_map(text)
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise AuditlakeError(f"{path} is not a public key file: {exc}") from exc
+
+
+# ============================================================================ CLI
+def cli_prove(args) -> int:
+    from .cli import emit
+
+    lake = Lake.open(args.lake)
+    try:
+        if args.consistency:
+            old, new = args.consistency
+            doc = consistency_proof(lake, old, new)
+            what = f"consistency proof {old} -> {new}"
+        elif args.event_id:
+            doc = inclusion_proof(lake, args.event_id)
+            what = f"inclusion proof of {doc['event_id']} (leaf {doc['leaf_index']} of {doc['tree_size']})"
+        else:
+            raise AuditlakeError("prove needs an EVENT_ID or --consistency OLD NEW")
+    except ProofError as exc:
+        print(f"auditlake: {exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(doc, indent=2)
+    if args.out:
+        try:
+            Path(args.out).write_text(text + "\n")
+        except OSError as exc:
+            raise AuditlakeError(f"cannot write {args.out}: {exc}") from exc
+        emit(args, f"wrote the {what} to {args.out}", doc)
+    else:
+        emit(args, text, doc)
+    return 0
+
+
+def cli_verify_proof(args) -> int:
+    from .cli import emit
+
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise AuditlakeError(f"cannot read {args.file}: {exc}") from exc
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuditlakeError(f"{args.file} is not JSON: {exc}") from exc
+    pinned = load_public_key_file(args.public_key) if args.public_key else None
+    ok, reason = verify_proof_doc(doc, pinned)
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    emit(args, f"{'valid' if ok else 'INVALID'}: {reason}", {"ok": ok, "type": kind, "reason": reason, "pinned": bool(pinned)})
+    return 0 if ok else 1

@@ -1,0 +1,1 @@
+"""The auditlake explorer (Streamlit): `auditlake explore` or `streamlit run dashboards/app.py`."""

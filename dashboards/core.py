@@ -1,0 +1,179 @@
+"""Shared plumbing of the explorer: the lake, its read-only DuckDB connection, cached
+parameterised queries keyed on the Delta table versions, sign-in and roles.
+
+Rule of the house: every value that comes from the lake or a user is shown through
+elements that render text inertly (st.text, st.code, st.json, st.dataframe, st.metric with
+numbers); st.markdown only ever gets constant text; no unsafe_allow_html anywhere; every
+query takes user input as `?` parameters, never as SQL text.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from datetime import date, datetime, time as dtime, timedelta, timezone
+
+import streamlit as st
+
+from auditlake.catalog import (
+    ROLES,
+    Explorer,
+    authenticate,
+    load_users,
+    oidc_role,
+    users_path,
+)
+from auditlake.lake.store import Lake
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+# page -> roles that see it
+PAGES: dict[str, tuple[str, ...]] = {
+    "Overview": ROLES,
+    "Search": ROLES,
+    "Event": ROLES,
+    "Compliance": ROLES,
+    "Exports": ROLES,
+    "SQL": ROLES,
+    "Privacy": ("privacy_officer",),
+    "Admin": ("admin",),
+}
+ROLE_LABELS = {"auditor": "Auditor (PII masked)", "privacy_officer": "Privacy officer", "admin": "Admin"}
+
+
+def lake_uri() -> str:
+    return os.environ.get("AUDITLAKE_LAKE") or "./lake"
+
+
+@st.cache_resource(show_spinner=False)
+def _explorer(uri: str, db: str | None) -> Explorer:
+    return Explorer(Lake.open(uri), db)
+
+
+def explorer() -> Explorer:
+    return _explorer(Lake.open(lake_uri()).uri, os.environ.get("AUDITLAKE_CATALOG") or None)
+
+
+def versions() -> tuple:
+    """The tables' Delta versions now; part of every cached query's key, so a new batch
+    (a new version) is seen at once and an unchanged lake is never re-queried."""
+    v = explorer().versions()
+    return tuple(sorted(v.items()))
+
+
+@st.cache_data(show_spinner=False, max_entries=256, ttl=3600)
+def _cached_query(uri: str, vers: tuple, sql: str, params: tuple):
+    return explorer().query(sql, params).to_pandas()
+
+
+def query(sql: str, params: tuple | list = (), vers: tuple | None = None):
+    """A parameterised query through the cache (pandas DataFrame)."""
+    return _cached_query(explorer().lake.uri, vers if vers is not None else versions(), sql, tuple(params))
+
+
+def uncached(sql: str, params: tuple | list = ()):
+    return explorer().query(sql, params).to_pandas()
+
+
+# ----------------------------------------------------------------------------- auth
+
+def users() -> dict:
+    return load_users(users_path())
+
+
+def current_user() -> dict | None:
+    return st.session_state.get("auth")
+
+
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # noqa: BLE001 - no secrets file
+        return False
+
+
+def login_screen() -> None:
+    st.title("auditlake explorer")
+    st.caption("Sign in to explore the audit lake.")
+    if _oidc_configured():
+        try:
+            if getattr(st.user, "is_logged_in", False):
+                email = st.user.get("email")
+                role = oidc_role(users(), email)
+                if role:
+                    st.session_state["auth"] = {"user": str(email), "role": role, "via": "oidc"}
+                    st.rerun()
+                st.error("Your single sign-on account has no explorer role. Ask an admin.")
+                st.button("Log out of single sign-on", on_click=st.logout)
+                return
+        except Exception:  # noqa: BLE001
+            pass
+        st.button("Log in with single sign-on", on_click=st.login, key="sso")
+    fails = st.session_state.get("login_failures", 0)
+    with st.form("login"):
+        name = st.text_input("User name", key="login_user")
+        password = st.text_input("Password", type="password", key="login_password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        if fails >= 3:
+            time.sleep(min(2 ** (fails - 3), 8))  # slow down password guessing
+        role = authenticate(users(), name or "", password or "")
+        if role:
+            st.session_state["auth"] = {"user": name, "role": role, "via": "password"}
+            st.session_state["login_failures"] = 0
+            st.session_state.pop("login_password", None)
+            st.rerun()
+        else:
+            st.session_state["login_failures"] = fails + 1
+            st.error("Unknown user or wrong password.")
+    if not users()["users"] and not _oidc_configured():
+        st.info("No users are configured. Add one with: python -m auditlake.catalog add-user NAME admin")
+
+
+def logout() -> None:
+    for k in list(st.session_state.keys()):
+        del st.session_state[k]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def goto(page: str, **state) -> None:
+    """A button callback: switch page (and set state, e.g. the event to open)."""
+    for k, v in state.items():
+        st.session_state[k] = v
+    st.session_state["page"] = page
+
+
+def time_range(key: str, default_days: int = 7) -> tuple[datetime, datetime] | None:
+    """A required UTC date range [from 00:00, to+1 day 00:00). Defaults to the last
+    `default_days` days of data."""
+    last = data_bounds()[1] or date.today()
+    c1, c2 = st.columns(2)
+    d_from = c1.date_input("From (UTC date)", value=last - timedelta(days=default_days - 1), key=f"{key}_from")
+    d_to = c2.date_input("To (UTC date, inclusive)", value=last, key=f"{key}_to")
+    if not isinstance(d_from, date) or not isinstance(d_to, date):
+        st.warning("A time range is required.")
+        return None
+    if d_from > d_to:
+        st.warning("'From' must not be after 'To'.")
+        return None
+    start = datetime.combine(d_from, dtime(0), tzinfo=timezone.utc)
+    end = datetime.combine(d_to + timedelta(days=1), dtime(0), tzinfo=timezone.utc)
+    return start, end
+
+
+def data_bounds() -> tuple[date | None, date | None]:
+    """First and last event_date in the ledger (partition values: cheap)."""
+    df = query("SELECT min(event_date) AS lo, max(event_date) AS hi FROM events")
+    lo, hi = df.iloc[0]["lo"], df.iloc[0]["hi"]
+    parse = lambda s: date.fromisoformat(s) if isinstance(s, str) else None  # noqa: E731
+    return parse(lo), parse(hi)
+
+
+def day_bounds(start: datetime, end: datetime) -> tuple[str, str]:
+    """event_date partition bounds covering [start, end)."""
+    return start.strftime("%Y-%m-%d"), (end - timedelta(microseconds=1)).strftime("%Y-%m-%d")
+
+
+def show_table(df, key: str | None = None, height: int | str = "auto") -> None:
+    st.dataframe(df, hide_index=True, key=key, height=height)

@@ -1,0 +1,35 @@
+"""SQL: a read-only console over the catalog views for analysts."""
+from __future__ import annotations
+
+import streamlit as st
+
+from auditlake.catalog import VIEWS, AnalystSQLError
+from dashboards import core
+
+EXAMPLE = "SELECT event_type, count(*) AS events\nFROM events\nGROUP BY 1\nORDER BY 2 DESC"
+
+
+def render(user: dict) -> None:
+    st.header("SQL console (read-only)")
+    st.caption(f"One SELECT over the views {', '.join(VIEWS)}. PII is masked; results are capped at 10,000 rows. "
+               "Filter on event_date (the partition) to read only the days you need.")
+    sql = st.text_area("Query", value=EXAMPLE, height=160, key="sql_text")
+    if st.button("Run", key="sql_run", type="primary"):
+        try:
+            table, capped = core.explorer().analyst_query(sql)
+            st.session_state["sql_result"] = (sql, table.to_pandas(), capped, None)
+        except AnalystSQLError as exc:
+            st.session_state["sql_result"] = (sql, None, False, f"refused: {exc}")
+        except Exception as exc:  # noqa: BLE001 - DuckDB errors are shown, never raised
+            st.session_state["sql_result"] = (sql, None, False, f"{exc.__class__.__name__}: {str(exc)[:1000]}")
+    res = st.session_state.get("sql_result")
+    if res:
+        _, df, capped, err = res
+        if err:
+            st.error("The query did not run.")
+            st.code(err, language=None)
+        else:
+            st.caption(f"{len(df):,} rows" + (" (capped)" if capped else ""))
+            core.show_table(df, key="sql_table")
+            st.download_button("Download CSV", df.to_csv(index=False), file_name="query-result.csv",
+                               mime="text/csv", key="sql_download")
