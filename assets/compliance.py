@@ -46,14 +46,16 @@ def findings_metadata(summary: dict, findings: pl.DataFrame) -> dict:
     report_md = report.get("markdown") if isinstance(report, dict) else None
     sample = findings.head(10).select("rule_id", "event_id", "occurred_at", "severity", "detail").iter_rows() \
         if findings.height else []
-    preview = "\n\n".join([
-        f"### Evaluation `{summary.get('evaluation_id')}`: {total} findings over {summary.get('tree_size')} events "
-        f"(as of {summary.get('as_of')})",
-        "#### By rule\n\n" + md.table(["rule", "findings"], sorted(by_rule.items())),
-        "#### By day of the offending event\n\n" + md.table(["day", "findings"], list(per_day), limit=31),
-        "#### First findings\n\n" + md.table(["rule", "event_id", "occurred_at", "severity", "detail"], list(sample)),
-        *( [report_md] if isinstance(report_md, str) and len(report_md) < 20_000 else [] ),
-    ])
+    header = (f"### Evaluation `{summary.get('evaluation_id')}`: {total} findings over {summary.get('tree_size')} "
+              f"events (as of {summary.get('as_of')})")
+    first = "#### First findings\n\n" + md.table(["rule", "event_id", "occurred_at", "severity", "detail"], list(sample))
+    if isinstance(report_md, str) and len(report_md) < 50_000:
+        parts = [header, report_md, first]  # the engine's report: by rule, daily trend, top tenants/campaigns
+    else:
+        parts = [header, "#### By rule\n\n" + md.table(["rule", "findings"], sorted(by_rule.items())),
+                 "#### By day of the offending event\n\n" + md.table(["day", "findings"], list(per_day), limit=31),
+                 first]
+    preview = "\n\n".join(parts)
     meta = {
         "dagster/row_count": total,
         "findings": total,
@@ -65,4 +67,6 @@ def findings_metadata(summary: dict, findings: pl.DataFrame) -> dict:
         "preview": dg.MetadataValue.md(preview),
     }
     meta.update({f"rule {rule}": int(n) for rule, n in sorted(by_rule.items())})
+    if isinstance(report, dict) and report.get("html"):
+        meta["report"] = dg.MetadataValue.path(str(report["html"]))
     return meta

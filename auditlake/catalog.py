@@ -400,7 +400,7 @@ class Explorer:
             timer = threading.Timer(timeout_s, cur.interrupt)
             timer.start()
         try:
-            return cur.execute(sql, list(params or [])).fetch_arrow_table()
+            return cur.execute(sql, list(params or [])).to_arrow_table()
         finally:
             if timer:
                 timer.cancel()
@@ -415,7 +415,7 @@ class Explorer:
         timer.start()
         try:
             cur.execute(sql)
-            reader = cur.fetch_record_batch(rows_per_batch=limit)
+            reader = cur.to_arrow_reader(batch_size=limit)
             import pyarrow as pa
 
             batches, n = [], 0

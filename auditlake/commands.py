@@ -76,8 +76,11 @@ def publish_public_keys(lake: Lake, ks) -> None:
 
 
 def demo(args) -> int:
+    """Generate data, ingest it, verify, evaluate compliance and write the catalog."""
     import tempfile
 
+    from .catalog import write_catalog
+    from .compliance.run import evaluate_lake
     from .generate import generate as gen
     from .ingest import ingest as run_ingest
     from .verify import verify as run_verify
@@ -86,13 +89,12 @@ def demo(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         gen(tmp, events=args.events, seed=args.seed)
         report = run_ingest(lake, [str(Path(tmp) / "landing")])
-    print(f"ingested {report.accepted} events ({report.quarantined} quarantined) into {lake.uri}")
+    print(f"ingest: {report.accepted} events sealed, {report.quarantined} lines quarantined -> {lake.uri}")
     v = run_verify(lake)
-    print(f"verify: {'intact' if v.ok else 'FINDINGS'} ({v.events} events, root {v.root[:16]}...)")
-    for step in ("compliance", "catalog"):
-        try:
-            module, func = __import__("auditlake.cli", fromlist=["HANDLERS"]).HANDLERS[step].split(":")
-        except KeyError:
-            continue
-    print(f"next: auditlake --lake {lake.uri} explore   |   dagster dev -w workspace.yaml")
+    print(f"verify: {'intact' if v.ok else f'{len(v.findings)} FINDINGS'} ({v.events} events, root {v.root[:16]}...)")
+    summary = evaluate_lake(lake)
+    print(f"compliance: {summary.get('findings', summary)} findings")
+    db = write_catalog(lake)
+    print(f"catalog: {db} (open it with `duckdb {db}`)")
+    print(f"explore: auditlake --lake {lake.uri} explore   |   operate: DAGSTER_HOME=.dagster_home dagster dev -w workspace.yaml")
     return 0 if v.ok else 1

@@ -325,15 +325,15 @@ class _World:
     def us_person(self, state: tuple | None = None, *, zone=..., reserved: bool = False) -> dict:
         r = self.rng
         code, tz, _w, areas = state or r.choices(US_STATES, self.us_weights)[0]
-        if reserved:  # planted people use the fictional 555-01xx block; background never does
-            phone = self._unique_phone(lambda: f"+1{r.choice(areas)}5550{r.randint(100, 199)}")
-        else:
-            phone = self._unique_phone(
-                lambda: f"+1{r.choice(areas)}{r.choice('23456789')}{r.randint(0, 99):02d}{r.randint(0, 9999):04d}"
-                if True else "")
-            if phone[5:8] == "555":
-                self.phones.discard(phone)
-                return self.us_person(state, zone=zone, reserved=reserved)
+        def number() -> str:
+            if reserved:  # planted people use the fictional 555-01xx block; background never does
+                return f"+1{r.choice(areas)}5550{r.randint(100, 199)}"
+            while True:
+                exchange = f"{r.choice('23456789')}{r.randint(0, 99):02d}"
+                if exchange != "555":
+                    return f"+1{r.choice(areas)}{exchange}{r.randint(0, 9999):04d}"
+
+        phone = self._unique_phone(number)
         first, last = r.choice(FIRST), r.choice(LAST)
         p = {"id": self.ids.token("sub"), "phone": phone, "name": f"{first} {last}",
              "email": f"{first.lower()}.{last.lower().replace(chr(39), '')}{r.randint(1, 999)}@{r.choice(DOMAINS)}",
@@ -403,6 +403,8 @@ class _Plan:
             offset = int(at.astimezone(zoneinfo.ZoneInfo(style[5:])).utcoffset() // timedelta(minutes=1))
             when = clock.fmt(_us(at), "s", offset)
         else:
+            if style == "s" and self.rng.random() < 0.15:
+                style = "s+00:00"   # some producers write +00:00 rather than Z
             when = clock.fmt(_us(at), style)
         actor = actor or _svc(SERVICE_OF[event_type])
         e = self.w.event(event_type, when, (tenant or self.t1).id, actor, subject, data, basis)
@@ -585,7 +587,6 @@ class _Plan:
 
     def gdpr_basis(self):
         at = self.as_of - timedelta(days=4, hours=3)
-        de = EU_COUNTRIES[0]
 
         def completed(subject, basis, actor=None):
             return self.add("call.completed", at, subject, basis=basis, actor=actor,
@@ -608,7 +609,6 @@ class _Plan:
                     "DE subject whose PII fields are empty strings")
         self.expect("GDPR-BASIS", completed(bare, None, actor={"type": "user", "id": "agent-7", "ip": "203.0.113.77"}),
                     True, "DE subject, PII only in actor.ip")
-        del de
 
     def gdpr_transfer(self):
         at = self.as_of - timedelta(days=3, hours=5)
@@ -959,16 +959,16 @@ class _Generator:
             data = orjson.dumps(e)
             self.landing.line(p, data)
             if planted:
-                self.planted_lines.append((p["name"], data))
+                self.planted_lines.append((p["name"], data, e["event_id"]))
             elif len(self.replay_pool) < 64 and self.rng.random() < 0.01:
                 self.replay_pool.append((p["name"], data))
         self.oracle.add(e)
         self.accepted += 1
 
-    def emit_bad(self, kind: str) -> None:
+    def emit_bad(self, kind: str, service: str | None = None) -> None:
         rng = self.rng
         services = sorted(FORMATS)
-        service = rng.choice(services)
+        service = service or rng.choice(services)
         p = self.landing.part(service)
         if p["kind"] == "parquet" and kind not in PARQUET_BAD_KINDS:
             p = self.landing.part(rng.choice([s for s in services if "parquet" not in FORMATS[s]]))
@@ -1005,23 +1005,26 @@ class _Generator:
 
         plan = _Plan(self.world, self.as_of, self.window_start)
         plan.build()
-        n_bad = max(len(BAD_KINDS) + 2, round(self.target * MALFORMED_SHARE))
-        n_replay = max(2, round(n_bad * REPLAY_SHARE))
-        n_broken = n_bad - n_replay
-        background = max(0, self.target - len(plan.events) - n_bad)
-        body = background + len(plan.events) + n_broken
-
-        # Planted events and malformed lines go to random positions among the background.
+        # Every kind of malformed line at least once (and one bad Parquet row), the rest
+        # drawn by weight; about MALFORMED_SHARE of all lines, a fifth of them replays.
         rng = self.rng
-        slots = rng.sample(range(body), len(plan.events) + n_broken)
-        kinds = list(BAD_KINDS) + list(PARQUET_BAD_KINDS[:1]) + [
-            k for k in rng.choices(BAD_KINDS, BAD_WEIGHTS, k=max(0, n_broken - len(BAD_KINDS) - 1))]
-        oversize = [i for i, k in enumerate(kinds) if k == "oversize"]
-        for i in oversize[1:][: max(0, len(oversize) - MAX_OVERSIZE)]:
-            kinds[i] = "not_json"
-        items: list = list(plan.events) + kinds[:n_broken]
-        rng.shuffle(items)
-        schedule = dict(zip(sorted(slots), items))
+        n_replay = max(2, round(self.target * MALFORMED_SHARE * REPLAY_SHARE))
+        n_broken = max(len(BAD_KINDS) + 1, round(self.target * MALFORMED_SHARE) - n_replay)
+        bad = [(k, None) for k in BAD_KINDS] + [("bad_uuid", "billing-service")]
+        bad += [(k, None) for k in rng.choices(BAD_KINDS, BAD_WEIGHTS, k=n_broken - len(bad))]
+        oversize = [i for i, (k, _s) in enumerate(bad) if k == "oversize"]
+        for i in oversize[MAX_OVERSIZE:]:
+            bad[i] = ("not_json", None)
+        rng.shuffle(bad)
+        background = max(0, self.target - len(plan.events) - n_broken - n_replay)
+
+        # Planted events (in their planned order) and malformed lines go to random
+        # positions among the background lines.
+        body = background + len(plan.events) + n_broken
+        slots = sorted(rng.sample(range(body), len(plan.events) + n_broken))
+        bad_slots = set(rng.sample(range(len(slots)), n_broken))
+        planted, broken = iter(plan.events), iter(bad)
+        schedule = {pos: next(broken) if i in bad_slots else next(planted) for i, pos in enumerate(slots)}
 
         position = 0
 
@@ -1032,7 +1035,7 @@ class _Generator:
                 if isinstance(item, dict):
                     self.emit(item, planted=True)
                 else:
-                    self.emit_bad(item)
+                    self.emit_bad(*item)
                 position += 1
 
         made = 0
@@ -1045,19 +1048,20 @@ class _Generator:
             flush_scheduled()
             if schedule:  # fewer background events than planned: close the gap
                 position = min(schedule)
-        self._replays(n_replay)
+        self._replays(n_replay, plan)
         self.landing.close()
         return self._finish(plan, made)
 
-    def _replays(self, n: int) -> None:
-        """Exact copies of accepted lines, later in the same file or in a later-sorted one."""
+    def _replays(self, n: int, plan: _Plan) -> None:
+        """Exact copies of accepted lines, later in the same file or in a later-sorted one.
+        The first copies are of planted violations, so a failed de-duplication shows."""
         rng = self.rng
-        flagged = {e["event_id"] for e in []}
-        pool = list(self.planted_lines[:3]) + self.replay_pool
-        del flagged
+        flagged = {x["event_id"] for x in plan.expected if x["flagged"]}
+        first = [(name, data) for name, data, eid in self.planted_lines if eid in flagged][:2]
+        pool = self.replay_pool or [(name, data) for name, data, _e in self.planted_lines]
         jsonl = sorted(name for name, p in self.landing.parts.items() if p["kind"] != "parquet")
         for i in range(n):
-            name, data = pool[i % len(pool)] if i < 3 else rng.choice(pool)
+            name, data = first[i] if i < len(first) else rng.choice(pool)
             target = rng.choice([f for f in jsonl if f >= name])
             line = self.landing.line(self.landing.parts[target], data, bad=True)
             self.malformed.append({"file": target, "line": line, "kind": "replay"})
@@ -1191,7 +1195,6 @@ class _Background:
                    actor={"type": "system", "id": f"webform-{publisher}", "ip": w.consumer_ip()}):
             return out
         last = t
-        sold_any = False
         for _ in range(1 + min(6, int(rng.expovariate(0.7)))):
             outbound = rng.random() < 0.65
             purpose = (rng.choices(("telemarketing", "informational", "transactional"), (80, 15, 5))[0] if outbound
@@ -1227,7 +1230,6 @@ class _Background:
                 subject = geo if rng.random() < 0.9 else {"id": who["id"]}
                 if add("lead.sold", sale, dict(subject), {"call_id": call_id, "buyer_id": buyer,
                                                           "price": _money(cents), "currency": cur}):
-                    sold_any = True
                     last = sale
                     pid = w.ids.token("po")
                     rec = sale + rng.randint(600, 6 * 3600) * US
@@ -1261,7 +1263,6 @@ class _Background:
                 {"destination_country": dest, "recipient": f"{dest.lower()}-analytics", "mechanism": mechanism})
         if rng.random() < 0.02:
             self.privacy_request(add, after + 120 * US, who, eu)
-        del sold_any
         return out
 
     def privacy_request(self, add, t: int, who: dict, eu: bool) -> None:

@@ -149,6 +149,7 @@ class _Candidate:
     sha: str
     line: int
     event: dict
+    occurred: datetime
 
 
 @dataclass
@@ -200,7 +201,7 @@ def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report
             if reason is None:
                 reason = check_event(event)
             if reason is None:
-                batch.candidates.append(_Candidate(lf.name, sha, line, event))
+                batch.candidates.append(_Candidate(lf.name, sha, line, event, parse_instant(event["occurred_at"])))
             else:
                 batch.bad.append(
                     {"source_file": lf.name, "source_sha256": sha, "line": line, "reason": reason,
@@ -285,13 +286,13 @@ class _Sealer:
             "data": fragment(data),
         }
         leaf = canonical_with_fragments(record)
-        occurred = parse_instant(ev["occurred_at"])
+        occurred = source.occurred
         row = {
             "seq": seq,
             "event_id": event_id,
             "event_type": ev["event_type"],
             "occurred_at": occurred,
-            "event_date": occurred.strftime("%Y-%m-%d"),
+            "event_date": occurred.date().isoformat(),
             "ingested_at": ingested_dt,
             "source": ev["source"],
             "tenant_id": ev["tenant_id"],

@@ -56,29 +56,55 @@ class ProofError(AuditlakeError):
 
 
 # ============================================================================ ledger reads
+_LEDGER_FILE_SCHEMA = None
+
+
+def _ledger_schema() -> pa.Schema:
+    global _LEDGER_FILE_SCHEMA
+    if _LEDGER_FILE_SCHEMA is None:
+        from .lake.tables import LEDGER
+
+        _LEDGER_FILE_SCHEMA = pa.schema([f for f in LEDGER if f.name != "event_date"])
+    return _LEDGER_FILE_SCHEMA
+
+
 def _add_actions(dt) -> pa.Table:
     return pa.table(dt.get_add_actions(flatten=True))
 
 
-def _fragments(dt, wanted: set[str]) -> ds.Dataset:
-    """A dataset of the table's files whose names are in `wanted` (file basenames)."""
-    base = dt.to_pyarrow_dataset()
-    frags = [f for f in base.get_fragments() if posixpath.basename(unquote(f.path)) in wanted]
-    return ds.FileSystemDataset(frags, base.schema, base.format, base.filesystem)
+def table_dataset(lake: Lake, name: str, rel_paths: list[str], schema: pa.Schema | None = None,
+                  hive: pa.Schema | None = None) -> ds.Dataset:
+    """A pyarrow dataset over these data files of a Delta table (paths relative to the
+    table root, as in its add actions). Much cheaper than DeltaTable.to_pyarrow_dataset()."""
+    fs, root = lake.filesystem()
+    base = f"{root}/tables/{name}"
+    paths = [f"{base}/{unquote(p)}" for p in rel_paths]
+    kw = {}
+    if hive is not None:
+        kw = {"partitioning": ds.partitioning(hive, flavor="hive"), "partition_base_dir": base}
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs, **kw)
 
 
-def files_for_seq_ranges(dt, ranges: list[tuple[int, int]]) -> set[str]:
-    """Basenames of the ledger files whose seq statistics overlap any [lo, hi)."""
+def ledger_dataset(lake: Lake, dt=None, rel_paths: list[str] | None = None) -> ds.Dataset:
+    """The ledger's live data files as a dataset (without the event_date partition column)."""
+    dt = dt if dt is not None else lake.delta("ledger")
+    if rel_paths is None:
+        rel_paths = _add_actions(dt).column("path").to_pylist() if dt is not None else []
+    return table_dataset(lake, "ledger", rel_paths, _ledger_schema())
+
+
+def files_for_seq_ranges(dt, ranges: list[tuple[int, int]]) -> list[str]:
+    """Paths of the ledger files whose seq statistics overlap any [lo, hi)."""
     acts = _add_actions(dt)
     names = acts.column("path").to_pylist()
     cols = acts.column_names
     mins = acts.column("min.seq").to_pylist() if "min.seq" in cols else [None] * len(names)
     maxs = acts.column("max.seq").to_pylist() if "max.seq" in cols else [None] * len(names)
-    out = set()
-    for name, lo_f, hi_f in zip(names, mins, maxs):
-        if lo_f is None or hi_f is None or any(lo_f < hi and hi_f >= lo for lo, hi in ranges):
-            out.add(posixpath.basename(unquote(name)))
-    return out
+    return [
+        name
+        for name, lo_f, hi_f in zip(names, mins, maxs)
+        if lo_f is None or hi_f is None or any(lo_f < hi and hi_f >= lo for lo, hi in ranges)
+    ]
 
 
 def _ranges_filter(ranges: list[tuple[int, int]]):
@@ -89,18 +115,44 @@ def _ranges_filter(ranges: list[tuple[int, int]]):
     return expr
 
 
+def polars_scan(lake: Lake, name: str, rel_paths: list[str]):
+    """A polars LazyFrame over these data files of a Delta table (no partition columns).
+    Polars reads only the pages a filter needs, so a seq-range read of a few hundred rows
+    does not decode a file's whole `leaf` column."""
+    import polars as pl
+
+    if lake.is_s3:
+        paths = [f"{lake.table_uri(name)}/{unquote(p)}" for p in rel_paths]
+        opts = {k.lower(): v for k, v in lake.storage_options.items() if k.upper().startswith("AWS_")}
+        return pl.scan_parquet(paths, hive_partitioning=False, storage_options=opts or None)
+    fs, root = lake.filesystem()
+    return pl.scan_parquet([f"{root}/tables/{name}/{unquote(p)}" for p in rel_paths], hive_partitioning=False)
+
+
 def read_seq_ranges(lake: Lake, ranges: list[tuple[int, int]], columns: list[str], dt=None) -> pa.Table:
     """Ledger rows with seq in any of the [lo, hi) ranges, sorted by seq (only the files whose
     Delta statistics overlap the ranges are opened)."""
     ranges = [(lo, hi) for lo, hi in ranges if hi > lo]
     dt = dt if dt is not None else lake.delta("ledger")
     cols = list(dict.fromkeys(["seq", *columns]))
+    schema = _ledger_schema()
     if dt is None or not ranges:
-        from .lake.tables import LEDGER
-
-        return pa.table({c: pa.array([], LEDGER.field(c).type) for c in cols})
+        return pa.table({c: pa.array([], schema.field(c).type) for c in cols})
     files = files_for_seq_ranges(dt, ranges)
-    table = _fragments(dt, files).to_table(columns=cols, filter=_ranges_filter(ranges))
+    if not files:
+        return pa.table({c: pa.array([], schema.field(c).type) for c in cols})
+    try:
+        import polars as pl
+
+        expr = None
+        for lo, hi in ranges:
+            e = (pl.col("seq") >= lo) & (pl.col("seq") < hi)
+            expr = e if expr is None else expr | e
+        df = polars_scan(lake, "ledger", files).filter(expr).select(cols).collect()
+        table = df.to_arrow(compat_level=False)
+        table = table.cast(pa.schema([schema.field(c) for c in cols]))
+    except Exception:  # noqa: BLE001 - any polars trouble (an S3 option it lacks...): pyarrow
+        table = ledger_dataset(lake, dt, files).to_table(columns=cols, filter=_ranges_filter(ranges))
     return table.sort_by("seq")
 
 
@@ -112,9 +164,9 @@ def read_seqs(lake: Lake, seqs: list[int], columns: list[str], dt=None) -> pa.Ta
             ranges[-1] = (ranges[-1][0], s + 1)
         else:
             ranges.append((s, s + 1))
-    out = []
-    for i in range(0, len(ranges), 256):  # bounded filter expressions
-        out.append(read_seq_ranges(lake, ranges[i : i + 256], columns, dt))
+    out = [read_seq_ranges(lake, ranges[i : i + 256], columns, dt) for i in range(0, len(ranges), 256)]
+    if not out:
+        return read_seq_ranges(lake, [], columns, dt)
     return pa.concat_tables(out).sort_by("seq") if len(out) != 1 else out[0]
 
 
@@ -123,7 +175,7 @@ def locate_event(lake: Lake, event_id: str, dt=None) -> int | None:
     dt = dt if dt is not None else lake.delta("ledger")
     if dt is None:
         return None
-    t = dt.to_pyarrow_dataset().to_table(columns=["seq"], filter=pc.field("event_id") == event_id)
+    t = ledger_dataset(lake, dt).to_table(columns=["seq"], filter=pc.field("event_id") == event_id)
     seqs = t.column("seq").to_pylist()
     if len(seqs) > 1:
         raise ProofError(f"event {event_id} appears {len(seqs)} times in the ledger; run `auditlake verify`")
@@ -197,17 +249,50 @@ class TreeNodes:
         self.leaves: dict[int, bytes] = {}  # seq -> leaf bytes of the blocks read
         self.new_tiles: dict[tuple[int, int], bytes] = {}
         self._tiles_dt = lake.delta("tiles") if use_tiles else None
+        self._tile_files: list | None = None
+
+    def seed(self, frontier_hex: list[str] | None) -> None:
+        """Known perfect nodes: a checkpoint's frontier (the right edge of its tree). Unsigned,
+        so only a hint: every proof is checked against the signed root."""
+        try:
+            f = merkle.Frontier.from_hex(self.size, list(frontier_hex or []))
+        except (ValueError, TypeError):
+            return
+        for lv, i, h in f.nodes():
+            self.tiles.setdefault((lv, i), h)
 
     # -- stored tiles -------------------------------------------------------------------
     def _fetch(self, level_ranges: list[tuple[int, int, int]]) -> None:
-        """Load stored tiles with level == l and lo <= idx < hi for each (l, lo, hi)."""
+        """Load stored tiles with level == l and lo <= idx < hi for each (l, lo, hi); only the
+        files (one level each) whose idx statistics overlap are opened."""
         if self._tiles_dt is None or not level_ranges:
+            return
+        if self._tile_files is None:
+            acts = _add_actions(self._tiles_dt)
+            cols = acts.column_names
+            n = acts.num_rows
+            self._tile_files = list(zip(
+                acts.column("path").to_pylist(),
+                acts.column("partition.level").to_pylist() if "partition.level" in cols else [None] * n,
+                acts.column("min.idx").to_pylist() if "min.idx" in cols else [None] * n,
+                acts.column("max.idx").to_pylist() if "max.idx" in cols else [None] * n,
+            ))
+        paths = []
+        for path, lv, lo_f, hi_f in self._tile_files:
+            lv = None if lv is None else int(lv)
+            for want_lv, lo, hi in level_ranges:
+                if (lv is None or lv == want_lv) and (lo_f is None or hi_f is None or (lo_f < hi and hi_f >= lo)):
+                    paths.append(path)
+                    break
+        if not paths:
             return
         expr = None
         for lv, lo, hi in level_ranges:
             e = (pc.field("level") == lv) & (pc.field("idx") >= lo) & (pc.field("idx") < hi)
             expr = e if expr is None else expr | e
-        t = self._tiles_dt.to_pyarrow_dataset().to_table(columns=["level", "idx", "hash"], filter=expr)
+        hive = pa.schema([("level", pa.int32())])
+        data = table_dataset(self.lake, "tiles", paths, pa.schema([("idx", pa.int64()), ("hash", pa.string()), ("level", pa.int32())]), hive=hive)
+        t = data.to_table(columns=["level", "idx", "hash"], filter=expr)
         for lv, i, h in zip(t.column("level").to_pylist(), t.column("idx").to_pylist(), t.column("hash").to_pylist()):
             if isinstance(h, str) and _HEX64.fullmatch(h):
                 self.tiles.setdefault((lv, i), bytes.fromhex(h))
@@ -267,6 +352,9 @@ class TreeNodes:
 
     # -- nodes --------------------------------------------------------------------------
     def get(self, level: int, idx: int) -> bytes:
+        h = self.tiles.get((level, idx))
+        if h is not None:
+            return h
         if level < TILE_LEVEL:
             b = (idx << level) >> TILE_LEVEL
             if b not in self.blocks:
@@ -376,9 +464,10 @@ def _public_key_for(lake: Lake, key_id: str) -> str:
     return pub
 
 
-def _build(lake: Lake, size: int, fn, check) -> list[bytes]:
+def _build(lake: Lake, size: int, fn, check, frontier: list[str] | None = None) -> list[bytes]:
     """Run a *_proof_from with tiles; if the result does not check, once more from leaves."""
     nodes = TreeNodes(lake, size)
+    nodes.seed(frontier)
     nodes.prefetch(_needed(fn))
     proof = fn(nodes.get)
     if check(proof):
@@ -408,6 +497,7 @@ def inclusion_proof(lake: Lake, event_id: str) -> dict:
     size = cp["tree_size"]
     root = bytes.fromhex(cp["root"])
     nodes = TreeNodes(lake, size, dt=dt)
+    nodes.seed(row.get("frontier"))
     leaf = nodes.leaf(seq)
     lh = merkle.leaf_hash(leaf)
     fn = lambda get: merkle.inclusion_proof_from(seq, size, get)  # noqa: E731
@@ -452,7 +542,8 @@ def consistency_proof(lake: Lake, old_size: int, new_size: int) -> dict:
     old, new = _cp_dict(by_size[old_size]), _cp_dict(by_size[new_size])
     r_old, r_new = bytes.fromhex(old["root"]), bytes.fromhex(new["root"])
     fn = lambda get: merkle.consistency_proof_from(old_size, new_size, get)  # noqa: E731
-    proof = _build(lake, new_size, fn, lambda p: merkle.verify_consistency(old_size, new_size, r_old, r_new, p))
+    proof = _build(lake, new_size, fn, lambda p: merkle.verify_consistency(old_size, new_size, r_old, r_new, p),
+                   by_size[new_size].get("frontier"))
     keys = {old["key_id"]: _public_key_for(lake, old["key_id"]), new["key_id"]: _public_key_for(lake, new["key_id"])}
     doc = {
         "type": "consistency",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import (
-    DAILY,
     checkpoints,
     compliance_findings,
     duckdb_catalog,
@@ -33,7 +32,6 @@ def verify_config(mode: str) -> dict:
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(ledger, quarantine),
-    partitions_def=DAILY,
     description="Ingest one landing day into the ledger (each file content exactly once) and view its quarantine.",
 )
 
@@ -54,7 +52,6 @@ hourly_verify_job = dg.define_asset_job(
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline_job",
     selection=dg.AssetSelection.assets(ledger, quarantine, checkpoints, compliance_findings, duckdb_catalog, export_bundle),
-    partitions_def=DAILY,
     config=verify_config("full"),
     description="One landing day end to end: ingest, verify, compliance, catalog and an export bundle.",
 )

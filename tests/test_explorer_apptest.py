@@ -134,6 +134,10 @@ def build(root: Path, events: int = 3000) -> dict:
         ingest(lake, [str(gen / "landing")])
         ingest(lake, [str(xss_dir)])
         _findings(lake, truth)
+        from auditlake.lake import retention
+        from auditlake.lake.meta import open_lake_keys
+
+        retention.lock_new(lake, open_lake_keys(lake))  # what the lake's own writers do
         report = verify(lake)
         assert report.ok, report.to_dict()
         users = root / "explorer_users.toml"
@@ -170,3 +174,528 @@ def sample_event(lake) -> dict:
 
 def uuid4() -> str:
     return str(uuid.uuid4())
+
+
+# ============================================================================= AppTest
+import sys  # noqa: E402
+import types  # noqa: E402
+
+import pytest  # noqa: E402
+
+APP = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+PAGES_BY_ROLE = {
+    "auditor": ["Overview", "Search", "Event", "Compliance", "Exports", "SQL"],
+    "privacy_officer": ["Overview", "Search", "Event", "Compliance", "Exports", "SQL", "Privacy"],
+    "admin": ["Overview", "Search", "Event", "Compliance", "Exports", "SQL", "Admin"],
+}
+USER_OF_ROLE = {role: name for name, (role, _) in PASSWORDS.items()}
+INJECTIONS = [
+    "' OR '1'='1",
+    "x' OR 1=1 --",
+    "'; DROP VIEW events; --",
+    "%' OR event_id LIKE '%",
+    "1) OR (1=1",
+    '" OR ""="',
+    "' UNION SELECT * FROM events --",
+    "\\'; SELECT 1; --",
+]
+
+
+def _clear_caches():
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("explorer"))
+
+
+@pytest.fixture
+def app_env(demo, monkeypatch):
+    monkeypatch.setenv("AUDITLAKE_HOME", str(demo["home"]))
+    monkeypatch.setenv("AUDITLAKE_LAKE", demo["lake"].uri)
+    monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(demo["users"]))
+    monkeypatch.delenv("AUDITLAKE_CATALOG", raising=False)
+    _clear_caches()
+    yield demo
+    _clear_caches()
+
+
+def new_app():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["explorer"] = {"test": True}  # explicit secrets: never the developer's own file
+    return at
+
+
+def login(name: str, password: str | None = None):
+    at = new_app()
+    at.run()
+    at.text_input(key="login_user").set_value(name)
+    at.text_input(key="login_password").set_value(password if password is not None else PASSWORDS[name][1])
+    at.button(key="FormSubmitter:login-Sign in").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def login_as(role: str):
+    return login(USER_OF_ROLE[role])
+
+
+def goto(at, page: str):
+    at.radio(key="page").set_value(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def all_text(at) -> str:
+    """Everything the app sent to the browser: every element's protobuf (markdown, JSON,
+    code, captions, chart specs, dataframe Arrow bytes) plus dataframe values as text."""
+    parts = []
+
+    def walk(node):
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            parts.append(str(proto))
+        for child in (getattr(node, "children", None) or {}).values():
+            walk(child)
+
+    walk(at._tree)
+    for df in at.dataframe:
+        parts.append(df.value.to_string())
+    return "\n".join(parts)
+
+
+def no_unsafe_html(at) -> None:
+    text = all_text(at)
+    assert "allow_html: true" not in text
+    assert "unsafe_allow_html" not in text
+    for md in at.markdown:
+        assert "<script" not in md.value and "onerror" not in md.value
+
+
+def caption_texts(at) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def search(at, **filters):
+    """Fill the search form (dates cover the whole lake unless given)."""
+    from datetime import date
+
+    goto(at, "Search")
+    at.date_input(key="search_from").set_value(filters.pop("d_from", date(2020, 1, 1)))
+    at.date_input(key="search_to").set_value(filters.pop("d_to", date(2030, 12, 31)))
+    for key in ("tenant", "actor", "subject", "call"):
+        at.text_input(key=f"search_{key}").set_value(filters.pop(key, ""))
+    at.multiselect(key="search_types").set_value(filters.pop("types", []))
+    at.number_input(key="search_page").set_value(filters.pop("page", 1))
+    assert not filters
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    total = next(c for c in caption_texts(at) if "matching events" in c)
+    return int(total.split()[0].replace(",", ""))
+
+
+def ledger_count(demo) -> int:
+    return demo["lake"].delta("ledger").to_pyarrow_dataset().count_rows()
+
+
+# ----------------------------------------------------------------------------- sign-in, roles
+
+def test_sign_in_rejects_bad_credentials(app_env):
+    at = login("ann", "wrong-password")
+    assert "auth" not in at.session_state
+    assert any("wrong password" in e.value for e in at.error)
+    at = login("nobody", "whatever-pass")
+    assert "auth" not in at.session_state
+    assert not at.radio  # no page selector before sign-in
+
+
+@pytest.mark.parametrize("role", list(PAGES_BY_ROLE))
+def test_every_page_renders_for_every_role(app_env, role):
+    at = login_as(role)
+    assert at.session_state["auth"]["role"] == role
+    assert list(at.radio(key="page").options) == PAGES_BY_ROLE[role]
+    for page in PAGES_BY_ROLE[role]:
+        goto(at, page)
+        assert not at.error, (page, [e.value for e in at.error])
+        assert at.header[0].value
+        no_unsafe_html(at)
+
+
+def test_auditor_cannot_open_privileged_pages(app_env):
+    at = login_as("auditor")
+    for page in ("Privacy", "Admin"):
+        at.session_state["page"] = page
+        at.run()
+        assert at.radio(key="page").value == "Overview"
+        assert not [t for t in at.text_input if t.key == "reveal_subject"]
+        assert not [b for b in at.button if b.key in ("adm_verify", "adm_catalog")]
+
+
+# ----------------------------------------------------------------------------- overview
+
+def test_overview_shows_counts_integrity_quarantine_findings_and_tail(app_env):
+    demo = app_env
+    at = login_as("auditor")
+    n = ledger_count(demo)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Events"] == f"{n:,}"
+    assert metrics["Tree size (last checkpoint)"] == f"{n:,}"
+    assert metrics["Quarantined lines"] == f"{demo['summary']['quarantined']:,}"
+    assert metrics["Findings (latest evaluation)"] == f"{len(demo['truth']['findings']):,}"
+    status = at.json[0].value
+    assert str(n) in status and "last_verified_checkpoint" in status and "verified_by" in status
+    assert any("has been verified" in s.value for s in at.success)
+    assert len(at.get("arrow_vega_lite_chart")) >= 2  # events per day, per type
+    findings = at.dataframe(key="ov_findings").value
+    assert STALE_RULE not in set(findings["rule_id"])
+    assert int(findings["findings"].sum()) == len(demo["truth"]["findings"])
+    tail = at.dataframe(key="ov_tail").value
+    assert len(tail) == 20 and int(tail["seq"].max()) == n - 1
+
+
+def test_live_tail_refreshes_as_batches_land(tmp_path, monkeypatch):
+    """A separate tiny lake without a catalog file (in-memory views)."""
+    from events import event, write_jsonl
+
+    from auditlake.catalog import add_user
+    from auditlake.ingest import ingest
+    from auditlake.lake.store import Lake
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    users = tmp_path / "users.toml"
+    add_user("ann", "auditor", PASSWORDS["ann"][1], users)
+    monkeypatch.setenv("AUDITLAKE_LAKE", lake.uri)
+    monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(users))
+    _clear_caches()
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(5)]))])
+    at = login("ann")
+    assert len(at.dataframe(key="ov_tail").value) == 5
+    ingest(lake, [str(write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(5, 12)]))])
+    at.run()
+    tail = at.dataframe(key="ov_tail").value
+    assert len(tail) == 12 and int(tail["seq"].max()) == 11
+    assert at.metric[0].value == "12"
+    _clear_caches()
+
+
+# ----------------------------------------------------------------------------- search
+
+def test_search_requires_a_range_filters_and_paginates(app_env):
+    demo = app_env
+    at = login_as("auditor")
+    n = ledger_count(demo)
+    assert search(at) == n
+    ev = sample_event(demo["lake"])
+    page1 = at.dataframe(key="search_results").value
+    assert len(page1) == 50
+    assert search(at, page=2) == n
+    page2 = at.dataframe(key="search_results").value
+    assert not set(page1["event_id"]) & set(page2["event_id"])
+    for key, col in (("tenant", "tenant_id"), ("subject", "subject_id"), ("actor", "actor_id")):
+        k = search(at, **{key: ev[col]})
+        rows = at.dataframe(key="search_results").value
+        assert 0 < k < n and set(rows[col]) == {ev[col]}
+    assert search(at, call=ev["call_id"]) >= 1
+    assert ev["event_id"] in set(at.dataframe(key="search_results").value["event_id"])
+    k = search(at, types=["call.started"])
+    assert 0 < k < n and set(at.dataframe(key="search_results").value["event_type"]) == {"call.started"}
+    from datetime import date
+
+    day = date.fromisoformat(ev["event_date"])
+    k = search(at, d_from=day, d_to=day)
+    assert 0 < k < n and set(at.dataframe(key="search_results").value["event_date"]) == {ev["event_date"]}
+    # From after To: no query at all
+    search_from_after_to = search  # noqa: F841
+    goto(at, "Search")
+    at.date_input(key="search_from").set_value(date(2030, 1, 2))
+    at.date_input(key="search_to").set_value(date(2030, 1, 1)).run()
+    assert any("must not be after" in w.value for w in at.warning)
+
+
+def test_sql_injection_in_every_filter_returns_nothing_extra(app_env):
+    demo = app_env
+    at = login_as("auditor")
+    n = ledger_count(demo)
+    for payload in INJECTIONS:
+        for key in ("tenant", "actor", "subject", "call"):
+            assert search(at, **{key: payload}) == 0, (key, payload)
+            assert not at.error
+    # The event id field accepts only UUIDs.
+    goto(at, "Event")
+    for payload in INJECTIONS:
+        at.text_input(key="event_id").set_value(payload).run()
+        assert any("not an event id" in w.value for w in at.warning)
+    # Nothing broke: the views are intact and a plain search still finds everything.
+    assert search(at) == n
+    goto(at, "SQL")
+    at.text_area(key="sql_text").set_value("SELECT count(*) AS n FROM events").run()
+    at.button(key="sql_run").click().run()
+    assert int(at.dataframe(key="sql_table").value.iloc[0]["n"]) == n
+
+
+# ----------------------------------------------------------------------------- event
+
+def open_event(at, event_id: str):
+    goto(at, "Event")
+    at.text_input(key="event_id").set_value(event_id).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_event_page_fields_neighbours_proof_and_verify(app_env):
+    demo = app_env
+    ev = sample_event(demo["lake"])
+    at = login_as("auditor")
+    search(at, subject=ev["subject_id"])
+    at.selectbox(key="search_pick").set_value(ev["event_id"]).run()
+    at.button(key="search_open").click().run()
+    assert at.radio(key="page").value == "Event"
+    assert at.text_input(key="event_id").value == ev["event_id"]
+    fields = json.loads(at.json[0].value)
+    assert fields["event_id"] == ev["event_id"] and fields["subject_phone"] == "***" and fields["pii"] == "masked"
+    assert "subject_pii_sealed" not in fields and "actor_ip_sealed" not in fields and "leaf" not in fields
+    seq = fields["seq"]
+    nb = at.dataframe(key="event_neighbours").value
+    assert list(nb["seq"]) == [s for s in (seq - 1, seq, seq + 1) if 0 <= s < ledger_count(demo)]
+    proof = json.loads(at.json[1].value)
+    assert proof["leaf_index"] == seq and proof["event_id"] == ev["event_id"] and "leaf" not in proof
+    at.button(key="verify_event").click().run()
+    assert any("Verified" in s.value for s in at.success), [e.value for e in at.error]
+    # The neighbour buttons walk the chain.
+    if seq > 0:
+        at.button(key=f"nb_{seq - 1}").click().run()
+        assert json.loads(at.json[0].value)["seq"] == seq - 1
+
+
+def test_verify_rejects_a_tampered_proof(app_env):
+    from auditlake.lake.store import Lake
+    from auditlake.proofs import inclusion_proof
+    from dashboards.views.event import check_proof
+
+    demo = app_env
+    ev = sample_event(demo["lake"])
+    lake = Lake.open(demo["lake"].uri)
+    doc = inclusion_proof(lake, ev["event_id"])
+    row = {"event_id": ev["event_id"], "seq": doc["leaf_index"]}
+    _clear_caches()
+    assert check_proof(doc, row)[0]
+    bad = dict(doc, proof=[("0" * 64)] + doc["proof"][1:]) if doc["proof"] else dict(doc, root="0" * 64)
+    assert not check_proof(bad, row)[0]
+    other = {"event_id": XSS_EVENT_ID, "seq": doc["leaf_index"] + 1}
+    assert not check_proof(doc, other)[0]
+
+
+def test_hostile_event_data_renders_inert(app_env):
+    at = login_as("auditor")
+    open_event(at, XSS_EVENT_ID)
+    no_unsafe_html(at)
+    fields = json.loads(at.json[0].value)
+    assert fields["data"]["method"] == XSS_PAYLOAD  # shown as text, in a JSON viewer
+    assert fields["data"]["note"] == XSS_IMG
+    assert not at.get("html")
+    for el in at.markdown:
+        assert "xss" not in el.value.lower()
+
+
+# ----------------------------------------------------------------------------- PII
+
+def test_auditor_pages_hold_no_plain_pii(app_env):
+    demo = app_env
+    pii = demo["pii"]
+    assert len(pii) > 100
+    ev = sample_event(demo["lake"])
+    at = login_as("auditor")
+    seen = []
+    for page in PAGES_BY_ROLE["auditor"]:
+        goto(at, page)
+        seen.append(all_text(at))
+    search(at)
+    seen.append(all_text(at))
+    search(at, subject=ev["subject_id"])
+    seen.append(all_text(at))
+    for eid in (ev["event_id"], XSS_EVENT_ID):
+        open_event(at, eid)
+        seen.append(all_text(at))
+    goto(at, "SQL")
+    at.text_area(key="sql_text").set_value("SELECT * FROM events ORDER BY seq LIMIT 2000").run()
+    at.button(key="sql_run").click().run()
+    seen.append(all_text(at))
+    at.text_area(key="sql_text").set_value("SELECT * FROM quarantine").run()
+    at.button(key="sql_run").click().run()
+    seen.append(all_text(at))
+    text = "\n".join(seen)
+    assert ev["event_id"] in text
+    leaked = sorted(v for v in pii if v in text)
+    assert not leaked, leaked[:10]
+
+
+# ----------------------------------------------------------------------------- compliance
+
+def test_compliance_latest_findings_trend_and_drill_down(app_env):
+    demo = app_env
+    at = login_as("auditor")
+    goto(at, "Compliance")
+    per_rule = at.dataframe(key="comp_rules").value
+    want: dict[str, int] = {}
+    for f in demo["truth"]["findings"]:
+        want[f["rule_id"]] = want.get(f["rule_id"], 0) + 1
+    assert dict(per_rule.groupby("rule_id")["findings"].sum()) == want
+    assert STALE_RULE not in set(per_rule["rule_id"])
+    assert len(at.get("arrow_vega_lite_chart")) >= 2  # per rule, daily trend
+    rule = sorted(want)[0]
+    at.selectbox(key="comp_rule").set_value(rule).run()
+    rows = at.dataframe(key="comp_events").value
+    truth_ids = {f["event_id"] for f in demo["truth"]["findings"] if f["rule_id"] == rule}
+    assert set(rows["event_id"]) == truth_ids
+    assert rows["event_type"].notna().all()
+    at.selectbox(key="comp_pick").set_value(sorted(truth_ids)[0]).run()
+    at.button(key="comp_open").click().run()
+    assert at.radio(key="page").value == "Event"
+    assert json.loads(at.json[0].value)["event_id"] == sorted(truth_ids)[0]
+
+
+# ----------------------------------------------------------------------------- exports
+
+def test_export_download_name_is_sanitised(app_env, monkeypatch, tmp_path):
+    """The page's wiring, with a stand-in build_export whose export id is hostile."""
+    calls = []
+
+    def fake_build_export(lake, out_dir, formats, filters, profile="default"):
+        calls.append((out_dir, formats, filters, profile))
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "manifest.json").write_text("{}")
+        return {"export_id": "../../etc/passwd <x>", "rows": 3}
+
+    fake = types.ModuleType("auditlake.export")
+    fake.build_export = fake_build_export
+    monkeypatch.setitem(sys.modules, "auditlake.export", fake)
+    at = login_as("auditor")
+    goto(at, "Exports")
+    at.text_input(key="export_tenant").set_value("../../tmp/evil").run()
+    at.button(key="export_build").click().run()
+    assert not at.error, [e.value for e in at.error]
+    out_dir, formats, filters, profile = calls[0]
+    assert "evil" not in out_dir and "auditlake-export-" in out_dir and not Path(out_dir).exists()
+    assert filters["tenant"] == ["../../tmp/evil"] and profile == "default" and formats == ["parquet"]
+    dl = at.get("download_button")[0]
+    assert "etc_passwd_x" in str(dl.proto) and "../" not in str(dl.proto.label)
+    from auditlake.catalog import safe_filename
+
+    assert safe_filename("../../etc/passwd <x>") == "etc_passwd_x"
+    assert safe_filename("...") == "download"
+
+
+def test_export_builds_a_real_bundle(app_env):
+    pytest.importorskip("auditlake.export")
+    at = login_as("auditor")
+    goto(at, "Exports")
+    at.button(key="export_build").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert at.get("download_button")
+
+
+# ----------------------------------------------------------------------------- SQL console
+
+def test_sql_console_is_read_only(app_env):
+    demo = app_env
+    at = login_as("auditor")
+    goto(at, "SQL")
+    refused = [
+        "DROP VIEW events",
+        "CREATE TABLE x AS SELECT 1",
+        "SELECT 1; DROP VIEW events",
+        "COPY (SELECT * FROM events) TO '/tmp/out.csv'",
+        "SELECT * FROM read_text('/etc/passwd')",
+        f"SELECT * FROM delta_scan('{demo['lake'].table_uri('ledger')}')",
+        "SELECT * FROM auditlake_catalog",
+        "ATTACH '/tmp/x.db' AS x",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+        "SELECT subject_pii_sealed FROM events",
+    ]
+    for sql in refused:
+        at.text_area(key="sql_text").set_value(sql).run()
+        at.button(key="sql_run").click().run()
+        assert any("did not run" in e.value for e in at.error), sql
+        assert not at.exception
+    at.text_area(key="sql_text").set_value(
+        "WITH t AS (SELECT event_type FROM events) SELECT event_type, count(*) AS n FROM t GROUP BY 1").run()
+    at.button(key="sql_run").click().run()
+    assert int(at.dataframe(key="sql_table").value["n"].sum()) == ledger_count(demo)
+    assert not Path("/tmp/out.csv").exists() or Path("/tmp/out.csv").stat().st_mtime < time_started
+
+
+time_started = __import__("time").time()
+
+
+# ----------------------------------------------------------------------------- privacy officer
+
+def test_privacy_officer_reveal_needs_a_reason_and_is_audited(app_env, monkeypatch):
+    """The page's wiring, with a stand-in reveal_subject that records its calls."""
+    calls = []
+
+    def fake_reveal(lake, subject_id, reason, actor):
+        calls.append((lake.uri, subject_id, reason, actor))
+        return [{"event_id": "e1", "phone": "+15550000000"}]
+
+    fake = types.ModuleType("auditlake.privacy")
+    fake.reveal_subject = fake_reveal
+    monkeypatch.setitem(sys.modules, "auditlake.privacy", fake)
+    demo = app_env
+    ev = sample_event(demo["lake"])
+    at = login_as("privacy_officer")
+    open_event(at, ev["event_id"])
+    at.button(key="event_reveal").click().run()
+    assert at.radio(key="page").value == "Privacy"
+    assert at.text_input(key="reveal_subject").value == ev["subject_id"]
+    assert at.button(key="reveal_go").disabled
+    at.text_area(key="reveal_reason").set_value("short").run()
+    assert at.button(key="reveal_go").disabled and not calls
+    at.text_area(key="reveal_reason").set_value("DSAR ticket 4711: subject access request").run()
+    at.button(key="reveal_go").click().run()
+    assert calls == [(demo["lake"].uri, ev["subject_id"], "DSAR ticket 4711: subject access request", "pia")]
+    assert "+15550000000" in all_text(at)
+    at.button(key="reveal_hide").click().run()
+    assert "+15550000000" not in all_text(at)
+
+
+def test_privacy_officer_real_reveal(tmp_path, monkeypatch):
+    pytest.importorskip("auditlake.privacy")
+    from events import event, write_jsonl
+
+    from auditlake.catalog import add_user
+    from auditlake.ingest import ingest
+    from auditlake.lake.store import Lake
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    users = tmp_path / "users.toml"
+    add_user("pia", "privacy_officer", PASSWORDS["pia"][1], users)
+    monkeypatch.setenv("AUDITLAKE_LAKE", lake.uri)
+    monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(users))
+    _clear_caches()
+    evs = [event(n=i) for i in range(4)]
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", evs))])
+    at = login("pia")
+    goto(at, "Privacy")
+    at.text_input(key="reveal_subject").set_value(evs[0]["subject"]["id"])
+    at.text_area(key="reveal_reason").set_value("DSAR ticket 4711: subject access request").run()
+    at.button(key="reveal_go").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert evs[0]["subject"]["email"] in all_text(at)
+    _clear_caches()
+
+
+# ----------------------------------------------------------------------------- admin
+
+def test_admin_page_lists_users_without_hashes(app_env):
+    at = login_as("admin")
+    goto(at, "Admin")
+    users = at.dataframe(key="adm_users").value
+    assert set(users["user"]) == set(PASSWORDS) and "password" not in users.columns
+    assert "scrypt$" not in all_text(at)

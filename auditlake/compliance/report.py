@@ -241,7 +241,7 @@ def write_report(lake: Lake, summary: dict, findings: pl.DataFrame, events: pl.D
     folder = f"{REPORT_ROOT}/{summary['evaluation_id']}"
     for name, data in files.items():
         lake.write_bytes(f"{folder}/{name}", data)
-    for name, data in files.items():  # the latest copy last: a reader sees a complete new report or the old one
+    for name, data in files.items():  # then the `latest` copy (overwritten file by file)
         lake.write_bytes(f"{REPORT_ROOT}/latest/{name}", data)
     doc.update(
         uri=lake.child(folder),
