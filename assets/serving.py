@@ -53,21 +53,14 @@ class ExportConfig(dg.Config):
     time_to: str = Field(default="", description="occurred_at < this RFC 3339 instant (empty: no bound)")
     event_types: list[str] = Field(default_factory=list)
     tenants: list[str] = Field(default_factory=list)
-    profile: str = Field(default="default", description="redaction profile")
+    subjects: list[str] = Field(default_factory=list)
+    profile: str = Field(default="default", description="redaction profile (PII stays redacted)")
     out_dir: str = Field(default="", description="bundle folder; empty: <export_dir>/bundle-<UTC time>")
 
 
 def export_filters(config: ExportConfig) -> dict:
-    return {
-        k: v
-        for k, v in {
-            "time_from": config.time_from or None,
-            "time_to": config.time_to or None,
-            "event_types": list(config.event_types) or None,
-            "tenants": list(config.tenants) or None,
-        }.items()
-        if v
-    }
+    return {"from": config.time_from or None, "to": config.time_to or None, "event_types": list(config.event_types),
+            "tenants": list(config.tenants), "subjects": list(config.subjects)}
 
 
 @dg.asset(
@@ -75,31 +68,43 @@ def export_filters(config: ExportConfig) -> dict:
     group_name=GROUP,
     kinds={"parquet", "csv"},
     description=(
-        "An export bundle (Parquet/CSV/JSONL, PII redacted by profile) with a signed manifest that "
-        "`auditlake verify-export` checks offline. Cut only from a ledger that verified."
+        "An export bundle (Parquet/CSV/JSONL, PII redacted by profile) of the events under the latest signed "
+        "checkpoint, with a signed manifest that `auditlake verify-export` checks offline. Cut only from a "
+        "ledger that verified; the export itself is logged in the ledger as a `data.exported` event."
     ),
 )
 def export_bundle(context: dg.AssetExecutionContext, config: ExportConfig, lake: LakeResource) -> dg.MaterializeResult:
     lk = lake.lake()
     out = config.out_dir or str(lake.exports_root() / f"bundle-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
-    manifest = build_export(lk, out, [f.strip() for f in config.formats if f.strip()], export_filters(config),
-                            profile=config.profile)
+    formats = [f.strip() for f in config.formats if f.strip()]
+    manifest = build_export(lk, out, formats, export_filters(config), profile=config.profile)
     return dg.MaterializeResult(metadata=export_metadata(out, manifest))
 
 
 def export_metadata(out: str, manifest: dict) -> dict:
     files = manifest.get("files") or []
-    rows = manifest.get("rows", sum(int(f.get("rows", 0) or 0) for f in files if isinstance(f, dict)))
-    file_rows = [(f.get("path") or f.get("name"), f.get("format"), f.get("rows"), md.short(f.get("sha256"), 16))
-                 for f in files if isinstance(f, dict)]
+    rows = int(manifest.get("rows") or 0)
+    cp = manifest.get("source_checkpoint") or {}
+    merkle = manifest.get("merkle") or {}
+    file_rows = [(f.get("path"), f.get("format"), f.get("rows"), f.get("bytes"), md.short(f.get("sha256"), 16))
+                 for f in files]
+    active = {k: v for k, v in (manifest.get("filters") or {}).items() if v}
     preview = "\n\n".join([
         f"### Export bundle `{out}`: {rows} rows",
-        "#### Files\n\n" + md.table(["file", "format", "rows", "sha256"], file_rows),
+        f"Events under checkpoint tree size **{cp.get('tree_size')}** (`{cp.get('checkpoint_hash', '')}`), "
+        f"profile `{(manifest.get('profile') or {}).get('name', '')}`, filters `{active or 'none'}`; "
+        f"Merkle root over the rows `{merkle.get('root', '')}`; logged as audit event `{manifest.get('audit_event_id')}`.",
+        "#### Files\n\n" + md.table(["file", "format", "rows", "bytes", "sha256"], file_rows),
         f"Check it offline with:\n\n```\nauditlake verify-export {out}\n```",
     ])
     return {
         "path": dg.MetadataValue.path(out),
-        "dagster/row_count": int(rows or 0),
+        "dagster/row_count": rows,
+        "rows": rows,
         "files": len(files),
+        "export_id": str(manifest.get("export_id", "")),
+        "audit_event_id": str(manifest.get("audit_event_id", "")),
+        "source_tree_size": int(cp.get("tree_size") or 0),
+        "merkle_root": str(merkle.get("root", "")),
         "preview": dg.MetadataValue.md(preview),
     }

@@ -120,8 +120,15 @@ def _findings_select(ref: str) -> str:
             f"evaluated_at, tree_size FROM ({inner}) AS latest")
 
 
+# Ingest masks `raw`; a line too long to parse is masked as text only (e-mails, phones,
+# IPs), so PII-named JSON members in it are masked here as well.
+_RAW_PII = r'"(name|email|phone|ip)"(\s*):(\s*)"(\\.|[^"\\])*("|$)'
+
+
 def _quarantine_select(ref: str) -> str:
-    return f"SELECT source_file, line, reason, raw, event_id, quarantined_at, batch_id, source_sha256 FROM {ref}"
+    raw = f"regexp_replace(raw, '{_RAW_PII}', '\"\\1\":\"***\"', 'g')"
+    return (f"SELECT source_file, line, reason, {raw} AS raw, event_id, quarantined_at, batch_id, source_sha256 "
+            f"FROM {ref}")
 
 
 def _checkpoints_select(ref: str) -> str:
@@ -264,7 +271,7 @@ def _s3_snapshot(lake: Lake, con, db: Path) -> dict[str, str | None]:
             keep = [c for c in LEDGER.names if c not in ("actor_ip_sealed", "subject_pii_sealed", "leaf")]
             con.execute(f"COPY (SELECT {', '.join(keep)} FROM {name}) TO '{_sql_str(str(out))}' "
                         "(FORMAT parquet, PARTITION_BY (event_date))")
-            refs[table] = f"read_parquet('{_sql_str(str(out))}/*/*.parquet', hive_partitioning = true)"
+            refs[table] = f"read_parquet('{_sql_str(str(out))}/*/*.parquet', hive_partitioning = true, hive_types_autocast = false)"
         else:
             out.mkdir()
             cols = "* EXCLUDE (frontier)" if table == "checkpoints" else "*"
@@ -307,7 +314,7 @@ class Explorer:
         import duckdb
 
         self.lake = lake
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._s3_versions: dict[str, int | None] = {}
         db = Path(db_path) if db_path else (None if lake.is_s3 else default_db_path(lake))
         meta = read_catalog_meta(db) if db is not None and db.exists() else None
@@ -392,9 +399,17 @@ class Explorer:
         self._refresh_views()
         self._restrict()
 
+    def _cursor(self):
+        """A cursor of its own (thread-safe) for a local lake; for S3 the Arrow datasets
+        are registered on the main connection only, so queries share it under a lock."""
+        if self.lake.is_s3:
+            self._lock.acquire()
+            return _Shared(self.con, self._lock)
+        return self.con.cursor()
+
     def query(self, sql: str, params: Iterable | None = None, timeout_s: float | None = None):
         """Run one parameterised query; returns a pyarrow Table."""
-        cur = self.con.cursor()
+        cur = self._cursor()
         timer = None
         if timeout_s:
             timer = threading.Timer(timeout_s, cur.interrupt)
@@ -410,7 +425,7 @@ class Explorer:
         """The SQL console: one SELECT over the catalog views only (no table functions, no
         other tables), on a connection that cannot write or read other files."""
         check_analyst_sql(self.con, sql)
-        cur = self.con.cursor()
+        cur = self._cursor()
         timer = threading.Timer(timeout_s, cur.interrupt)
         timer.start()
         try:
@@ -429,6 +444,19 @@ class Explorer:
         finally:
             timer.cancel()
             cur.close()
+
+
+class _Shared:
+    """The main connection used as a cursor while holding the explorer's lock."""
+
+    def __init__(self, con, lock):
+        self._con, self._lock = con, lock
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+    def close(self):
+        self._lock.release()
 
 
 def table_version(lake: Lake, table: str) -> int | None:
@@ -611,7 +639,8 @@ def add_user(name: str, role: str, password: str, path: str | os.PathLike | None
 
 def safe_filename(name: str, default: str = "download", max_len: int = 100) -> str:
     """A download name made only of [A-Za-z0-9._-], never starting with a dot."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name or "").strip("._-")[:max_len]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+|\.{2,}", "_", name or "")
+    cleaned = re.sub(r"_{2,}", "_", cleaned).strip("._-")[:max_len]
     return cleaned or default
 
 

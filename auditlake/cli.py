@@ -131,6 +131,13 @@ def emit(args, human: str, doc: dict) -> None:
     print(json.dumps(doc, default=str) if getattr(args, "json", False) else human)
 
 
+def _one_line(exc: BaseException) -> str:
+    """Errors from S3, pyarrow and delta-rs (multi-line, coloured) as one clear line."""
+    from .lake.s3 import error_line
+
+    return error_line(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, func = HANDLERS[args.command].split(":")
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
     except AuditlakeError as exc:
-        print(f"auditlake: {exc}", file=sys.stderr)
+        print(f"auditlake: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("auditlake: interrupted", file=sys.stderr)
@@ -146,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a user sees one line; AUDITLAKE_DEBUG=1 shows the traceback
         if os.environ.get("AUDITLAKE_DEBUG"):
             raise
-        print(f"auditlake: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        print(f"auditlake: {exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

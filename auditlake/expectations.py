@@ -31,6 +31,15 @@ Bad data is a failed expectation, never an exception: an unknown time zone, a ma
 hash, even a missing column (the schema expectation fails, and the derived columns read as
 null). An expectation GX itself could not evaluate also counts as failed, with the error.
 
+Severity: every expectation is an *error* (the table is broken or leaks PII: schema,
+seq, uniqueness, hash/key formats, nulls, unknown event types, unmasked quarantine text,
+bad findings) or a *warning* (producer data the lake keeps as sent and the rules cope
+with: an unknown time zone, which gets the four-US-zone check; occurred_at more than a day
+after ingested_at or before 2000; a quarantine reason of an unknown family).
+`SuiteResult.success` is false on any failure, `ok` only on an error, and `severity` says
+which ("error"/"warn"): Dagster checks fail with that severity (a WARN does not block),
+and `auditlake compliance` exits 1 only on errors.
+
 Each suite returns a `SuiteResult`: success, per-expectation `ExpectationResult`s with
 GX's unexpected counts and the number of table rows affected (for aggregated frames, the
 sum of the counts behind the unexpected aggregate rows), and the Data Docs location.
@@ -104,6 +113,7 @@ PII_PATTERNS: dict[str, str] = {
     "formatted_phone": r"\+\d[\d ().-]{6,}\d|\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b",
 }
 
+ERROR, WARN = "error", "warn"
 SITE = "auditlake"
 DOCS_DIR = "reports/data_docs"
 RESULTS_DIR = "reports/gx/validations"
@@ -122,6 +132,7 @@ class ExpectationResult:
     column: str | None
     description: str
     success: bool
+    severity: str = ERROR  # what a failure means: "error" (integrity, PII) or "warn" (data quality)
     element_count: int | None = None
     unexpected_count: int | None = None  # rows of the validated frame
     affected_rows: int | None = None  # rows of the table behind them
@@ -130,7 +141,7 @@ class ExpectationResult:
     error: str | None = None  # GX could not evaluate it (counts as failed)
 
     def to_dict(self) -> dict:
-        return {k: (v if not isinstance(v, (datetime,)) else v.isoformat()) for k, v in vars(self).items()}
+        return dict(vars(self))
 
 
 @dataclass
@@ -150,17 +161,38 @@ class SuiteResult:
         return [e for e in self.expectations if not e.success]
 
     @property
+    def errors(self) -> list[ExpectationResult]:
+        """Failed expectations of severity error: the table is broken (integrity, PII)."""
+        return [e for e in self.failed if e.severity == ERROR]
+
+    @property
+    def ok(self) -> bool:
+        """No error-severity failure (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def severity(self) -> str | None:
+        """None when every expectation passed, else "error" or "warn" (the worst failure)."""
+        return None if self.success else (ERROR if self.errors else WARN)
+
+    @property
     def unexpected_rows(self) -> int:
         return sum(e.affected_rows or 0 for e in self.failed)
 
     def summary(self) -> str:
-        state = "OK" if self.success else f"FAILED ({len(self.failed)} of {len(self.expectations)} expectations)"
+        n, errors, warns = len(self.expectations), len(self.errors), len(self.failed) - len(self.errors)
+        if self.success:
+            state = "OK"
+        elif errors:
+            state = f"FAILED ({errors} error(s)" + (f", {warns} warning(s)" if warns else "") + f" of {n} expectations)"
+        else:
+            state = f"WARN ({warns} warning(s) of {n} expectations)"
         return f"{self.suite}: {state}, {self.rows} rows" + (f" ({self.note})" if self.note else "")
 
     def failures_text(self) -> list[str]:
         out = []
         for e in self.failed:
-            what = f"{e.frame} {e.expectation}" + (f"[{e.column}]" if e.column else "")
+            what = f"{e.severity.upper()} {e.frame} {e.expectation}" + (f"[{e.column}]" if e.column else "")
             count = e.error or f"{e.affected_rows if e.affected_rows is not None else e.unexpected_count} row(s)"
             sample = f"; e.g. {', '.join(e.sample[:3])}" if e.sample else ""
             out.append(f"{what}: {e.description} -- {count}{sample}")
@@ -169,7 +201,8 @@ class SuiteResult:
     def markdown(self) -> str:
         head = "| frame | expectation | column | ok | unexpected | rows affected |\n|---|---|---|---|---|---|\n"
         body = "".join(
-            f"| {e.frame} | {e.expectation} | {e.column or ''} | {'yes' if e.success else '**no**'} | "
+            f"| {e.frame} | {e.expectation} | {e.column or ''} | "
+            f"{'yes' if e.success else ('**no**' if e.severity == ERROR else 'warn')} | "
             f"{'' if e.unexpected_count is None else e.unexpected_count} | "
             f"{'' if e.affected_rows is None else e.affected_rows} |\n"
             for e in self.expectations)
@@ -182,6 +215,7 @@ class SuiteResult:
             "rows": self.rows,
             "expectations": len(self.expectations),
             "failed_expectations": len(self.failed),
+            "failed_errors": len(self.errors),
             "unexpected_rows": self.unexpected_rows,
             "failures": self.failures_text(),
             "data_docs": self.data_docs_uri,
@@ -191,7 +225,8 @@ class SuiteResult:
 
     def to_dict(self) -> dict:
         return {
-            "suite": self.suite, "success": self.success, "rows": self.rows, "note": self.note,
+            "suite": self.suite, "success": self.success, "ok": self.ok, "severity": self.severity,
+            "rows": self.rows, "note": self.note,
             "failed": self.failures_text(), "unexpected_rows": self.unexpected_rows,
             "data_docs": self.data_docs_uri, "data_docs_pages": self.data_docs_pages,
             "details": self.details, "duration_s": round(self.duration_s, 3),
@@ -219,6 +254,7 @@ def _gx():
 class _Spec:
     expectation: Any  # a gx.expectations.Expectation
     weight: str | None = None  # column of the frame: its values at the unexpected rows sum to the rows affected
+    severity: str = ERROR  # WARN: producer data the lake keeps as sent (the rules cope with it)
 
 
 @dataclass
@@ -297,11 +333,18 @@ class _Docs:
                 got.add(rel)
         return got
 
-    # -- publishing (S3)
-    def publish(self, context) -> None:
-        if not self.lake.is_s3:
+    # -- building and publishing
+    def publish(self, context, identifiers: list) -> None:
+        """Render this session's pages and the index; for S3, render every kept result
+        (the temporary site starts empty) and upload what changed."""
+        if not identifiers:
             return
-        context.build_data_docs(site_names=[SITE])  # every kept result, not only this run's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if not self.lake.is_s3:
+                context.build_data_docs(site_names=[SITE], resource_identifiers=identifiers)
+                return
+            context.build_data_docs(site_names=[SITE])
         manifest_rel = f"{DOCS_DIR}/.manifest.json"
         manifest = self.lake.read_json(manifest_rel) or {}
         fresh = {}
@@ -339,6 +382,7 @@ class Session:
         self.docs = _Docs(lake) if (lake is not None and docs) else None
         self.run_time = datetime.now(UTC)
         self.run_name = run_name or f"auditlake-{self.run_time:%Y%m%dT%H%M%S}"
+        self._built: list = []  # identifiers of this session's validation results
         defaults = InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
         sites = {}
         if self.docs is not None:
@@ -354,6 +398,9 @@ class Session:
                                   "base_directory": str(self.docs.site_dir)},
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
                                        "validation_results_limit": KEEP_RESULTS},
+                # Validation pages (which show every expectation with its description and
+                # result) and the index; no separate suite or profiling pages.
+                "site_section_builders": {"expectations": "None", "profiling": "None"},
             }}
         config = DataContextConfig(
             store_backend_defaults=defaults,
@@ -373,13 +420,12 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        if self.docs is not None:
+        docs, self.docs = self.docs, None
+        if docs is not None:
             try:
-                if not any(True for _ in ()):  # publish even after a failed suite
-                    self.docs.publish(self.context)
+                docs.publish(self.context, self._built)
             finally:
-                self.docs.close()
-            self.docs_closed = True
+                docs.close()
 
     # ----------------------------------------------------------------- one frame
     def validate(self, frame: _Frame) -> tuple[list[ExpectationResult], str | None]:
@@ -391,13 +437,14 @@ class Session:
             warnings.simplefilter("ignore")
             asset = self._source.add_dataframe_asset(name=frame.name)
             batch_def = asset.add_batch_definition_whole_dataframe("whole")
-            suite = ctx.suites.add(gx.ExpectationSuite(name=frame.name))
-            by_id = {}
-            for spec in frame.specs:
-                added = suite.add_expectation(spec.expectation)
-                by_id[added.id] = spec
+            suite = ctx.suites.add(gx.ExpectationSuite(  # one store write, not one per expectation
+                name=frame.name, expectations=[s.expectation for s in frame.specs]))
+            by_id = {e.id: spec for spec, e in zip(frame.specs, suite.expectations)}
             vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name=frame.name, data=batch_def, suite=suite))
-            actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[SITE])] if self.docs else []
+            # The Checkpoint stores each result in the (filesystem) results store; the Data
+            # Docs are built once per session in close() instead of by an
+            # UpdateDataDocsAction per checkpoint (each of which re-renders the index).
+            actions = []
             has_weights = any(s.weight for s in frame.specs)
             result_format = (
                 {"result_format": "SUMMARY", "partial_unexpected_count": 0} if not frame.samples
@@ -409,21 +456,22 @@ class Session:
             pdf = frame.data.to_pandas()
             run = checkpoint.run(batch_parameters={"dataframe": pdf},
                                  run_id=RunIdentifier(run_name=self.run_name, run_time=self.run_time))
-        out: list[ExpectationResult] = []
+        out: list[tuple[int, ExpectationResult]] = []
+        order = {id(s): i for i, s in enumerate(frame.specs)}
         page = None
         for key, vres in run.run_results.items():
             if self.docs is not None:
+                self._built.append(key)
                 try:
-                    urls = ctx.get_docs_sites_urls(resource_identifier=key, site_names=[SITE])
+                    urls = ctx.get_docs_sites_urls(resource_identifier=key, site_names=[SITE], only_if_exists=False)
                     page = self.docs.uri(urls[0]["site_url"]) if urls and urls[0].get("site_url") else None
                 except Exception:  # noqa: BLE001 - a missing link is not a quality problem
                     page = None
             for er in vres.results:
                 spec = by_id.get(er.expectation_config.id)
-                out.append(_outcome(frame, spec, er))
-        order = {id(s): i for i, s in enumerate(frame.specs)}
-        out.sort(key=lambda r: order.get(id(getattr(r, "_spec", None)), 0))
-        return out, page
+                out.append((order.get(id(spec), len(order)), _outcome(frame, spec, er)))
+        out.sort(key=lambda pair: pair[0])
+        return [r for _, r in out], page
 
 
 def _error_of(info) -> str | None:
@@ -455,21 +503,20 @@ def _outcome(frame: _Frame, spec: _Spec | None, er) -> ExpectationResult:
     sample = []
     if frame.samples:
         values = res.get("partial_unexpected_list") or res.get("unexpected_list") or []
-        sample = [str(v) for v in values[:SAMPLE]]
+        sample = list(dict.fromkeys(str(v) for v in values))[:SAMPLE]
     observed = res.get("observed_value")
     if observed is not None and not isinstance(observed, (int, float, str, bool, list)):
         observed = str(observed)
     error = _error_of(er.exception_info)
-    r = ExpectationResult(
+    return ExpectationResult(
         frame=frame.name, expectation=cfg.type, column=column,
         description=getattr(spec.expectation, "description", None) or cfg.type if spec else cfg.type,
-        success=bool(er.success) and error is None, element_count=res.get("element_count"),
+        success=bool(er.success) and error is None, severity=spec.severity if spec else ERROR,
+        element_count=res.get("element_count"),
         unexpected_count=None if unexpected is None else int(unexpected),
         affected_rows=None if affected is None else int(affected),
         observed_value=_plain(observed), sample=sample, error=error,
     )
-    r._spec = spec  # type: ignore[attr-defined]  # for ordering only
-    return r
 
 
 def _plain(v):
@@ -562,9 +609,9 @@ def _count(expr: pl.Expr) -> pl.Expr:
     return expr.fill_null(False).sum().cast(pl.Int64)
 
 
-def _zero(column: str, description: str) -> _Spec:
+def _zero(column: str, description: str, severity: str = ERROR) -> _Spec:
     return _Spec(_E().ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=0,
-                                                   description=description), weight=column)
+                                                   description=description), weight=column, severity=severity)
 
 
 # =============================================================================== ledger
@@ -582,7 +629,7 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
         lf.group_by("event_date").agg(
             rows=pl.len().cast(pl.Int64),
             first_occurred_at=occ.min(), last_occurred_at=occ.max(),
-            **{f"null_{c}": pl.col(c).null_count().cast(pl.Int64) for c in LEDGER_REQUIRED if c != "event_date"},
+            null_required=_count(pl.any_horizontal([pl.col(c).is_null() for c in LEDGER_REQUIRED])),
             bad_event_id=_count(~pl.col("event_id").str.contains(UUID_RE)),
             bad_hash=_count(~pl.col("hash").str.contains(HASH_RE)),
             occurred_after_ingest=_count(occ > ing + MAX_SKEW),
@@ -620,11 +667,11 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
               weight="rows"),
         _Spec(E.ExpectColumnValuesToMatchRegex(column="event_date", regex=DATE_RE,
                                                description="partition values are YYYY-MM-DD"), weight="rows"),
-        *[_zero(f"null_{c}", f"{c} is never null") for c in LEDGER_REQUIRED if c != "event_date"],
+        _zero("null_required", "no required column is null (" + ", ".join(LEDGER_REQUIRED) + ")"),
         _zero("bad_event_id", "event_id is a canonical lowercase UUID"),
         _zero("bad_hash", "hash is 64 lowercase hex digits"),
-        _zero("occurred_after_ingest", "occurred_at is at most 1 day after ingested_at (clock skew)"),
-        _zero("occurred_before_2000", "occurred_at is not before 2000-01-01"),
+        _zero("occurred_after_ingest", "occurred_at is at most 1 day after ingested_at (clock skew)", WARN),
+        _zero("occurred_before_2000", "occurred_at is not before 2000-01-01", WARN),
         _zero("wrong_partition", "event_date is the UTC date of occurred_at"),
     ]
     values_specs = [
@@ -632,7 +679,7 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
                                             description="event_type is in the EVENTS.md catalog"), weight="rows"),
         _Spec(E.ExpectColumnValuesToBeInSet(column="subject_timezone", value_set=zones,
                                             description="subject_timezone, when present, is a valid IANA zone name"),
-              weight="rows"),
+              weight="rows", severity=WARN),
         _Spec(E.ExpectColumnValuesToMatchRegex(column="key_id", regex=KEY_ID_RE,
                                                description="key_id names a chain key (hk- and 12 hex digits)"),
               weight="rows"),
@@ -646,13 +693,18 @@ def validate_ledger_frame(frame: pl.DataFrame | pl.LazyFrame, schema: pa.Schema 
     """The ledger suite over rows with the columns of tables.LEDGER (`leaf` and `data` are
     not read). `schema` is the table's Arrow schema (default: the frame's own)."""
     lf = _lazy(frame)
+    schema = schema if schema is not None else lf.collect_schema()
+    lf = _with_columns(lf, _polars_schema(tables.LEDGER))
     own = session is None
     session = session or Session(docs=False)
     try:
-        frames = _ledger_frames(lf, schema if schema is not None else lf.collect_schema())
+        frames = _ledger_frames(lf, schema)
         rows = frames[1].data.height
         details = {"partitions": frames[2].data.height,
                    "time_zones": frames[3].data["subject_timezone"].drop_nulls().n_unique()}
+        if frames[2].data["null_required"].sum():
+            nulls = lf.select([pl.col(c).null_count().alias(c) for c in LEDGER_REQUIRED]).collect().row(0, named=True)
+            details["nulls"] = {c: int(n) for c, n in nulls.items() if n}
         return _run_suite(session, "ledger", rows, frames, details)
     finally:
         if own:
@@ -711,7 +763,8 @@ def _quarantine_frames(lf: pl.LazyFrame) -> tuple[list[_Frame], dict]:
         _Spec(E.ExpectColumnValuesToNotBeNull(column="reason", description="every quarantined line has a reason")),
         _Spec(E.ExpectColumnValuesToMatchRegexList(
             column="reason", regex_list=list(REASON_FAMILIES.values()), match_on="any",
-            description="the reason is one of the known families (" + ", ".join(REASON_FAMILIES) + ")")),
+            description="the reason is one of the known families (" + ", ".join(REASON_FAMILIES) + ")"),
+              severity=WARN),
     ]
     pii = list(PII_PATTERNS.values())
     text_specs = [
@@ -848,3 +901,40 @@ def validate_all(lake: Lake, evaluation_id: str | None = None, docs: bool = True
             "quarantine": validate_quarantine(lake, session=session),
             "findings": validate_findings(lake, evaluation_id=evaluation_id, session=session),
         }
+
+
+# =============================================================================== quarantine rate
+
+def quarantine_rate(lake: Lake) -> dict:
+    """The share of landing lines quarantined, from the ingest log (lines read, accepted,
+    quarantined per file): overall, per UTC day of ingest (`completed_at`), and for the
+    latest such day. Without an ingest log it falls back to the two tables' row counts."""
+    log = lake.delta("ingest_log")
+    if log is None:
+        q = lake.delta("quarantine")
+        led = lake.delta("ledger")
+        quarantined = 0 if q is None else q.to_pyarrow_dataset().count_rows()
+        accepted = 0 if led is None else led.to_pyarrow_dataset().count_rows()
+        lines = quarantined + accepted
+        rate = quarantined / lines if lines else 0.0
+        return {"lines_read": lines, "quarantined": quarantined, "rate": rate,
+                "latest_day": None, "latest_day_lines": lines, "latest_day_quarantined": quarantined,
+                "latest_day_rate": rate, "by_day": []}
+    df = pl.from_arrow(log.to_pyarrow_dataset().to_table(columns=["lines_read", "quarantined", "completed_at"]))
+    by_day = (
+        df.group_by(day=pl.col("completed_at").dt.strftime("%Y-%m-%d"))
+        .agg(lines_read=pl.col("lines_read").sum(), quarantined=pl.col("quarantined").sum())
+        .with_columns(rate=pl.when(pl.col("lines_read") > 0)
+                      .then(pl.col("quarantined") / pl.col("lines_read")).otherwise(0.0))
+        .sort("day")
+    )
+    lines, quarantined = int(df["lines_read"].sum() or 0), int(df["quarantined"].sum() or 0)
+    latest = by_day.tail(1).to_dicts()[0] if by_day.height else None
+    return {
+        "lines_read": lines, "quarantined": quarantined, "rate": quarantined / lines if lines else 0.0,
+        "latest_day": latest and latest["day"],
+        "latest_day_lines": int(latest["lines_read"]) if latest else 0,
+        "latest_day_quarantined": int(latest["quarantined"]) if latest else 0,
+        "latest_day_rate": float(latest["rate"]) if latest else 0.0,
+        "by_day": by_day.tail(14).to_dicts(),
+    }

@@ -149,7 +149,7 @@ def read_seq_ranges(lake: Lake, ranges: list[tuple[int, int]], columns: list[str
             e = (pl.col("seq") >= lo) & (pl.col("seq") < hi)
             expr = e if expr is None else expr | e
         df = polars_scan(lake, "ledger", files).filter(expr).select(cols).collect()
-        table = df.to_arrow(compat_level=False)
+        table = df.to_arrow()
         table = table.cast(pa.schema([schema.field(c) for c in cols]))
     except Exception:  # noqa: BLE001 - any polars trouble (an S3 option it lacks...): pyarrow
         table = ledger_dataset(lake, dt, files).to_table(columns=cols, filter=_ranges_filter(ranges))
@@ -362,6 +362,9 @@ class TreeNodes:
             levels = self.blocks[b]
             return levels[level][idx - (b << (TILE_LEVEL - level))]
         h = self.tiles.get((level, idx))
+        if h is None and (level, idx) not in self.fetched:
+            self.prefetch([(level, idx)])
+            h = self.tiles.get((level, idx))
         if h is None:
             h = self._recover(level, idx)
         return h

@@ -48,6 +48,8 @@ def main() -> None:
         st.code(f"{exc.__class__.__name__}: {str(exc)[:500]}", language=None)
         return
     st.sidebar.text(f"lake: {ex.lake.uri}")
+    if not core.allowed(user["role"], page):  # never trust the widget state alone
+        page = pages[0]
     module = importlib.import_module(f"dashboards.views.{MODULES[page]}")
     module.render(user)
 

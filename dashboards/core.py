@@ -41,6 +41,10 @@ PAGES: dict[str, tuple[str, ...]] = {
 ROLE_LABELS = {"auditor": "Auditor (PII masked)", "privacy_officer": "Privacy officer", "admin": "Admin"}
 
 
+def allowed(role: str, page: str) -> bool:
+    return role in PAGES.get(page, ())
+
+
 def lake_uri() -> str:
     return os.environ.get("AUDITLAKE_LAKE") or "./lake"
 
@@ -176,4 +180,7 @@ def day_bounds(start: datetime, end: datetime) -> tuple[str, str]:
 
 
 def show_table(df, key: str | None = None, height: int | str = "auto") -> None:
-    st.dataframe(df, hide_index=True, key=key, height=height)
+    """A dataframe (canvas-rendered, inert text) in a container keyed `tbl-<key>` (the
+    key is a CSS class for the browser test and a handle for AppTest)."""
+    box = st.container(key=f"tbl-{key}") if key else st.container()
+    box.dataframe(df, hide_index=True, height=height)

@@ -10,6 +10,7 @@
 - `daily_pipeline_job` (daily partitioned): one day end to end, landing -> export bundle;
   the partitioned steps run for the given day, the lake-wide ones once.
 - `export_job`: cut an export bundle (configure filters in the launchpad).
+- `observe_landing_job`: record what is in the landing zone (files and bytes per day).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from assets import (
     compliance_findings,
     duckdb_catalog,
     export_bundle,
+    landing_files,
     ledger,
     quarantine,
 )
@@ -62,4 +64,10 @@ export_job = dg.define_asset_job(
     description="Write an export bundle with a signed manifest (set formats and filters in the launchpad).",
 )
 
-JOBS = [ingest_job, nightly_refresh_job, hourly_verify_job, daily_pipeline_job, export_job]
+observe_landing_job = dg.define_asset_job(
+    "observe_landing_job",
+    selection=dg.AssetSelection.assets(landing_files.key),
+    description="Observe the landing zone: files and bytes per landing day (no ingest).",
+)
+
+JOBS = [observe_landing_job, ingest_job, nightly_refresh_job, hourly_verify_job, daily_pipeline_job, export_job]

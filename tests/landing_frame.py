@@ -148,8 +148,9 @@ def _parquet_rows(path: Path) -> list:
     return rows
 
 
-def read_landing(landing: str | Path) -> tuple[list[dict], dict[str, dict]]:
-    """(accepted events in ledger order, {file name: {"lines", "bad"}})."""
+def read_landing(landing: str | Path, rejects: list | None = None) -> tuple[list[dict], dict[str, dict]]:
+    """(accepted events in ledger order, {file name: {"lines", "bad"}}); rejected lines'
+    (file name, 1-based line) are appended to `rejects` when given."""
     seen: set[str] = set()
     accepted: list[dict] = []
     quarantine: dict[str, dict] = {}
@@ -163,9 +164,11 @@ def read_landing(landing: str | Path) -> tuple[list[dict], dict[str, dict]]:
         else:
             continue
         bad = 0
-        for row in rows:
+        for number, row in enumerate(rows, 1):
             if not valid_event(row) or row["event_id"] in seen:
                 bad += 1
+                if rejects is not None:
+                    rejects.append((path.name, number))
                 continue
             seen.add(row["event_id"])
             accepted.append(row)

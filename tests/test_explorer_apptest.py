@@ -65,6 +65,21 @@ def pii_values(landing: Path) -> set[str]:
     return out
 
 
+def find_leaks(values, texts) -> list[str]:
+    """The values that occur in any of the texts (DuckDB does the substring join fast)."""
+    import duckdb
+
+    lines = [line for t in texts for line in str(t).splitlines() if line]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE v (v VARCHAR)")
+    con.executemany("INSERT INTO v VALUES (?)", [[x] for x in values])
+    con.execute("CREATE TABLE t (t VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?)", [[x] for x in lines]) if lines else None
+    found = [r[0] for r in con.execute("SELECT DISTINCT v FROM v, t WHERE contains(t, v) ORDER BY 1").fetchall()]
+    con.close()
+    return found
+
+
 def _xss_event(occurred_at: str) -> dict:
     return {
         "event_id": XSS_EVENT_ID,
@@ -87,9 +102,9 @@ def _findings(lake, ground_truth: dict) -> None:
 
     from auditlake.lake import tables
 
-    wanted = {f["event_id"]: f["rule_id"] for f in ground_truth["findings"]}
+    wanted = [(f["rule_id"], f["event_id"]) for f in ground_truth["findings"]]
     led = lake.delta("ledger").to_pyarrow_dataset().to_table(
-        columns=["event_id", "tenant_id", "occurred_at"], filter=pc.field("event_id").isin(list(wanted)))
+        columns=["event_id", "tenant_id", "occurred_at"], filter=pc.field("event_id").isin([e for _, e in wanted]))
     info = {r["event_id"]: r for r in led.to_pylist()}
     now = datetime.now(timezone.utc)
     as_of = datetime.fromisoformat(ground_truth["as_of"].replace("Z", "+00:00"))
@@ -102,7 +117,8 @@ def _findings(lake, ground_truth: dict) -> None:
                 for rule, eid in items]
 
     old = rows("eval-old", now - timedelta(days=1), [(STALE_RULE, some["event_id"])])
-    new = rows("eval-new", now, [(r, e) for e, r in wanted.items() if e in info])
+    new = rows("eval-new", now, [(r, e) for r, e in wanted if e in info])
+    assert len(new) == len(wanted)
     v = tables.version(lake, "findings")
     v = tables.append(lake, "findings", pa.Table.from_pylist(old, schema=tables.FINDINGS), v)
     tables.append(lake, "findings", pa.Table.from_pylist(new, schema=tables.FINDINGS), v)
@@ -224,6 +240,29 @@ def app_env(demo, monkeypatch):
     _clear_caches()
 
 
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A separate small lake (hand-made events) that a test may change, with every user."""
+    from events import event, write_jsonl
+
+    from auditlake.catalog import add_user
+    from auditlake.ingest import ingest
+    from auditlake.lake.store import Lake
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    users = tmp_path / "users.toml"
+    for name, (role, pw) in PASSWORDS.items():
+        add_user(name, role, pw, users)
+    monkeypatch.setenv("AUDITLAKE_LAKE", lake.uri)
+    monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(users))
+    monkeypatch.delenv("AUDITLAKE_CATALOG", raising=False)
+    _clear_caches()
+    evs = [event(n=i) for i in range(5)]
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", evs))])
+    yield {"lake": lake, "events": evs, "tmp": tmp_path}
+    _clear_caches()
+
+
 def new_app():
     from streamlit.testing.v1 import AppTest
 
@@ -268,6 +307,24 @@ def all_text(at) -> str:
     for df in at.dataframe:
         parts.append(df.value.to_string())
     return "\n".join(parts)
+
+
+def table(at, key: str):
+    """The dataframe shown by core.show_table(..., key) (AppTest reaches dataframes by
+    index only, so the app wraps each in a container keyed `tbl-<key>`)."""
+    found = []
+
+    def walk(node):
+        proto = getattr(node, "proto", None)
+        if type(node).__name__ == "Block" and str(getattr(proto, "id", "")).endswith(f"-tbl-{key}"):
+            found.extend(c for c in node.children.values() if type(c).__name__ == "Dataframe")
+        for child in (getattr(node, "children", None) or {}).values():
+            walk(child)
+
+    walk(at._tree)
+    if not found:
+        raise KeyError(key)
+    return found[0].value
 
 
 def no_unsafe_html(at) -> None:
@@ -328,13 +385,22 @@ def test_every_page_renders_for_every_role(app_env, role):
 
 
 def test_auditor_cannot_open_privileged_pages(app_env):
-    at = login_as("auditor")
-    for page in ("Privacy", "Admin"):
-        at.session_state["page"] = page
-        at.run()
-        assert at.radio(key="page").value == "Overview"
-        assert not [t for t in at.text_input if t.key == "reveal_subject"]
-        assert not [b for b in at.button if b.key in ("adm_verify", "adm_catalog")]
+    at = login_as("admin")
+    goto(at, "Admin")
+    assert at.button(key="adm_verify")
+    # The same session downgraded to an auditor: the privileged page is gone at once.
+    at.session_state["auth"] = {"user": "ann", "role": "auditor", "via": "password"}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(at.radio(key="page").options) == PAGES_BY_ROLE["auditor"]
+    assert at.radio(key="page").value == "Overview"
+    assert not [b for b in at.button if b.key in ("adm_verify", "adm_catalog")]
+    assert not [t for t in at.text_input if t.key == "reveal_subject"]
+    # And the pages refuse a role they are not for, whoever calls them.
+    from dashboards import core
+
+    assert not core.allowed("auditor", "Privacy") and not core.allowed("auditor", "Admin")
+    assert core.allowed("privacy_officer", "Privacy") and not core.allowed("admin", "Privacy")
 
 
 # ----------------------------------------------------------------------------- overview
@@ -351,37 +417,27 @@ def test_overview_shows_counts_integrity_quarantine_findings_and_tail(app_env):
     status = at.json[0].value
     assert str(n) in status and "last_verified_checkpoint" in status and "verified_by" in status
     assert any("has been verified" in s.value for s in at.success)
-    assert len(at.get("arrow_vega_lite_chart")) >= 2  # events per day, per type
-    findings = at.dataframe(key="ov_findings").value
+    assert len(at.get("vega_lite_chart")) >= 2  # events per day, per type
+    findings = table(at, "ov_findings")
     assert STALE_RULE not in set(findings["rule_id"])
     assert int(findings["findings"].sum()) == len(demo["truth"]["findings"])
-    tail = at.dataframe(key="ov_tail").value
+    tail = table(at, "ov_tail")
     assert len(tail) == 20 and int(tail["seq"].max()) == n - 1
 
 
-def test_live_tail_refreshes_as_batches_land(tmp_path, monkeypatch):
-    """A separate tiny lake without a catalog file (in-memory views)."""
+def test_live_tail_refreshes_as_batches_land(tiny):
+    """On a lake without a catalog file (in-memory views)."""
     from events import event, write_jsonl
 
-    from auditlake.catalog import add_user
     from auditlake.ingest import ingest
-    from auditlake.lake.store import Lake
 
-    lake = Lake.open(str(tmp_path / "lake"))
-    users = tmp_path / "users.toml"
-    add_user("ann", "auditor", PASSWORDS["ann"][1], users)
-    monkeypatch.setenv("AUDITLAKE_LAKE", lake.uri)
-    monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(users))
-    _clear_caches()
-    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(5)]))])
     at = login("ann")
-    assert len(at.dataframe(key="ov_tail").value) == 5
-    ingest(lake, [str(write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(5, 12)]))])
+    assert len(table(at, "ov_tail")) == 5
+    ingest(tiny["lake"], [str(write_jsonl(tiny["tmp"] / "b" / "b.jsonl", [event(n=i) for i in range(5, 12)]))])
     at.run()
-    tail = at.dataframe(key="ov_tail").value
+    tail = table(at, "ov_tail")
     assert len(tail) == 12 and int(tail["seq"].max()) == 11
     assert at.metric[0].value == "12"
-    _clear_caches()
 
 
 # ----------------------------------------------------------------------------- search
@@ -392,24 +448,24 @@ def test_search_requires_a_range_filters_and_paginates(app_env):
     n = ledger_count(demo)
     assert search(at) == n
     ev = sample_event(demo["lake"])
-    page1 = at.dataframe(key="search_results").value
+    page1 = table(at, "search_results")
     assert len(page1) == 50
     assert search(at, page=2) == n
-    page2 = at.dataframe(key="search_results").value
+    page2 = table(at, "search_results")
     assert not set(page1["event_id"]) & set(page2["event_id"])
     for key, col in (("tenant", "tenant_id"), ("subject", "subject_id"), ("actor", "actor_id")):
         k = search(at, **{key: ev[col]})
-        rows = at.dataframe(key="search_results").value
+        rows = table(at, "search_results")
         assert 0 < k < n and set(rows[col]) == {ev[col]}
     assert search(at, call=ev["call_id"]) >= 1
-    assert ev["event_id"] in set(at.dataframe(key="search_results").value["event_id"])
+    assert ev["event_id"] in set(table(at, "search_results")["event_id"])
     k = search(at, types=["call.started"])
-    assert 0 < k < n and set(at.dataframe(key="search_results").value["event_type"]) == {"call.started"}
+    assert 0 < k < n and set(table(at, "search_results")["event_type"]) == {"call.started"}
     from datetime import date
 
     day = date.fromisoformat(ev["event_date"])
     k = search(at, d_from=day, d_to=day)
-    assert 0 < k < n and set(at.dataframe(key="search_results").value["event_date"]) == {ev["event_date"]}
+    assert 0 < k < n and set(table(at, "search_results")["event_date"]) == {ev["event_date"]}
     # From after To: no query at all
     search_from_after_to = search  # noqa: F841
     goto(at, "Search")
@@ -436,7 +492,7 @@ def test_sql_injection_in_every_filter_returns_nothing_extra(app_env):
     goto(at, "SQL")
     at.text_area(key="sql_text").set_value("SELECT count(*) AS n FROM events").run()
     at.button(key="sql_run").click().run()
-    assert int(at.dataframe(key="sql_table").value.iloc[0]["n"]) == n
+    assert int(table(at, "sql_table").iloc[0]["n"]) == n
 
 
 # ----------------------------------------------------------------------------- event
@@ -461,7 +517,7 @@ def test_event_page_fields_neighbours_proof_and_verify(app_env):
     assert fields["event_id"] == ev["event_id"] and fields["subject_phone"] == "***" and fields["pii"] == "masked"
     assert "subject_pii_sealed" not in fields and "actor_ip_sealed" not in fields and "leaf" not in fields
     seq = fields["seq"]
-    nb = at.dataframe(key="event_neighbours").value
+    nb = table(at, "event_neighbours")
     assert list(nb["seq"]) == [s for s in (seq - 1, seq, seq + 1) if 0 <= s < ledger_count(demo)]
     proof = json.loads(at.json[1].value)
     assert proof["leaf_index"] == seq and proof["event_id"] == ev["event_id"] and "leaf" not in proof
@@ -529,9 +585,8 @@ def test_auditor_pages_hold_no_plain_pii(app_env):
     at.text_area(key="sql_text").set_value("SELECT * FROM quarantine").run()
     at.button(key="sql_run").click().run()
     seen.append(all_text(at))
-    text = "\n".join(seen)
-    assert ev["event_id"] in text
-    leaked = sorted(v for v in pii if v in text)
+    assert ev["event_id"] in "\n".join(seen)
+    leaked = find_leaks(pii, seen)
     assert not leaked, leaked[:10]
 
 
@@ -541,16 +596,16 @@ def test_compliance_latest_findings_trend_and_drill_down(app_env):
     demo = app_env
     at = login_as("auditor")
     goto(at, "Compliance")
-    per_rule = at.dataframe(key="comp_rules").value
+    per_rule = table(at, "comp_rules")
     want: dict[str, int] = {}
     for f in demo["truth"]["findings"]:
         want[f["rule_id"]] = want.get(f["rule_id"], 0) + 1
     assert dict(per_rule.groupby("rule_id")["findings"].sum()) == want
     assert STALE_RULE not in set(per_rule["rule_id"])
-    assert len(at.get("arrow_vega_lite_chart")) >= 2  # per rule, daily trend
+    assert len(at.get("vega_lite_chart")) >= 2  # per rule, daily trend
     rule = sorted(want)[0]
     at.selectbox(key="comp_rule").set_value(rule).run()
-    rows = at.dataframe(key="comp_events").value
+    rows = table(at, "comp_events")
     truth_ids = {f["event_id"] for f in demo["truth"]["findings"] if f["rule_id"] == rule}
     assert set(rows["event_id"]) == truth_ids
     assert rows["event_type"].notna().all()
@@ -566,8 +621,8 @@ def test_export_download_name_is_sanitised(app_env, monkeypatch, tmp_path):
     """The page's wiring, with a stand-in build_export whose export id is hostile."""
     calls = []
 
-    def fake_build_export(lake, out_dir, formats, filters, profile="default"):
-        calls.append((out_dir, formats, filters, profile))
+    def fake_build_export(lake, out_dir, formats, filters, profile="default", actor=None):
+        calls.append((out_dir, formats, filters, profile, actor))
         Path(out_dir).mkdir(parents=True)
         (Path(out_dir) / "manifest.json").write_text("{}")
         return {"export_id": "../../etc/passwd <x>", "rows": 3}
@@ -580,24 +635,36 @@ def test_export_download_name_is_sanitised(app_env, monkeypatch, tmp_path):
     at.text_input(key="export_tenant").set_value("../../tmp/evil").run()
     at.button(key="export_build").click().run()
     assert not at.error, [e.value for e in at.error]
-    out_dir, formats, filters, profile = calls[0]
+    out_dir, formats, filters, profile, actor = calls[0]
+    assert actor == "ann"
     assert "evil" not in out_dir and "auditlake-export-" in out_dir and not Path(out_dir).exists()
     assert filters["tenant"] == ["../../tmp/evil"] and profile == "default" and formats == ["parquet"]
-    dl = at.get("download_button")[0]
-    assert "etc_passwd_x" in str(dl.proto) and "../" not in str(dl.proto.label)
+    assert at.get("download_button")
+    assert at.session_state["export_result"]["name"] == "auditlake-export-_etc_passwd_x.zip"
     from auditlake.catalog import safe_filename
 
     assert safe_filename("../../etc/passwd <x>") == "etc_passwd_x"
     assert safe_filename("...") == "download"
 
 
-def test_export_builds_a_real_bundle(app_env):
+def test_export_builds_a_real_bundle(tiny):
     pytest.importorskip("auditlake.export")
-    at = login_as("auditor")
+    import io
+    import zipfile
+
+    at = login("ann")
     goto(at, "Exports")
+    at.date_input(key="export_from").set_value(__import__("datetime").date(2026, 1, 1))
     at.button(key="export_build").click().run()
     assert not at.error, [e.value for e in at.error]
     assert at.get("download_button")
+    res = at.session_state["export_result"]
+    assert res["name"].startswith("auditlake-export-export-") and res["name"].endswith(".zip")
+    names = zipfile.ZipFile(io.BytesIO(res["data"])).namelist()
+    assert any(n.endswith("manifest.json") for n in names), names
+    blob = res["data"]
+    for ev in tiny["events"]:  # the default profile releases no PII
+        assert ev["subject"]["email"].encode() not in blob
 
 
 # ----------------------------------------------------------------------------- SQL console
@@ -627,7 +694,7 @@ def test_sql_console_is_read_only(app_env):
     at.text_area(key="sql_text").set_value(
         "WITH t AS (SELECT event_type FROM events) SELECT event_type, count(*) AS n FROM t GROUP BY 1").run()
     at.button(key="sql_run").click().run()
-    assert int(at.dataframe(key="sql_table").value["n"].sum()) == ledger_count(demo)
+    assert int(table(at, "sql_table")["n"].sum()) == ledger_count(demo)
     assert not Path("/tmp/out.csv").exists() or Path("/tmp/out.csv").stat().st_mtime < time_started
 
 
@@ -665,22 +732,11 @@ def test_privacy_officer_reveal_needs_a_reason_and_is_audited(app_env, monkeypat
     assert "+15550000000" not in all_text(at)
 
 
-def test_privacy_officer_real_reveal(tmp_path, monkeypatch):
+def test_privacy_officer_real_reveal(tiny):
     pytest.importorskip("auditlake.privacy")
-    from events import event, write_jsonl
-
-    from auditlake.catalog import add_user
-    from auditlake.ingest import ingest
-    from auditlake.lake.store import Lake
-
-    lake = Lake.open(str(tmp_path / "lake"))
-    users = tmp_path / "users.toml"
-    add_user("pia", "privacy_officer", PASSWORDS["pia"][1], users)
-    monkeypatch.setenv("AUDITLAKE_LAKE", lake.uri)
-    monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(users))
-    _clear_caches()
-    evs = [event(n=i) for i in range(4)]
-    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", evs))])
+    evs = tiny["events"]
+    lake = tiny["lake"]
+    before = lake.delta("ledger").to_pyarrow_dataset().count_rows()
     at = login("pia")
     goto(at, "Privacy")
     at.text_input(key="reveal_subject").set_value(evs[0]["subject"]["id"])
@@ -688,7 +744,16 @@ def test_privacy_officer_real_reveal(tmp_path, monkeypatch):
     at.button(key="reveal_go").click().run()
     assert not at.error, [e.value for e in at.error]
     assert evs[0]["subject"]["email"] in all_text(at)
-    _clear_caches()
+    # The reveal itself is an audit event in the ledger, naming the officer.
+    import duckdb
+
+    from auditlake.catalog import delta_extension_path
+
+    con = duckdb.connect()
+    con.execute(f"LOAD '{delta_extension_path()}'")
+    rows = con.execute(f"SELECT actor_id, data FROM delta_scan('{lake.table_uri('ledger')}') WHERE seq >= ? "
+                       "AND event_type = 'data.exported'", [before]).fetchall()
+    assert rows and rows[0][0] == "pia" and "DSAR ticket 4711" in rows[0][1]
 
 
 # ----------------------------------------------------------------------------- admin
@@ -696,6 +761,6 @@ def test_privacy_officer_real_reveal(tmp_path, monkeypatch):
 def test_admin_page_lists_users_without_hashes(app_env):
     at = login_as("admin")
     goto(at, "Admin")
-    users = at.dataframe(key="adm_users").value
+    users = table(at, "adm_users")
     assert set(users["user"]) == set(PASSWORDS) and "password" not in users.columns
     assert "scrypt$" not in all_text(at)

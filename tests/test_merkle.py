@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditlake.ledger import merkle as M
 from auditlake.ledger.merkle import (
     EMPTY_ROOT,
     Frontier,

@@ -131,10 +131,11 @@ class Oracle:
         sid = subject.get("id")
 
         # GDPR-BASIS: an EEA subject, some non-empty PII, no lawful basis.
-        carries_pii = any(present((actor if part == "actor" else subject).get(name))
-                          for part, name in PII_FIELDS)
-        if country in EEA_STATES and carries_pii and not present(event.get("lawful_basis")):
-            self.immediate.append(("GDPR-BASIS", eid, t))
+        if country in EEA_STATES and not present(event.get("lawful_basis")):
+            carries_pii = any(present((actor if part == "actor" else subject).get(name))
+                              for part, name in PII_FIELDS)
+            if carries_pii:
+                self.immediate.append(("GDPR-BASIS", eid, t))
 
         if sid is not None and (country is not None or subject.get("region") is not None):
             self.subject_geo[(tenant, sid)].append((t, self.position, country, subject.get("region")))

@@ -74,15 +74,17 @@ _SUBJECT_KEY = ["tenant_id", "subject_id"]
 _NOT_ZONES = frozenset({"Factory", "localtime"})
 
 
-def evaluate(events: pl.LazyFrame | pl.DataFrame, as_of: datetime | None = None,
+def evaluate(events: pl.LazyFrame | pl.DataFrame, as_of: datetime | str | None = None,
              holidays: frozenset[date] = frozenset()) -> pl.DataFrame:
     """All findings of RULES.md on `events`, judged as of `as_of` (default: the latest
-    occurred_at in the input)."""
+    occurred_at in the input; a naive datetime is UTC; a string is RFC 3339)."""
     df = _prepare(events)
     if as_of is None:
         as_of = df["occurred_at"].max()
-    elif as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
+    else:
+        if isinstance(as_of, str):
+            as_of = datetime.fromisoformat(as_of.replace("Z", "+00:00").replace("z", "+00:00"))
+        as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
     hol = frozenset(holidays)
     parts = [
         _tcpa(df, hol),
@@ -356,8 +358,8 @@ def _latest_known(df: pl.DataFrame, sales: pl.DataFrame, column: str) -> pl.Data
     """For each sale, the latest non-null `column` of its (tenant, subject) at or before
     it; same-instant values resolve to the highest seq (the later ledger entry)."""
     known = (
-        df.filter(pl.col(column).is_not_null() & pl.col("subject_id").is_not_null()
-                  & pl.col("tenant_id").is_not_null())
+        df.filter(pl.col(column).is_not_null())
+        .join(sales.select(_SUBJECT_KEY).unique(), on=_SUBJECT_KEY, how="semi")  # only these subjects
         .sort(["occurred_at", "seq"])
         .group_by([*_SUBJECT_KEY, "occurred_at"], maintain_order=True)
         .agg(pl.col(column).last().alias(f"known_{column}"))

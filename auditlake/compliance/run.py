@@ -146,7 +146,13 @@ def append_findings(lake: Lake, table: pa.Table, metadata: dict | None = None) -
     attempt = 0
     while True:
         try:
-            return tables.append(lake, "findings", table, tables.version(lake, "findings"), metadata)
+            version = tables.append(lake, "findings", table, tables.version(lake, "findings"), metadata)
+            # Under retention at once (RET-WORM), or `verify` flags the new objects until the next ingest.
+            from ..lake import retention
+            from ..lake.meta import open_lake_keys
+
+            retention.lock_new(lake, open_lake_keys(lake))
+            return version
         except ConflictError:
             attempt += 1
             if attempt >= MAX_ATTEMPTS:
@@ -164,6 +170,8 @@ def evaluate_lake(lake: Lake, as_of: datetime | str | None = None, holidays: fro
 
     started = time.monotonic()
     as_of_dt = parse_as_of(as_of)
+    if lake.read_json("auditlake.json") is None:
+        raise AuditlakeError(f"no lake at {lake.uri} (no auditlake.json); run `auditlake init` or `auditlake ingest`")
     hol = configured_holidays(lake) if holidays is None else frozenset(holidays)
     events, ledger_version = read_projection(lake)
     read_s = time.monotonic() - started

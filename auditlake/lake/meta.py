@@ -47,5 +47,7 @@ def read_meta(lake: Lake, create: bool = False) -> dict:
 
 def open_lake_keys(lake: Lake, create: bool = False) -> KeyStore:
     meta = read_meta(lake, create=create)
-    keys = KeyStore(meta["log_id"])
+    from ..kms import select_keystore  # KMS envelope keys when AUDITLAKE_KMS_KEY_ID is set
+
+    keys = select_keystore(meta["log_id"])
     return keys

@@ -1,8 +1,25 @@
-"""Retention lock (rule RET-WORM).
+"""Retention lock (rule RET-WORM) for local and S3 lakes.
 
-Local lake: every committed object under tables/ is made read-only and listed, with its
-size, SHA-256 and retain-until date, in a signed, read-only manifest under _retention/.
-(S3 lakes use Object Lock; see s3.py.)
+What is sealed: every object a commit put under `tables/`: the Delta log entry
+`_delta_log/<version>.json`, the data files its `add` actions name, and the Delta
+checkpoints delta-rs writes into `_delta_log/`. Not sealed: `_delta_log/_last_checkpoint`
+(delta-rs's rewritable hint) and files no commit references: a crashed or losing writer's
+leftovers, which `sweep` removes once no writer can commit them any more.
+
+Until when: at least `occurred_at + N years` (N from the lake's policy, `auditlake init
+--retention-years`, default 7): the retain-until date is
+`(latest of: the day the object was written, the day it is sealed, the event dates it holds)
++ 1 day + N years`.
+
+- S3: COMPLIANCE-mode Object Lock on the object's original version (`s3.py`); the bucket has
+  versioning and Object Lock (`auditlake init`). An overwrite or a delete cannot destroy that
+  version; it adds a version or a delete marker, which `check` reports and `repair` undoes.
+- Local: the file is made read-only and listed, with its size, SHA-256 and retain-until date,
+  in a signed, read-only manifest under `_retention/`. `check` reports a committed object
+  missing from the manifests, a writable or changed or deleted sealed object, and a forged
+  manifest.
+
+Both kinds of lake share the walk over the Delta logs; only the sealing differs.
 """
 from __future__ import annotations
 
@@ -10,61 +27,348 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import stat
+import threading
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from urllib.parse import unquote
 
+import pyarrow.fs as pafs
+
+from ..errors import AuditlakeError
 from ..keys import KeyStore, load_public_key
 from ..ledger.canonical import canonical_json
 from .store import Lake
 
-RETENTION_YEARS = int(os.environ.get("AUDITLAKE_RETENTION_YEARS", "7"))
+MIN_YEARS = 7  # RET-WORM
+DEFAULT_COLD_AFTER_DAYS = 90
+DEFAULT_ARCHIVE_AFTER_DAYS = 365
 MANIFEST_DIR = "_retention"
+KIND = "RET-WORM"
+
+LOG_RE = re.compile(r"^(\d{20})\.json$")
+CHECKPOINT_RE = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
+# Files delta-rs writes: data files and, on a local disk, staging files of an unfinished
+# write or commit. Only these are ever swept; anything else is left for verify to report.
+DATA_RE = re.compile(r"^part-\d{5}-[0-9a-f-]{36}(-c\d{3})?(\.[a-z0-9]+)?\.parquet$")
+STAGING_RE = re.compile(r"(^_commit_[0-9a-f-]+\.json\.tmp$|^\.tmp|\.tmp$|#\d+$)")
 
 
-def retain_until(rel: str, now: datetime) -> str:
-    """now + the retention period, or later for a partition dated in the future:
-    at least occurred_at + RETENTION_YEARS for every event in the object."""
-    base = now.date()
+# ----------------------------------------------------------------------------- policy
+_policy_cache: dict[str, dict] = {}
+
+
+def policy(lake: Lake, refresh: bool = False) -> dict:
+    """The lake's retention policy (`retention` in auditlake.json, set by `auditlake init`)."""
+    if refresh or lake.uri not in _policy_cache:
+        meta = lake.read_json("auditlake.json") or {}
+        conf = meta.get("retention") or {}
+        years = int(conf.get("years") or os.environ.get("AUDITLAKE_RETENTION_YEARS") or MIN_YEARS)
+        _policy_cache[lake.uri] = {
+            "years": years,
+            "mode": "COMPLIANCE",
+            "cold_after_days": int(conf.get("cold_after_days") or DEFAULT_COLD_AFTER_DAYS),
+            "archive_after_days": int(conf.get("archive_after_days") or DEFAULT_ARCHIVE_AFTER_DAYS),
+        }
+    return _policy_cache[lake.uri]
+
+
+def set_policy(lake: Lake, years: int, cold_after_days: int, archive_after_days: int | None = None) -> dict:
+    """Record the policy in auditlake.json. The period can grow, never shrink."""
+    from .meta import read_meta
+
+    meta = read_meta(lake, create=True)
+    old = (meta.get("retention") or {}).get("years")
+    if old and years < int(old):
+        raise AuditlakeError(f"the lake's retention is {old} years; it cannot be shortened to {years}")
+    if years < 1:
+        raise AuditlakeError("--retention-years must be at least 1")
+    meta["retention"] = {
+        "years": years,
+        "mode": "COMPLIANCE",
+        "cold_after_days": cold_after_days,
+        "archive_after_days": archive_after_days or max(DEFAULT_ARCHIVE_AFTER_DAYS, cold_after_days + 30),
+    }
+    lake.write_json("auditlake.json", meta)
+    return policy(lake, refresh=True)
+
+
+def add_years(d: date, years: int) -> date:
+    try:
+        return d.replace(year=d.year + years)
+    except ValueError:  # 29 February: the next day, so the period is never short
+        return date(d.year + years, 3, 1)
+
+
+def required_until(created: date, dates: tuple[date, ...] | list[date], years: int) -> date:
+    """The earliest retain-until date RET-WORM accepts for an object written on `created`
+    holding events of `dates`: the end of the latest such day, plus the period."""
+    return add_years(max([created, *dates]) + timedelta(days=1), years)
+
+
+def retain_until(rel: str, now: datetime, years: int | None = None, dates: tuple[date, ...] = ()) -> str:
+    """Retain-until date (ISO) for an object sealed at `now` (kept for callers of the old API)."""
+    y = years if years is not None else int(os.environ.get("AUDITLAKE_RETENTION_YEARS") or MIN_YEARS)
+    return required_until(now.date(), tuple(dates) + _partition_dates(rel), y).isoformat()
+
+
+def _partition_dates(rel: str) -> tuple[date, ...]:
+    out = []
     for part in rel.split("/"):
         if part.startswith("event_date="):
             try:
-                base = max(base, date.fromisoformat(part.split("=", 1)[1]) + timedelta(days=1))
+                out.append(date.fromisoformat(unquote(part.split("=", 1)[1])))
             except ValueError:
                 pass
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- the Delta logs
+@dataclass
+class Obj:
+    """An object a commit put in the lake."""
+
+    rel: str  # relative to the lake root
+    table: str
+    version: int  # the commit that wrote it
+    kind: str  # "log", "data" or "checkpoint"
+    dates: tuple[date, ...] = ()  # event dates it holds (ledger)
+
+    @property
+    def partition(self) -> str | None:
+        parts = self.rel.split("/")
+        return next((p for p in parts if "=" in p), None)
+
+
+def _root(lake: Lake) -> tuple[pafs.FileSystem, str]:
+    return lake.filesystem()
+
+
+def table_names(lake: Lake) -> list[str]:
+    fs, root = _root(lake)
     try:
-        until = base.replace(year=base.year + RETENTION_YEARS)
-    except ValueError:  # 29 February
-        until = base.replace(year=base.year + RETENTION_YEARS, day=28)
-    return until.isoformat()
-
-
-def _objects(lake: Lake) -> dict[str, int]:
-    """Relative path -> size of every object under tables/."""
-    import pyarrow.fs as pafs
-
-    fs, root = lake.filesystem()
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(f"{root}/tables", recursive=True))
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/tables", allow_not_found=True))
     except FileNotFoundError:
-        return {}
-    # _last_checkpoint is delta-rs's rewritable hint to its newest checkpoint, not data.
-    return {
-        posixpath.relpath(i.path, root): i.size
-        for i in infos
-        if i.type == pafs.FileType.File and not i.path.endswith("/_last_checkpoint")
-    }
+        return []
+    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
 
 
-def _manifests(lake: Lake) -> dict[str, dict]:
+@dataclass
+class LogListing:
+    entries: dict[int, pafs.FileInfo]
+    checkpoints: dict[str, tuple[int, pafs.FileInfo]]  # rel -> (version, info)
+    others: list[pafs.FileInfo]  # anything else in _delta_log (staging leftovers, hints)
+
+    @property
+    def latest(self) -> int:
+        return max(self.entries) if self.entries else -1
+
+
+def list_log(lake: Lake, table: str) -> LogListing:
+    fs, root = _root(lake)
+    log = f"{root}/tables/{table}/_delta_log"
+    out = LogListing({}, {}, [])
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(log, allow_not_found=True))
+    except FileNotFoundError:
+        return out
+    for i in infos:
+        if i.type != pafs.FileType.File:
+            continue
+        name = posixpath.basename(i.path)
+        if m := LOG_RE.match(name):
+            out.entries[int(m.group(1))] = i
+        elif m := CHECKPOINT_RE.match(name):
+            out.checkpoints[f"tables/{table}/_delta_log/{name}"] = (int(m.group(1)), i)
+        else:
+            out.others.append(i)
+    return out
+
+
+def log_rel(table: str, version: int) -> str:
+    return f"tables/{table}/_delta_log/{version:020d}.json"
+
+
+def read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
+    """The log entry and the data files it adds."""
+    fs, root = _root(lake)
+    rel = log_rel(table, version)
+    with fs.open_input_stream(f"{root}/{rel}") as f:
+        text = f.read().decode()
+    adds: list[Obj] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        add = action.get("add")
+        if add:
+            path = unquote(add["path"])
+            dates = []
+            ev = (add.get("partitionValues") or {}).get("event_date")
+            if ev:
+                try:
+                    dates.append(date.fromisoformat(ev))
+                except ValueError:
+                    pass
+            adds.append(Obj(f"tables/{table}/{path}", table, version, "data", tuple(dates) or _partition_dates(path)))
+    entry_dates = tuple(sorted({d for a in adds for d in a.dates}))
+    return [Obj(rel, table, version, "log", entry_dates), *adds]
+
+
+def committed(lake: Lake, table: str, versions: list[int] | None = None, listing: LogListing | None = None) -> list[Obj]:
+    """Objects committed by the given versions of a table (default: all), plus its checkpoints."""
+    listing = listing or list_log(lake, table)
+    vs = sorted(listing.entries) if versions is None else versions
+    out: list[Obj] = []
+    for v in vs:
+        out.extend(read_entry(lake, table, v))
+    for rel, (v, _) in listing.checkpoints.items():
+        out.append(Obj(rel, table, v, "checkpoint"))
+    return out
+
+
+# ----------------------------------------------------------------------------- uncommitted files
+_swept: dict[tuple[str, str], int] = {}
+
+
+def _referenced(lake: Lake, table: str) -> set[str] | None:
+    import pyarrow as pa
+
+    dt = lake.delta(table)
+    if dt is None:
+        return None
+    paths = pa.table(dt.get_add_actions(flatten=False)).column("path").to_pylist()
+    return {f"tables/{table}/{unquote(p)}" for p in paths}
+
+
+def _mtime_key(lake: Lake, info: pafs.FileInfo) -> float:
+    """Comparable write time. S3 keeps LastModified to the second (and it is the time the
+    upload started), so on S3 only whole seconds count."""
+    t = info.mtime.timestamp() if info.mtime else 0.0
+    return float(int(t)) if lake.is_s3 else t
+
+
+def _remove(lake: Lake, rel: str) -> None:
+    if lake.is_s3:
+        from . import s3
+
+        s3.delete_current(lake, rel)
+    else:
+        try:
+            os.remove(os.path.join(lake.uri, rel))
+        except FileNotFoundError:
+            pass
+
+
+def sweep(lake: Lake, tables: list[str] | None = None, force: bool = False) -> list[str]:
+    """Remove files no commit references and no writer can still commit.
+
+    Every commit auditlake makes is `tables.append`: the writer loads the table at version r,
+    writes its data files, then creates log entry r+1 with put-if-absent and no retry. So a
+    file written before log entry L appeared (its write time is earlier than L's) comes from
+    a writer that read version L-1 or older: its commit targets a version that exists, it can
+    never succeed, and if the file is not referenced now it never will be. (S3 and the local
+    disk each stamp both times with one clock.) A file newer than the latest entry may belong
+    to a writer still at work and is left alone until a later commit passes it."""
+    removed: list[str] = []
+    fs, root = _root(lake)
+    try:
+        names = tables if tables is not None else table_names(lake)
+    except (OSError, AuditlakeError):
+        return removed
+    for table in names:
+        try:
+            tdir = f"{root}/tables/{table}"
+            files = [i for i in fs.get_file_info(pafs.FileSelector(tdir, recursive=True, allow_not_found=True))
+                     if i.type == pafs.FileType.File]
+            listing = list_log(lake, table)
+            if listing.latest < 0:
+                continue
+            if not force and _swept.get((lake.uri, table)) == listing.latest:
+                continue
+            newest = _mtime_key(lake, listing.entries[listing.latest])
+            referenced = _referenced(lake, table) or set()
+            for i in files:
+                rel = posixpath.relpath(i.path, root)
+                name = posixpath.basename(rel)
+                in_log = "/_delta_log/" in f"/{rel}"
+                if in_log:
+                    if not STAGING_RE.search(name):
+                        continue
+                elif rel in referenced or not (DATA_RE.match(name) or STAGING_RE.search(name)):
+                    continue
+                if _mtime_key(lake, i) < newest:
+                    _remove(lake, rel)
+                    removed.append(rel)
+            _swept[(lake.uri, table)] = listing.latest
+        except (OSError, AuditlakeError):
+            continue  # best effort: a later run sweeps again
+    return removed
+
+
+def discard_uncommitted(lake: Lake, table: str, rows) -> list[str]:
+    """After a lost commit race: delete the data files this writer just wrote (found by the
+    batch ids of `rows`); best effort, `sweep` catches anything left."""
+    import pyarrow.parquet as pq
+
+    if "batch_id" not in rows.schema.names:
+        return []
+    ours = {b for b in rows.column("batch_id").to_pylist() if b}
+    if not ours:
+        return []
+    removed = []
+    try:
+        fs, root = _root(lake)
+        referenced = _referenced(lake, table) or set()
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/tables/{table}", recursive=True, allow_not_found=True))
+        for i in infos:
+            rel = posixpath.relpath(i.path, root)
+            if i.type != pafs.FileType.File or "/_delta_log/" in f"/{rel}" or rel in referenced:
+                continue
+            if not DATA_RE.match(posixpath.basename(rel)):
+                continue
+            try:
+                with fs.open_input_file(i.path) as f:
+                    t = pq.ParquetFile(f).read_row_group(0, columns=["batch_id"])
+            except Exception:  # noqa: BLE001 - being written by someone else, or not ours
+                continue
+            if t.num_rows and t.column("batch_id")[0].as_py() in ours:
+                _remove(lake, rel)
+                removed.append(rel)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+    return removed
+
+
+# ----------------------------------------------------------------------------- local manifests
+_manifest_cache: dict[str, dict] = {}
+
+
+def _manifests(lake: Lake) -> dict[str, dict | None]:
+    """name -> parsed manifest (None if unreadable). Manifests are immutable: cached."""
     d = os.path.join(lake.uri, MANIFEST_DIR)
-    out: dict[str, dict] = {}
+    out: dict[str, dict | None] = {}
     if not os.path.isdir(d):
         return out
     for name in sorted(os.listdir(d)):
-        if name.endswith(".json"):
-            with open(os.path.join(d, name)) as f:
-                out[name] = json.load(f)
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(d, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        ck = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+        if ck not in _manifest_cache:
+            try:
+                with open(path) as f:
+                    _manifest_cache[ck] = json.load(f)
+            except (OSError, ValueError):
+                _manifest_cache[ck] = None
+        m = _manifest_cache[ck]
+        out[name] = None if m is None else json.loads(json.dumps(m))
     return out
 
 
@@ -76,69 +380,279 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _pending(lake: Lake, table: str, sealed: set[str], listing: LogListing) -> list[Obj]:
+    versions = [v for v in sorted(listing.entries) if log_rel(table, v) not in sealed]
+    objs = committed(lake, table, versions, listing)
+    return [o for o in objs if o.rel not in sealed]
+
+
 def seal_local(lake: Lake, keys: KeyStore) -> int:
-    """Make every not-yet-sealed object read-only and record it in a signed manifest."""
-    sealed = {rel for m in _manifests(lake).values() for rel in m["objects"]}
-    new = sorted(set(_objects(lake)) - sealed)
-    if not new:
-        return 0
+    """Make every committed, not yet sealed object read-only and record it in a signed manifest."""
+    manifests = _manifests(lake)
+    sealed = {rel for m in manifests.values() if m for rel in m.get("objects", {})}
+    years = policy(lake)["years"]
     now = datetime.now(timezone.utc)
     objects = {}
-    for rel in new:
-        path = os.path.join(lake.uri, rel)
-        os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        objects[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path), "retain_until": retain_until(rel, now)}
-    body = {"log_id": keys.log_id, "sealed_at": now.isoformat(), "key_id": keys.signing_key_id, "objects": objects}
+    for table in table_names(lake):
+        for o in _pending(lake, table, sealed, list_log(lake, table)):
+            path = os.path.join(lake.uri, o.rel)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # a committed file that is gone: verify reports it
+            os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            created = datetime.fromtimestamp(st.st_mtime, timezone.utc).date()
+            objects[o.rel] = {
+                "size": st.st_size,
+                "sha256": _sha256(path),
+                "created": created.isoformat(),
+                "retain_until": required_until(max(created, now.date()), o.dates, years).isoformat(),
+            }
+    if not objects:
+        return 0
+    body = {"log_id": keys.log_id, "sealed_at": now.isoformat(), "key_id": keys.signing_key_id,
+            "retention_years": years, "objects": objects}
     body["signature"] = keys.signing_key().sign(canonical_json(body)).hex()
-    os.makedirs(os.path.join(lake.uri, MANIFEST_DIR), exist_ok=True)
-    path = os.path.join(lake.uri, MANIFEST_DIR, f"{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.json")
-    with open(path, "w") as f:
+    d = os.path.join(lake.uri, MANIFEST_DIR)
+    os.makedirs(d, exist_ok=True)
+    name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.json"
+    tmp = os.path.join(d, f".{name}.tmp")
+    with open(tmp, "w") as f:
         json.dump(body, f, indent=1, sort_keys=True)
-    os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    os.rename(tmp, os.path.join(d, name))  # a crash leaves a hidden .tmp, never half a manifest
     return len(objects)
 
 
-def lock_new(lake: Lake, keys: KeyStore) -> int:
-    """Put every object committed since the last call under retention."""
-    if lake.is_s3:
-        from .s3 import lock_new_objects
-
-        return lock_new_objects(lake, keys)
-    return seal_local(lake, keys)
-
-
-def check(lake: Lake, keys: KeyStore) -> list[dict]:
-    """RET-WORM findings: objects not sealed, writable, changed, or manifests forged."""
-    if lake.is_s3:
-        from .s3 import check_object_lock
-
-        return check_object_lock(lake, keys)
-    findings = []
+def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
+    findings: list[dict] = []
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
     sealed: dict[str, dict] = {}
     for name, m in _manifests(lake).items():
+        if m is None:
+            findings.append(_f(MANIFEST_DIR, f"{MANIFEST_DIR}/{name}", "retention manifest is unreadable"))
+            continue
         sig = m.pop("signature", "")
         key = public.get(m.get("key_id"))
         try:
             ok = key is not None and (key.verify(bytes.fromhex(sig), canonical_json(m)) is None)
-        except Exception:
+        except Exception:  # noqa: BLE001
             ok = False
         if not ok:
-            findings.append({"kind": "RET-WORM", "table": MANIFEST_DIR, "file": name, "detail": "retention manifest signature does not verify"})
+            findings.append(_f(MANIFEST_DIR, f"{MANIFEST_DIR}/{name}", "retention manifest signature does not verify"))
             continue
-        sealed.update(m["objects"])
-    objects = _objects(lake)
-    for rel, size in sorted(objects.items()):
-        table = rel.split("/")[1] if rel.count("/") >= 1 else rel
+        sealed_at = (m.get("sealed_at") or "")[:10]
+        for rel, entry in m.get("objects", {}).items():
+            entry.setdefault("created", sealed_at)
+            sealed[rel] = entry
+    objs: dict[str, Obj] = {}
+    for table in table_names(lake):
+        for o in committed(lake, table):
+            objs[o.rel] = o
+    for rel, o in sorted(objs.items()):
+        if rel not in sealed and os.path.exists(os.path.join(lake.uri, rel)):
+            findings.append(_f(o.table, rel, "committed object is not under retention (not in a sealed manifest)", o.partition))
+    for rel, entry in sorted(sealed.items()):
+        table = _table_of(rel)
         path = os.path.join(lake.uri, rel)
-        entry = sealed.get(rel)
-        if entry is None:
-            findings.append({"kind": "RET-WORM", "table": table, "file": rel, "detail": "object is not under retention (not in a sealed manifest)"})
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            findings.append(_f(table, rel, "sealed object was deleted", _part(rel)))
             continue
-        if os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-            findings.append({"kind": "RET-WORM", "table": table, "file": rel, "detail": "object is writable (retention lock lifted)"})
-        if size != entry["size"] or _sha256(path) != entry["sha256"]:
-            findings.append({"kind": "RET-WORM", "table": table, "file": rel, "detail": "object differs from its sealed version"})
-    for rel in sorted(set(sealed) - set(objects)):
-        findings.append({"kind": "RET-WORM", "table": rel.split("/")[1] if "/" in rel else rel, "file": rel, "detail": "sealed object was deleted"})
+        if st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            findings.append(_f(table, rel, "sealed object is writable (retention lock lifted)", _part(rel)))
+        if st.st_size != entry.get("size") or _sha256(path) != entry.get("sha256"):
+            findings.append(_f(table, rel, "object differs from its sealed version", _part(rel)))
+        o = objs.get(rel)
+        need = required_until(date.fromisoformat(entry["created"]) if entry.get("created") else date.min,
+                              o.dates if o else _partition_dates(rel), years)
+        if str(entry.get("retain_until", "")) < need.isoformat():
+            findings.append(_f(table, rel, f"retained until {entry.get('retain_until')}, RET-WORM needs {need}", _part(rel)))
     return findings
+
+
+def _table_of(rel: str) -> str:
+    parts = rel.split("/")
+    return parts[1] if len(parts) > 1 and parts[0] == "tables" else parts[0]
+
+
+def _part(rel: str) -> str | None:
+    return next((p for p in rel.split("/") if "=" in p), None)
+
+
+def _f(table: str, rel: str | None, detail: str, partition: str | None = None) -> dict:
+    return {"kind": KIND, "table": table, "file": rel, "partition": partition, "detail": detail}
+
+
+# ----------------------------------------------------------------------------- S3
+WATERMARK_DIR = f"{MANIFEST_DIR}/locked"
+
+
+def _watermark(lake: Lake, table: str) -> dict:
+    try:
+        return lake.read_json(f"{WATERMARK_DIR}/{table}.json") or {}
+    except (ValueError, AuditlakeError):
+        return {}
+
+
+def _put_watermark(lake: Lake, table: str, body: dict) -> None:
+    from . import s3
+
+    s3.call("recording retention progress", s3.client(lake).put_object, Bucket=lake.bucket,
+            Key=s3.key(lake, f"{WATERMARK_DIR}/{table}.json"), Body=json.dumps(body, sort_keys=True).encode())
+
+
+def _held(lake: Lake):
+    """A predicate: should this new object carry a legal hold (S3)?"""
+    from .admin import active_holds
+
+    holds = active_holds(lake)
+    if any(h["scope"] == "lake" for h in holds):
+        return lambda rel: True
+    subjects = {h["subject_id"] for h in holds if h["scope"] == "subject"}
+    if not subjects:
+        return None
+
+    def pred(rel: str) -> bool:
+        if not rel.startswith("tables/ledger/") or "/_delta_log/" in rel:
+            return False
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        fs, root = _root(lake)
+        with fs.open_input_file(f"{root}/{rel}") as f:
+            col = pq.read_table(f, columns=["subject_id"]).column("subject_id")
+        return bool(pc.any(pc.is_in(col, value_set=__import__("pyarrow").array(sorted(subjects)))).as_py())
+
+    return pred
+
+
+_worm_buckets: set[tuple[str, str]] = set()
+
+
+def require_worm_bucket(lake: Lake) -> None:
+    """Refuse to commit into a bucket without Object Lock (checked once per process)."""
+    from . import s3
+
+    ident = (lake.storage_options.get("AWS_ENDPOINT_URL", ""), lake.bucket)
+    if ident in _worm_buckets:
+        return
+    if s3.object_lock_status(lake) != "Enabled":
+        raise AuditlakeError(f"bucket {lake.bucket} has no Object Lock; run `auditlake init --lake {lake.uri}` first")
+    _worm_buckets.add(ident)
+
+
+def lock_s3(lake: Lake) -> int:
+    """COMPLIANCE retention on every object committed since the last pass."""
+    from . import s3
+
+    require_worm_bucket(lake)
+    years = policy(lake)["years"]
+    today = datetime.now(timezone.utc).date()
+    held = _held(lake)
+    n = 0
+    for table in table_names(lake):
+        listing = list_log(lake, table)
+        if listing.latest < 0:
+            continue
+        mark = _watermark(lake, table)
+        through = int(mark.get("locked_through", -1))
+        done_ckpts = set(mark.get("checkpoints", []))
+        versions = [v for v in sorted(listing.entries) if v > through]
+        objs = [o for o in committed(lake, table, versions, listing) if o.kind != "checkpoint" or o.rel not in done_ckpts]
+        if not objs:
+            continue
+
+        def one(o: Obj) -> bool:
+            vid, _ = s3.lock_object(lake, o.rel, None, years=years, dates=o.dates, today=today,
+                                    legal_hold=bool(held and held(o.rel)))
+            return vid is not None
+
+        n += sum(s3._parallel(one, objs))
+        _put_watermark(lake, table, {"locked_through": listing.latest, "checkpoints": sorted(set(listing.checkpoints) | done_ckpts)})
+    return n
+
+
+def _check_s3(lake: Lake, years: int) -> list[dict]:
+    from . import s3
+    from .admin import active_holds
+
+    findings: list[dict] = []
+    if s3.versioning_status(lake) != "Enabled":
+        findings.append(_f("bucket", None, f"bucket {lake.bucket} does not have versioning enabled"))
+    if s3.object_lock_status(lake) != "Enabled":
+        findings.append(_f("bucket", None, f"bucket {lake.bucket} does not have Object Lock enabled"))
+    lake_hold = any(h["scope"] == "lake" for h in active_holds(lake))
+    todo: list[tuple[str, s3.ObjectHistory, Obj | None]] = []
+    for table in table_names(lake):
+        hist = s3.histories(lake, f"tables/{table}/")
+        objs = {o.rel: o for o in committed(lake, table)}
+        for o in objs.values():
+            h = hist.get(s3.key(lake, o.rel))
+            if h is not None and h.versions:
+                todo.append((o.rel, h, o))
+        for k, h in hist.items():
+            rel = s3.rel_of(lake, k)
+            if rel in objs or not h.versions or h.latest is None or not h.latest.delete_marker:
+                continue
+            if rel.endswith("/_last_checkpoint"):
+                continue
+            todo.append((rel, h, None))  # deleted: was it sealed?
+
+    def one(item) -> list[dict]:
+        rel, h, o = item
+        table = _table_of(rel)
+        info = s3.lock_info(lake, rel, h.original.version_id)
+        out = []
+        if o is None:
+            if info.mode:
+                out.append(_f(table, rel, "sealed object was deleted (a delete marker hides it)", _part(rel)))
+            return out
+        if not h.intact:
+            what = []
+            if len(h.versions) > 1:
+                what.append(f"{len(h.versions)} versions")
+            if h.markers:
+                what.append(f"{len(h.markers)} delete marker(s)")
+            out.append(_f(table, rel, f"ledger object has {' and '.join(what)}: overwritten or deleted after it was committed", o.partition))
+        if info.mode != s3.COMPLIANCE or info.until is None:
+            out.append(_f(table, rel, f"object is not under retention (Object Lock mode {info.mode or 'none'})", o.partition))
+        else:
+            need = required_until(h.original.last_modified.astimezone(timezone.utc).date(), o.dates, years)
+            if info.until.date() < need:
+                out.append(_f(table, rel, f"retained until {info.until.date()}, RET-WORM needs {need}", o.partition))
+        if lake_hold and not info.legal_hold:
+            out.append(_f(table, rel, "a legal hold is active on the lake but not on this object", o.partition))
+        return out
+
+    for fs in s3._parallel(one, todo):
+        findings.extend(fs)
+    return findings
+
+
+# ----------------------------------------------------------------------------- entry points
+_lock = threading.Lock()
+
+
+def lock_new(lake: Lake, keys: KeyStore) -> int:
+    """Put every object committed since the last call under retention (after sweeping away
+    uncommitted leftovers that no writer can commit any more)."""
+    with _lock:
+        sweep(lake)
+        if lake.is_s3:
+            return lock_s3(lake)
+        return seal_local(lake, keys)
+
+
+def check(lake: Lake, keys: KeyStore) -> list[dict]:
+    """RET-WORM findings for the whole lake."""
+    years = policy(lake, refresh=True)["years"]
+    findings = []
+    if years < MIN_YEARS:
+        findings.append(_f("lake", "auditlake.json", f"the retention policy is {years} years; RET-WORM needs at least {MIN_YEARS}"))
+    if lake.is_s3:
+        return findings + _check_s3(lake, years)
+    return findings + _check_local(lake, keys, years)

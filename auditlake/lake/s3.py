@@ -194,6 +194,8 @@ def object_lock_status(lake: Lake) -> str:
     except ClientError as exc:
         if _code(exc) in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"):
             return ""
+        if _code(exc) == "NoSuchBucket":
+            raise AuditlakeError(f"bucket {lake.bucket} does not exist; create it with `auditlake init --lake {lake.uri}`") from exc
         raise s3_error(exc, f"reading the Object Lock configuration of {lake.bucket}") from exc
     except Exception as exc:  # noqa: BLE001
         raise s3_error(exc, f"reading the Object Lock configuration of {lake.bucket}") from exc
@@ -284,27 +286,34 @@ class Version:
 @dataclass
 class ObjectHistory:
     key: str
-    versions: list[Version] = field(default_factory=list)  # oldest first, delete markers included
+    versions: list[Version] = field(default_factory=list)  # real versions, oldest first
+    markers: list[Version] = field(default_factory=list)  # delete markers
 
     @property
     def original(self) -> Version | None:
         """The first version ever written: with put-if-absent commits and write-once data
         files, the one the lake committed (and sealed)."""
-        real = [v for v in self.versions if not v.delete_marker]
-        return real[0] if real else None
+        return self.versions[0] if self.versions else None
 
     @property
     def latest(self) -> Version | None:
-        latest = [v for v in self.versions if v.is_latest]
-        return latest[0] if latest else (self.versions[-1] if self.versions else None)
+        return next((v for v in self.versions + self.markers if v.is_latest), None)
 
     @property
     def intact(self) -> bool:
-        return len(self.versions) == 1 and not self.versions[0].delete_marker
+        return len(self.versions) == 1 and not self.markers
+
+    def newer_than_original(self) -> list[Version]:
+        """Everything written over or on top of the original: later versions and markers."""
+        return self.versions[1:] + self.markers
 
 
 def histories(lake: Lake, rel_prefix: str) -> dict[str, ObjectHistory]:
-    """Every key under the prefix with all its versions and delete markers (oldest first)."""
+    """Every key under the prefix with all its versions and delete markers. S3 lists the
+    versions of a key newest first (LastModified only has one-second resolution, so the
+    listing order, not the time, tells which came first)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     c = client(lake)
     out: dict[str, ObjectHistory] = {}
     paginator = c.get_paginator("list_object_versions")
@@ -314,22 +323,13 @@ def histories(lake: Lake, rel_prefix: str) -> dict[str, ObjectHistory]:
                 out.setdefault(v["Key"], ObjectHistory(v["Key"])).versions.append(
                     Version(v["VersionId"], v["LastModified"], v.get("ETag", ""), v.get("Size", 0), False, v.get("IsLatest", False)))
             for m in page.get("DeleteMarkers", []):
-                out.setdefault(m["Key"], ObjectHistory(m["Key"])).versions.append(
+                out.setdefault(m["Key"], ObjectHistory(m["Key"])).markers.append(
                     Version(m["VersionId"], m["LastModified"], delete_marker=True, is_latest=m.get("IsLatest", False)))
-    except Exception as exc:  # noqa: BLE001
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(exc, (BotoCoreError, ClientError)):
-            raise s3_error(exc, f"listing versions under s3://{lake.bucket}/{key(lake, rel_prefix)}") from exc
-        raise
+    except (BotoCoreError, ClientError) as exc:
+        raise s3_error(exc, f"listing versions under s3://{lake.bucket}/{key(lake, rel_prefix)}") from exc
     for h in out.values():
-        # S3 lists versions newest first; LastModified has one-second resolution, so keep
-        # the listing order (reversed) as the tie-breaker.
         h.versions.reverse()
-        h.versions.sort(key=lambda v: v.last_modified)
-        latest = [i for i, v in enumerate(h.versions) if v.is_latest]
-        if latest and latest[0] != len(h.versions) - 1:  # the latest is the newest by definition
-            h.versions.append(h.versions.pop(latest[0]))
+        h.markers.reverse()
     return out
 
 
@@ -363,9 +363,12 @@ def until_datetime(d: date) -> datetime:
     return datetime.combine(d, time(0, 0), tzinfo=timezone.utc)
 
 
-def lock_object(lake: Lake, rel: str, until: date, legal_hold: bool = False) -> tuple[str | None, bool]:
-    """COMPLIANCE retention until `until` on the object's original version (plus a legal hold
-    if asked). Returns (version id locked, whether the key had more than one version)."""
+def lock_object(lake: Lake, rel: str, until: date | None = None, *, years: int | None = None,
+                dates: tuple[date, ...] = (), today: date | None = None, legal_hold: bool = False) -> tuple[str | None, bool]:
+    """COMPLIANCE retention on the object's original version, until `until` or else
+    `retention.required_until` of (the later of today and the day it was written, `dates`),
+    plus a legal hold if asked. Returns (version id locked, whether the key has more than
+    one version or a delete marker)."""
     from botocore.exceptions import ClientError
 
     c = client(lake)
@@ -373,6 +376,11 @@ def lock_object(lake: Lake, rel: str, until: date, legal_hold: bool = False) -> 
     orig = h.original
     if orig is None:
         return None, False
+    if until is None:
+        from .retention import MIN_YEARS, required_until
+
+        created = max(today or datetime.now(timezone.utc).date(), orig.last_modified.astimezone(timezone.utc).date())
+        until = required_until(created, dates, years or MIN_YEARS)
     want = until_datetime(until)
     try:
         c.put_object_retention(Bucket=lake.bucket, Key=h.key, VersionId=orig.version_id,
@@ -383,20 +391,14 @@ def lock_object(lake: Lake, rel: str, until: date, legal_hold: bool = False) -> 
         if not (info.mode == COMPLIANCE and info.until is not None and info.until >= want):
             raise s3_error(exc, f"locking s3://{lake.bucket}/{h.key}") from exc
     except Exception as exc:  # noqa: BLE001
-        raise s3_error(exc, f"locking s3://{lake.bucket}/{h.key}") from exc
+        from botocore.exceptions import BotoCoreError
+
+        if isinstance(exc, BotoCoreError):
+            raise s3_error(exc, f"locking s3://{lake.bucket}/{h.key}") from exc
+        raise
     if legal_hold:
         set_legal_hold(lake, rel, True, orig.version_id)
     return orig.version_id, not h.intact
-
-
-def lock_objects(lake: Lake, items: list[tuple[str, date]], legal_hold: Callable[[str], bool] | None = None) -> int:
-    """Lock many objects in parallel; returns how many were locked."""
-    def one(item):
-        rel, until = item
-        vid, _ = lock_object(lake, rel, until, legal_hold(rel) if legal_hold else False)
-        return vid is not None
-
-    return sum(_parallel(one, items))
 
 
 def set_legal_hold(lake: Lake, rel: str, on: bool, version_id: str | None = None) -> None:

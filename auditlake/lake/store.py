@@ -132,7 +132,8 @@ class Lake:
         fs, root = self.filesystem()
         path = f"{root}/{rel}"
         try:
-            fs.create_dir(posixpath.dirname(path), recursive=True)
+            if not self.is_s3:  # S3 has no folders (pyarrow would write empty marker objects)
+                fs.create_dir(posixpath.dirname(path), recursive=True)
             with fs.open_output_stream(path) as f:
                 f.write(data)
         except OSError as exc:

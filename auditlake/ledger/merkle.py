@@ -402,10 +402,9 @@ def verify_inclusion(
             return False
         if fn & 1 or fn == sn:
             r = _sha256(_NODE_PREFIX + p + r).digest()
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            while fn and not fn & 1:  # fn == sn on the right border: skip promoted levels
+                fn >>= 1
+                sn >>= 1
         else:
             r = _sha256(_NODE_PREFIX + r + p).digest()
         fn >>= 1
@@ -512,10 +511,9 @@ def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: Sequ
         if fn & 1 or fn == sn:
             fr = _sha256(_NODE_PREFIX + c + fr).digest()
             sr = _sha256(_NODE_PREFIX + c + sr).digest()
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            while fn and not fn & 1:  # fn == sn on the right border: skip promoted levels
+                fn >>= 1
+                sn >>= 1
         else:
             sr = _sha256(_NODE_PREFIX + sr + c).digest()
         fn >>= 1

@@ -52,7 +52,8 @@ def render(user: dict) -> None:
         try:
             out = tmp / "bundle"
             with st.spinner("Building the export…"):
-                manifest = build_export(core.explorer().lake, str(out), list(formats), filters, profile="default")
+                manifest = build_export(core.explorer().lake, str(out), list(formats), filters, profile="default",
+                                        actor=user["user"])
             data = zip_dir(out)
         except Exception as exc:  # noqa: BLE001
             st.error("The export failed.")

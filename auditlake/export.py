@@ -1,0 +1,565 @@
+"""Redacted export bundles with a signed manifest, and their offline check.
+
+`auditlake export --format parquet,csv,jsonl --out DIR [filters]` writes
+
+    DIR/data/part-00000.parquet   (and .csv / .jsonl: the same rows in each format)
+    DIR/manifest.json
+
+The rows are the ledger events of the lake's latest signed checkpoint that match the filters
+(time range, event types, tenants, subjects), in seq order, shaped by a redaction profile
+(`redaction.py`). Every column is a string (or null) except `seq`; columns are in sorted
+order, so a row's RFC 8785 canonical JSON is simply its JSON object and each JSONL line
+is exactly that.
+
+The manifest lists every file with its SHA-256, size and row count, the filters, the
+profile, the source checkpoint (signed), a Merkle root (RFC 6962) over the exported rows
+(leaf = canonical JSON of each row, in file order; every format yields the same root), the
+id of the `data.exported` audit event that logged the export, and an Ed25519 signature by
+the lake's current signing key (whose public half and key id it carries).
+
+`auditlake verify-export DIR [--public-key FILE]` needs nothing but the bundle (and the key
+to pin): it catches an edited, added or removed row or file, and a forged manifest.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import io
+import json
+import os
+import secrets
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from .errors import AuditlakeError
+from .keys import load_public_key, signing_key_id
+from .lake.store import Lake
+from .ledger import merkle
+from .ledger.canonical import canonical_json
+from .redaction import COLUMNS, MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
+
+FORMATS = ("parquet", "csv", "jsonl")
+PART_ROWS = 1_000_000
+MANIFEST = "manifest.json"
+DATA_DIR = "data"
+BUNDLE_FORMAT = "auditlake-export"
+BUNDLE_VERSION = 1
+LEAF_RULE = "RFC 8785 canonical JSON of each exported row (a JSON object of its columns), in file order"
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+_LEDGER_NEEDS = {
+    "seq": ["seq"], "event_id": ["event_id"], "event_type": ["event_type"], "occurred_at": ["occurred_at"],
+    "ingested_at": ["ingested_at"], "source": ["source"], "tenant_id": ["tenant_id"],
+    "actor_type": ["actor_type"], "actor_id": ["actor_id"], "actor_role": ["actor_role"],
+    "subject_id": ["subject_id"], "subject_country": ["subject_country"], "subject_region": ["subject_region"],
+    "subject_timezone": ["subject_timezone"], "lawful_basis": ["lawful_basis"], "pii_fields": ["pii_fields"],
+    "data": ["data"],
+}
+
+
+# ============================================================================ filters
+def normalise_filters(filters: dict | None) -> dict:
+    """{"from", "to", "event_types", "tenants", "subjects"}, validated; unknown keys refused."""
+    from .contract import EVENT_TYPES, parse_instant
+
+    filters = dict(filters or {})
+    aliases = {"time_from": "from", "time_to": "to", "event_type": "event_types", "tenant": "tenants",
+               "tenant_id": "tenants", "subject": "subjects", "subject_id": "subjects"}
+    out: dict = {"from": None, "to": None, "event_types": [], "tenants": [], "subjects": []}
+    for k, v in filters.items():
+        key = aliases.get(k, k)
+        if key not in out:
+            raise AuditlakeError(f"unknown export filter {k!r} (filters: from, to, event_types, tenants, subjects)")
+        if v in (None, "", []):
+            continue
+        if key in ("from", "to"):
+            if parse_instant(v) is None:
+                raise AuditlakeError(f"--{key}: {v!r} is not an RFC 3339 instant (e.g. 2026-03-01T00:00:00Z)")
+            out[key] = v
+        else:
+            vals = [v] if isinstance(v, str) else list(v)
+            vals = sorted({part.strip() for x in vals for part in str(x).split(",") if part.strip()})
+            if key == "event_types":
+                bad = [x for x in vals if x not in EVENT_TYPES]
+                if bad:
+                    raise AuditlakeError(f"unknown event type(s): {', '.join(bad)}")
+            out[key] = vals
+    if out["from"] and out["to"] and parse_instant(out["from"]) >= parse_instant(out["to"]):
+        raise AuditlakeError("--from must be before --to")
+    return out
+
+
+def _predicate(filters: dict, size: int):
+    """A polars predicate (values bound as literals, never spliced into query text)."""
+    import polars as pl
+
+    from .contract import parse_instant
+
+    cond = pl.col("seq") < size
+    if filters["from"]:
+        cond = cond & (pl.col("occurred_at") >= pl.lit(parse_instant(filters["from"])))
+    if filters["to"]:
+        cond = cond & (pl.col("occurred_at") < pl.lit(parse_instant(filters["to"])))
+    if filters["event_types"]:
+        cond = cond & pl.col("event_type").is_in(filters["event_types"])
+    if filters["tenants"]:
+        cond = cond & pl.col("tenant_id").is_in(filters["tenants"])
+    if filters["subjects"]:
+        cond = cond & pl.col("subject_id").is_in(filters["subjects"])
+    return cond
+
+
+# ============================================================================ reading + redaction
+def _hash_key(profile: Profile, keys) -> bytes:
+    if profile.hash_salt == "profile":
+        return hmac.new(keys.bidx_key, f"auditlake-export-hash|{keys.log_id}|{profile.name}".encode(), hashlib.sha256).digest()
+    return secrets.token_bytes(32)
+
+
+def _hmac_values(key: bytes, values: list) -> list:
+    cache: dict[str, str] = {}
+    out = []
+    for v in values:
+        if v is None or v == "[erased]" or v == "[undecryptable]":
+            out.append(v)
+            continue
+        h = cache.get(v)
+        if h is None:
+            h = cache[v] = "h1." + hmac.new(key, v.encode(), hashlib.sha256).hexdigest()
+        out.append(h)
+    return out
+
+
+def read_rows(lake: Lake, filters: dict, size: int, profile: Profile, keys):
+    """The filtered ledger rows as a polars DataFrame of the profile's columns, redacted."""
+    import polars as pl
+
+    from .privacy import DECRYPT_COLUMNS, decrypt_columns
+    from .proofs import _add_actions, polars_scan
+
+    dt = lake.delta("ledger")
+    if dt is None:
+        raise AuditlakeError("the lake has no ledger yet; nothing to export")
+    cols = profile.columns
+    need = {"seq"}
+    for c in cols:
+        need.update(_LEDGER_NEEDS.get(c, []))
+    pii_cols = [c for c in cols if c in PII_COLUMNS]
+    if pii_cols:
+        need.update({"pii_fields", "subject_id", "actor_id"})
+    if profile.needs_pii:
+        need.update(DECRYPT_COLUMNS)
+    files = _add_actions(dt).column("path").to_pylist()
+    df = (
+        polars_scan(lake, "ledger", files)
+        .filter(_predicate(filters, size))
+        .select(sorted(need))
+        .collect()
+        .sort("seq")
+    )
+    exprs = []
+    erased: set[str] = set()
+    if pii_cols:
+        people = set(df.get_column("subject_id").drop_nulls().unique().to_list())
+        if "actor_ip" in pii_cols:
+            ip_rows = df.filter(pl.col("pii_fields").str.contains("actor.ip", literal=True))
+            people |= set(ip_rows.get_column("actor_id").drop_nulls().unique().to_list())
+        erased = keys.is_erased(people) if people else set()
+    decrypted: dict[str, list] = {}
+    if profile.needs_pii and df.height:
+        decrypted = decrypt_columns(keys, {c: df.get_column(c).to_list() for c in DECRYPT_COLUMNS})
+    hash_key = _hash_key(profile, keys) if any(profile.actions[c] == "hash" for c in cols) else b""
+    erased_list = sorted(erased)
+    for c in cols:
+        action = profile.actions[c]
+        if c in PII_COLUMNS:
+            owner = "actor_id" if c == "actor_ip" else "subject_id"
+            has = pl.col("pii_fields").str.contains(PII_FIELD[c], literal=True).fill_null(False)
+            if action == "mask":
+                gone = pl.col(owner).is_in(erased_list).fill_null(False)
+                exprs.append(pl.when(has & gone).then(pl.lit("[erased]")).when(has).then(pl.lit(MASK))
+                             .otherwise(pl.lit(None, pl.String)).alias(c))
+            else:
+                vals = decrypted[c]
+                if action == "hash":
+                    vals = _hmac_values(hash_key, vals)
+                exprs.append(pl.Series(c, vals, pl.String).alias(c))
+            continue
+        if c == "seq":
+            exprs.append(pl.col("seq").cast(pl.Int64))
+            continue
+        src = pl.col(c)
+        if c in ("occurred_at", "ingested_at"):
+            src = src.dt.strftime(_TS_FORMAT)
+        src = src.cast(pl.String)
+        if action == "keep":
+            exprs.append(src.alias(c))
+        elif action == "mask":
+            exprs.append(pl.when(src.is_not_null()).then(pl.lit(MASK)).otherwise(pl.lit(None, pl.String)).alias(c))
+        elif action == "hash":
+            vals = _hmac_values(hash_key, df.select(src).to_series().to_list())
+            exprs.append(pl.Series(c, vals, pl.String).alias(c))
+    return df.select(exprs) if df.height else df.select(exprs).clear()
+
+
+def row_json(df):
+    """Each row's canonical JSON (columns already in sorted order; strings, nulls and one
+    int, for which polars' JSON writer emits exactly RFC 8785)."""
+    import polars as pl
+
+    if df.height == 0:
+        return pl.Series("j", [], pl.String)
+    return df.select(pl.struct(pl.all()).struct.json_encode().alias("j")).to_series()
+
+
+def merkle_root(json_rows) -> tuple[bytes, int]:
+    """RFC 6962 root over rows given as canonical-JSON strings (a polars Series / arrow)."""
+    arr = json_rows.to_arrow() if hasattr(json_rows, "to_arrow") else json_rows
+    if len(arr) == 0:
+        return merkle.EMPTY_ROOT, 0
+    return merkle.root_arrow(merkle.leaf_hashes_arrow(arr)), len(arr)
+
+
+# ============================================================================ writing
+def _sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _write_part(df, json_rows, fmt: str, path: Path) -> None:
+    if fmt == "parquet":
+        df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+    elif fmt == "jsonl":
+        with open(path, "wb") as f:
+            for chunk_start in range(0, len(json_rows), 200_000):
+                part = json_rows.slice(chunk_start, 200_000).to_list()
+                f.write(("\n".join(part) + "\n").encode())
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        table = df.to_arrow()
+        table = table.cast(pa.schema([pa.field(n, pa.int64() if n == "seq" else pa.string()) for n in table.column_names]))
+        pcsv.write_csv(table, str(path), pcsv.WriteOptions(quoting_style="needed"))
+    else:
+        raise AuditlakeError(f"unknown export format {fmt}")
+
+
+def _formats(formats) -> list[str]:
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    out = []
+    for f in formats:
+        f = f.strip().lower()
+        if not f:
+            continue
+        if f not in FORMATS:
+            raise AuditlakeError(f"unknown export format {f!r} (formats: {', '.join(FORMATS)})")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise AuditlakeError("no export format given")
+    return out
+
+
+def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None, profile: str | Profile = "default",
+                 profiles_file: str | None = None, reveal_reason: str | None = None, actor=None) -> dict:
+    """Write a redacted export bundle to `out_dir`; return its (signed) manifest.
+
+    PII is released only if the profile keeps it and `reveal_reason` is given (with the
+    `default` profile a reason alone reveals it); the export, and any reveal with its reason,
+    is recorded as a `data.exported` audit event before the manifest is written."""
+    from .audit_events import current_actor, record_audit_event
+    from .lake.meta import open_lake_keys
+    from .proofs import latest_checkpoint
+
+    fmts = _formats(formats)
+    flt = normalise_filters(filters)
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_file)
+    reason = (reveal_reason or "").strip() or None
+    if reason and not prof.reveals_pii:
+        if prof.name != "default":
+            raise AuditlakeError(f"profile {prof.name!r} keeps no personal data; --reveal-reason needs a profile that "
+                                 "keeps some (e.g. --profile privileged)")
+        prof = prof.revealing()
+    if prof.reveals_pii and not reason:
+        raise AuditlakeError(f"profile {prof.name!r} releases personal data: a privileged export needs "
+                             "--reveal-reason (it is logged)")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AuditlakeError(f"{out} exists and is not an empty folder; choose a new one for the bundle")
+    keys = open_lake_keys(lake)
+    cp_row = latest_checkpoint(lake)
+    if cp_row is None:
+        raise AuditlakeError("the lake has no signed checkpoint yet; ingest first")
+    from .ledger.checkpoint import Checkpoint
+
+    cp = Checkpoint.from_dict(cp_row).to_dict()
+    df = read_rows(lake, flt, cp["tree_size"], prof, keys)
+    json_rows = row_json(df)
+    root, n = merkle_root(json_rows)
+    export_id = f"export-{uuid.uuid4()}"
+    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    files = []
+    try:
+        for fmt in fmts:
+            parts = max(1, -(-n // PART_ROWS))
+            for p in range(parts):
+                lo = p * PART_ROWS
+                rel = f"{DATA_DIR}/part-{p:05d}.{fmt}"
+                _write_part(df.slice(lo, PART_ROWS), json_rows.slice(lo, PART_ROWS), fmt, out / rel)
+                sha, size = _sha256_file(out / rel)
+                files.append({"path": rel, "format": fmt, "rows": min(PART_ROWS, n - lo) if n else 0,
+                              "first_row": lo, "bytes": size, "sha256": sha})
+        who = current_actor(actor)
+        audit_id = record_audit_event(
+            lake, "data.exported",
+            {"export_id": export_id, "rows": n, "format": ",".join(fmts), "kind": "bundle", "profile": prof.name,
+             "filters": flt, "revealed": bool(prof.reveals_pii), "reason": reason,
+             "source_tree_size": cp["tree_size"], "merkle_root": root.hex()},
+            actor=who,
+        )
+    except BaseException:
+        shutil.rmtree(out / DATA_DIR, ignore_errors=True)
+        raise
+    kid = keys.signing_key_id
+    pubs = keys.public_keys()
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "export_id": export_id,
+        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "log_id": keys.log_id,
+        "actor": who,
+        "audit_event_id": audit_id,
+        "profile": prof.to_dict(),
+        "revealed": bool(prof.reveals_pii),
+        "reveal_reason": reason,
+        "filters": flt,
+        "source_checkpoint": cp,
+        "columns": list(df.columns),
+        "rows": n,
+        "merkle": {"algorithm": "RFC 6962 SHA-256", "leaf": LEAF_RULE, "size": n, "root": root.hex()},
+        "files": files,
+        "key_id": kid,
+        "public_key": pubs[kid],
+        "public_keys": {k: pubs[k] for k in sorted({kid, cp["key_id"]}) if k in pubs},
+    }
+    manifest["signature"] = base64.b64encode(keys.signing_key().sign(canonical_json(manifest))).decode()
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+# ============================================================================ verifying
+def _leaves_of(path: Path, fmt: str, columns: list[str]) -> tuple[list[str] | None, str | None]:
+    """Canonical JSON of each row of a data file, or (None, why)."""
+    import polars as pl
+
+    try:
+        if fmt == "jsonl":
+            text = path.read_bytes().decode("utf-8")
+            lines = text.split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            out = []
+            for i, line in enumerate(lines, 1):
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    return None, f"line {i} is not JSON"
+                if not isinstance(obj, dict) or list(obj) != columns:
+                    return None, f"line {i} does not have the manifest's columns"
+                if canonical_json(obj).decode() != line:
+                    return None, f"line {i} is not in canonical form"
+                out.append(line)
+            return out, None
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        elif fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            types = {c: (pa.int64() if c == "seq" else pa.string()) for c in columns}
+            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+                column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False))
+        else:
+            return None, f"unknown format {fmt}"
+        if table.column_names != columns:
+            return None, f"columns {table.column_names} differ from the manifest's"
+        table = table.cast(pa.schema([pa.field(c, pa.int64() if c == "seq" else pa.string()) for c in columns]))
+        return row_json(pl.from_arrow(table)).to_list(), None
+    except (OSError, UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        return None, f"unreadable: {str(exc).splitlines()[0][:160]}"
+
+
+def _listing(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) -> dict:
+    """Check a bundle offline. Returns {"ok", "problems", "trust", "rows", "files", ...}.
+    Raises AuditlakeError when the manifest cannot be read at all."""
+    root = Path(bundle_dir)
+    mpath = root / MANIFEST
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AuditlakeError(f"{bundle_dir} has no {MANIFEST}") from exc
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise AuditlakeError(f"cannot read {mpath}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise AuditlakeError(f"{mpath} is not an auditlake export manifest")
+    problems: list[str] = []
+    # -- signature ----------------------------------------------------------------------
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    kid = manifest.get("key_id")
+    declared = manifest.get("public_keys") if isinstance(manifest.get("public_keys"), dict) else {}
+    if isinstance(manifest.get("public_key"), str) and isinstance(kid, str):
+        declared = {**declared, kid: manifest["public_key"]}
+    if public_keys:
+        keyring, trust = dict(public_keys), "pinned public key"
+        if kid in declared and kid in keyring and declared[kid] != keyring[kid]:
+            problems.append(f"the bundle declares a different public key for {kid} than the pinned one")
+    else:
+        keyring, trust = declared, "the bundle's own public key (not pinned: this proves integrity, not origin; pass --public-key)"
+
+    def check_sig(key_id, signature, signed: bytes, what: str) -> None:
+        b64 = keyring.get(key_id) if isinstance(key_id, str) else None
+        if b64 is None:
+            problems.append(f"{what} is signed with key {key_id!r}, which is not the {'pinned' if public_keys else 'declared'} key")
+            return
+        try:
+            pub = load_public_key(b64)
+            if signing_key_id(pub) != key_id:
+                problems.append(f"the public key given for {key_id} does not have that key id")
+                return
+            pub.verify(base64.b64decode(signature, validate=True), signed)
+        except (ValueError, TypeError, binascii.Error):
+            problems.append(f"{what}: malformed key or signature")
+        except Exception:  # noqa: BLE001 - cryptography's InvalidSignature
+            problems.append(f"{what}: the signature does not verify (the manifest was altered or forged)")
+
+    try:
+        signed = canonical_json(body)
+    except ValueError:
+        signed = b""
+    check_sig(kid, manifest.get("signature", ""), signed, "the manifest")
+    cp = manifest.get("source_checkpoint")
+    if isinstance(cp, dict):
+        from .ledger.checkpoint import Checkpoint
+
+        try:
+            c = Checkpoint.from_dict(cp)
+            check_sig(c.key_id, c.signature, c.body(), "the source checkpoint")
+            if c.log_id != manifest.get("log_id"):
+                problems.append("the source checkpoint belongs to another log")
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"the source checkpoint is malformed: {exc}")
+    else:
+        problems.append("the manifest has no source checkpoint")
+    # -- files --------------------------------------------------------------------------
+    files = manifest.get("files") if isinstance(manifest.get("files"), list) else []
+    columns = manifest.get("columns") if isinstance(manifest.get("columns"), list) else []
+    listed = {}
+    for f in files:
+        if not isinstance(f, dict) or not isinstance(f.get("path"), str):
+            problems.append("a malformed file entry in the manifest")
+            continue
+        listed[f["path"]] = f
+    present = _listing(root) - {MANIFEST}
+    for rel in sorted(present - set(listed)):
+        problems.append(f"{rel}: a file that the manifest does not list (added)")
+    for rel in sorted(set(listed) - present):
+        problems.append(f"{rel}: listed in the manifest but missing (removed)")
+    by_format: dict[str, list[str]] = {}
+    complete: dict[str, bool] = {}
+    for rel, f in listed.items():
+        fmt = f.get("format")
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            problems.append(f"{rel}: a path outside the bundle")
+            complete[fmt] = False
+            continue
+        complete.setdefault(fmt, True)
+        if rel not in present:
+            complete[fmt] = False
+            continue
+        path = root / rel
+        sha, size = _sha256_file(path)
+        if sha != f.get("sha256") or size != f.get("bytes"):
+            problems.append(f"{rel}: content differs from the manifest (SHA-256 {sha[:16]}..., {size} bytes)")
+        leaves, why = _leaves_of(path, fmt, columns)
+        if leaves is None:
+            problems.append(f"{rel}: {why}")
+            complete[fmt] = False
+            continue
+        if len(leaves) != f.get("rows"):
+            problems.append(f"{rel}: {len(leaves)} rows, the manifest says {f.get('rows')} (rows added or removed)")
+        by_format.setdefault(fmt, []).extend(leaves)
+        f["_leaves"] = len(leaves)
+    expect_root = (manifest.get("merkle") or {}).get("root")
+    for fmt, leaves in sorted(by_format.items()):
+        if not complete.get(fmt, True):
+            continue
+        r, n = merkle_root(pa.array(leaves, pa.string()))
+        if n != manifest.get("rows"):
+            problems.append(f"{fmt}: {n} rows in all, the manifest says {manifest.get('rows')}")
+        if r.hex() != expect_root:
+            problems.append(f"{fmt}: the Merkle root of the rows does not match the manifest's (a row was edited, "
+                            "added, removed or reordered)")
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "trust": trust,
+        "export_id": manifest.get("export_id"),
+        "rows": manifest.get("rows"),
+        "files": len(listed),
+        "merkle_root": expect_root,
+        "key_id": kid,
+        "revealed": manifest.get("revealed"),
+    }
+
+
+# ============================================================================ CLI
+def cli_export(args) -> int:
+    from .cli import emit
+
+    lake = Lake.open(args.lake)
+    filters = {"from": args.time_from, "to": args.time_to, "event_types": args.event_type,
+               "tenants": args.tenant, "subjects": args.subject}
+    m = build_export(lake, args.out, args.format, filters, profile=args.profile, profiles_file=args.profiles,
+                     reveal_reason=args.reveal_reason, actor=getattr(args, "actor", None))
+    fmts = sorted({f["format"] for f in m["files"]})
+    note = f"; PII REVEALED (reason logged: {m['reveal_reason']})" if m["revealed"] else ""
+    emit(args, f"exported {m['rows']} rows ({', '.join(fmts)}, profile {m['profile']['name']}) to {args.out}; "
+               f"Merkle root {m['merkle']['root'][:16]}..., signed by {m['key_id']}; logged as {m['export_id']}{note}",
+         {k: v for k, v in m.items() if k != "signature"})
+    return 0
+
+
+def cli_verify_export(args) -> int:
+    from .cli import emit
+    from .proofs import load_public_key_file
+
+    pinned = load_public_key_file(args.public_key) if args.public_key else None
+    res = verify_export(args.dir, pinned)
+    lines = [f"PROBLEM: {p}" for p in res["problems"]]
+    if res["ok"]:
+        lines.append(f"intact: {res['rows']} rows in {res['files']} file(s), Merkle root {str(res['merkle_root'])[:16]}..., "
+                     f"signature by {res['key_id']} checked with {res['trust']}")
+    else:
+        lines.append(f"NOT intact: {len(res['problems'])} problem(s)")
+    emit(args, "\n".join(lines), res)
+    return 0 if res["ok"] else 1

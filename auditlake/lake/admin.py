@@ -1,0 +1,423 @@
+"""`auditlake init`, `auditlake hold` and `auditlake repair`: preparing a lake for retention,
+legal holds, and restoring tampered objects from their sealed versions.
+
+Legal holds are recorded in the lake itself, as write-once signed records under `_holds/`
+(`set` and `lift`, the latest record per scope wins; an unsigned or forged `lift` is
+ignored, so a hold can only be lifted with the lake's signing key). On S3 the held objects
+also carry an S3 legal hold, which blocks deleting them and their expiry even after the
+retention period. `legal_hold_active(lake, subject_id)` is what erasure asks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import stat
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ..errors import AuditlakeError, ConflictError
+from ..keys import KeyStore, load_public_key
+from ..ledger.canonical import canonical_json
+from . import retention
+from .store import Lake
+
+HOLDS_DIR = "_holds"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _actor() -> str:
+    from ..audit_events import current_actor
+
+    a = current_actor()
+    return f"{a['type']}:{a['id']}"
+
+
+# ----------------------------------------------------------------------------- write-once files
+def _write_once(lake: Lake, rel: str, body: bytes) -> None:
+    if lake.is_s3:
+        from . import s3
+
+        if not s3.put_if_absent(lake, rel, body):
+            raise AuditlakeError(f"{rel} already exists")
+        return
+    path = os.path.join(lake.uri, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+
+
+def _list(lake: Lake, rel_dir: str) -> list[str]:
+    fs, root = lake.filesystem()
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/{rel_dir}", allow_not_found=True))
+    except FileNotFoundError:
+        return []
+    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+
+
+# ----------------------------------------------------------------------------- legal holds
+def _hold_records(lake: Lake) -> list[tuple[dict, bool]]:
+    """Every hold record with whether its signature verifies."""
+    names = [n for n in _list(lake, HOLDS_DIR) if n.endswith(".json")]
+    if not names:
+        return []
+    public = {}
+    try:
+        from .meta import open_lake_keys
+
+        public = {kid: load_public_key(b) for kid, b in open_lake_keys(lake).public_keys().items()}
+    except Exception:  # noqa: BLE001 - no keystore here: no record verifies, every set counts
+        public = {}
+    out = []
+    for name in names:
+        try:
+            rec = json.loads(lake.read_bytes(f"{HOLDS_DIR}/{name}") or b"{}")
+        except ValueError:
+            continue
+        body = {k: v for k, v in rec.items() if k != "signature"}
+        key = public.get(rec.get("key_id"))
+        try:
+            ok = key is not None and key.verify(bytes.fromhex(rec.get("signature", "")), canonical_json(body)) is None
+        except Exception:  # noqa: BLE001
+            ok = False
+        out.append((rec, ok))
+    out.sort(key=lambda r: (r[0].get("at", ""), r[0].get("hold_id", "")))
+    return out
+
+
+def active_holds(lake: Lake) -> list[dict]:
+    """The holds in force: per scope (the lake, or one subject) the latest valid record is a
+    `set`. A `lift` counts only if it is signed by the lake."""
+    state: dict[tuple[str, str | None], dict | None] = {}
+    for rec, ok in _hold_records(lake):
+        scope = (rec.get("scope"), rec.get("subject_id"))
+        if rec.get("action") == "set":
+            state[scope] = rec
+        elif rec.get("action") == "lift" and ok:
+            state[scope] = None
+    return [r for r in state.values() if r is not None]
+
+
+def legal_hold_active(lake: Lake, subject_id: str | None = None) -> bool:
+    """True if a legal hold covers the whole lake, or (given a subject) that subject."""
+    for h in active_holds(lake):
+        if h.get("scope") == "lake":
+            return True
+        if subject_id is not None and h.get("scope") == "subject" and h.get("subject_id") == subject_id:
+            return True
+    return False
+
+
+def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None, reason: str) -> dict:
+    now = _now()
+    rec = {
+        "hold_id": uuid.uuid4().hex,
+        "action": action,
+        "scope": "subject" if subject_id else "lake",
+        "subject_id": subject_id,
+        "reason": reason,
+        "at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": _actor(),
+        "log_id": keys.log_id,
+        "key_id": keys.signing_key_id,
+    }
+    rec["signature"] = keys.signing_key().sign(canonical_json(rec)).hex()
+    name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{rec['hold_id'][:8]}.json"
+    _write_once(lake, f"{HOLDS_DIR}/{name}", json.dumps(rec, indent=1, sort_keys=True).encode())
+    return rec
+
+
+def _committed_rels(lake: Lake) -> list[str]:
+    return [o.rel for t in retention.table_names(lake) for o in retention.committed(lake, t)]
+
+
+def subject_files(lake: Lake, subjects: set[str]) -> set[str]:
+    """Ledger data files holding events of these subjects (relative to the lake root)."""
+    import pyarrow.compute as pc
+
+    dt = lake.delta("ledger")
+    if dt is None or not subjects:
+        return set()
+    _, root = lake.filesystem()
+    out = set()
+    values = pa.array(sorted(subjects))
+    for frag in dt.to_pyarrow_dataset().get_fragments():
+        t = frag.to_table(columns=["subject_id"], filter=pc.field("subject_id").isin(values))
+        if t.num_rows:
+            p = frag.path
+            out.add(posixpath.relpath(p, root) if p.startswith(root) else p)
+    return out
+
+
+def _apply_s3_holds(lake: Lake) -> tuple[int, int]:
+    """Make the S3 legal holds of committed objects match the holds in force."""
+    from . import s3
+
+    holds = active_holds(lake)
+    rels = _committed_rels(lake)
+    if any(h["scope"] == "lake" for h in holds):
+        want = set(rels)
+    else:
+        want = subject_files(lake, {h["subject_id"] for h in holds if h["scope"] == "subject"})
+
+    def one(rel: str) -> int:
+        orig = s3.history(lake, rel).original
+        if orig is None:
+            return 0
+        on = rel in want
+        info = s3.lock_info(lake, rel, orig.version_id)
+        if info.legal_hold != on:
+            s3.set_legal_hold(lake, rel, on, orig.version_id)
+        return 1 if on else 0
+
+    on = sum(s3._parallel(one, rels))
+    return on, len(rels) - on
+
+
+def set_hold(lake: Lake, subject_id: str | None = None, reason: str = "") -> dict:
+    from .meta import open_lake_keys
+
+    keys = open_lake_keys(lake)
+    rec = _record_hold(lake, keys, "set", subject_id, reason)
+    held = None
+    if lake.is_s3:
+        held, _ = _apply_s3_holds(lake)
+    return {"hold": rec, "objects_held": held}
+
+
+def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "") -> dict:
+    from .meta import open_lake_keys
+
+    keys = open_lake_keys(lake)
+    scope = "subject" if subject_id else "lake"
+    if not any(h["scope"] == scope and h.get("subject_id") == subject_id for h in active_holds(lake)):
+        raise AuditlakeError(f"no legal hold is active on {'subject ' + subject_id if subject_id else 'the lake'}")
+    rec = _record_hold(lake, keys, "lift", subject_id, reason)
+    held = None
+    if lake.is_s3:
+        held, _ = _apply_s3_holds(lake)
+    return {"hold": rec, "objects_held": held}
+
+
+# ----------------------------------------------------------------------------- init
+def init_lake(lake: Lake, retention_years: int = 7, cold_after_days: int = 90) -> dict:
+    """Prepare a lake: S3 bucket with versioning, Object Lock and lifecycle; the lake's
+    identity, keystore and retention policy; and retention on anything already committed."""
+    from ..commands import publish_public_keys
+    from .meta import open_lake_keys
+
+    if retention_years < 1:
+        raise AuditlakeError("--retention-years must be at least 1")
+    if cold_after_days < 1:
+        raise AuditlakeError("--cold-after-days must be at least 1")
+    doc: dict = {"lake": lake.uri}
+    if lake.is_s3:
+        from . import s3
+
+        state = s3.ensure_bucket(lake)
+        doc["bucket"] = {"name": lake.bucket, "created": state.created, "versioning": state.versioning,
+                         "object_lock": state.object_lock}
+    else:
+        os.makedirs(lake.uri, exist_ok=True)
+    keys = open_lake_keys(lake, create=True)
+    pol = retention.set_policy(lake, retention_years, cold_after_days)
+    publish_public_keys(lake, keys)
+    doc["log_id"] = keys.log_id
+    doc["retention"] = pol
+    if lake.is_s3:
+        from . import s3
+
+        rules = s3.lifecycle_rules(lake, pol["cold_after_days"], pol["archive_after_days"],
+                                   retention_days=retention_years * 366 + 1)
+        s3.put_lifecycle(lake, rules)
+        doc["lifecycle"] = rules
+    doc["sealed_now"] = retention.lock_new(lake, keys)
+    return doc
+
+
+# ----------------------------------------------------------------------------- repair
+def _append_incidents(lake: Lake, rows: list[dict]) -> None:
+    from . import tables
+
+    if not rows:
+        return
+    t = pa.Table.from_pylist(rows, schema=tables.INCIDENTS)
+    for attempt in range(40):
+        try:
+            tables.append(lake, "incidents", t, tables.version(lake, "incidents"), {"auditlake_incidents": str(len(rows))})
+            return
+        except ConflictError:
+            time.sleep(0.05 * (attempt + 1))
+    raise AuditlakeError("could not record the repair incidents after repeated concurrent commits; run repair again")
+
+
+def _incident(kind: str, obj: str | None, detail: str) -> dict:
+    return {"incident_id": uuid.uuid4().hex, "at": _now(), "kind": kind, "object": obj, "detail": detail}
+
+
+def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
+    from . import s3
+
+    incidents: list[dict] = []
+    failed: list[str] = []
+    for table in retention.table_names(lake):
+        hist = s3.histories(lake, f"tables/{table}/")
+        committed = {o.rel for o in retention.committed(lake, table)}
+        for k, h in sorted(hist.items()):
+            rel = s3.rel_of(lake, k)
+            if h.intact or h.original is None or rel.endswith("/_last_checkpoint"):
+                continue
+            info = s3.lock_info(lake, rel, h.original.version_id)
+            if not info.mode and rel not in committed:
+                continue  # never sealed nor committed: a writer's leftover, not a ledger object
+            later = h.newer_than_original()
+            errors = [(v, s3.delete_version(lake, k, v.version_id)) for v in reversed(later)]
+            bad = [(v, e) for v, e in errors if e]
+            what = f"{sum(1 for v in later if not v.delete_marker)} later version(s), {sum(1 for v in later if v.delete_marker)} delete marker(s)"
+            if not bad:
+                incidents.append(_incident("object_restored", rel,
+                                           f"restored the sealed version {h.original.version_id} by removing {what}"))
+                continue
+            # A later version that cannot be deleted (locked by whoever wrote it): put a copy of
+            # the sealed version back on top, so readers see the original again.
+            try:
+                s3.copy_version(lake, k, h.original.version_id)
+                incidents.append(_incident("object_restored", rel,
+                                           f"copied the sealed version {h.original.version_id} over {what}; "
+                                           f"{len(bad)} could not be removed ({bad[0][1]})"))
+            except AuditlakeError as exc:
+                failed.append(f"{rel}: {exc}")
+                incidents.append(_incident("restore_failed", rel, str(exc)))
+    return incidents, failed
+
+
+def _repair_local(lake: Lake) -> tuple[list[dict], list[str]]:
+    """A local lake keeps no second copy of its files: repair restores the read-only lock of
+    objects whose content still matches the sealed manifest, and reports the ones it cannot
+    restore (changed or deleted: restore them from a backup, then run repair again)."""
+    incidents: list[dict] = []
+    failed: list[str] = []
+    sealed = {}
+    for m in retention._manifests(lake).values():
+        if m:
+            sealed.update(m.get("objects", {}))
+    for rel, entry in sorted(sealed.items()):
+        path = os.path.join(lake.uri, rel)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            failed.append(f"{rel}: deleted (no sealed copy in a local lake)")
+            incidents.append(_incident("restore_failed", rel, "sealed object was deleted; a local lake keeps no copy"))
+            continue
+        same = st.st_size == entry.get("size") and retention._sha256(path) == entry.get("sha256")
+        if not same:
+            failed.append(f"{rel}: content differs from the sealed version (no sealed copy in a local lake)")
+            incidents.append(_incident("restore_failed", rel, "object differs from its sealed version; a local lake keeps no copy"))
+            continue
+        if st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            incidents.append(_incident("lock_restored", rel, "the object was writable; made read-only again"))
+    return incidents, failed
+
+
+def repair(lake: Lake) -> dict:
+    """Verify, restore what can be restored, record each repair in the incidents table,
+    seal anything committed but not sealed, and verify again."""
+    from ..verify import verify
+    from .meta import open_lake_keys
+
+    keys = open_lake_keys(lake)
+    before = verify(lake, update_trust=False)
+    if before.ok:
+        return {"ok": True, "repaired": [], "failed": [], "findings_before": 0, "findings_after": 0, "incidents": 0}
+    incidents, failed = _repair_s3(lake) if lake.is_s3 else _repair_local(lake)
+    sealed = retention.lock_new(lake, keys)
+    if sealed:
+        incidents.append(_incident("object_locked", None, f"put {sealed} committed object(s) under retention that were not"))
+    _append_incidents(lake, incidents)
+    retention.lock_new(lake, keys)  # the incidents commit itself
+    after = verify(lake)
+    return {
+        "ok": after.ok,
+        "repaired": [i["object"] or i["detail"] for i in incidents if i["kind"] != "restore_failed"],
+        "failed": failed,
+        "findings_before": len(before.findings),
+        "findings_after": len(after.findings),
+        "remaining": [f"{f.kind}: {f.detail} [{f.table} {f.file or ''}]".strip() for f in after.findings],
+        "incidents": len(incidents),
+    }
+
+
+# ----------------------------------------------------------------------------- commands
+def cli_init(args) -> int:
+    from ..cli import emit
+
+    lake = Lake.open(args.lake)
+    doc = init_lake(lake, args.retention_years, args.cold_after_days)
+    pol = doc["retention"]
+    lines = [f"lake {lake.uri} ready: log {doc['log_id']}, COMPLIANCE retention {pol['years']} years from each event"]
+    if lake.is_s3:
+        b = doc["bucket"]
+        lines.append(f"bucket {b['name']} ({'created' if b['created'] else 'existing'}): versioning {b['versioning']}, "
+                     f"Object Lock {b['object_lock']}; lifecycle: STANDARD_IA after {max(30, pol['cold_after_days'])} days, "
+                     f"GLACIER_IR after {max(max(30, pol['cold_after_days']) + 30, pol['archive_after_days'])} days, "
+                     "no expiry of retained objects")
+    else:
+        lines.append("local lake: committed files are made read-only and listed in signed manifests under _retention/")
+    if pol["years"] < retention.MIN_YEARS:
+        lines.append(f"warning: RET-WORM needs at least {retention.MIN_YEARS} years; verify will report this lake")
+    if doc["sealed_now"]:
+        lines.append(f"put {doc['sealed_now']} existing object(s) under retention")
+    emit(args, "\n".join(lines), doc)
+    return 0
+
+
+def cli_hold(args) -> int:
+    from ..cli import emit
+
+    lake = Lake.open(args.lake)
+    subject = getattr(args, "subject", None)
+    if args.action == "status":
+        holds = active_holds(lake)
+        human = "\n".join(
+            f"hold on {'subject ' + h['subject_id'] if h['scope'] == 'subject' else 'the whole lake'} since {h['at']}"
+            f" by {h.get('actor')}: {h.get('reason') or '(no reason given)'}" for h in holds
+        ) or "no legal hold is active"
+        emit(args, human, {"holds": holds, "active": bool(holds)})
+        return 0
+    if args.action == "set":
+        doc = set_hold(lake, subject, args.reason)
+        what = f"subject {subject}" if subject else "the whole lake"
+        extra = f"; S3 legal hold on {doc['objects_held']} object(s)" if doc["objects_held"] is not None else ""
+        emit(args, f"legal hold set on {what}{extra}", doc)
+        return 0
+    doc = lift_hold(lake, subject, args.reason)
+    what = f"subject {subject}" if subject else "the whole lake"
+    extra = f"; {doc['objects_held']} object(s) stay held by other holds" if doc["objects_held"] else ""
+    emit(args, f"legal hold lifted on {what}{extra}", doc)
+    return 0
+
+
+def cli_repair(args) -> int:
+    from ..cli import emit
+
+    lake = Lake.open(args.lake)
+    doc = repair(lake)
+    if doc["findings_before"] == 0:
+        emit(args, "intact: nothing to repair", doc)
+        return 0
+    lines = [f"repaired {len(doc['repaired'])} object(s); {doc['incidents']} incident(s) recorded in the incidents table"]
+    lines += [f"cannot restore {f}" for f in doc["failed"]]
+    lines += [f"FINDING {r}" for r in doc.get("remaining", [])]
+    lines.append("verify: intact" if doc["ok"] else f"verify: {doc['findings_after']} finding(s) remain")
+    emit(args, "\n".join(lines), doc)
+    return 0 if doc["ok"] else 1

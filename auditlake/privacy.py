@@ -1,0 +1,357 @@
+"""Personal data in the ledger: reading it (decrypting), subject access (DSAR) and erasure
+by crypto-shredding.
+
+The ledger holds personal data only sealed under a per-subject data key (LEDGER.md 4).
+Erasure destroys that key (`KeyStore.destroy_data_key`: SQLite secure_delete + VACUUM), so
+every sealed copy, in the ledger, its history and every backup of the lake, becomes noise
+while the records, hashes, Merkle tree and checkpoints stay intact and `verify` passes.
+An erased subject's PII reads as ERASED everywhere; nothing caches data keys or plaintext
+across calls, so no copy outlives the erasure.
+
+Every disclosure (DSAR, reveal) and every erasure (or refusal) is itself an audit event in
+the ledger (`audit_events`), recorded before any data is released.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .audit_events import current_actor, record_audit_event
+from .errors import AuditlakeError
+from .keys import KeyStore
+from .lake.meta import open_lake_keys
+from .lake.store import Lake
+from .ledger.seal import SEAL_PREFIX, aad
+
+ERASED = "[erased]"
+UNAVAILABLE = "[undecryptable]"
+SUBJECT_PII = ("phone", "email", "name")
+PII_COLUMNS = ("subject_phone", "subject_email", "subject_name", "actor_ip")
+# Ledger columns needed to decrypt a row's PII.
+DECRYPT_COLUMNS = ["event_id", "subject_id", "subject_pii_sealed", "actor_id", "actor_ip_sealed", "pii_fields"]
+
+
+# ============================================================================ decryption
+def _open(key: bytes, sealed: str, associated: bytes) -> dict | None:
+    import base64
+
+    if not isinstance(sealed, str) or not sealed.startswith(SEAL_PREFIX):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(sealed[len(SEAL_PREFIX):])
+        return orjson.loads(AESGCM(key).decrypt(raw[:12], raw[12:], associated))
+    except (InvalidTag, ValueError, orjson.JSONDecodeError):
+        return None
+
+
+def decrypt_columns(keys: KeyStore, cols: dict[str, list]) -> dict[str, list]:
+    """PII columns (`subject_phone`, `subject_email`, `subject_name`, `actor_ip`) for ledger
+    rows given as columns (DECRYPT_COLUMNS). A field the event did not carry is None; one
+    of an erased person is ERASED; one that cannot be opened is UNAVAILABLE."""
+    n = len(cols["event_id"])
+    out: dict[str, list] = {c: [None] * n for c in PII_COLUMNS}
+    fields_of = [set(filter(None, (f or "").split(","))) for f in cols["pii_fields"]]
+    people = set()
+    for i in range(n):
+        if fields_of[i] & {"subject.phone", "subject.email", "subject.name"} and cols["subject_id"][i]:
+            people.add(cols["subject_id"][i])
+        if "actor.ip" in fields_of[i] and cols["actor_id"][i]:
+            people.add(cols["actor_id"][i])
+    if not people:
+        return out
+    erased = keys.is_erased(people)
+    ciphers = {sid: key for sid, key in keys.data_keys(people - erased, create=False).items()}
+    for i in range(n):
+        fields = fields_of[i]
+        if not fields:
+            continue
+        eid = cols["event_id"][i]
+        if fields & {"subject.phone", "subject.email", "subject.name"}:
+            sid = cols["subject_id"][i]
+            if sid in erased:
+                plain: dict | str = ERASED
+            else:
+                key = ciphers.get(sid)
+                sealed = cols["subject_pii_sealed"][i]
+                opened = _open(key, sealed, aad(eid, "subject")) if key is not None and sealed else None
+                plain = opened if isinstance(opened, dict) else UNAVAILABLE
+            for f in SUBJECT_PII:
+                if f"subject.{f}" in fields:
+                    out[f"subject_{f}"][i] = plain if isinstance(plain, str) else plain.get(f)
+        if "actor.ip" in fields:
+            aid = cols["actor_id"][i]
+            if aid in erased:
+                out["actor_ip"][i] = ERASED
+            else:
+                key = ciphers.get(aid)
+                sealed = cols["actor_ip_sealed"][i]
+                opened = _open(key, sealed, aad(eid, "actor")) if key is not None and sealed else None
+                out["actor_ip"][i] = opened.get("ip") if isinstance(opened, dict) else UNAVAILABLE
+    return out
+
+
+def read_pii(lake: Lake, rows: list[dict], keys: KeyStore | None = None) -> list[dict]:
+    """Copies of ledger rows (dicts with at least DECRYPT_COLUMNS) with `subject_phone`,
+    `subject_email`, `subject_name` and `actor_ip` added: the plaintext, ERASED for an
+    erased person, None where the event carried no such field. Not audited by itself:
+    callers that show the result to a person use `reveal_subject` (or audit themselves)."""
+    keys = keys or open_lake_keys(lake)
+    cols = {c: [r.get(c) for r in rows] for c in DECRYPT_COLUMNS}
+    pii = decrypt_columns(keys, cols)
+    return [dict(r, **{c: pii[c][i] for c in PII_COLUMNS}) for i, r in enumerate(rows)]
+
+
+# ============================================================================ subject reads
+EVENT_COLUMNS = [
+    "seq", "event_id", "event_type", "occurred_at", "ingested_at", "source", "tenant_id",
+    "actor_type", "actor_id", "actor_role", "actor_ip_sealed", "subject_id", "subject_country",
+    "subject_region", "subject_timezone", "subject_pii_sealed", "pii_fields", "lawful_basis", "data",
+]
+
+
+def subject_rows(lake: Lake, subject_id: str, include_actor: bool = True) -> pa.Table:
+    """Ledger rows about this person (as subject, or as actor whose IP was recorded), in seq
+    order. Polars reads the id columns first and decodes the rest only for matching pages."""
+    import polars as pl
+
+    from .proofs import _add_actions, ledger_dataset, polars_scan
+
+    dt = lake.delta("ledger")
+    if dt is None:
+        from .proofs import _ledger_schema
+
+        schema = _ledger_schema()
+        return pa.table({c: pa.array([], schema.field(c).type) for c in EVENT_COLUMNS})
+    files = _add_actions(dt).column("path").to_pylist()
+    cond = pl.col("subject_id") == subject_id
+    if include_actor:
+        cond = cond | ((pl.col("actor_id") == subject_id) & pl.col("actor_ip_sealed").is_not_null())
+    try:
+        table = polars_scan(lake, "ledger", files).filter(cond).select(EVENT_COLUMNS).collect().to_arrow()
+    except Exception:  # noqa: BLE001 - fall back to pyarrow's scanner
+        import pyarrow.compute as pc
+
+        f = pc.field("subject_id") == subject_id
+        if include_actor:
+            f = f | ((pc.field("actor_id") == subject_id) & pc.field("actor_ip_sealed").is_valid())
+        table = ledger_dataset(lake, dt, files).to_table(columns=EVENT_COLUMNS, filter=f)
+    return table.sort_by("seq")
+
+
+def _iso(v) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(v)
+
+
+def events_with_pii(keys: KeyStore, table: pa.Table) -> list[dict]:
+    """Ledger rows as contract-shaped events with their PII decrypted (or ERASED)."""
+    cols = {c: table.column(c).to_pylist() for c in table.column_names}
+    pii = decrypt_columns(keys, cols)
+    out = []
+    for i in range(table.num_rows):
+        subject = None
+        if cols["subject_id"][i] is not None:
+            subject = {
+                "id": cols["subject_id"][i],
+                "phone": pii["subject_phone"][i],
+                "email": pii["subject_email"][i],
+                "name": pii["subject_name"][i],
+                "country": cols["subject_country"][i],
+                "region": cols["subject_region"][i],
+                "timezone": cols["subject_timezone"][i],
+            }
+        out.append({
+            "seq": cols["seq"][i],
+            "event_id": cols["event_id"][i],
+            "occurred_at": _iso(cols["occurred_at"][i]),
+            "ingested_at": _iso(cols["ingested_at"][i]),
+            "event_type": cols["event_type"][i],
+            "source": cols["source"][i],
+            "tenant_id": cols["tenant_id"][i],
+            "actor": {"type": cols["actor_type"][i], "id": cols["actor_id"][i], "role": cols["actor_role"][i],
+                      "ip": pii["actor_ip"][i]},
+            "subject": subject,
+            "lawful_basis": cols["lawful_basis"][i],
+            "data": orjson.loads(cols["data"][i]) if cols["data"][i] else {},
+        })
+    return out
+
+
+def reveal_subject(lake: Lake, subject_id: str, reason: str, actor=None) -> list[dict]:
+    """Every event of a subject with PII decrypted, for a person to see. Audited: a
+    `data.exported` event (format `view`, the reason) is in the ledger before anything is
+    decrypted. Returns contract-shaped events (PII ERASED for an erased subject)."""
+    if not reason or not str(reason).strip():
+        raise AuditlakeError("revealing personal data needs a reason (it is logged)")
+    keys = open_lake_keys(lake)
+    table = subject_rows(lake, subject_id)
+    record_audit_event(
+        lake, "data.exported",
+        {"export_id": f"reveal-{uuid.uuid4()}", "rows": table.num_rows, "format": "view", "kind": "reveal",
+         "reason": str(reason)},
+        actor=actor, subject=subject_id,
+    )
+    return events_with_pii(keys, table)
+
+
+# ============================================================================ DSAR
+CSV_COLUMNS = [
+    "seq", "event_id", "occurred_at", "ingested_at", "event_type", "source", "tenant_id",
+    "actor_type", "actor_id", "actor_role", "actor_ip", "subject_id", "subject_phone", "subject_email",
+    "subject_name", "subject_country", "subject_region", "subject_timezone", "lawful_basis", "data",
+]
+
+
+def _flat(ev: dict) -> dict:
+    s = ev["subject"] or {}
+    a = ev["actor"]
+    return {
+        "seq": ev["seq"], "event_id": ev["event_id"], "occurred_at": ev["occurred_at"],
+        "ingested_at": ev["ingested_at"], "event_type": ev["event_type"], "source": ev["source"],
+        "tenant_id": ev["tenant_id"], "actor_type": a["type"], "actor_id": a["id"], "actor_role": a["role"],
+        "actor_ip": a["ip"], "subject_id": s.get("id"), "subject_phone": s.get("phone"),
+        "subject_email": s.get("email"), "subject_name": s.get("name"), "subject_country": s.get("country"),
+        "subject_region": s.get("region"), "subject_timezone": s.get("timezone"),
+        "lawful_basis": ev["lawful_basis"], "data": json.dumps(ev["data"], sort_keys=True, ensure_ascii=False),
+    }
+
+
+def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
+    """Subject access: every event of the subject with its PII decrypted, as JSON and CSV in
+    `out_dir`, recorded as a `data.exported` audit event before the files are written."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise AuditlakeError(f"{out} is not empty; choose a new folder for the subject access export")
+    keys = open_lake_keys(lake)
+    table = subject_rows(lake, subject_id)
+    export_id = f"dsar-{uuid.uuid4()}"
+    erased = bool(keys.is_erased([subject_id]))
+    audit_id = record_audit_event(
+        lake, "data.exported",
+        {"export_id": export_id, "rows": table.num_rows, "format": "json,csv", "kind": "dsar",
+         "subject_erased": erased},
+        actor=actor, subject=subject_id,
+    )
+    events = events_with_pii(keys, table)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    doc = {
+        "subject_id": subject_id,
+        "export_id": export_id,
+        "generated_at": generated,
+        "audit_event_id": audit_id,
+        "erased": erased,
+        "events": events,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "subject_access.json"
+    csv_path = out / "subject_access.csv"
+    _write_private(json_path, json.dumps(doc, indent=2, ensure_ascii=False))
+    fd = os.open(csv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for ev in events:
+            w.writerow(_flat(ev))
+    return {"subject_id": subject_id, "export_id": export_id, "events": len(events), "erased": erased,
+            "audit_event_id": audit_id, "files": [str(json_path), str(csv_path)]}
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+# ============================================================================ erasure
+def _legal_hold(lake: Lake, subject_id: str) -> str | None:
+    """A description of the legal hold that blocks erasing this subject, or None."""
+    try:
+        from .lake import admin
+    except ImportError as exc:  # the admin module ships with the storage work
+        raise AuditlakeError(f"cannot check legal holds ({exc}); refusing to erase") from exc
+    if not admin.legal_hold_active(lake, subject_id):
+        return None
+    try:
+        holds = [h for h in admin.active_holds(lake)
+                 if h.get("scope") == "lake" or (h.get("scope") == "subject" and h.get("subject_id") == subject_id)]
+        parts = [f"{'lake-wide' if h.get('scope') == 'lake' else 'subject'} hold"
+                 + (f" '{h['reason']}'" if h.get("reason") else "")
+                 + (f" set {h['at'][:10]}" if h.get("at") else "") for h in holds]
+        return "; ".join(parts) or "a legal hold is active"
+    except Exception:  # noqa: BLE001 - the description is a courtesy; the hold itself is known
+        return "a legal hold is active"
+
+
+def erase(lake: Lake, subject_id: str, reason: str = "data subject request", actor=None) -> dict:
+    """GDPR Art. 17 / CCPA deletion by crypto-shredding the subject's data key.
+
+    Refused (AuditlakeError, and a `privacy.request_completed` event with outcome `denied`)
+    while a legal hold covers the subject or the lake. Otherwise the key is destroyed and a
+    `privacy.request_completed` event (outcome `fulfilled`, kind `erasure`) is recorded.
+    Idempotent: erasing again records another event and finds no key."""
+    if not subject_id or not subject_id.strip():
+        raise AuditlakeError("erase needs a subject id")
+    keys = open_lake_keys(lake)
+    request_id = f"erase-{uuid.uuid4()}"
+    hold = _legal_hold(lake, subject_id)
+    if hold:
+        detail = hold
+        record_audit_event(
+            lake, "privacy.request_completed",
+            {"request_id": request_id, "outcome": "denied", "kind": "erasure",
+             "denial_reason": f"legal hold: {detail}"},
+            actor=actor, subject=subject_id,
+        )
+        raise AuditlakeError(
+            f"cannot erase {subject_id}: it is under a legal hold ({detail}); "
+            "lift the hold with `auditlake hold lift` first (the refusal was logged)"
+        )
+    erased_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    existed = keys.destroy_data_key(subject_id, erased_at)
+    audit_id = record_audit_event(
+        lake, "privacy.request_completed",
+        {"request_id": request_id, "outcome": "fulfilled", "kind": "erasure", "method": "crypto-shredding",
+         "reason": reason, "key_destroyed": existed, "erased_at": erased_at},
+        actor=actor, subject=subject_id,
+    )
+    return {"subject_id": subject_id, "request_id": request_id, "key_destroyed": existed,
+            "erased_at": erased_at, "audit_event_id": audit_id}
+
+
+# ============================================================================ CLI
+def cli_erase(args) -> int:
+    from .cli import emit
+
+    lake = Lake.open(args.lake)
+    res = erase(lake, args.subject_id, reason=args.reason, actor=getattr(args, "actor", None))
+    what = "its data key was destroyed" if res["key_destroyed"] else "it had no data key (nothing sealed to shred)"
+    emit(args, f"erased {res['subject_id']}: {what}; its personal data now reads as {ERASED}. "
+               f"Logged as {res['request_id']} (event {res['audit_event_id']}).", res)
+    return 0
+
+
+def cli_dsar(args) -> int:
+    from .cli import emit
+
+    lake = Lake.open(args.lake)
+    res = dsar(lake, args.subject_id, args.out, actor=getattr(args, "actor", None))
+    note = " (the subject was erased: personal data reads as [erased])" if res["erased"] else ""
+    emit(args, f"wrote {res['events']} event(s) of {res['subject_id']} to {', '.join(res['files'])}{note}; "
+               f"logged as {res['export_id']}", res)
+    return 0
+
+
+def current_actor_id(actor=None) -> str:
+    return current_actor(actor)["id"]

@@ -1,0 +1,331 @@
+"""The DuckDB catalog (`auditlake catalog`): views over the live Delta tables, masked PII,
+partition pruning on time, the plain duckdb CLI, S3 lakes, read-only access that never
+blocks a writer; and the explorer's users file and SQL guard."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from test_explorer_apptest import STALE_RULE, XSS_EVENT_ID, build, find_leaks, sample_event
+
+from auditlake import catalog
+from auditlake.lake.store import Lake
+
+SEALED = {"actor_ip_sealed", "subject_pii_sealed", "leaf"}
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("explorer"))
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    from events import event, write_jsonl
+
+    from auditlake.ingest import ingest
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    evs = [event(n=i) for i in range(6)]
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", evs + ["{not json +13125550000"]))])
+    return {"lake": lake, "events": evs, "tmp": tmp_path}
+
+
+def duckdb_cli() -> str:
+    exe = shutil.which("duckdb") or str(Path(sys.executable).with_name("duckdb"))
+    if not os.path.exists(exe):
+        pytest.skip("the duckdb command line is not installed (pip install duckdb-cli)")
+    return exe
+
+
+def connect(db) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute(f"LOAD '{catalog.delta_extension_path()}'")
+    return con
+
+
+def ledger_rows(lake) -> int:
+    return lake.delta("ledger").to_pyarrow_dataset().count_rows()
+
+
+# ----------------------------------------------------------------------------- views
+
+def test_catalog_views_are_masked_and_complete(demo):
+    lake, db = demo["lake"], demo["catalog"]["db"]
+    assert db == str(Path(lake.uri) / "catalog.duckdb") and demo["catalog"]["mode"] == "live"
+    con = connect(db)
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"events", "findings", "quarantine", "checkpoints"} <= views
+    for view in ("events", "findings", "quarantine", "checkpoints", "ingest_log"):
+        cols = {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
+        assert not cols & SEALED, view
+    cols = [r[0] for r in con.execute("DESCRIBE events").fetchall()]
+    for c in ("event_id", "occurred_at", "event_type", "tenant_id", "seq", "hash", "pii", "subject_phone", "actor_ip"):
+        assert c in cols
+    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == ledger_rows(lake)
+    # PII columns are masks, never values
+    vals = con.execute("SELECT DISTINCT subject_phone, subject_email, subject_name, actor_ip FROM events").fetchall()
+    assert {v for row in vals for v in row} <= {"***", None}
+    assert con.execute("SELECT pii FROM events WHERE event_id = ?", [XSS_EVENT_ID]).fetchone()[0] == "masked"
+    for fcols in (["rule_id", "event_id", "tenant_id", "occurred_at", "severity", "detail"],):
+        got = [r[0] for r in con.execute("DESCRIBE findings").fetchall()]
+        assert got[: len(fcols)] == fcols
+    q = [r[0] for r in con.execute("DESCRIBE quarantine").fetchall()]
+    assert q[:4] == ["source_file", "line", "reason", "raw"]
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == demo["summary"]["quarantined"]
+    n_cp = lake.delta("checkpoints").to_pyarrow_dataset().count_rows()
+    assert con.execute("SELECT count(*) FROM checkpoints").fetchone()[0] == n_cp
+    texts = [r[0] for v in ("events", "quarantine", "findings", "checkpoints")
+             for r in con.execute(f"SELECT CAST(x AS VARCHAR) FROM {v} AS x").fetchall()]
+    assert len(texts) > ledger_rows(lake)
+    leaked = find_leaks(demo["pii"], texts)
+    assert not leaked, leaked[:5]
+    con.close()
+
+
+def test_findings_view_shows_only_the_latest_evaluation(demo):
+    con = connect(demo["catalog"]["db"])
+    rows = con.execute("SELECT rule_id, event_id, evaluation_id FROM findings").fetchall()
+    assert {r[2] for r in rows} == {"eval-new"}
+    assert STALE_RULE not in {r[0] for r in rows}
+    assert sorted((r[0], r[1]) for r in rows) == sorted((f["rule_id"], f["event_id"]) for f in demo["truth"]["findings"])
+    con.close()
+
+
+def scanned_files(con, sql: str, params=()) -> tuple[int, int]:
+    plan = "\n".join(r[1] for r in con.execute("EXPLAIN ANALYZE " + sql, list(params)).fetchall())
+    m = re.findall(r"Scanning Files: (\d+)/(\d+)", plan)
+    assert m, plan
+    return int(m[0][0]), int(m[0][1])
+
+
+def test_time_filters_prune_partitions(demo):
+    con = connect(demo["catalog"]["db"])
+    ev = sample_event(demo["lake"])
+    day = ev["event_date"]
+    n_days = con.execute("SELECT count(DISTINCT event_date) FROM events").fetchone()[0]
+    assert n_days > 5
+    read, total = scanned_files(con, "SELECT count(*) FROM events WHERE event_date = ?", [day])
+    assert read < total and read <= 2
+    lo, hi = f"{day}T00:00:00Z", f"{day}T23:59:59Z"
+    read, total = scanned_files(con, "SELECT count(*) FROM events_between(?, ?)", [lo, hi])
+    assert read < total
+    n = con.execute("SELECT count(*) FROM events_between(?, ?)", [lo, hi]).fetchone()[0]
+    m = con.execute("SELECT count(*) FROM events WHERE occurred_at >= CAST(? AS TIMESTAMPTZ) AND "
+                    "occurred_at < CAST(? AS TIMESTAMPTZ)", [lo, hi]).fetchone()[0]
+    assert n == m > 0
+    con.close()
+
+
+def test_plain_duckdb_cli_opens_the_catalog(demo, tmp_path):
+    """`auditlake catalog` with an empty DuckDB home installs the packaged delta extension
+    there; the duckdb CLI then autoloads it and reads every view."""
+    exe = duckdb_cli()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "AUDITLAKE_HOME": str(demo["home"])}
+    db = tmp_path / "cat.duckdb"
+    out = subprocess.run([sys.executable, "-m", "auditlake.cli", "--lake", demo["lake"].uri, "catalog", "--db", str(db),
+                          "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["db"] == str(db) and doc["counts"]["events"] == ledger_rows(demo["lake"])
+    assert list(home.glob(".duckdb/extensions/*/*/delta.duckdb_extension"))
+    sql = ("SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM findings) AS findings, "
+           "(SELECT count(*) FROM quarantine) AS quarantine, (SELECT count(*) FROM checkpoints) AS checkpoints")
+    res = subprocess.run([exe, "-readonly", "-json", str(db), "-c", sql,
+                          "-c", "SELECT subject_pii_sealed FROM events LIMIT 1"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    got = json.loads(res.stdout.strip().splitlines()[0] if res.stdout.strip().startswith("[{") and "\n" not in res.stdout.strip() else res.stdout[: res.stdout.index("]") + 1])[0]
+    assert got["events"] == doc["counts"]["events"] and got["findings"] == len(demo["truth"]["findings"])
+    assert got["quarantine"] == doc["counts"]["quarantine"] and got["checkpoints"] >= 1
+    assert 'Referenced column "subject_pii_sealed" not found' in res.stderr  # sealed columns are not in the views
+
+
+def test_views_are_live_and_readers_never_block_writers(tiny):
+    from events import event, write_jsonl
+
+    from auditlake.ingest import ingest
+
+    lake = tiny["lake"]
+    doc = catalog.build_catalog(lake)
+    reader = connect(doc["db"])  # a read-only reader holds the file open
+    assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 6
+    # a table that does not exist yet (no compliance run) is an empty view with its columns
+    assert reader.execute("SELECT count(*) FROM findings").fetchone()[0] == 0
+    cols = [r[0] for r in reader.execute("DESCRIBE findings").fetchall()]
+    assert cols[:6] == ["rule_id", "event_id", "tenant_id", "occurred_at", "severity", "detail"]
+    ingest(lake, [str(write_jsonl(tiny["tmp"] / "b" / "b.jsonl", [event(n=i) for i in range(6, 10)]))])
+    assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 10  # live, no rebuild
+    doc2 = catalog.build_catalog(lake)  # rebuilding never waits for the reader
+    assert doc2["counts"]["events"] == 10
+    assert reader.execute("SELECT count(*) FROM checkpoints").fetchone()[0] == 2
+    reader.close()
+    raw = connect(doc2["db"]).execute("SELECT raw FROM quarantine").fetchone()[0]
+    assert "+13125550000" not in raw and "***" in raw
+
+
+def test_explorer_connection_is_read_only_and_confined(demo):
+    ex = catalog.Explorer(demo["lake"])
+    assert "read_only" in ex.source
+    n = ex.query("SELECT count(*) AS n FROM events").column("n")[0].as_py()
+    assert n == ledger_rows(demo["lake"])
+    for sql in ("CREATE TABLE t AS SELECT 1", "SELECT * FROM read_text('/etc/passwd')",
+                "COPY (SELECT 1) TO '/tmp/x.csv'", "SET enable_external_access = true"):
+        with pytest.raises(Exception):
+            ex.query(sql)
+    assert ex.query("SELECT count(*) AS n FROM events").column("n")[0].as_py() == n
+
+
+# ----------------------------------------------------------------------------- S3
+
+@pytest.mark.s3
+def test_s3_lake_catalog_is_a_local_snapshot_and_explorer_reads_live(s3_lake_uri, tmp_path, monkeypatch):
+    from events import event, write_jsonl
+
+    from auditlake.ingest import ingest
+
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    lake = Lake.open(s3_lake_uri)
+    evs = [event(n=i) for i in range(5)]
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", evs))])
+    db = tmp_path / "s3.duckdb"
+    doc = catalog.build_catalog(lake, db)
+    assert doc["mode"] == "snapshot" and doc["counts"]["events"] == 5 and doc["counts"]["checkpoints"] == 1
+    con = connect(db)
+    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 5
+    assert not {r[0] for r in con.execute("DESCRIBE events").fetchall()} & SEALED
+    con.close()
+    # the snapshot files hold no sealed column
+    import pyarrow.parquet as pq
+
+    for f in Path(str(db) + ".snapshot").rglob("*.parquet"):
+        assert not set(pq.read_schema(f).names) & SEALED
+    # the explorer reads the S3 tables live (Arrow datasets), and sees new batches
+    ex = catalog.Explorer(lake)
+    assert ex.query("SELECT count(*) AS n FROM events").column("n")[0].as_py() == 5
+    ingest(lake, [str(write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(5, 8)]))])
+    ex.versions()
+    assert ex.query("SELECT count(*) AS n FROM events").column("n")[0].as_py() == 8
+    got = ex.query("SELECT count(*) AS n FROM events WHERE event_date = ?", [evs[0]["occurred_at"][:10]])
+    assert got.column("n")[0].as_py() >= 1
+    with pytest.raises(Exception):
+        ex.query("SELECT * FROM read_text('/etc/passwd')")
+
+
+# ----------------------------------------------------------------------------- users
+
+def test_users_file_hashes_passwords_with_scrypt(tmp_path):
+    path = tmp_path / "users.toml"
+    catalog.add_user("ann", "auditor", "correct horse", path)
+    catalog.add_user("pia", "privacy_officer", "battery staple", path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert "correct horse" not in text and text.count("scrypt$") == 2
+    users = catalog.load_users(path)
+    assert catalog.authenticate(users, "ann", "correct horse") == "auditor"
+    assert catalog.authenticate(users, "pia", "battery staple") == "privacy_officer"
+    assert catalog.authenticate(users, "ann", "battery staple") is None
+    assert catalog.authenticate(users, "nobody", "correct horse") is None
+    catalog.add_user("ann", "admin", "new password", path)  # replace
+    assert catalog.authenticate(catalog.load_users(path), "ann", "new password") == "admin"
+    for bad in (("a b", "auditor", "password1"), ("ann", "root", "password1"), ("ann", "auditor", "short")):
+        with pytest.raises(catalog.AuditlakeError):
+            catalog.add_user(*bad, path=path)
+    assert not catalog.verify_password("x", "md5$abc") and not catalog.verify_password("x", "garbage")
+
+
+def test_add_user_command_and_users_location(tmp_path, monkeypatch, auditlake_home):
+    env = {**os.environ, "AUDITLAKE_PASSWORD": "s3cret-pass", "AUDITLAKE_HOME": str(auditlake_home)}
+    env.pop("AUDITLAKE_EXPLORER_USERS", None)
+    out = subprocess.run([sys.executable, "-m", "auditlake.catalog", "add-user", "adam", "admin"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    default = auditlake_home / "explorer_users.toml"
+    assert catalog.authenticate(catalog.load_users(default), "adam", "s3cret-pass") == "admin"
+    other = tmp_path / "u.toml"
+    out = subprocess.run([sys.executable, "-m", "auditlake.catalog", "add-user", "ann", "auditor", "--users", str(other)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and catalog.load_users(other)["users"].keys() == {"ann"}
+    out = subprocess.run([sys.executable, "-m", "auditlake.catalog", "add-user", "x", "superuser"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(other))
+    assert catalog.users_path() == other and catalog.users_path(str(default)) == default
+
+
+def test_oidc_roles_come_from_the_users_file(tmp_path):
+    path = tmp_path / "users.toml"
+    path.write_text('[oidc]\n"ann@example.com" = "auditor"\n"pia@example.com" = "privacy_officer"\n'
+                    '"eve@example.com" = "root"\n')
+    users = catalog.load_users(path)
+    assert catalog.oidc_role(users, "ann@example.com") == "auditor"
+    assert catalog.oidc_role(users, "eve@example.com") is None  # not a role
+    assert catalog.oidc_role(users, "x@example.com") is None and catalog.oidc_role(users, None) is None
+
+
+# ----------------------------------------------------------------------------- SQL guard, names, commands
+
+@pytest.mark.parametrize("sql", [
+    "DROP VIEW events", "SELECT 1; SELECT 2", "SELECT * FROM read_parquet('/x/*.parquet')",
+    "SELECT * FROM delta_scan('/x')", "SELECT * FROM auditlake_catalog",
+    "SELECT * FROM other.db.events", "PRAGMA database_list", "SELECT * FROM glob('/*')", "INSERT INTO events VALUES (1)",
+    "WITH x AS (SELECT * FROM read_text('/etc/passwd')) SELECT * FROM x",
+])
+def test_analyst_sql_guard_refuses(sql):
+    con = duckdb.connect()
+    with pytest.raises(catalog.AnalystSQLError):
+        catalog.check_analyst_sql(con, sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM events", "WITH t AS (SELECT * FROM findings) SELECT rule_id, count(*) FROM t GROUP BY 1",
+    "SELECT e.event_id FROM events e JOIN findings f USING (event_id) WHERE f.rule_id = 'X'",
+    "SELECT * FROM events WHERE seq IN (SELECT tree_size FROM checkpoints)", "SELECT * FROM main.events",
+])
+def test_analyst_sql_guard_allows(sql):
+    catalog.check_analyst_sql(duckdb.connect(), sql)
+
+
+def test_safe_filename():
+    assert catalog.safe_filename("../../etc/passwd") == "etc_passwd"
+    assert catalog.safe_filename("export-1b2c.zip") == "export-1b2c.zip"
+    assert catalog.safe_filename("a\x00b/c\\d:e") == "a_b_c_d_e"
+    assert catalog.safe_filename("") == "download" and catalog.safe_filename("..") == "download"
+    assert ".." not in catalog.safe_filename("x/../../y")
+
+
+def test_explore_command_runs_streamlit_on_the_app(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_call(cmd, env):
+        seen.update(cmd=cmd, env=env)
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    from auditlake.cli import main
+
+    assert main(["--lake", str(tmp_path / "lake"), "explore", "--port", "8599"]) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
+    assert Path(cmd[4]).exists() and "8599" in cmd and "--server.headless" in cmd
+    assert seen["env"]["AUDITLAKE_LAKE"] == str((tmp_path / "lake").resolve())
+
+
+def test_catalog_command_json(tiny, capsys):
+    from auditlake.cli import main
+
+    assert main(["--lake", tiny["lake"].uri, "catalog", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mode"] == "live" and doc["counts"]["events"] == 6 and doc["counts"]["quarantine"] == 1
+    assert set(doc["views"]) >= {"events", "findings", "quarantine", "checkpoints"}

@@ -1,0 +1,84 @@
+"""The landing sensor on a real landing folder: one ingest run per new file content, keyed by
+its SHA-256; a re-dropped file (same content, any name) and an ingested file trigger nothing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import dagster as dg
+from dagster import DagsterInstance
+from events import event, write_jsonl
+
+from pipelines.definitions import defs
+from pipelines.resources import LakeResource
+from pipelines.sensors import landing_sensor
+
+DAY1, DAY2 = "2026-03-02", "2026-03-03"
+
+
+def tick(instance, lake_dir, cursor=None):
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                  resources={"lake": LakeResource(uri=str(lake_dir))},
+                                  repository_def=defs.get_repository_def())
+    return landing_sensor.evaluate_tick(ctx)
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_new_landing_files_trigger_one_run_per_content(lake_dir, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    (lake_dir / "landing").mkdir(parents=True)
+
+    first = tick(instance, lake_dir)
+    assert not first.run_requests and first.skip_message
+
+    a = write_jsonl(lake_dir / "landing" / DAY1 / "calls-a.jsonl", [event("call.started", n) for n in range(5)])
+    b = write_jsonl(lake_dir / "landing" / f"consents-{DAY2}.jsonl", [event("consent.granted", n) for n in range(10, 14)])
+    write_jsonl(lake_dir / "landing" / DAY1 / ".upload-in-progress.jsonl", [event("user.login", 99)])  # hidden
+    second = tick(instance, lake_dir, first.cursor)
+    reqs = {r.partition_key: r for r in second.run_requests}
+    assert set(reqs) == {DAY1, DAY2}
+    assert reqs[DAY1].run_key == f"landing:{sha(a)}" and reqs[DAY2].run_key == f"landing:{sha(b)}"
+    assert reqs[DAY1].run_config == {"ops": {"ledger": {"config": {"files": [f"{DAY1}/calls-a.jsonl"]}}}}
+    assert reqs[DAY1].tags["auditlake/sha256"] == sha(a)
+    assert json.loads(second.cursor)["files"][f"{DAY1}/calls-a.jsonl"][2] == sha(a)
+
+    # nothing new: nothing to do
+    assert not tick(instance, lake_dir, second.cursor).run_requests
+    # the same content dropped again under another name (and day): nothing
+    (lake_dir / "landing" / DAY2).mkdir()
+    shutil.copy(a, lake_dir / "landing" / DAY2 / "calls-a-again.jsonl")
+    third = tick(instance, lake_dir, second.cursor)
+    assert not third.run_requests
+
+    # run what the sensor asked for, through the code location's ingest job
+    monkeypatch.setenv("AUDITLAKE_LAKE", str(lake_dir))
+    job = defs.resolve_job_def("ingest_job")
+    for req in second.run_requests:
+        result = job.execute_in_process(run_config=req.run_config, partition_key=req.partition_key,
+                                        instance=instance, tags=req.tags)
+        assert result.success
+        (mat,) = result.asset_materializations_for_node("ledger")
+        assert mat.metadata["accepted"].value in (5, 4)
+
+    # a sensor that starts afresh (no cursor) skips content already in the ingest log
+    fresh = tick(instance, lake_dir, None)
+    assert not fresh.run_requests
+
+    # a genuinely new file triggers exactly one run; a file dated before the partitions none
+    c = write_jsonl(lake_dir / "landing" / DAY2 / "calls-c.jsonl", [event("call.started", n) for n in range(20, 23)])
+    write_jsonl(lake_dir / "landing" / "1999-01-01" / "ancient.jsonl", [event("user.login", 50)])
+    fourth = tick(instance, lake_dir, third.cursor)
+    assert [(r.partition_key, r.run_key) for r in fourth.run_requests] == [(DAY2, f"landing:{sha(c)}")]
+
+
+def test_a_file_without_a_date_belongs_to_its_modification_day(lake_dir):
+    instance = DagsterInstance.ephemeral()
+    f = write_jsonl(lake_dir / "landing" / "calls.jsonl", [event("call.started", 1)])
+    os.utime(f, (1772461800, 1772461800))  # 2026-03-02T14:30:00Z
+    (req,) = tick(instance, lake_dir).run_requests
+    assert req.partition_key == DAY1

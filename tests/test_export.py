@@ -1,0 +1,427 @@
+"""Redacted export bundles: formats, filters, profiles, the signed manifest and its offline check."""
+import gzip
+import re
+import json
+import shutil
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from auditlake import export, privacy
+from auditlake.cli import main
+from auditlake.errors import AuditlakeError
+from auditlake.ingest import ingest
+from auditlake.ledger import merkle
+from auditlake.ledger.canonical import canonical_json
+from auditlake.redaction import COLUMNS, load_profile
+
+ALL = ["parquet", "csv", "jsonl"]
+
+
+def _landing_events(landing):
+    """Every parseable event of the generated landing files."""
+    out = []
+    for p in sorted(landing.iterdir()):
+        if p.name.endswith(".parquet"):
+            for row in pq.read_table(p).to_pylist():
+                ev = dict(row)
+                for k in ("actor", "subject"):
+                    if isinstance(ev.get(k), str):
+                        try:
+                            ev[k] = json.loads(ev[k])
+                        except ValueError:
+                            pass
+                out.append(ev)
+            continue
+        raw = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
+        for line in raw.splitlines():
+            try:
+                ev = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(ev, dict):
+                out.append(ev)
+    return out
+
+
+_PATTERNS = [
+    re.compile(r"\+\d{7,15}"),  # E.164 phones
+    re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # e-mail addresses
+    re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
+    re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b"),  # IPv6
+]
+
+
+def leaked(text, pii):
+    """The PII values of `pii` that occur in `text` (one regex pass per kind, names by words)."""
+    found = set()
+    for pat in _PATTERNS:
+        found.update(m for m in pat.findall(text) if m in pii)
+    words = set(re.findall(r"[^\W\d_]+", text))
+    for v in pii:
+        parts = re.findall(r"[^\W\d_]+", v)
+        if " " in v and parts and all(w in words for w in parts) and v in text:
+            found.add(v)
+    return sorted(found)
+
+
+def _pii_values(events):
+    vals = set()
+    for ev in events:
+        s = ev.get("subject") if isinstance(ev.get("subject"), dict) else {}
+        a = ev.get("actor") if isinstance(ev.get("actor"), dict) else {}
+        for v in (s.get("phone"), s.get("email"), s.get("name"), a.get("ip")):
+            if isinstance(v, str) and len(v) >= 5:
+                vals.add(v)
+    return vals
+
+
+@pytest.fixture(scope="module")
+def _gen_lake(generated, tmp_path_factory):
+    """The shared generated data ingested once, with its own keystore home."""
+    from auditlake.lake.store import Lake
+
+    base = tmp_path_factory.mktemp("export_lake")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUDITLAKE_HOME", str(base / "home"))
+    try:
+        lake = Lake.open(str(base / "lake"))
+        ingest(lake, [str(generated / "landing")])
+    finally:
+        mp.undo()
+    return lake, base / "home"
+
+
+@pytest.fixture
+def glake(_gen_lake, monkeypatch):
+    lake, home = _gen_lake
+    monkeypatch.setenv("AUDITLAKE_HOME", str(home))
+    return lake
+
+
+def _ledger_rows(lake, size):
+    t = lake.delta("ledger").to_pyarrow_dataset().to_table().sort_by("seq")
+    return [r for r in t.to_pylist() if r["seq"] < size]
+
+
+def test_default_export_never_releases_pii_in_any_format(glake, generated, tmp_path):
+    pii = _pii_values(_landing_events(generated / "landing"))
+    assert len(pii) > 100  # phones, e-mails, names and IPs of the generated people
+    out = tmp_path / "bundle"
+    m = export.build_export(glake, str(out), ALL, {})
+    assert m["rows"] > 2500 and not m["revealed"]
+    assert {f["format"] for f in m["files"]} == set(ALL)
+    blobs = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # Parquet pages are compressed: scan their decoded values too.
+    blobs["parquet-values"] = json.dumps(pq.read_table(out / "data" / "part-00000.parquet").to_pylist()).encode()
+    assert leaked(" ".join(sorted(pii)), pii) == sorted(pii)  # the scanner finds every kind of value
+    for name, data in blobs.items():
+        found = leaked(data.decode("utf-8", errors="replace"), pii)
+        assert not found, (name, found[:5])
+    rows = [json.loads(x) for x in (out / "data" / "part-00000.jsonl").read_text().splitlines()]
+    assert any(r["subject_phone"] == "***" for r in rows)
+    assert all(r["subject_phone"] in (None, "***") and r["actor_ip"] in (None, "***") for r in rows)
+    assert export.verify_export(str(out))["ok"]
+
+
+def test_bundle_rows_manifest_and_root(glake, tmp_path):
+    out = tmp_path / "b"
+    m = export.build_export(glake, str(out), ALL, {})
+    cp = m["source_checkpoint"]
+    ledger = _ledger_rows(glake, cp["tree_size"])
+    assert m["rows"] == len(ledger)  # no filter: every event of the source checkpoint
+    assert m["columns"] == sorted(m["columns"]) and set(m["columns"]) <= set(COLUMNS)
+    lines = (out / "data" / "part-00000.jsonl").read_text().splitlines()
+    objs = [json.loads(x) for x in lines]
+    # Each JSONL line is the canonical JSON of its row; the root is RFC 6962 over them.
+    assert all(canonical_json(o).decode() == x for o, x in zip(objs, lines))
+    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(x.encode()) for x in lines])
+    assert m["merkle"]["root"] == root.hex()
+    assert [o["event_id"] for o in objs] == [r["event_id"] for r in ledger]
+    # The same rows in every format.
+    pt = pq.read_table(out / "data" / "part-00000.parquet").to_pylist()
+    assert pt == objs
+    import pyarrow.csv as pcsv
+
+    ct = pcsv.read_csv(out / "data" / "part-00000.csv", convert_options=pcsv.ConvertOptions(
+        column_types={c: (pa.int64() if c == "seq" else pa.string()) for c in m["columns"]},
+        strings_can_be_null=True, quoted_strings_can_be_null=False)).to_pylist()
+    assert ct == objs
+    # Manifest: files with hashes and counts, filters, source checkpoint, signature, key.
+    for f in m["files"]:
+        assert f["rows"] == len(objs) and len(f["sha256"]) == 64
+    assert m["key_id"] and m["public_key"] and m["signature"]
+    assert m["filters"] == {"from": None, "to": None, "event_types": [], "tenants": [], "subjects": []}
+    assert json.loads((out / "manifest.json").read_text()) == m
+    # The export is an audit event.
+    audit = [r for r in glake.delta("ledger").to_pyarrow_dataset().to_table().to_pylist()
+             if r["event_id"] == m["audit_event_id"]]
+    assert audit and audit[0]["event_type"] == "data.exported"
+    assert json.loads(audit[0]["data"])["export_id"] == m["export_id"]
+
+
+def test_filters(glake, tmp_path):
+    from auditlake.proofs import latest_checkpoint
+
+    cp_size = latest_checkpoint(glake)["tree_size"]
+    ledger = _ledger_rows(glake, cp_size)
+    tenant = ledger[0]["tenant_id"]
+    subject = next(r["subject_id"] for r in ledger if r["subject_id"])
+    types = ["call.started", "consent.granted"]
+    lo, hi = "2026-03-01T00:00:00Z", "2026-03-05T12:00:00Z"
+    from auditlake.contract import parse_instant
+
+    cases = [
+        ({"event_types": types}, lambda r: r["event_type"] in types),
+        ({"tenants": [tenant]}, lambda r: r["tenant_id"] == tenant),
+        ({"subjects": [subject]}, lambda r: r["subject_id"] == subject),
+        ({"from": lo, "to": hi}, lambda r: parse_instant(lo) <= r["occurred_at"] < parse_instant(hi)),
+        ({"from": lo, "event_types": types, "tenants": [tenant]},
+         lambda r: r["occurred_at"] >= parse_instant(lo) and r["event_type"] in types and r["tenant_id"] == tenant),
+    ]
+    from auditlake.lake.meta import open_lake_keys
+
+    keys = open_lake_keys(glake)
+    prof = load_profile("default")
+    for flt, pred in cases:
+        df = export.read_rows(glake, export.normalise_filters(flt), cp_size, prof, keys)
+        got = df.get_column("event_id").to_list()
+        want = [r["event_id"] for r in ledger if pred(r)]
+        assert got == want and want, flt
+    out = tmp_path / "f"
+    flt, pred = cases[-1]
+    m = export.build_export(glake, str(out), ["jsonl"], flt)
+    got = [json.loads(x)["event_id"] for x in (out / "data" / "part-00000.jsonl").read_text().splitlines()]
+    assert got == [r["event_id"] for r in ledger if pred(r)]
+    assert m["filters"]["tenants"] == [tenant] and m["filters"]["event_types"] == types and m["filters"]["from"] == lo
+    assert export.verify_export(str(out))["ok"]
+    # The CLI takes the same filters; bad ones are usage errors.
+    out = tmp_path / "cli"
+    assert main(["--lake", glake.uri, "export", "--format", "csv", "--out", str(out), "--event-type", "call.started",
+                 "--tenant", tenant, "--from", lo]) == 0
+    assert main(["--lake", glake.uri, "export", "--out", str(tmp_path / "x1"), "--event-type", "call.teleported"]) == 2
+    assert main(["--lake", glake.uri, "export", "--out", str(tmp_path / "x2"), "--from", "yesterday"]) == 2
+    assert main(["--lake", glake.uri, "export", "--out", str(tmp_path / "x3"), "--format", "xml"]) == 2
+    # A subject id that looks like an injection is only ever a value.
+    df = export.read_rows(glake, export.normalise_filters({"subjects": ["x' OR '1'='1"]}), cp_size, prof, keys)
+    assert df.height == 0
+
+
+def _bundle(glake, tmp_path, name="b"):
+    out = tmp_path / name
+    export.build_export(glake, str(out), ALL, {"event_types": ["call.started", "call.completed"]})
+    return out
+
+
+def _tamper_cases():
+    def edit_jsonl(out):
+        p = out / "data" / "part-00000.jsonl"
+        lines = p.read_text().splitlines()
+        o = json.loads(lines[3])
+        o["tenant_id"] = "someone-else"
+        lines[3] = canonical_json(o).decode()
+        p.write_text("\n".join(lines) + "\n")
+
+    def edit_csv(out):
+        p = out / "data" / "part-00000.csv"
+        lines = p.read_text().splitlines()
+        lines[5] = lines[5].replace("call.", "call_", 1)
+        p.write_text("\n".join(lines) + "\n")
+
+    def edit_parquet(out):
+        p = out / "data" / "part-00000.parquet"
+        t = pq.read_table(p).to_pylist()
+        t[2]["event_type"] = "call.completed" if t[2]["event_type"] != "call.completed" else "call.started"
+        pq.write_table(pa.Table.from_pylist(t, schema=pq.read_schema(p)), p)
+
+    def add_row(out):
+        p = out / "data" / "part-00000.jsonl"
+        lines = p.read_text().splitlines()
+        p.write_text("\n".join(lines + [lines[0]]) + "\n")
+
+    def remove_row(out):
+        p = out / "data" / "part-00000.jsonl"
+        lines = p.read_text().splitlines()
+        p.write_text("\n".join(lines[:4] + lines[5:]) + "\n")
+
+    def remove_parquet_row(out):
+        p = out / "data" / "part-00000.parquet"
+        t = pq.read_table(p)
+        pq.write_table(t.slice(1), p)
+
+    def add_file(out):
+        shutil.copy(out / "data" / "part-00000.csv", out / "data" / "part-00001.csv")
+
+    def remove_file(out):
+        (out / "data" / "part-00000.parquet").unlink()
+
+    def edit_manifest(out):
+        m = json.loads((out / "manifest.json").read_text())
+        m["rows"] += 1
+        (out / "manifest.json").write_text(json.dumps(m))
+
+    def rehash_manifest(out):
+        # Edit a row and fix up its file's hash in the manifest: the signature catches it.
+        edit_jsonl(out)
+        m = json.loads((out / "manifest.json").read_text())
+        for f in m["files"]:
+            if f["format"] == "jsonl":
+                f["sha256"], f["bytes"] = export._sha256_file(out / f["path"])
+        (out / "manifest.json").write_text(json.dumps(m))
+
+    return [edit_jsonl, edit_csv, edit_parquet, add_row, remove_row, remove_parquet_row, add_file, remove_file,
+            edit_manifest, rehash_manifest]
+
+
+def test_verify_export_catches_every_tampering(glake, tmp_path, capsys):
+    clean = _bundle(glake, tmp_path, "clean")
+    assert main(["verify-export", str(clean)]) == 0
+    assert "intact" in capsys.readouterr().out
+    for i, tamper in enumerate(_tamper_cases()):
+        out = tmp_path / f"t{i}"
+        shutil.copytree(clean, out)
+        tamper(out)
+        res = export.verify_export(str(out))
+        assert not res["ok"] and res["problems"], tamper.__name__
+        assert main(["verify-export", str(out)]) == 1, tamper.__name__
+        assert "PROBLEM" in capsys.readouterr().out
+    # Unreadable bundles are usage errors.
+    assert main(["verify-export", str(tmp_path / "nothing-here")]) == 2
+    broken = tmp_path / "broken"
+    shutil.copytree(clean, broken)
+    (broken / "manifest.json").write_text("{")
+    assert main(["verify-export", str(broken)]) == 2
+
+
+def test_verify_export_pins_the_public_key(glake, tmp_path, capsys):
+    out = _bundle(glake, tmp_path)
+    keyfile = tmp_path / "pub.json"
+    assert main(["--lake", glake.uri, "keys", "export-public", "--out", str(keyfile)]) == 0
+    capsys.readouterr()
+    assert main(["verify-export", str(out), "--public-key", str(keyfile)]) == 0
+    assert "pinned" in capsys.readouterr().out
+    assert main(["verify-export", str(out)]) == 0
+    assert "not pinned" in capsys.readouterr().out
+    # A bundle re-signed by someone else's key passes only its own check, not a pinned one.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from auditlake.keys import public_key_b64, signing_key_id
+
+    evil = Ed25519PrivateKey.generate()
+    m = json.loads((out / "manifest.json").read_text())
+    m.pop("signature")
+    m["rows"] = m["rows"]
+    kid = signing_key_id(evil.public_key())
+    m["key_id"], m["public_key"] = kid, public_key_b64(evil.public_key())
+    m["public_keys"] = {**m["public_keys"], kid: m["public_key"]}
+    import base64
+
+    m["signature"] = base64.b64encode(evil.sign(canonical_json(m))).decode()
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert export.verify_export(str(out))["ok"]
+    assert main(["verify-export", str(out), "--public-key", str(keyfile)]) == 1
+
+
+def test_profiles_from_a_toml_file(glake, tmp_path, generated):
+    prof = tmp_path / "profiles.toml"
+    prof.write_text("""
+[profiles.partner]
+description = "partner hand-off"
+default_action = "keep"
+hash_salt = "profile"
+[profiles.partner.fields]
+"subject.id" = "hash"
+"actor.id" = "mask"
+"subject.phone" = "hash"
+data = "drop"
+source = "drop"
+
+[profiles.leaky]
+[profiles.leaky.fields]
+"subject.email" = "keep"
+""")
+    m = export.build_export(glake, str(tmp_path / "p"), ["jsonl", "parquet"], {}, profile="partner", profiles_file=str(prof))
+    rows = [json.loads(x) for x in (tmp_path / "p" / "data" / "part-00000.jsonl").read_text().splitlines()]
+    assert "data" not in rows[0] and "source" not in rows[0]
+    assert m["profile"]["fields"]["data"] == "drop"
+    assert all(r["actor_id"] == "***" for r in rows)
+    hashed = [r["subject_id"] for r in rows if r["subject_id"]]
+    assert hashed and all(h.startswith("h1.") and len(h) == 67 for h in hashed)
+    assert any(r["subject_phone"] and r["subject_phone"].startswith("h1.") for r in rows)
+    assert all(r["subject_email"] in (None, "***") for r in rows)  # unlisted PII stays masked
+    # Hashes are stable for a "profile" salt, and join the same subject.
+    m2 = export.build_export(glake, str(tmp_path / "p2"), ["jsonl"], {}, profile="partner", profiles_file=str(prof))
+    rows2 = [json.loads(x) for x in (tmp_path / "p2" / "data" / "part-00000.jsonl").read_text().splitlines()]
+    assert [r["subject_id"] for r in rows2][: len(rows)] == [r["subject_id"] for r in rows]
+    pii = _pii_values(_landing_events(generated / "landing"))
+    text = (tmp_path / "p" / "data" / "part-00000.jsonl").read_text()
+    assert not leaked(text, pii)
+    assert export.verify_export(str(tmp_path / "p"))["ok"] and m2["rows"] == m["rows"] + 1  # + the first export's event
+    # Keeping PII without a reason is refused; bad profiles are refused.
+    with pytest.raises(AuditlakeError, match="reveal-reason"):
+        export.build_export(glake, str(tmp_path / "l"), ["jsonl"], {}, profile="leaky", profiles_file=str(prof))
+    bad = tmp_path / "bad.toml"
+    for body, msg in [("[profiles.x.fields]\n'subject.shoe' = 'keep'\n", "unknown field"),
+                      ("[profiles.x.fields]\n'subject.id' = 'shred'\n", "not one of"),
+                      ("[profiles.x.fields]\nseq = 'hash'\n", "kept or dropped"),
+                      ("not toml [", "TOML")]:
+        bad.write_text(body)
+        with pytest.raises(AuditlakeError, match=msg):
+            load_profile("x", str(bad))
+    with pytest.raises(AuditlakeError, match="no redaction profile"):
+        load_profile("nope")
+
+
+def test_privileged_export_reveals_pii_with_a_logged_reason(glake, generated, tmp_path):
+    out = tmp_path / "priv"
+    flt = {"event_types": ["consent.granted"]}
+    assert main(["--lake", glake.uri, "export", "--format", "jsonl", "--out", str(out), "--event-type", "consent.granted",
+                 "--profile", "privileged"]) == 2  # no reason: refused
+    assert not out.exists() or not any(out.iterdir())
+    m = export.build_export(glake, str(out), ["jsonl"], flt, reveal_reason="FTC subpoena 2026-044", actor="carol")
+    assert m["revealed"] and m["reveal_reason"] == "FTC subpoena 2026-044"
+    rows = [json.loads(x) for x in (out / "data" / "part-00000.jsonl").read_text().splitlines()]
+    events = {e["event_id"]: e for e in _landing_events(generated / "landing")}
+    checked = 0
+    for r in rows:
+        ev = events.get(r["event_id"])
+        if ev and isinstance(ev.get("subject"), dict) and ev["subject"].get("phone"):
+            assert r["subject_phone"] == ev["subject"]["phone"]
+            checked += 1
+    assert checked > 10
+    audit = [r for r in glake.delta("ledger").to_pyarrow_dataset().to_table().to_pylist()
+             if r["event_id"] == m["audit_event_id"]][0]
+    data = json.loads(audit["data"])
+    assert data["revealed"] is True and data["reason"] == "FTC subpoena 2026-044" and audit["actor_id"] == "carol"
+
+
+def test_export_after_erasure_reads_erased(lake, tmp_path):
+    from events import event, write_jsonl
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(30)])
+    ingest(lake, [str(tmp_path / "in")])
+    privacy.erase(lake, "subj-2")
+    export.build_export(lake, str(tmp_path / "d"), ["jsonl"], {})
+    export.build_export(lake, str(tmp_path / "r"), ["jsonl"], {}, profile="privileged", reveal_reason="audit")
+    for name in ("d", "r"):
+        rows = [json.loads(x) for x in (tmp_path / name / "data" / "part-00000.jsonl").read_text().splitlines()]
+        mine = [r for r in rows if r["subject_id"] == "subj-2" and r["source"] != "auditlake"]
+        assert mine and all(r["subject_phone"] == r["subject_email"] == privacy.ERASED for r in mine)
+        others = [r for r in rows if r["subject_id"] == "subj-1" and r["source"] != "auditlake"]
+        assert others and all(r["subject_phone"] != privacy.ERASED for r in others)
+    text = (tmp_path / "r" / "data" / "part-00000.jsonl").read_text()
+    assert "person2@example.com" not in text and "person9@example.com" in text
+
+
+def test_polars_row_json_is_rfc8785():
+    import polars as pl
+
+    nasty = ["a\"b\\c", "tab\tnl\ncr\r\x01\x1f\x7f", "/", "é中文😀", "", None, "\u2028\u2029", "\x08\x0c"]
+    cols = {c: [nasty[(i + j) % len(nasty)] for i in range(16)] for j, c in enumerate(COLUMNS) if c != "seq"}
+    cols["seq"] = list(range(16))
+    df = pl.DataFrame({c: cols[c] for c in COLUMNS}, schema={c: (pl.Int64 if c == "seq" else pl.String) for c in COLUMNS})
+    got = export.row_json(df).to_list()
+    want = [canonical_json({c: cols[c][i] for c in COLUMNS}).decode() for i in range(16)]
+    assert got == want

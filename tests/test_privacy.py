@@ -1,0 +1,206 @@
+"""Erasure by crypto-shredding, subject access (DSAR), reveals, and the audit events they leave."""
+import base64
+import csv
+import json
+
+import orjson
+import pytest
+
+from auditlake import privacy
+from auditlake.cli import main
+from auditlake.ingest import ingest
+from auditlake.lake import admin
+from auditlake.lake.meta import open_lake_keys
+from auditlake.verify import verify
+from events import event, write_jsonl
+
+SUBJECT = "subj-3"  # events n with n % 7 == 3
+
+
+def _ledger(lake):
+    return lake.delta("ledger").to_pyarrow_dataset().to_table().sort_by("seq").to_pylist()
+
+
+def _build(lake, tmp_path, lo=0, hi=40, name="in"):
+    evs = [event(n=i) for i in range(lo, hi)]
+    write_jsonl(tmp_path / name / "a.jsonl", evs)
+    ingest(lake, [str(tmp_path / name)])
+    return evs
+
+
+def _pii_of(evs, sid):
+    out = []
+    for ev in evs:
+        if ev["subject"]["id"] == sid:
+            out += [ev["subject"]["phone"], ev["subject"]["email"], ev["subject"]["name"]]
+    return out
+
+
+def _audit_events(lake, event_type):
+    rows = [r for r in _ledger(lake) if r["source"] == "auditlake" and r["event_type"] == event_type]
+    return [dict(r, data=json.loads(r["data"])) for r in rows]
+
+
+def test_read_pii_decrypts_and_reads_erased_after_erasure(lake, tmp_path, capsys):
+    evs = _build(lake, tmp_path)
+    rows = [r for r in _ledger(lake) if r["subject_id"] == SUBJECT]
+    assert rows
+    before = privacy.read_pii(lake, rows)
+    by_id = {e["event_id"]: e for e in evs}
+    for r in before:
+        ev = by_id[r["event_id"]]
+        assert (r["subject_phone"], r["subject_email"], r["subject_name"]) == (
+            ev["subject"]["phone"], ev["subject"]["email"], ev["subject"]["name"])
+        assert r["actor_ip"] == ev["actor"]["ip"]
+
+    assert main(["--lake", lake.uri, "erase", SUBJECT, "--reason", "GDPR Art. 17 request #12"]) == 0
+    assert "erased subj-3" in capsys.readouterr().out
+
+    after = privacy.read_pii(lake, rows)
+    for r in after:
+        assert r["subject_phone"] == r["subject_email"] == r["subject_name"] == privacy.ERASED
+        assert r["actor_ip"] not in (None, privacy.ERASED)  # the actor (a service) is not erased
+    other = privacy.read_pii(lake, [r for r in _ledger(lake) if r["subject_id"] == "subj-4"])
+    assert all(r["subject_phone"].startswith("+1") for r in other)
+    # The records, hashes, tree and checkpoints are untouched: verify passes.
+    report = verify(lake)
+    assert report.ok, report.findings
+    # The erasure is an audit event in the ledger, naming the subject by id only.
+    done = _audit_events(lake, "privacy.request_completed")
+    assert len(done) == 1
+    d = done[0]
+    assert d["subject_id"] == SUBJECT and d["data"]["outcome"] == "fulfilled" and d["data"]["kind"] == "erasure"
+    assert d["data"]["request_id"].startswith("erase-") and d["data"]["key_destroyed"] is True
+    assert d["actor_type"] in ("user", "system") and d["actor_id"]
+    assert d["subject_pii_sealed"] is None and d["pii_fields"] == ""
+
+
+def test_no_copy_of_an_erased_key_survives(lake, tmp_path, auditlake_home):
+    _build(lake, tmp_path)
+    keys = open_lake_keys(lake)
+    raw = keys.data_keys([SUBJECT], create=False)[SUBJECT]
+    con = keys._db()
+    wrapped = con.execute("SELECT wrapped FROM datakeys WHERE subject_id = ?", (SUBJECT,)).fetchone()[0]
+    con.close()
+    needles = [raw, wrapped, base64.b64encode(raw), base64.b64encode(wrapped), raw.hex().encode(), wrapped.hex().encode()]
+    # A copy exists before erasure (the scan can find it)...
+    blobs = [p.read_bytes() for p in auditlake_home.rglob("*") if p.is_file()]
+    assert any(wrapped in b for b in blobs)
+    privacy.erase(lake, SUBJECT)
+    # ...and none after, in any file of the keystore home (sqlite pages, journals, keys.json,
+    # backups), nor in the lake.
+    for root in (auditlake_home, tmp_path / "lake"):
+        for p in root.rglob("*"):
+            if p.is_file():
+                data = p.read_bytes()
+                for needle in needles:
+                    assert needle not in data, (p, needle[:8])
+    assert keys.data_keys([SUBJECT], create=False) == {}
+    assert keys.is_erased([SUBJECT]) == {SUBJECT}
+    # A second erasure is harmless and logged too.
+    res = privacy.erase(lake, SUBJECT)
+    assert res["key_destroyed"] is False
+    assert len(_audit_events(lake, "privacy.request_completed")) == 2
+
+
+def test_an_erased_subjects_later_events_keep_no_pii(lake, tmp_path):
+    _build(lake, tmp_path)
+    privacy.erase(lake, SUBJECT)
+    late = [event(n=i, event_id=f"11111111-1111-4111-8111-{i:012d}") for i in range(100, 120)]
+    write_jsonl(tmp_path / "late" / "a.jsonl", late)
+    ingest(lake, [str(tmp_path / "late")])
+    keys = open_lake_keys(lake)
+    assert keys.data_keys([SUBJECT], create=False) == {}  # no new key was made
+    rows = [r for r in _ledger(lake) if r["subject_id"] == SUBJECT and r["event_id"].startswith("11111111")]
+    assert rows and all(r["subject_pii_sealed"] is None for r in rows)
+    assert all(r["subject_phone"] == privacy.ERASED for r in privacy.read_pii(lake, rows))
+    assert verify(lake).ok
+
+
+def test_a_legal_hold_blocks_erasure(lake, tmp_path, capsys):
+    _build(lake, tmp_path)
+    admin.set_hold(lake, SUBJECT, reason="litigation 2026-17")
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 2
+    err = capsys.readouterr().err
+    assert "legal hold" in err and "litigation 2026-17" in err
+    keys = open_lake_keys(lake)
+    assert SUBJECT in keys.data_keys([SUBJECT], create=False)  # nothing was destroyed
+    denied = _audit_events(lake, "privacy.request_completed")
+    assert [d["data"]["outcome"] for d in denied] == ["denied"]
+    assert "legal hold" in denied[0]["data"]["denial_reason"]
+    # Another subject is not held; a lake-wide hold holds everyone.
+    assert privacy.erase(lake, "subj-5")["key_destroyed"]
+    admin.set_hold(lake, None, reason="regulator inquiry")
+    with pytest.raises(Exception, match="legal hold"):
+        privacy.erase(lake, "subj-6")
+    admin.lift_hold(lake, None, reason="closed")
+    admin.lift_hold(lake, SUBJECT, reason="settled")
+    assert privacy.erase(lake, SUBJECT)["key_destroyed"]
+    assert verify(lake).ok
+
+
+def test_dsar_exports_every_event_with_pii_as_json_and_csv(lake, tmp_path, capsys):
+    evs = _build(lake, tmp_path)
+    mine = {e["event_id"]: e for e in evs if e["subject"]["id"] == SUBJECT}
+    out = tmp_path / "dsar"
+    assert main(["--lake", lake.uri, "dsar", SUBJECT, "--out", str(out)]) == 0
+    doc = json.loads((out / "subject_access.json").read_text())
+    assert doc["subject_id"] == SUBJECT and not doc["erased"]
+    got = {e["event_id"]: e for e in doc["events"]}
+    assert set(got) == set(mine)
+    for eid, ev in mine.items():
+        g = got[eid]
+        assert g["subject"]["phone"] == ev["subject"]["phone"]
+        assert g["subject"]["email"] == ev["subject"]["email"]
+        assert g["subject"]["name"] == ev["subject"]["name"]
+        assert g["actor"]["ip"] == ev["actor"]["ip"]
+        assert g["data"] == ev["data"] and g["event_type"] == ev["event_type"]
+    with open(out / "subject_access.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["event_id"] for r in rows} == set(mine)
+    assert {r["subject_email"] for r in rows} == {e["subject"]["email"] for e in mine.values()}
+    # Recorded as a data.exported audit event, with no plain PII in it.
+    ex = _audit_events(lake, "data.exported")
+    assert len(ex) == 1 and ex[0]["data"]["export_id"] == doc["export_id"]
+    assert ex[0]["data"]["rows"] == len(mine) and ex[0]["subject_id"] == SUBJECT
+    assert ex[0]["event_id"] == doc["audit_event_id"]
+    leaf = ex[0]["leaf"]
+    for value in _pii_of(evs, SUBJECT):
+        assert value not in leaf
+    # The output folder must be new; after erasure the DSAR shows [erased].
+    assert main(["--lake", lake.uri, "dsar", SUBJECT, "--out", str(out)]) == 2
+    privacy.erase(lake, SUBJECT)
+    res = privacy.dsar(lake, SUBJECT, str(tmp_path / "dsar2"))
+    doc2 = json.loads((tmp_path / "dsar2" / "subject_access.json").read_text())
+    assert res["erased"] and doc2["erased"]
+    assert all(e["subject"]["phone"] == privacy.ERASED for e in doc2["events"] if e["event_id"] in mine)
+    text = (tmp_path / "dsar2" / "subject_access.json").read_text() + (tmp_path / "dsar2" / "subject_access.csv").read_text()
+    for value in _pii_of(evs, SUBJECT):
+        assert value not in text
+    assert verify(lake).ok
+
+
+def test_reveal_is_audited_and_needs_a_reason(lake, tmp_path):
+    evs = _build(lake, tmp_path, 0, 15)
+    with pytest.raises(Exception, match="reason"):
+        privacy.reveal_subject(lake, SUBJECT, "  ", actor="alice")
+    assert _audit_events(lake, "data.exported") == []
+    shown = privacy.reveal_subject(lake, SUBJECT, "customer called support, ticket 881", actor="alice")
+    assert {e["subject"]["email"] for e in shown} == {e["subject"]["email"] for e in evs if e["subject"]["id"] == SUBJECT}
+    ex = _audit_events(lake, "data.exported")
+    assert len(ex) == 1
+    assert ex[0]["actor_id"] == "alice" and ex[0]["data"]["format"] == "view"
+    assert ex[0]["data"]["reason"] == "customer called support, ticket 881"
+
+
+def test_audit_events_meet_the_contract_and_carry_no_pii():
+    from auditlake.audit_events import build_event
+    from auditlake.contract import check_event
+
+    ev = build_event("data.exported", {"export_id": "x", "rows": 1, "format": "csv"}, actor="bob",
+                     subject={"id": "s1", "phone": "+13125550000", "email": "a@b.c", "name": "N", "country": "DE"})
+    assert check_event(ev) is None
+    assert ev["subject"] == {"id": "s1", "country": "DE"}
+    assert "+1312" not in orjson.dumps(ev).decode()
+    with pytest.raises(Exception, match="contract"):
+        build_event("data.exported", {"rows": 1}, actor="bob")

@@ -1,0 +1,312 @@
+"""Inclusion and consistency proofs (INTERFACES.md), their offline check, and tiles."""
+import copy
+import json
+
+import pytest
+
+from auditlake import proofs
+from auditlake.cli import main
+from auditlake.ingest import ingest
+from auditlake.ledger import merkle
+from auditlake.verify import verify
+from events import event, write_jsonl
+
+
+def _ingest(lake, tmp_path, lo, hi, name):
+    write_jsonl(tmp_path / name / "a.jsonl", [event(n=i) for i in range(lo, hi)])
+    return ingest(lake, [str(tmp_path / name)])
+
+
+def _build3(lake, tmp_path):
+    _ingest(lake, tmp_path, 0, 300, "b1")
+    _ingest(lake, tmp_path, 300, 520, "b2")
+    _ingest(lake, tmp_path, 520, 700, "b3")
+    return lake
+
+
+@pytest.fixture(scope="module")
+def _shared3(tmp_path_factory):
+    """A lake of 700 events in three batches (checkpoints at 300, 520 and 700; tiles at
+    level 8 and 9), built once with its own keystore home; tests only read it."""
+    from auditlake.lake.store import Lake
+
+    base = tmp_path_factory.mktemp("proofs3")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUDITLAKE_HOME", str(base / "home"))
+    try:
+        lake = _build3(Lake.open(str(base / "lake")), base)
+    finally:
+        mp.undo()
+    return lake, base / "home"
+
+
+@pytest.fixture
+def lake3(_shared3, monkeypatch):
+    lake, home = _shared3
+    monkeypatch.setenv("AUDITLAKE_HOME", str(home))
+    return lake
+
+
+def _ids(lake):
+    t = lake.delta("ledger").to_pyarrow_dataset().to_table(columns=["seq", "event_id", "leaf"]).sort_by("seq")
+    return t.column("event_id").to_pylist(), [s.encode() for s in t.column("leaf").to_pylist()]
+
+
+def _tiles(lake):
+    dt = lake.delta("tiles")
+    t = dt.to_pyarrow_dataset().to_table()
+    return {(r["level"], r["idx"]): r["hash"] for r in t.to_pylist()}
+
+
+def test_proofs_match_the_reference_for_every_leaf_and_verify(lake3):
+    ids, leaves = _ids(lake3)
+    hashes = [merkle.leaf_hash(x) for x in leaves]
+    n = len(hashes)
+    assert n == 700
+    root = merkle.root_from_leaf_hashes(hashes)
+    for i in list(range(0, n, 37)) + [255, 256, 511, 512, 699]:
+        doc = proofs.inclusion_proof(lake3, ids[i])
+        assert doc["leaf_index"] == i and doc["tree_size"] == n and doc["root"] == root.hex()
+        assert doc["proof"] == [h.hex() for h in merkle.inclusion_proof(i, hashes)]
+        assert doc["leaf"].encode() == leaves[i]
+        ok, why = proofs.verify_proof_doc(doc)
+        assert ok, why
+    # The tiles ingest stored are the perfect nodes of level >= 8.
+    tiles = _tiles(lake3)
+    assert set(tiles) == {(8, 0), (8, 1), (9, 0)}
+    assert tiles[(9, 0)] == merkle.root_from_leaf_hashes(hashes[:512]).hex()
+    assert verify(lake3).ok
+
+
+def test_a_proof_reads_one_block_of_leaves_not_the_log(lake3, monkeypatch):
+    ids, _ = _ids(lake3)
+    reads = []
+    real = proofs.read_seq_ranges
+
+    def spy(lake, ranges, columns, dt=None):
+        t = real(lake, ranges, columns, dt)
+        reads.append(t.num_rows)
+        return t
+
+    monkeypatch.setattr(proofs, "read_seq_ranges", spy)
+    for i in (3, 300, 600):
+        reads.clear()
+        ok, _ = proofs.verify_proof_doc(proofs.inclusion_proof(lake3, ids[i]))
+        assert ok
+        assert sum(reads) <= proofs.TILE_LEAVES, reads
+
+
+def test_missing_tiles_are_recomputed_from_leaves_and_stored(lake, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(proofs, "write_tiles", lambda *a, **k: True)  # an ingest that stored no tiles
+        _ingest(lake, tmp_path, 0, 600, "b1")
+    assert lake.delta("tiles") is None
+    ids, leaves = _ids(lake)
+    doc = proofs.inclusion_proof(lake, ids[100])  # needs (8, 1): recomputed from its 256 leaves
+    assert proofs.verify_proof_doc(doc)[0]
+    assert _tiles(lake)[(8, 1)] == merkle.root_from_leaf_hashes([merkle.leaf_hash(x) for x in leaves[256:512]]).hex()
+    assert proofs.backfill_tiles(lake) == 2  # every perfect node of level >= 8: (8, 0) and (9, 0)
+    assert set(_tiles(lake)) == {(8, 0), (8, 1), (9, 0)}
+    assert proofs.backfill_tiles(lake) == 0
+    assert verify(lake).ok  # the stored tiles are under retention like everything else
+
+
+def test_a_wrong_tile_does_not_yield_a_wrong_proof(lake, tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as m:
+        m.setattr(proofs, "write_tiles", lambda *a, **k: True)
+        _ingest(lake, tmp_path, 0, 600, "b1")
+    ids, _ = _ids(lake)
+    proofs.write_tiles(lake, [(8, 1, b"\x01" * 32)], lock=True)  # a corrupted cache entry
+    doc = proofs.inclusion_proof(lake, ids[100])
+    assert proofs.verify_proof_doc(doc)[0]
+    assert "tiles disagree" in capsys.readouterr().err
+
+
+def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys):
+    ids, _ = _ids(lake3)
+    lake_arg = ["--lake", lake3.uri]
+    out = tmp_path / "p.json"
+    assert main([*lake_arg, "prove", ids[123], "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    for key in ("event_id", "leaf", "leaf_b64", "leaf_index", "tree_size", "root", "proof", "checkpoint", "public_key"):
+        assert key in doc
+    for key in ("signature", "key_id", "checkpoint_hash", "tree_size", "root", "chain_head", "log_id"):
+        assert key in doc["checkpoint"]
+    capsys.readouterr()
+    assert main(["verify-proof", str(out)]) == 0
+    assert "valid" in capsys.readouterr().out
+    # Pinned with the lake's exported public keys; a different key is refused.
+    keyfile = tmp_path / "pub.json"
+    assert main([*lake_arg, "keys", "export-public", "--out", str(keyfile)]) == 0
+    assert main(["verify-proof", str(out), "--public-key", str(keyfile)]) == 0
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from auditlake.keys import public_key_b64
+
+    other = tmp_path / "other.txt"
+    other.write_text(public_key_b64(Ed25519PrivateKey.generate().public_key()))
+    capsys.readouterr()
+    assert main(["verify-proof", str(out), "--public-key", str(other)]) == 1
+    assert "pinned" in capsys.readouterr().out
+    # --json and stdout output
+    assert main([*lake_arg, "--json", "prove", ids[5]]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["leaf_index"] == 5
+    # Unreadable input: exit 2; an unknown event: exit 2.
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["verify-proof", str(bad)]) == 2
+    assert main(["verify-proof", str(tmp_path / "missing.json")]) == 2
+    assert main([*lake_arg, "prove", "00000000-0000-4000-8000-00000000ffff"]) == 2
+
+
+def _mutations(doc):
+    """(label, corrupted copy) for every field of an inclusion proof."""
+    out = []
+
+    def put(label, fn):
+        d = copy.deepcopy(doc)
+        fn(d)
+        out.append((label, d))
+
+    flip = lambda h: ("0" if h[0] != "0" else "1") + h[1:]  # noqa: E731
+    put("type", lambda d: d.update(type="consistency"))
+    put("type-missing", lambda d: d.pop("type"))
+    put("version", lambda d: d.update(version=2))
+    put("log_id", lambda d: d.update(log_id=d["log_id"] + "x"))
+    put("event_id", lambda d: d.update(event_id="00000000-0000-4000-8000-000000000000"))
+    put("leaf", lambda d: d.update(leaf=d["leaf"].replace('"tenant-a"', '"tenant-b"')))
+    put("leaf+b64", lambda d: d.update(leaf=d["leaf"].replace('"tenant-a"', '"tenant-b"'),
+                                       leaf_b64=__import__("base64").b64encode(d["leaf"].replace('"tenant-a"', '"tenant-b"').encode()).decode()))
+    put("leaf_b64", lambda d: d.update(leaf_b64=d["leaf_b64"][:-4] + "AAA="))
+    put("leaf_index", lambda d: d.update(leaf_index=d["leaf_index"] + 1))
+    put("leaf_index-str", lambda d: d.update(leaf_index=str(d["leaf_index"])))
+    put("tree_size", lambda d: d.update(tree_size=d["tree_size"] + 1))
+    put("root", lambda d: d.update(root=flip(d["root"])))
+    for i in range(len(doc["proof"])):
+        put(f"proof[{i}]", lambda d, i=i: d["proof"].__setitem__(i, flip(d["proof"][i])))
+    put("proof-extra", lambda d: d["proof"].append("00" * 32))
+    put("proof-short", lambda d: d["proof"].pop())
+    put("proof-reversed", lambda d: d["proof"].reverse())
+    put("proof-upper", lambda d: d["proof"].__setitem__(0, d["proof"][0].upper()))
+    for k in doc["checkpoint"]:
+        v = doc["checkpoint"][k]
+        if isinstance(v, int):
+            put(f"checkpoint.{k}", lambda d, k=k: d["checkpoint"].__setitem__(k, d["checkpoint"][k] + 1))
+        elif k == "signature":
+            put("checkpoint.signature", lambda d: d["checkpoint"].__setitem__(
+                "signature", __import__("base64").b64encode(bytes(64)).decode()))
+        else:
+            put(f"checkpoint.{k}", lambda d, k=k: d["checkpoint"].__setitem__(k, flip(d["checkpoint"][k])))
+        put(f"checkpoint.{k}-missing", lambda d, k=k: d["checkpoint"].pop(k))
+    put("checkpoint-resigned-other-root", lambda d: None)  # placeholder, replaced below
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from auditlake.keys import public_key_b64
+
+    put("public_key", lambda d: d.update(public_key=public_key_b64(Ed25519PrivateKey.generate().public_key())))
+    put("public_key-garbage", lambda d: d.update(public_key="bm90IGEga2V5"))
+    put("public_key-missing", lambda d: d.pop("public_key"))
+    return [(label, d) for label, d in out if label != "checkpoint-resigned-other-root"]
+
+
+def test_every_corrupted_field_of_a_proof_is_rejected(lake3, tmp_path):
+    ids, _ = _ids(lake3)
+    doc = proofs.inclusion_proof(lake3, ids[400])
+    assert proofs.verify_proof_doc(doc)[0]
+    assert len(doc["proof"]) >= 8
+    for label, bad in _mutations(doc):
+        ok, why = proofs.verify_proof_doc(bad)
+        assert not ok, label
+        assert why, label
+    # A checkpoint re-signed by an attacker's key over another root fails when the key is pinned.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from auditlake.keys import public_key_b64, signing_key_id
+    from auditlake.ledger.checkpoint import Checkpoint
+
+    evil = Ed25519PrivateKey.generate()
+    forged = copy.deepcopy(doc)
+    cp = Checkpoint.from_dict(doc["checkpoint"])
+    cp = Checkpoint(**{**cp.__dict__, "key_id": signing_key_id(evil.public_key()), "signature": ""}).signed(evil)
+    forged["checkpoint"] = cp.to_dict()
+    forged["public_key"] = public_key_b64(evil.public_key())
+    assert proofs.verify_proof_doc(forged)[0]  # self-consistent...
+    ok, why = proofs.verify_proof_doc(forged, doc["public_key"])  # ...but not by the pinned key
+    assert not ok and "pinned" in why
+    # Through the CLI: exit 1 with the reason.
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(_mutations(doc)[0][1]))
+    assert main(["verify-proof", str(f)]) == 1
+
+
+def test_consistency_proofs_between_checkpoints(lake3, tmp_path, capsys):
+    sizes = [r["tree_size"] for r in proofs._checkpoints(lake3)]
+    assert sizes == [300, 520, 700]
+    _, leaves = _ids(lake3)
+    hashes = [merkle.leaf_hash(x) for x in leaves]
+    for m in sizes:
+        for n in sizes:
+            if m > n:
+                continue
+            doc = proofs.consistency_proof(lake3, m, n)
+            assert doc["proof"] == [h.hex() for h in merkle.consistency_proof(m, hashes[:n])]
+            assert proofs.verify_proof_doc(doc)[0]
+    doc = proofs.consistency_proof(lake3, 300, 700)
+    for label, fn in [
+        ("proof", lambda d: d["proof"].__setitem__(0, "ab" * 32)),
+        ("proof-short", lambda d: d["proof"].pop()),
+        ("old.root", lambda d: d["old"].__setitem__("root", "cd" * 32)),
+        ("new.tree_size", lambda d: d["new"].__setitem__("tree_size", 701)),
+        ("old.signature", lambda d: d["old"].__setitem__("signature", d["new"]["signature"])),
+        ("swap", lambda d: d.update(old=d["new"], new=d["old"])),
+        ("log_id", lambda d: d.update(log_id="log-other")),
+    ]:
+        bad = copy.deepcopy(doc)
+        fn(bad)
+        assert not proofs.verify_proof_doc(bad)[0], label
+    out = tmp_path / "c.json"
+    assert main(["--lake", lake3.uri, "prove", "--consistency", "300", "700", "--out", str(out)]) == 0
+    assert main(["verify-proof", str(out)]) == 0
+    assert main(["--lake", lake3.uri, "prove", "--consistency", "700", "300"]) == 2
+    assert main(["--lake", lake3.uri, "prove", "--consistency", "301", "700"]) == 2
+    assert "no signed checkpoint of tree size 301" in capsys.readouterr().err
+
+
+def test_public_key_file_formats(lake3, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    from auditlake.keys import load_public_key
+    from auditlake.lake.meta import open_lake_keys
+
+    ids, _ = _ids(lake3)
+    doc = proofs.inclusion_proof(lake3, ids[1])
+    keys = open_lake_keys(lake3)
+    b64 = keys.public_keys()[keys.signing_key_id]
+    (tmp_path / "raw.txt").write_text(b64 + "\n")
+    (tmp_path / "one.json").write_text(json.dumps({"public_key": b64}))
+    pem = load_public_key(b64).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "k.pem").write_bytes(pem)
+    for name in ("raw.txt", "one.json", "k.pem"):
+        pinned = proofs.load_public_key_file(str(tmp_path / name))
+        assert proofs.verify_proof_doc(doc, pinned)[0], name
+    (tmp_path / "junk.txt").write_text("hello")
+    with pytest.raises(Exception):
+        proofs.load_public_key_file(str(tmp_path / "junk.txt"))
+
+
+def test_proof_after_key_rotation_uses_the_checkpoints_key(lake, tmp_path):
+    from auditlake.lake.meta import open_lake_keys
+
+    _ingest(lake, tmp_path, 0, 300, "b1")
+    ids, _ = _ids(lake)
+    old_doc = proofs.inclusion_proof(lake, ids[10])
+    open_lake_keys(lake).rotate()
+    _ingest(lake, tmp_path, 300, 310, "b2")
+    new_doc = proofs.inclusion_proof(lake, ids[10])
+    assert new_doc["checkpoint"]["key_id"] != old_doc["checkpoint"]["key_id"]
+    assert proofs.verify_proof_doc(new_doc)[0] and proofs.verify_proof_doc(old_doc)[0]
+    # A mixed-key consistency proof carries both keys.
+    doc = proofs.consistency_proof(lake, 300, 310)
+    assert proofs.verify_proof_doc(doc)[0]
+    assert len(doc["public_keys"]) == 2

@@ -1,0 +1,362 @@
+"""Retention lock (RET-WORM): on S3, COMPLIANCE-mode Object Lock until at least
+occurred_at + the retention period on every committed object, which cannot be deleted or
+overwritten; locally, read-only files plus a signed manifest. `verify` reports whatever
+breaks either; `repair` restores from the sealed versions; legal holds are recorded and
+block erasure."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from fixtures_s3 import assert_exact, run_cli, s3_client, write_landing
+from auditlake.lake import admin, retention
+from auditlake.lake.store import Lake
+
+
+def _bucket(uri: str) -> str:
+    return uri.removeprefix("s3://").split("/")[0]
+
+
+def _ingest(uri: str, folder: Path, lines: int = 60, seed: int = 0, bad_every: int = 0) -> dict:
+    data = write_landing(folder / f"f{seed}.jsonl", lines, seed=seed, bad_every=bad_every)
+    run_cli("--lake", uri, "ingest", str(folder), check=True)
+    return data
+
+
+def _findings(uri: str) -> list[dict]:
+    r = run_cli("--lake", uri, "verify", "--json", "--no-trust-update")
+    doc = json.loads(r.stdout)
+    assert (r.returncode == 0) == doc["ok"]
+    return doc["findings"]
+
+
+def _committed(uri: str) -> list[retention.Obj]:
+    lake = Lake.open(uri)
+    return [o for t in retention.table_names(lake) for o in retention.committed(lake, t)]
+
+
+def _ledger_file(uri: str) -> retention.Obj:
+    return next(o for o in _committed(uri) if o.table == "ledger" and o.kind == "data")
+
+
+# ----------------------------------------------------------------------------- S3 Object Lock
+@pytest.mark.s3
+def test_every_committed_object_is_locked_in_compliance_mode(s3_lake_uri, s3_env, tmp_path):
+    run_cli("--lake", s3_lake_uri, "init", check=True)
+    _ingest(s3_lake_uri, tmp_path / "in", 80, seed=1, bad_every=20)
+    c = s3_client(s3_env.endpoint)
+    objs = _committed(s3_lake_uri)
+    kinds = {(o.table, o.kind) for o in objs}
+    assert {("ledger", "data"), ("ledger", "log"), ("checkpoints", "data"), ("checkpoints", "log"),
+            ("quarantine", "data"), ("ingest_log", "data")} <= kinds
+    today = date.today()
+    for o in objs:
+        h = c.head_object(Bucket=_bucket(s3_lake_uri), Key=f"lake/{o.rel}")
+        assert h["ObjectLockMode"] == "COMPLIANCE", o.rel
+        until = h["ObjectLockRetainUntilDate"].date()
+        assert until >= retention.add_years(today, 7), o.rel
+        for d in o.dates:  # at least occurred_at + 7 years, for every event in it
+            assert until >= retention.add_years(d + timedelta(days=1), 7)
+    assert _findings(s3_lake_uri) == []
+
+
+@pytest.mark.s3
+def test_future_events_are_retained_from_their_occurred_at(s3_lake_uri, s3_env, tmp_path):
+    """An event dated after today keeps its file locked until its own date + 7 years."""
+    from fixtures_s3 import event_line
+    import random
+
+    rnd = random.Random(3)
+    future = date.today() + timedelta(days=400)
+    line = json.loads(event_line(rnd, 1))
+    line["occurred_at"] = f"{future.isoformat()}T10:00:00Z"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "f.jsonl").write_text(json.dumps(line) + "\n")
+    run_cli("--lake", s3_lake_uri, "ingest", str(tmp_path / "in"), check=True)
+    c = s3_client(s3_env.endpoint)
+    ledger = [o for o in _committed(s3_lake_uri) if o.table == "ledger"]
+    assert ledger and all(future in o.dates for o in ledger)
+    for o in ledger:
+        until = c.head_object(Bucket=_bucket(s3_lake_uri), Key=f"lake/{o.rel}")["ObjectLockRetainUntilDate"].date()
+        assert until >= retention.add_years(future + timedelta(days=1), 7)
+
+
+@pytest.mark.s3
+def test_sealed_objects_cannot_be_deleted_or_overwritten(s3_lake_uri, s3_env, tmp_path):
+    _ingest(s3_lake_uri, tmp_path / "in", 40)
+    c = s3_client(s3_env.endpoint)
+    bucket = _bucket(s3_lake_uri)
+    target = _ledger_file(s3_lake_uri)
+    k = f"lake/{target.rel}"
+    original = c.get_object(Bucket=bucket, Key=k)
+    body, vid = original["Body"].read(), original["VersionId"]
+    # Deleting the sealed version is refused by S3 (COMPLIANCE: nobody, not even root).
+    with pytest.raises(ClientError) as exc:
+        c.delete_object(Bucket=bucket, Key=k, VersionId=vid)
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    batch = c.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k, "VersionId": vid}]})
+    assert not batch.get("Deleted") and batch["Errors"][0]["Key"] == k
+    # An overwrite cannot replace it either: it only stacks a new version on top...
+    c.put_object(Bucket=bucket, Key=k, Body=b"forged parquet")
+    assert c.get_object(Bucket=bucket, Key=k, VersionId=vid)["Body"].read() == body
+    # ...and a plain delete only a delete marker. Both are reported by verify.
+    findings = _findings(s3_lake_uri)
+    assert any(f["kind"] == "RET-WORM" and f["file"] == target.rel and "2 versions" in f["detail"] for f in findings)
+    c.delete_object(Bucket=bucket, Key=f"lake/tables/checkpoints/_delta_log/{0:020d}.json")
+    findings = _findings(s3_lake_uri)
+    assert any(f["kind"] == "RET-WORM" and f["file"].startswith("tables/checkpoints/_delta_log/") and "delete marker" in f["detail"]
+               for f in findings), findings
+    assert c.get_object(Bucket=bucket, Key=k, VersionId=vid)["Body"].read() == body
+
+
+@pytest.mark.s3
+def test_verify_reports_an_object_not_under_retention(s3_lake_uri, s3_env, tmp_path):
+    """A commit made around the lake (no lock) breaks RET-WORM."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    _ingest(s3_lake_uri, tmp_path / "in", 20)
+    assert _findings(s3_lake_uri) == []
+    lake = Lake.open(s3_lake_uri)
+    write_deltalake(lake.table_uri("extra"), pa.table({"x": [1]}), storage_options=lake.storage_options,
+                    configuration={"delta.appendOnly": "true"})
+    f = _findings(s3_lake_uri)
+    unlocked = [x for x in f if x["kind"] == "RET-WORM" and "not under retention" in x["detail"]]
+    assert {x["file"].split("/_delta_log/")[0] for x in unlocked if "_delta_log" in x["file"]} == {"tables/extra"}
+    assert any(x["file"].endswith(".parquet") for x in unlocked)
+
+
+@pytest.mark.s3
+def test_repair_restores_tampered_objects_on_s3(s3_lake_uri, s3_env, tmp_path):
+    run_cli("--lake", s3_lake_uri, "init", check=True)
+    data = _ingest(s3_lake_uri, tmp_path / "in", 90, seed=5, bad_every=30)
+    c = s3_client(s3_env.endpoint)
+    bucket = _bucket(s3_lake_uri)
+    # Tamper: overwrite a ledger data file with a doctored copy, overwrite a Delta log entry,
+    # and delete a checkpoint's data file.
+    import io
+
+    import pyarrow.parquet as pq
+
+    target = _ledger_file(s3_lake_uri)
+    t = pq.read_table(io.BytesIO(c.get_object(Bucket=bucket, Key=f"lake/{target.rel}")["Body"].read()))
+    doctored = t.set_column(t.schema.get_field_index("tenant_id"), "tenant_id",
+                            __import__("pyarrow").array(["tenant-evil"] * t.num_rows))
+    buf = io.BytesIO()
+    pq.write_table(doctored, buf)
+    c.put_object(Bucket=bucket, Key=f"lake/{target.rel}", Body=buf.getvalue())
+    log0 = f"lake/tables/ingest_log/_delta_log/{0:020d}.json"
+    c.put_object(Bucket=bucket, Key=log0, Body=c.get_object(Bucket=bucket, Key=log0)["Body"].read() + b"\n")
+    cp = next(o for o in _committed(s3_lake_uri) if o.table == "checkpoints" and o.kind == "data")
+    c.delete_object(Bucket=bucket, Key=f"lake/{cp.rel}")
+    before = _findings(s3_lake_uri)
+    kinds = {f["kind"] for f in before}
+    assert "RET-WORM" in kinds and len(kinds) >= 2, before
+
+    r = run_cli("--lake", s3_lake_uri, "repair", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and not doc["failed"]
+    assert {target.rel, cp.rel, log0.removeprefix("lake/")} <= set(doc["repaired"])
+    assert _findings(s3_lake_uri) == []
+    for k in (f"lake/{target.rel}", log0, f"lake/{cp.rel}"):
+        versions = c.list_object_versions(Bucket=bucket, Prefix=k)
+        assert len(versions.get("Versions", [])) == 1 and not versions.get("DeleteMarkers")
+    # The incident is on record in the lake (itself a sealed table).
+    lake = Lake.open(s3_lake_uri)
+    incidents = lake.delta("incidents").to_pyarrow_dataset().to_table().to_pylist()
+    assert {i["object"] for i in incidents if i["kind"] == "object_restored"} >= {target.rel, cp.rel}
+    assert all(i["at"] is not None and i["detail"] for i in incidents)
+    assert_exact(s3_lake_uri, data["lines"], data["event_ids"], files=1)
+    # And the repaired lake keeps working.
+    _ingest(s3_lake_uri, tmp_path / "in2", 30, seed=6)
+    assert _findings(s3_lake_uri) == []
+
+
+# ----------------------------------------------------------------------------- local equivalent
+def test_local_lake_seals_committed_files(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    run_cli("--lake", uri, "init", check=True)
+    _ingest(uri, tmp_path / "in", 50, seed=2, bad_every=10)
+    objs = _committed(uri)
+    assert objs
+    for o in objs:
+        mode = os.stat(lake_dir / o.rel).st_mode
+        assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), o.rel
+    manifests = list((lake_dir / "_retention").glob("*.json"))
+    sealed = {}
+    for m in manifests:
+        sealed.update(json.loads(m.read_text())["objects"])
+        assert not os.stat(m).st_mode & stat.S_IWUSR
+    assert {o.rel for o in objs} <= set(sealed)
+    for o in objs:
+        assert sealed[o.rel]["retain_until"] >= retention.add_years(date.today(), 7).isoformat()
+    assert _findings(uri) == []
+
+
+def test_local_verify_reports_what_breaks_the_seal(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 50, seed=2)
+    objs = _committed(uri)
+    data_file = next(o for o in objs if o.table == "ledger" and o.kind == "data")
+    other = next(o for o in objs if o.table == "quarantine" or o.table == "ingest_log")
+    path = lake_dir / data_file.rel
+    os.chmod(path, 0o644)  # lock lifted, content intact
+    f = _findings(uri)
+    assert [x["detail"] for x in f if x["file"] == data_file.rel] == ["sealed object is writable (retention lock lifted)"]
+    with open(path, "ab") as fh:
+        fh.write(b"x")
+    f = _findings(uri)
+    assert any(x["file"] == data_file.rel and "differs from its sealed version" in x["detail"] for x in f)
+    os.chmod(lake_dir / other.rel, 0o644)
+    os.remove(lake_dir / other.rel)
+    f = _findings(uri)
+    assert any(x["file"] == other.rel and x["detail"] == "sealed object was deleted" for x in f)
+    # A forged manifest does not verify.
+    m = sorted((lake_dir / "_retention").glob("*.json"))[0]
+    body = json.loads(m.read_text())
+    body["objects"][data_file.rel]["sha256"] = "0" * 64
+    os.chmod(m, 0o644)
+    m.write_text(json.dumps(body))
+    f = _findings(uri)
+    assert any(x["kind"] == "RET-WORM" and "manifest signature does not verify" in x["detail"] for x in f)
+
+
+def test_local_commit_without_seal_is_reported(lake_dir, tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 20)
+    write_deltalake(str(lake_dir / "tables" / "extra"), pa.table({"x": [1]}), configuration={"delta.appendOnly": "true"})
+    f = _findings(uri)
+    assert {x["file"] for x in f if "not under retention" in x["detail"]} >= {f"tables/extra/_delta_log/{0:020d}.json"}
+
+
+def test_local_repair_restores_the_lock_and_reports_what_it_cannot(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 40, seed=3)
+    objs = _committed(uri)
+    loosened = [o for o in objs if o.table == "ledger" and o.kind == "data"][0]
+    os.chmod(lake_dir / loosened.rel, 0o666)
+    r = run_cli("--lake", uri, "repair", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and loosened.rel in doc["repaired"]
+    assert not os.stat(lake_dir / loosened.rel).st_mode & stat.S_IWUSR
+    incidents = Lake.open(uri).delta("incidents").to_pyarrow_dataset().to_table().to_pylist()
+    assert [i["kind"] for i in incidents] == ["lock_restored"]
+    # A changed file has no sealed copy to come back from in a local lake: reported, exit 1.
+    victim = lake_dir / [o for o in objs if o.table == "checkpoints" and o.kind == "data"][0].rel
+    os.chmod(victim, 0o644)
+    victim.write_bytes(victim.read_bytes()[:-3] + b"zzz")
+    r = run_cli("--lake", uri, "repair")
+    assert r.returncode == 1
+    assert "cannot restore" in r.stdout and victim.name in r.stdout
+
+
+def test_uncommitted_leftovers_are_swept_but_foreign_files_are_not(lake_dir, tmp_path):
+    """A crashed writer's data file (no commit references it) is removed once a later commit
+    proves no writer can commit it; a file not named like delta-rs's is left for verify."""
+    import time as _t
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "a", 20, seed=1)
+    ledger = lake_dir / "tables" / "ledger"
+    src = next(ledger.rglob("part-*.parquet"))
+    orphan = src.parent / "part-00000-00000000-0000-4000-8000-000000000000-c000.snappy.parquet"
+    orphan.write_bytes(src.read_bytes())
+    foreign = src.parent / "evil.parquet"
+    foreign.write_bytes(src.read_bytes())
+    assert {"data_file_inserted"} <= {f["kind"] for f in _findings(uri)}
+    _t.sleep(0.05)
+    _ingest(uri, tmp_path / "b", 20, seed=2)  # a later commit of the ledger
+    assert not orphan.exists() and foreign.exists()
+    f = _findings(uri)
+    assert [x["file"] for x in f if x["kind"] == "data_file_inserted"] == [str(foreign.relative_to(ledger))]
+
+
+# ----------------------------------------------------------------------------- policy
+def test_retention_period_is_configurable(lake_uri, tmp_path):
+    r = run_cli("--lake", lake_uri, "init", "--retention-years", "10", "--json", check=True)
+    assert json.loads(r.stdout)["retention"]["years"] == 10
+    _ingest(lake_uri, tmp_path / "in", 30)
+    lake = Lake.open(lake_uri)
+    o = _ledger_file(lake_uri)
+    if lake.is_s3:
+        from auditlake.lake import s3
+
+        until = s3.lock_info(lake, o.rel).until.date()
+    else:
+        sealed = {}
+        for m in (Path(lake_uri) / "_retention").glob("*.json"):
+            sealed.update(json.loads(m.read_text())["objects"])
+        until = date.fromisoformat(sealed[o.rel]["retain_until"])
+    assert until >= retention.add_years(date.today(), 10)
+    assert _findings(lake_uri) == []
+
+
+def test_a_policy_shorter_than_seven_years_is_reported(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    run_cli("--lake", uri, "init", "--retention-years", "3", check=True)
+    _ingest(uri, tmp_path / "in", 10)
+    f = _findings(uri)
+    assert [x["detail"] for x in f] == ["the retention policy is 3 years; RET-WORM needs at least 7"]
+
+
+def test_required_until_is_at_least_occurred_at_plus_the_period():
+    assert retention.required_until(date(2026, 3, 1), [date(2026, 1, 5)], 7) == date(2033, 3, 2)
+    assert retention.required_until(date(2026, 3, 1), [date(2027, 1, 5)], 7) == date(2034, 1, 6)
+    assert retention.required_until(date(2028, 2, 28), [], 7) == date(2035, 3, 1)  # 29 Feb + 7y
+
+
+# ----------------------------------------------------------------------------- legal holds
+def test_legal_hold_set_and_lift(lake_uri, tmp_path):
+    _ingest(lake_uri, tmp_path / "in", 30, seed=8)
+    lake = Lake.open(lake_uri)
+    assert not admin.legal_hold_active(lake) and not admin.legal_hold_active(lake, "subj-1")
+    run_cli("--lake", lake_uri, "hold", "set", "--subject", "subj-1", "--reason", "litigation 42", check=True)
+    assert admin.legal_hold_active(lake, "subj-1") and not admin.legal_hold_active(lake, "subj-2")
+    assert not admin.legal_hold_active(lake)
+    run_cli("--lake", lake_uri, "hold", "set", "--reason", "regulator inquiry", check=True)
+    assert admin.legal_hold_active(lake) and admin.legal_hold_active(lake, "subj-2")
+    st = json.loads(run_cli("--lake", lake_uri, "hold", "status", "--json", check=True).stdout)
+    assert {(h["scope"], h["subject_id"], h["reason"]) for h in st["holds"]} == {
+        ("subject", "subj-1", "litigation 42"), ("lake", None, "regulator inquiry")}
+    if lake.is_s3:
+        from auditlake.lake import s3
+
+        objs = _committed(lake_uri)
+        assert all(s3.lock_info(lake, o.rel).legal_hold for o in objs)
+        # Objects committed while the lake-wide hold is on are held from the start.
+        _ingest(lake_uri, tmp_path / "in2", 10, seed=9)
+        new = [o for o in _committed(lake_uri) if o.rel not in {x.rel for x in objs}]
+        assert new and all(s3.lock_info(lake, o.rel).legal_hold for o in new)
+    assert _findings(lake_uri) == []
+    run_cli("--lake", lake_uri, "hold", "lift", "--reason", "inquiry closed", check=True)
+    assert not admin.legal_hold_active(lake) and admin.legal_hold_active(lake, "subj-1")
+    if lake.is_s3:
+        held = {o.rel for o in _committed(lake_uri) if s3.lock_info(lake, o.rel).legal_hold}
+        assert held == admin.subject_files(lake, {"subj-1"}) and held
+    r = run_cli("--lake", lake_uri, "hold", "lift", "--subject", "subj-3")
+    assert r.returncode == 2 and "no legal hold" in r.stderr
+    run_cli("--lake", lake_uri, "hold", "lift", "--subject", "subj-1", check=True)
+    assert not admin.legal_hold_active(lake, "subj-1")
+    assert _findings(lake_uri) == []
+
+
+def test_a_forged_lift_does_not_lift_a_hold(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    run_cli("--lake", uri, "hold", "set", "--reason", "case", check=True)
+    lake = Lake.open(uri)
+    rec = json.loads(next((lake_dir / "_holds").glob("*.json")).read_text())
+    forged = {**rec, "action": "lift", "hold_id": "f" * 32, "at": "2999-01-01T00:00:00.000000Z"}
+    (lake_dir / "_holds" / "29990101T000000000000-forged.json").write_text(json.dumps(forged))
+    assert admin.legal_hold_active(lake)
