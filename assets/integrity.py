@@ -118,6 +118,7 @@ class VerifyConfig(dg.Config):
     deps=[ledger],
     group_name=GROUP,
     kinds={"delta", "python"},
+    pool="auditlake_trust",  # limit to 1 (`dagster instance concurrency set auditlake_trust 1`): one trust-store writer
     description=(
         "The signed checkpoints (Merkle root, chain head, Ed25519 signature) over the ledger, verified: "
         "materialising this re-verifies the ledger against them and advances the trusted checkpoint. "

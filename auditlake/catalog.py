@@ -674,7 +674,7 @@ def app_path() -> Path:
 def explore_command(lake_uri: str, port: int = 8501, address: str = "127.0.0.1", headless: bool = True) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.port", str(port),
             "--server.address", address, "--server.headless", "true" if headless else "false",
-            "--browser.gatherUsageStats", "false"]
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
 
 
 def cli_explore(args) -> int:

@@ -56,10 +56,11 @@ SERVICE_OF = {
 }
 FORMATS = {  # per service, cycling over its file parts
     "routing-engine": ("jsonl.gz", "jsonl"), "bidding-service": ("jsonl", "jsonl.gz"),
-    "consent-service": ("jsonl",), "billing-service": ("parquet",),
+    "consent-service": ("jsonl",), "billing-service": ("parquet", "parquet-struct"),
     "privacy-service": ("jsonl.gz",), "data-platform": ("jsonl",),
     "identity-service": ("jsonl.gz",), "admin-console": ("jsonl",), "auditlake": ("jsonl",),
 }
+PARQUET_PART_SHARE = 4     # Parquet parts rotate this much sooner, so both layouts appear
 PARQUET_COLUMNS = ("event_id", "occurred_at", "event_type", "source", "tenant_id",
                    "actor", "subject", "lawful_basis", "data")
 
@@ -206,6 +207,10 @@ class _Ids:
 
 # ---------------------------------------------------------------- landing files
 
+def _is_parquet(service: str) -> bool:
+    return FORMATS[service][0].startswith("parquet")
+
+
 class _Landing:
     """Routes lines to per-service file parts, rotating parts by size, and counts
     lines and rejects per file. JSONL parts stay open so replays can be appended."""
@@ -219,16 +224,18 @@ class _Landing:
 
     def part(self, service: str) -> dict:
         p = self.current.get(service)
-        if p is None or p["lines"] >= self.part_lines:
-            if p is not None and p["kind"] == "parquet":
+        parquet = _is_parquet(service)
+        limit = max(50, self.part_lines // PARQUET_PART_SHARE) if parquet else self.part_lines
+        if p is None or p["lines"] >= limit:
+            if p is not None and parquet:
                 self._write_parquet(p)
             n = self.count.get(service, 0)
             self.count[service] = n + 1
             kinds = FORMATS[service]
             kind = kinds[n % len(kinds)]
-            name = f"{service}-{n:03d}.{kind}"
+            name = f"{service}-{n:03d}.{'parquet' if parquet else kind}"
             p = {"name": name, "kind": kind, "lines": 0, "bad": 0, "buf": [], "rows": []}
-            if kind != "parquet":
+            if not parquet:
                 raw = open(self.folder / name, "wb")
                 p["raw"] = raw
                 p["fh"] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=5) \
@@ -247,21 +254,33 @@ class _Landing:
             p["buf"].clear()
         return p["lines"]
 
-    def row(self, p: dict, row: dict, bad: bool = False) -> int:
-        p["rows"].append(row)
+    def row(self, p: dict, event: dict, bad: bool = False) -> int:
+        """Append one Parquet row (an envelope dict); returns its 1-based row number."""
+        p["rows"].append({c: event.get(c) for c in PARQUET_COLUMNS})
         p["lines"] += 1
         p["bad"] += bad
         return p["lines"]
 
     def _write_parquet(self, p: dict) -> None:
-        cols = {c: [r[c] for r in p["rows"]] for c in PARQUET_COLUMNS}
-        table = pa.table({c: pa.array(v, type=pa.string()) for c, v in cols.items()})
-        pq.write_table(table, self.folder / p["name"], compression="zstd")
+        # EVENTS.md allows actor/subject/data as JSON strings or structs; the two layouts
+        # alternate. (A struct column has the union of the rows' keys, so a row's `data`
+        # reads back with the other rows' keys as nulls, which every rule treats as absent.)
+        columns = {}
+        for c in PARQUET_COLUMNS:
+            values = [r[c] for r in p["rows"]]
+            if c in ("actor", "subject", "data") and p["kind"] == "parquet":
+                values = [None if v is None else orjson.dumps(v).decode() for v in values]
+            if c in ("actor", "subject", "data") and p["kind"] == "parquet-struct" \
+                    and any(v is not None for v in values):   # an all-null column stays a string
+                columns[c] = pa.array(values)
+            else:
+                columns[c] = pa.array(values, type=pa.string())
+        pq.write_table(pa.table(columns), self.folder / p["name"], compression="zstd")
         p["rows"] = []
 
     def close(self) -> None:
         for p in self.parts.values():
-            if p["kind"] == "parquet":
+            if p["kind"].startswith("parquet"):
                 if p["rows"] or not (self.folder / p["name"]).exists():
                     self._write_parquet(p)
                 continue
@@ -984,12 +1003,8 @@ class _Generator:
     def emit(self, e: dict, planted: bool = False) -> None:
         service = e["source"]
         p = self.landing.part(service)
-        if p["kind"] == "parquet":
-            self.landing.row(p, {
-                "event_id": e["event_id"], "occurred_at": e["occurred_at"], "event_type": e["event_type"],
-                "source": e["source"], "tenant_id": e["tenant_id"], "actor": orjson.dumps(e["actor"]).decode(),
-                "subject": None if e["subject"] is None else orjson.dumps(e["subject"]).decode(),
-                "lawful_basis": e["lawful_basis"], "data": orjson.dumps(e["data"]).decode()})
+        if _is_parquet(service):
+            self.landing.row(p, e)
         else:
             data = orjson.dumps(e)
             self.landing.line(p, data)
@@ -1005,8 +1020,8 @@ class _Generator:
         rng = self.rng
         services = sorted(FORMATS)
         service = service or rng.choice(services)
-        if "parquet" in FORMATS[service] and kind not in PARQUET_BAD_KINDS:
-            service = rng.choice([s for s in services if "parquet" not in FORMATS[s]])
+        if _is_parquet(service) and kind not in PARQUET_BAD_KINDS:
+            service = rng.choice([s for s in services if not _is_parquet(s)])
         template = self.last_good.get(service)
         if template is None:  # nothing from this producer yet: a routing-engine line will do
             service = "routing-engine"
@@ -1019,15 +1034,12 @@ class _Generator:
         victim = orjson.loads(orjson.dumps(template))
         victim["event_id"] = self.ids.uuid()
         p = self.landing.part(service)
-        if p["kind"] == "parquet":
-            if kind == "missing_field":
+        if _is_parquet(service):
+            if kind == "missing_field":   # a null in a required column
                 victim["tenant_id"] = None
             else:
                 victim = _break(kind, victim, rng)
-            row = {c: victim.get(c) for c in PARQUET_COLUMNS}
-            for c in ("actor", "subject", "data"):
-                row[c] = None if row[c] is None else orjson.dumps(row[c]).decode()
-            line = self.landing.row(p, row, bad=True)
+            line = self.landing.row(p, victim, bad=True)
         else:
             broken = _break(kind, victim, rng)
             data = broken if isinstance(broken, bytes) else orjson.dumps(broken)
@@ -1095,7 +1107,7 @@ class _Generator:
         flagged = {x["event_id"] for x in plan.expected if x["flagged"]}
         first = [(name, data) for name, data, eid in self.planted_lines if eid in flagged][:2]
         pool = self.replay_pool or [(name, data) for name, data, _e in self.planted_lines]
-        jsonl = sorted(name for name, p in self.landing.parts.items() if p["kind"] != "parquet")
+        jsonl = sorted(name for name, p in self.landing.parts.items() if not p["kind"].startswith("parquet"))
         for i in range(n):
             name, data = first[i] if i < len(first) else rng.choice(pool)
             target = rng.choice([f for f in jsonl if f >= name])

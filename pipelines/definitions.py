@@ -6,7 +6,8 @@ Lineage in the UI, as a newcomer reads it:
                             \\-> quarantine (daily) --------------------------^
 
 Runs use the multiprocess executor (one process per step, independent steps side by side);
-see docs/ORCHESTRATION.md for Kubernetes/Celery and what stays serial.
+`AUDITLAKE_EXECUTOR=k8s|celery|celery_k8s` selects Dagster's Kubernetes or Celery executors for
+the same definitions. See docs/ORCHESTRATION.md for scale-out and what stays serial.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import dagster as dg
 from assets import ALL_ASSETS, ledger_integrity
 from quality.checks import build_quality_checks
 
+from .executors import executor_for, executor_name
 from .jobs import JOBS
 from .resources import deployment_name, resources_for_deployment
 from .schedules import SCHEDULES
@@ -29,6 +31,6 @@ defs = dg.Definitions(
     schedules=SCHEDULES,
     sensors=SENSORS,
     resources=resources_for_deployment(),
-    executor=dg.multiprocess_executor,
-    metadata={"deployment": deployment_name()},
+    executor=executor_for(),
+    metadata={"deployment": deployment_name(), "executor": executor_name()},
 )

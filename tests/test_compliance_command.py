@@ -27,6 +27,7 @@ from auditlake.compliance.run import (  # noqa: E402
     latest_findings_sql,
 )
 from auditlake.generate import generate  # noqa: E402
+from auditlake.lake.meta import open_lake_keys  # noqa: E402
 from auditlake.lake.store import Lake  # noqa: E402
 
 
@@ -134,6 +135,8 @@ def test_rerun_keeps_every_evaluation_and_latest_shows_one(tmp_path, capsys):
 def test_an_evaluation_without_findings_is_the_latest(lake):
     from datetime import datetime, timezone
 
+    open_lake_keys(lake, create=True)
+
     fid = str(uuid.uuid4())
     base = pl.DataFrame({"rule_id": ["SOX-SOD"], "event_id": [fid], "tenant_id": ["t"],
                          "occurred_at": [datetime(2026, 3, 2, tzinfo=timezone.utc)], "severity": ["high"],
@@ -203,7 +206,7 @@ def test_no_lake_empty_lake_and_bad_as_of(tmp_path, capsys):
     lake_dir = str(tmp_path / "lake")
     rc, doc, err = cli(capsys, "--lake", lake_dir, "compliance", "--json")
     assert rc == 2 and "no lake" in err and not Path(lake_dir).exists()  # a typo creates nothing
-    Lake.open(lake_dir).write_json("auditlake.json", {"log_id": "test"})  # a lake with no events yet
+    open_lake_keys(Lake.open(lake_dir), create=True)  # a lake with no events yet
     rc, doc, err = cli(capsys, "--lake", lake_dir, "compliance", "--json")
     assert rc == 0, err
     assert doc["findings"] == 0 and doc["tree_size"] == 0 and doc["as_of"] is None

@@ -130,3 +130,21 @@ def test_s3_deployment_refuses_a_folder(tmp_path):
 def test_runs_use_the_multiprocess_executor():
     job = defs.resolve_job_def("ingest_job")
     assert job.executor_def.name == "multiprocess"
+
+
+def test_executor_is_chosen_as_data(monkeypatch):
+    from pipelines.executors import EXTERNAL, executor_for
+
+    monkeypatch.delenv("AUDITLAKE_EXECUTOR", raising=False)
+    assert executor_for().name == "multiprocess"
+    assert executor_for("in_process").name == "in_process"
+    with pytest.raises(ValueError):
+        executor_for("threads")
+    import importlib.util
+
+    for name, (module, _attr, package) in EXTERNAL.items():
+        if importlib.util.find_spec(module) is None:  # not installed here: a clear message
+            with pytest.raises(ImportError, match=package):
+                executor_for(name)
+        else:
+            assert executor_for(name) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def test_webserver_serves_the_assets_over_graphql(tmp_path, lake_dir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the webserver and the code server it starts
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -82,10 +84,24 @@ def test_webserver_serves_the_assets_over_graphql(tmp_path, lake_dir):
         quarantine_checks = {c["name"] for c in nodes["quarantine"]["assetChecksOrError"]["checks"]}
         assert "quarantine_rate" in quarantine_checks
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End the webserver and everything in its process group (only what this test started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    time.sleep(0.5)
+    try:  # stragglers (e.g. the code server) in the group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
+        proc.wait(timeout=10)

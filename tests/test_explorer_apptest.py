@@ -182,7 +182,7 @@ def sample_event(lake) -> dict:
     row = con.execute(
         "SELECT event_id, tenant_id, subject_id, actor_id, json_extract_string(data, '$.call_id') AS call_id, "
         "event_date, event_type FROM delta_scan(?) WHERE event_type = 'call.started' AND subject_id IS NOT NULL "
-        "ORDER BY seq LIMIT 1", [lake.table_uri("ledger")]).fetchone()
+        "ORDER BY occurred_at DESC, seq LIMIT 1", [lake.table_uri("ledger")]).fetchone()
     con.close()
     keys = ("event_id", "tenant_id", "subject_id", "actor_id", "call_id", "event_date", "event_type")
     return dict(zip(keys, row))

@@ -153,6 +153,10 @@ class Lake:
         from deltalake.exceptions import TableNotFoundError
 
         try:
+            if self.is_s3:
+                dt = _S3DeltaTable(self.table_uri(name), storage_options=self.storage_options)
+                dt._lake = self
+                return dt
             return DeltaTable(self.table_uri(name), storage_options=self.storage_options or None)
         except TableNotFoundError:
             return None
@@ -167,3 +171,36 @@ class Lake:
         if dt is None:
             return ds.dataset(pa.table({f.name: pa.array([], f.type) for f in schema}))
         return dt.to_pyarrow_dataset()
+
+
+def _s3_delta_table_class():
+    from deltalake import DeltaTable
+
+    class S3DeltaTable(DeltaTable):
+        """A DeltaTable on S3 whose pyarrow datasets read through pyarrow's native S3
+        filesystem (same settings). deltalake's default is a Python-implemented filesystem,
+        whose buffers arrow's background threads may still be releasing when the interpreter
+        exits: that aborts the process ("terminate called without an active exception")."""
+
+        _lake: "Lake | None" = None
+
+        def to_pyarrow_dataset(self, *args, **kwargs):
+            if self._lake is not None and len(args) < 2 and kwargs.get("filesystem") is None:
+                fs, _ = self._lake.filesystem()
+                base = self.table_uri().removeprefix("s3://").removeprefix("s3a://").rstrip("/")
+                kwargs["filesystem"] = pafs.SubTreeFileSystem(base, fs)
+            return super().to_pyarrow_dataset(*args, **kwargs)
+
+    return S3DeltaTable
+
+
+class _LazyS3DeltaTable:
+    cls = None
+
+    def __call__(self, *args, **kwargs):
+        if _LazyS3DeltaTable.cls is None:
+            _LazyS3DeltaTable.cls = _s3_delta_table_class()
+        return _LazyS3DeltaTable.cls(*args, **kwargs)
+
+
+_S3DeltaTable = _LazyS3DeltaTable()

@@ -33,9 +33,13 @@ def load_event(event_id: str, date_hint: str | None):
 
 
 def record_for_display(row: dict) -> dict:
+    import pandas as pd
+
     out = {}
     for k, v in row.items():
-        if hasattr(v, "isoformat"):
+        if not isinstance(v, (list, dict)) and pd.isna(v):
+            v = None
+        elif hasattr(v, "isoformat"):
             v = v.isoformat()
         elif hasattr(v, "item"):
             v = v.item()
