@@ -327,12 +327,26 @@ class Explorer:
             self.con = duckdb.connect(":memory:")
             self.source = "in-memory views over the lake (read-only)"
             self._missing = None
-        self.con.execute("SET TimeZone = 'UTC'")
-        if not lake.is_s3:
-            self.con.execute(f"LOAD '{_sql_str(delta_extension_path())}'")
+        self._setup()
         if self._missing is None:
             self._refresh_views()
+
+    def _setup(self) -> None:
+        """UTC, the delta extension, and no file access beyond the lake's tables. DuckDB
+        shares one database instance per file within a process: a second Explorer on the
+        same catalog finds it set up (and locked) already."""
+        if self._locked():
+            return
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not self.lake.is_s3:
+            loaded = self.con.execute(
+                "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'delta'").fetchone()
+            if not (loaded and loaded[0]):
+                self.con.execute(f"LOAD '{_sql_str(delta_extension_path())}'")
         self._restrict()
+
+    def _locked(self) -> bool:
+        return bool(self.con.execute("SELECT current_setting('lock_configuration')").fetchone()[0])
 
     def _restrict(self) -> None:
         if self.lake.is_s3:
@@ -394,10 +408,8 @@ class Explorer:
         self.con.close()
         self.con = duckdb.connect(":memory:")
         self.source = "in-memory views over the lake (read-only)"
-        self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute(f"LOAD '{_sql_str(delta_extension_path())}'")
+        self._setup()
         self._refresh_views()
-        self._restrict()
 
     def _cursor(self):
         """A cursor of its own (thread-safe) for a local lake; for S3 the Arrow datasets

@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = cmd("explore", "open the Streamlit explorer on the lake")
     ex.add_argument("--port", type=int, default=8501)
+    ex.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ex.add_argument("--users", help="explorer users file (default $AUDITLAKE_EXPLORER_USERS or <AUDITLAKE_HOME>/explorer_users.toml)")
 
     d = cmd("demo", "run the whole pipeline on generated data in a local lake")
     d.add_argument("--events", type=int, default=20_000)

@@ -715,13 +715,15 @@ def validate_ledger(lake: Lake, docs: bool = True, session: Session | None = Non
     dt = lake.delta("ledger")
     if dt is None:
         return SuiteResult("ledger", True, 0, note="no ledger table yet")
-    dataset = dt.to_pyarrow_dataset()
-    cols = [c for c in tables.LEDGER.names if c not in ("leaf", "data") and c in dataset.schema.names]
-    lf = pl.scan_pyarrow_dataset(dataset).select(cols)
+    from .compliance.run import scan
+
+    schema = pa.schema(dt.schema().to_arrow())
+    cols = [c for c in tables.LEDGER.names if c not in ("leaf", "data") and c in schema.names]
+    lf = scan(dt).select(cols)
     own = session is None
     session = session or Session(lake, docs=docs, run_name="ledger")
     try:
-        return validate_ledger_frame(lf, dataset.schema, session)
+        return validate_ledger_frame(lf, schema, session)
     finally:
         if own:
             session.close()
@@ -796,7 +798,9 @@ def validate_quarantine(lake: Lake, docs: bool = True, session: Session | None =
     own = session is None
     session = session or Session(lake, docs=docs, run_name="quarantine")
     try:
-        return validate_quarantine_frame(pl.scan_pyarrow_dataset(dt.to_pyarrow_dataset()), session)
+        from .compliance.run import scan
+
+        return validate_quarantine_frame(scan(dt), session)
     finally:
         if own:
             session.close()

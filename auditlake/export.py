@@ -46,7 +46,7 @@ from .ledger.canonical import canonical_json
 from .redaction import COLUMNS, MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
 
 FORMATS = ("parquet", "csv", "jsonl")
-PART_ROWS = 1_000_000
+FRAME_ROWS = 250_000  # rows read, redacted and written at a time (one part file per format)
 MANIFEST = "manifest.json"
 DATA_DIR = "data"
 BUNDLE_FORMAT = "auditlake-export"
@@ -136,76 +136,186 @@ def _hmac_values(key: bytes, values: list) -> list:
     return out
 
 
-def read_rows(lake: Lake, filters: dict, size: int, profile: Profile, keys):
-    """The filtered ledger rows as a polars DataFrame of the profile's columns, redacted."""
-    import polars as pl
+class _Redactor:
+    """Reads ledger files and shapes their rows by a profile (vectorised in polars)."""
 
-    from .privacy import DECRYPT_COLUMNS, decrypt_columns
-    from .proofs import _add_actions, polars_scan
+    def __init__(self, lake: Lake, filters: dict, size: int, profile: Profile, keys):
+        from .privacy import DECRYPT_COLUMNS
+
+        self.lake, self.filters, self.size, self.profile, self.keys = lake, filters, size, profile, keys
+        self.cols = profile.columns
+        need = {"seq"}
+        for c in self.cols:
+            need.update(_LEDGER_NEEDS.get(c, []))
+        self.pii_cols = [c for c in self.cols if c in PII_COLUMNS]
+        if self.pii_cols:
+            need.update({"pii_fields", "subject_id", "actor_id"})
+        if profile.needs_pii:
+            need.update(DECRYPT_COLUMNS)
+        self.need = sorted(need)
+        self.hash_key = _hash_key(profile, keys) if any(profile.actions[c] == "hash" for c in self.cols) else b""
+        self.predicate = _predicate(filters, size)
+
+    def frame(self, files: list[str]):
+        """The redacted rows of these ledger files, in seq order (a polars DataFrame)."""
+        import polars as pl
+
+        from .privacy import DECRYPT_COLUMNS, decrypt_columns
+        from .proofs import polars_scan
+
+        df = polars_scan(self.lake, "ledger", files).filter(self.predicate).select(self.need).collect().sort("seq")
+        erased: list[str] = []
+        if self.pii_cols and df.height:
+            has_pii = df.filter(pl.col("pii_fields") != "")
+            people = set(has_pii.get_column("subject_id").drop_nulls().unique().to_list())
+            if "actor_ip" in self.pii_cols:
+                ip_rows = has_pii.filter(pl.col("pii_fields").str.contains("actor.ip", literal=True))
+                people |= set(ip_rows.get_column("actor_id").drop_nulls().unique().to_list())
+            erased = sorted(self.keys.is_erased(people)) if people else []
+        decrypted: dict[str, list] = {}
+        if self.profile.needs_pii and df.height:
+            decrypted = decrypt_columns(self.keys, {c: df.get_column(c).to_list() for c in DECRYPT_COLUMNS})
+        exprs = []
+        for c in self.cols:
+            action = self.profile.actions[c]
+            if c in PII_COLUMNS:
+                owner = "actor_id" if c == "actor_ip" else "subject_id"
+                has = pl.col("pii_fields").str.contains(PII_FIELD[c], literal=True).fill_null(False)
+                if action == "mask":
+                    if erased:
+                        gone = pl.col(owner).is_in(erased).fill_null(False)
+                        e = pl.when(has & gone).then(pl.lit("[erased]")).when(has).then(pl.lit(MASK))
+                    else:
+                        e = pl.when(has).then(pl.lit(MASK))
+                    exprs.append(e.otherwise(pl.lit(None, pl.String)).alias(c))
+                else:
+                    vals = decrypted.get(c, [])
+                    if action == "hash":
+                        vals = _hmac_values(self.hash_key, vals)
+                    exprs.append(pl.Series(c, vals, pl.String).alias(c))
+                continue
+            if c == "seq":
+                exprs.append(pl.col("seq").cast(pl.Int64))
+                continue
+            src = pl.col(c)
+            if c in ("occurred_at", "ingested_at"):
+                src = src.dt.strftime(_TS_FORMAT)
+            src = src.cast(pl.String)
+            if action == "keep":
+                exprs.append(src.alias(c))
+            elif action == "mask":
+                exprs.append(pl.when(src.is_not_null()).then(pl.lit(MASK)).otherwise(pl.lit(None, pl.String)).alias(c))
+            elif action == "hash":
+                vals = _hmac_values(self.hash_key, df.select(src).to_series().to_list())
+                exprs.append(pl.Series(c, vals, pl.String).alias(c))
+        return df.select(exprs)
+
+
+def _file_groups(lake: Lake, dt, size: int, filters: dict) -> list[list[str]]:
+    """The ledger files needed for an export, in groups whose seq ranges do not overlap one
+    another (a batch writes one file per day, so its files interleave), in seq order. Files
+    wholly past the checkpoint or outside the time range are skipped by their statistics."""
+    from .contract import parse_instant
+    from .proofs import _add_actions
+
+    acts = _add_actions(dt)
+    cols = acts.column_names
+    n = acts.num_rows
+    get = lambda name: acts.column(name).to_pylist() if name in cols else [None] * n  # noqa: E731
+    paths, lo, hi = get("path"), get("min.seq"), get("max.seq")
+    t_lo, t_hi = get("min.occurred_at"), get("max.occurred_at")
+    f_from = parse_instant(filters["from"]) if filters.get("from") else None
+    f_to = parse_instant(filters["to"]) if filters.get("to") else None
+    items = []
+    for i in range(n):
+        if lo[i] is not None and lo[i] >= size:
+            continue
+        if f_from is not None and t_hi[i] is not None and _aware(t_hi[i]) < f_from:
+            continue
+        if f_to is not None and t_lo[i] is not None and _aware(t_lo[i]) >= f_to:
+            continue
+        items.append((lo[i], hi[i], paths[i]))
+    if any(a is None or b is None for a, b, _ in items):
+        return [[p for _, _, p in items]] if items else []
+    items.sort()
+    groups: list[list[str]] = []
+    end = None
+    for a, b, p in items:
+        if groups and a <= end:
+            groups[-1].append(p)
+            end = max(end, b)
+        else:
+            groups.append([p])
+            end = b
+    # Small groups (small batches) are read together, up to FRAME_ROWS rows.
+    rows_of = dict(zip(paths, get("num_records")))
+    merged: list[list[str]] = []
+    merged_rows = 0
+    for g in groups:
+        g_rows = sum(rows_of.get(p) or 0 for p in g)
+        if merged and merged_rows + g_rows <= FRAME_ROWS:
+            merged[-1].extend(g)
+            merged_rows += g_rows
+        else:
+            merged.append(list(g))
+            merged_rows = g_rows
+    return merged
+
+
+def _aware(t):
+    from datetime import datetime as _dt
+
+    if isinstance(t, _dt) and t.tzinfo is None:
+        return t.replace(tzinfo=timezone.utc)
+    return t
+
+
+def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, per_frame=None):
+    """(frame, row JSON, per_frame(frame, row JSON, i)) for each group of ledger files, in
+    seq order. The next frame is read, redacted, encoded and handed to `per_frame` (which
+    writes the part files) in a background thread while the caller hashes the current one;
+    polars and file I/O release the GIL, so the two overlap."""
+    from concurrent.futures import ThreadPoolExecutor
 
     dt = lake.delta("ledger")
     if dt is None:
         raise AuditlakeError("the lake has no ledger yet; nothing to export")
-    cols = profile.columns
-    need = {"seq"}
-    for c in cols:
-        need.update(_LEDGER_NEEDS.get(c, []))
-    pii_cols = [c for c in cols if c in PII_COLUMNS]
-    if pii_cols:
-        need.update({"pii_fields", "subject_id", "actor_id"})
-    if profile.needs_pii:
-        need.update(DECRYPT_COLUMNS)
-    files = _add_actions(dt).column("path").to_pylist()
-    df = (
-        polars_scan(lake, "ledger", files)
-        .filter(_predicate(filters, size))
-        .select(sorted(need))
-        .collect()
-        .sort("seq")
-    )
-    exprs = []
-    erased: set[str] = set()
-    if pii_cols:
-        people = set(df.get_column("subject_id").drop_nulls().unique().to_list())
-        if "actor_ip" in pii_cols:
-            ip_rows = df.filter(pl.col("pii_fields").str.contains("actor.ip", literal=True))
-            people |= set(ip_rows.get_column("actor_id").drop_nulls().unique().to_list())
-        erased = keys.is_erased(people) if people else set()
-    decrypted: dict[str, list] = {}
-    if profile.needs_pii and df.height:
-        decrypted = decrypt_columns(keys, {c: df.get_column(c).to_list() for c in DECRYPT_COLUMNS})
-    hash_key = _hash_key(profile, keys) if any(profile.actions[c] == "hash" for c in cols) else b""
-    erased_list = sorted(erased)
-    for c in cols:
-        action = profile.actions[c]
-        if c in PII_COLUMNS:
-            owner = "actor_id" if c == "actor_ip" else "subject_id"
-            has = pl.col("pii_fields").str.contains(PII_FIELD[c], literal=True).fill_null(False)
-            if action == "mask":
-                gone = pl.col(owner).is_in(erased_list).fill_null(False)
-                exprs.append(pl.when(has & gone).then(pl.lit("[erased]")).when(has).then(pl.lit(MASK))
-                             .otherwise(pl.lit(None, pl.String)).alias(c))
-            else:
-                vals = decrypted[c]
-                if action == "hash":
-                    vals = _hmac_values(hash_key, vals)
-                exprs.append(pl.Series(c, vals, pl.String).alias(c))
-            continue
-        if c == "seq":
-            exprs.append(pl.col("seq").cast(pl.Int64))
-            continue
-        src = pl.col(c)
-        if c in ("occurred_at", "ingested_at"):
-            src = src.dt.strftime(_TS_FORMAT)
-        src = src.cast(pl.String)
-        if action == "keep":
-            exprs.append(src.alias(c))
-        elif action == "mask":
-            exprs.append(pl.when(src.is_not_null()).then(pl.lit(MASK)).otherwise(pl.lit(None, pl.String)).alias(c))
-        elif action == "hash":
-            vals = _hmac_values(hash_key, df.select(src).to_series().to_list())
-            exprs.append(pl.Series(c, vals, pl.String).alias(c))
-    return df.select(exprs) if df.height else df.select(exprs).clear()
+    red = _Redactor(lake, filters, size, profile, keys)
+    groups = _file_groups(lake, dt, size, filters)
+
+    def work(i, files):
+        df, js = _empty(red.cols) if files is None else _encoded(red.frame(files))
+        return df, js, (per_frame(df, js, i) if per_frame else None)
+
+    if not groups:
+        yield work(0, None)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(work, 0, groups[0])
+        for i, nxt in enumerate(groups[1:], 1):
+            cur = pending.result()
+            pending = pool.submit(work, i, nxt)
+            yield cur
+        yield pending.result()
+
+
+def _encoded(df):
+    return df, row_json(df)
+
+
+def _empty(cols: list[str]):
+    import polars as pl
+
+    df = pl.DataFrame({c: pl.Series(c, [], pl.Int64 if c == "seq" else pl.String) for c in cols})
+    return df, row_json(df)
+
+
+def read_rows(lake: Lake, filters: dict, size: int, profile: Profile, keys):
+    """The filtered ledger rows as one polars DataFrame of the profile's columns, redacted."""
+    import polars as pl
+
+    frames = [df for df, _, _ in iter_frames(lake, filters, size, profile, keys)]
+    return pl.concat(frames) if len(frames) > 1 else frames[0]
 
 
 def row_json(df):
@@ -218,12 +328,35 @@ def row_json(df):
     return df.select(pl.struct(pl.all()).struct.json_encode().alias("j")).to_series()
 
 
+def leaf_hashes(json_rows) -> list[bytes]:
+    """RFC 6962 leaf hashes SHA-256(0x00 || row) of canonical-JSON rows (polars Series or
+    arrow string array), straight from the arrow buffers."""
+    import numpy as np
+
+    if hasattr(json_rows, "to_arrow"):
+        import polars as pl
+
+        arr = json_rows.to_arrow(compat_level=pl.CompatLevel.oldest())
+    else:
+        arr = json_rows
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if len(arr) == 0:
+        return []
+    if not pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.large_string())
+    if arr.null_count:
+        raise AuditlakeError("a null row in the export")
+    offs = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset).tolist()
+    data = arr.buffers()[2].to_pybytes()
+    sha = hashlib.sha256
+    return [sha(b"\x00" + data[a:b]).digest() for a, b in zip(offs, offs[1:])]
+
+
 def merkle_root(json_rows) -> tuple[bytes, int]:
     """RFC 6962 root over rows given as canonical-JSON strings (a polars Series / arrow)."""
-    arr = json_rows.to_arrow() if hasattr(json_rows, "to_arrow") else json_rows
-    if len(arr) == 0:
-        return merkle.EMPTY_ROOT, 0
-    return merkle.root_arrow(merkle.leaf_hashes_arrow(arr)), len(arr)
+    hashes = leaf_hashes(json_rows)
+    return merkle.Frontier.empty().extend(hashes).root(), len(hashes)
 
 
 # ============================================================================ writing
@@ -237,22 +370,25 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _write_part(df, json_rows, fmt: str, path: Path) -> None:
-    if fmt == "parquet":
-        df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
-    elif fmt == "jsonl":
-        with open(path, "wb") as f:
-            for chunk_start in range(0, len(json_rows), 200_000):
-                part = json_rows.slice(chunk_start, 200_000).to_list()
-                f.write(("\n".join(part) + "\n").encode())
-    elif fmt == "csv":
-        import pyarrow.csv as pcsv
-
-        table = df.to_arrow()
-        table = table.cast(pa.schema([pa.field(n, pa.int64() if n == "seq" else pa.string()) for n in table.column_names]))
-        pcsv.write_csv(table, str(path), pcsv.WriteOptions(quoting_style="needed"))
-    else:
-        raise AuditlakeError(f"unknown export format {fmt}")
+def _write_parts(out: Path, fmts: list[str], df, json_rows, i: int, first_row: int) -> list[dict]:
+    """Part `i` of each format: the same rows as Parquet, CSV (null unquoted-empty, "" quoted)
+    and JSON Lines (each line the row's canonical JSON)."""
+    entries = []
+    for fmt in fmts:
+        rel = f"{DATA_DIR}/part-{i:05d}.{fmt}"
+        path = out / rel
+        if fmt == "parquet":
+            df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+        elif fmt == "csv":
+            df.write_csv(path, quote_style="necessary", null_value="")
+        else:
+            with open(path, "wb") as f:
+                if df.height:
+                    f.write((json_rows.str.join("\n").item() + "\n").encode())
+        sha, size = _sha256_file(path)
+        entries.append({"path": rel, "format": fmt, "rows": df.height, "first_row": first_row, "bytes": size,
+                        "sha256": sha})
+    return entries
 
 
 def _formats(formats) -> list[str]:
@@ -305,22 +441,28 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     from .ledger.checkpoint import Checkpoint
 
     cp = Checkpoint.from_dict(cp_row).to_dict()
-    df = read_rows(lake, flt, cp["tree_size"], prof, keys)
-    json_rows = row_json(df)
-    root, n = merkle_root(json_rows)
     export_id = f"export-{uuid.uuid4()}"
     (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    files = []
+    frontier = merkle.Frontier.empty()
+    files: list[dict] = []
+    first_row = [0]
+
+    def per_frame(df, json_rows, i):
+        if df.height == 0:
+            return []
+        entries = _write_parts(out, fmts, df, json_rows, i, first_row[0])
+        first_row[0] += df.height
+        return entries
+
     try:
-        for fmt in fmts:
-            parts = max(1, -(-n // PART_ROWS))
-            for p in range(parts):
-                lo = p * PART_ROWS
-                rel = f"{DATA_DIR}/part-{p:05d}.{fmt}"
-                _write_part(df.slice(lo, PART_ROWS), json_rows.slice(lo, PART_ROWS), fmt, out / rel)
-                sha, size = _sha256_file(out / rel)
-                files.append({"path": rel, "format": fmt, "rows": min(PART_ROWS, n - lo) if n else 0,
-                              "first_row": lo, "bytes": size, "sha256": sha})
+        for _, json_rows, entries in iter_frames(lake, flt, cp["tree_size"], prof, keys, per_frame):
+            frontier = frontier.extend(leaf_hashes(json_rows))
+            files.extend(entries)
+        if not files:  # nothing matched: one empty part per format
+            df, js = _empty(prof.columns)
+            files = _write_parts(out, fmts, df, js, 0, 0)
+        files.sort(key=lambda e: (e["format"], e["path"]))
+        n, root = frontier.size, frontier.root()
         who = current_actor(actor)
         audit_id = record_audit_event(
             lake, "data.exported",
@@ -347,7 +489,7 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
         "reveal_reason": reason,
         "filters": flt,
         "source_checkpoint": cp,
-        "columns": list(df.columns),
+        "columns": prof.columns,
         "rows": n,
         "merkle": {"algorithm": "RFC 6962 SHA-256", "leaf": LEAF_RULE, "size": n, "root": root.hex()},
         "files": files,
@@ -363,28 +505,28 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
 
 
 # ============================================================================ verifying
-def _leaves_of(path: Path, fmt: str, columns: list[str]) -> tuple[list[str] | None, str | None]:
-    """Canonical JSON of each row of a data file, or (None, why)."""
+def _leaves_of(path: Path, fmt: str, columns: list[str]):
+    """(canonical JSON of each row of a data file as a polars Series, None) or (None, why)."""
     import polars as pl
 
     try:
         if fmt == "jsonl":
             text = path.read_bytes().decode("utf-8")
-            lines = text.split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()
-            out = []
-            for i, line in enumerate(lines, 1):
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    return None, f"line {i} is not JSON"
-                if not isinstance(obj, dict) or list(obj) != columns:
-                    return None, f"line {i} does not have the manifest's columns"
-                if canonical_json(obj).decode() != line:
-                    return None, f"line {i} is not in canonical form"
-                out.append(line)
-            return out, None
+            if text and not text.endswith("\n"):
+                return None, "the last line is not terminated"
+            lines = pl.Series("j", text.split("\n")[:-1] if text else [], pl.String)
+            if lines.len() == 0:
+                return lines, None
+            dtype = pl.Struct({c: (pl.Int64 if c == "seq" else pl.String) for c in columns})
+            try:
+                again = lines.str.json_decode(dtype).struct.json_encode()
+            except Exception as exc:  # noqa: BLE001 - polars raises its own error types
+                return None, f"a line is not JSON ({str(exc).splitlines()[0][:120]})"
+            bad = (again != lines).fill_null(True)
+            if bad.any():
+                i = int(bad.arg_true()[0]) + 1
+                return None, f"line {i} is not the canonical JSON of a row with the manifest's columns"
+            return lines, None
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -400,7 +542,7 @@ def _leaves_of(path: Path, fmt: str, columns: list[str]) -> tuple[list[str] | No
         if table.column_names != columns:
             return None, f"columns {table.column_names} differ from the manifest's"
         table = table.cast(pa.schema([pa.field(c, pa.int64() if c == "seq" else pa.string()) for c in columns]))
-        return row_json(pl.from_arrow(table)).to_list(), None
+        return row_json(pl.from_arrow(table)), None
     except (OSError, UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
         return None, f"unreadable: {str(exc).splitlines()[0][:160]}"
 
@@ -484,15 +626,16 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
         problems.append(f"{rel}: a file that the manifest does not list (added)")
     for rel in sorted(set(listed) - present):
         problems.append(f"{rel}: listed in the manifest but missing (removed)")
-    by_format: dict[str, list[str]] = {}
+    by_format: dict[str, merkle.Frontier] = {}
     complete: dict[str, bool] = {}
-    for rel, f in listed.items():
+    order = sorted(listed.items(), key=lambda kv: (str(kv[1].get("format")), kv[1].get("first_row", 0), kv[0]))
+    for rel, f in order:
         fmt = f.get("format")
+        complete.setdefault(fmt, True)
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             problems.append(f"{rel}: a path outside the bundle")
             complete[fmt] = False
             continue
-        complete.setdefault(fmt, True)
         if rel not in present:
             complete[fmt] = False
             continue
@@ -500,23 +643,21 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
         sha, size = _sha256_file(path)
         if sha != f.get("sha256") or size != f.get("bytes"):
             problems.append(f"{rel}: content differs from the manifest (SHA-256 {sha[:16]}..., {size} bytes)")
-        leaves, why = _leaves_of(path, fmt, columns)
-        if leaves is None:
+        rows, why = _leaves_of(path, fmt, columns)
+        if rows is None:
             problems.append(f"{rel}: {why}")
             complete[fmt] = False
             continue
-        if len(leaves) != f.get("rows"):
-            problems.append(f"{rel}: {len(leaves)} rows, the manifest says {f.get('rows')} (rows added or removed)")
-        by_format.setdefault(fmt, []).extend(leaves)
-        f["_leaves"] = len(leaves)
+        if rows.len() != f.get("rows"):
+            problems.append(f"{rel}: {rows.len()} rows, the manifest says {f.get('rows')} (rows added or removed)")
+        by_format[fmt] = by_format.get(fmt, merkle.Frontier.empty()).extend(leaf_hashes(rows))
     expect_root = (manifest.get("merkle") or {}).get("root")
-    for fmt, leaves in sorted(by_format.items()):
+    for fmt, frontier in sorted(by_format.items()):
         if not complete.get(fmt, True):
             continue
-        r, n = merkle_root(pa.array(leaves, pa.string()))
-        if n != manifest.get("rows"):
-            problems.append(f"{fmt}: {n} rows in all, the manifest says {manifest.get('rows')}")
-        if r.hex() != expect_root:
+        if frontier.size != manifest.get("rows"):
+            problems.append(f"{fmt}: {frontier.size} rows in all, the manifest says {manifest.get('rows')}")
+        if frontier.root().hex() != expect_root:
             problems.append(f"{fmt}: the Merkle root of the rows does not match the manifest's (a row was edited, "
                             "added, removed or reordered)")
     return {

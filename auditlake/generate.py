@@ -1,14 +1,17 @@
 """Synthetic landing data for the lake, with planted rule violations and exact ground truth.
 
-`generate(out_dir, events, seed)` writes `out_dir/landing/` (JSONL, JSONL.gz and Parquet
-files per EVENTS.md, about 0.5% of the lines malformed or replayed) and
-`out_dir/ground_truth.json`:
+`generate(out_dir, events, seed)` writes `out_dir/landing/` and `out_dir/ground_truth.json`.
+Landing files are one stream per producing service, split into parts: JSONL, JSONL.gz
+and Parquet (actor/subject/data as JSON strings in even parts, as structs in odd ones);
+about 0.5% of the lines are malformed or replayed. The ground truth:
 
     {"seed", "events" (lines written), "as_of", "findings": [{"rule_id", "event_id"}],
      "quarantine": {file: {"lines", "bad"}}, "accepted",
      "planted": [{"rule_id", "event_id", "flagged", "case"}],   # hand-placed boundary cases
      "malformed": [{"file", "line", "kind"}]}                  # every line that must be rejected
 
+The quarantine counts assume the contract's ingest order: files by sorted name, lines in
+order, so a replay (an exact copy placed later) is the copy that is rejected.
 The findings are computed by the independent row-by-row oracle
 (auditlake/compliance/oracle.py) over exactly the events an ingester must accept, so
 background traffic can never add a finding that is not listed. Output is byte-identical
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import io
 import random
 import zoneinfo
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from auditlake.compliance.calendar import add_business_days, add_calendar_months
@@ -114,10 +119,6 @@ SETTINGS = {
 
 def _us(t: datetime) -> int:
     return (t - EPOCH) // timedelta(microseconds=1)
-
-
-def _dt(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
 
 
 def rfc3339(t: datetime) -> str:
@@ -224,24 +225,25 @@ class _Landing:
 
     def part(self, service: str) -> dict:
         p = self.current.get(service)
+        if p is not None and p["lines"] < p["limit"]:
+            return p
+        # The current part is full (or there is none): start the next one.
         parquet = _is_parquet(service)
+        if p is not None and parquet:
+            self._write_parquet(p)
+        n = self.count.get(service, 0)
+        self.count[service] = n + 1
+        kind = FORMATS[service][n % len(FORMATS[service])]
+        name = f"{service}-{n:03d}.{'parquet' if parquet else kind}"
         limit = max(50, self.part_lines // PARQUET_PART_SHARE) if parquet else self.part_lines
-        if p is None or p["lines"] >= limit:
-            if p is not None and parquet:
-                self._write_parquet(p)
-            n = self.count.get(service, 0)
-            self.count[service] = n + 1
-            kinds = FORMATS[service]
-            kind = kinds[n % len(kinds)]
-            name = f"{service}-{n:03d}.{'parquet' if parquet else kind}"
-            p = {"name": name, "kind": kind, "lines": 0, "bad": 0, "buf": [], "rows": []}
-            if not parquet:
-                raw = open(self.folder / name, "wb")
-                p["raw"] = raw
-                p["fh"] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=5) \
-                    if kind == "jsonl.gz" else raw
-            self.current[service] = p
-            self.parts[name] = p
+        p = {"name": name, "kind": kind, "lines": 0, "bad": 0, "buf": [], "rows": [], "limit": limit}
+        if not parquet:
+            raw = open(self.folder / name, "wb")
+            p["raw"] = raw
+            p["fh"] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) \
+                if kind == "jsonl.gz" else raw
+        self.current[service] = p
+        self.parts[name] = p
         return p
 
     def line(self, p: dict, data: bytes, bad: bool = False) -> int:
@@ -265,16 +267,22 @@ class _Landing:
         # EVENTS.md allows actor/subject/data as JSON strings or structs; the two layouts
         # alternate. (A struct column has the union of the rows' keys, so a row's `data`
         # reads back with the other rows' keys as nulls, which every rule treats as absent.)
+        nested = ("actor", "subject", "data")
         columns = {}
+        if p["kind"] == "parquet-struct":  # Arrow's JSON reader infers the structs, fast
+            lines = b"\n".join(orjson.dumps({c: r[c] for c in nested}) for r in p["rows"])
+            structs = pj.read_json(io.BytesIO(lines))
+            for c in nested:   # an all-null column stays a string column
+                col = structs.column(c)
+                columns[c] = col.cast(pa.string()) if col.type == pa.null() else col
         for c in PARQUET_COLUMNS:
             values = [r[c] for r in p["rows"]]
-            if c in ("actor", "subject", "data") and p["kind"] == "parquet":
+            if c in columns:
+                continue
+            if c in nested:
                 values = [None if v is None else orjson.dumps(v).decode() for v in values]
-            if c in ("actor", "subject", "data") and p["kind"] == "parquet-struct" \
-                    and any(v is not None for v in values):   # an all-null column stays a string
-                columns[c] = pa.array(values)
-            else:
-                columns[c] = pa.array(values, type=pa.string())
+            columns[c] = pa.array(values, type=pa.string())
+        columns = {c: columns[c] for c in PARQUET_COLUMNS}
         pq.write_table(pa.table(columns), self.folder / p["name"], compression="zstd")
         p["rows"] = []
 
@@ -1159,7 +1167,7 @@ class _Background:
     P_NO_TICKET = 0.03      # organic SOX-CHANGE
 
     def __init__(self, gen: _Generator, count: int):
-        self.g, self.count = gen, count
+        self.count = count
         self.rng, self.w, self.clock = gen.rng, gen.world, gen.clock
         self.t0, self.t1 = gen.t0, gen.t1
         self.zones: dict[str, zoneinfo.ZoneInfo] = {}

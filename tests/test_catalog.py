@@ -49,7 +49,8 @@ def duckdb_cli() -> str:
 
 def connect(db) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(db), read_only=True)
-    con.execute(f"LOAD '{catalog.delta_extension_path()}'")
+    if not con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'delta'").fetchone()[0]:
+        con.execute(f"LOAD '{catalog.delta_extension_path()}'")
     return con
 
 

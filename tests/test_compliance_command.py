@@ -213,3 +213,29 @@ def test_no_lake_empty_lake_and_bad_as_of(tmp_path, capsys):
     assert latest_findings(Lake.open(lake_dir)).height == 0
     rc, doc, err = cli(capsys, "--lake", lake_dir, "compliance", "--as-of", "yesterday")
     assert rc == 2 and "--as-of" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.s3
+def test_compliance_on_an_s3_lake(s3_lake_uri, tmp_path, capsys):
+    from quality_fixtures import clean_events
+
+    landing = write_jsonl(tmp_path / "landing" / "events.jsonl", clean_events() + ["not json"])
+    assert cli(capsys, "--lake", s3_lake_uri, "ingest", str(landing), "--json")[0] == 0
+    rc, doc, err = cli(capsys, "--lake", s3_lake_uri, "compliance", "--json")
+    assert rc == 0, err
+    assert doc["tree_size"] == 40 and doc["findings"] > 0
+    lake = Lake.open(s3_lake_uri)
+    assert latest_findings(lake).height == doc["findings"]
+    # the report and the GX Data Docs are written into the bucket
+    assert doc["report"]["html"].startswith(s3_lake_uri)
+    assert b"Compliance report" in lake.read_bytes(f"reports/compliance/{doc['evaluation_id']}/report.html")
+    assert doc["data_docs"] == f"{s3_lake_uri}/reports/data_docs/index.html"
+    index = lake.read_bytes("reports/data_docs/index.html")
+    assert index and doc["evaluation_id"].encode() in index
+    pages = doc["quality"]["ledger"]["data_docs_pages"]
+    assert lake.read_bytes(pages["ledger.keys"].removeprefix(s3_lake_uri + "/"))
+    # a second run keeps the first run's results in the index (they are mirrored back)
+    rc, doc2, err = cli(capsys, "--lake", s3_lake_uri, "compliance", "--json")
+    assert rc == 0, err
+    index = lake.read_bytes("reports/data_docs/index.html")
+    assert doc["evaluation_id"].encode() in index and doc2["evaluation_id"].encode() in index

@@ -590,6 +590,9 @@ def test_evaluate_sees_no_plain_pii():
     b.add("login", "user.login", "2026-03-03T05:00:00Z", actor_ip=ip, subject={"id": "s1", "country": "DE"},
           method="password")
     f = frame(b.events)
+    assert f.columns == ["seq", "event_id", "event_type", "occurred_at", "tenant_id", "actor_id", "subject_id",
+                         "subject_country", "subject_region", "subject_timezone", "phone_bidx", "pii_fields",
+                         "lawful_basis", "data"]
     assert not {c for c in f.columns if any(w in c for w in ("phone", "email", "name", "ip"))} - {"phone_bidx"}
     flat = " ".join(str(v) for row in f.rows() for v in row)
     assert not any(v in flat for v in (phone, email, name, ip))

@@ -9,9 +9,13 @@ enough for a million events.
 Decisions where RULES.md is terse (the same ones the engine makes):
 - a consent/DNC revocation at the same instant as a grant/removal counts as later;
   any consent/DNC event at the call's own instant is "at or before" the call;
+- TCPA-REVOKED and internal TCPA-DNC count 10 business days from the time of that
+  latest revocation/addition itself (a repeated STOP restarts the clock);
+- national TCPA-DNC: no consent event at all is "not a consent.granted";
 - a missing, empty or unknown time-zone name gets the four-US-zone check;
 - extensions and completions match a privacy request by `request_id` only; the earliest
-  completion counts; "before the first deadline" is strict;
+  completion counts, whenever it is; "before the first deadline" is strict; `as_of`
+  only decides requests that have no completion;
 - an event key (phone, request_id, payout_id, subject id) that is null matches nothing;
 - for CCPA-SALE, a sale lacking country or region takes, field by field, the latest
   non-null value from an event of the same (tenant, subject) at or before it, later
@@ -23,6 +27,7 @@ import calendar
 import zoneinfo
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Iterable
 
 UTC = timezone.utc
@@ -67,14 +72,16 @@ def months_after(t: datetime, n: int) -> datetime:
     return t.replace(year=year, month=month, day=min(t.day, last_day))
 
 
-KNOWN_ZONE_NAMES = frozenset(zoneinfo.available_timezones())
+@lru_cache(maxsize=1)
+def known_zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 def is_valid_zone(name: Any) -> bool:
     # "Factory" (no zone configured) and "localtime" (a system link) are not real zones.
     if not isinstance(name, str) or name in ("", "Factory", "localtime"):
         return False
-    if name not in KNOWN_ZONE_NAMES:
+    if name not in known_zone_names():
         return False
     try:
         zoneinfo.ZoneInfo(name)

@@ -43,27 +43,48 @@ def attribute(findings: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     if findings.height == 0:
         return findings.with_columns(event_type=pl.lit(None, pl.Utf8), campaign_id=pl.lit(None, pl.Utf8),
                                      publisher_id=pl.lit(None, pl.Utf8))
-    ev = events.select("seq", "event_id", "event_type", "data")
+    # Only the events the attribution needs are parsed: the flagged ones, then the payouts
+    # and calls they name (a cheap substring pre-filter before the JSON parse).
+    def in_order(df: pl.DataFrame) -> pl.DataFrame:  # ledger order, after filtering (cheap)
+        return df.sort("seq") if "seq" in df.columns else df
+
+    ev = (in_order(events.filter(pl.col("event_id").is_in(findings["event_id"].unique().implode())))
+          .select("event_id", "event_type", "data").unique("event_id", keep="first", maintain_order=True))
     flagged = (
-        findings.join(ev.unique("event_id", keep="first"), on="event_id", how="left")
+        findings.join(ev, on="event_id", how="left")
         .with_columns(own_campaign=_field("campaign_id"), own_publisher=_field("publisher_id"),
                       call_id=_field("call_id"), payout_id=_field("payout_id"))
-        .drop("data", "seq")
+        .drop("data")
     )
-    by_order = events.sort("seq") if "seq" in events.columns else events
-    calls = (
-        by_order.filter(pl.col("event_type") == "call.started")
-        .select("tenant_id", call_id=_field("call_id"), call_campaign=_field("campaign_id"),
-                call_publisher=_field("publisher_id"))
-        .filter(pl.col("call_id").is_not_null())
-        .unique(["tenant_id", "call_id"], keep="first", maintain_order=True)
-    )
+
+    def named(kind: str, key: str, ids: pl.Series) -> pl.DataFrame:
+        """The events of type `kind` whose data.`key` is in `ids`. The key is pre-read
+        with a regex over the canonical (RFC 8785, no whitespace) data JSON, which is ~5x
+        cheaper than a JSON parse of every row; callers parse the few rows it keeps."""
+        wanted = ids.drop_nulls().unique()
+        if wanted.len() == 0:
+            return events.clear()
+        rows = (
+            events.lazy().with_row_index("_row").filter(pl.col("event_type") == kind)
+            .select("_row", k=pl.col("data").str.extract(f'"{key}":"([^"\\\\]*)"'))
+            .filter(pl.col("k").is_in(wanted.implode())).collect()["_row"]
+        )
+        return in_order(events[rows])
+
     payouts = (
-        by_order.filter(pl.col("event_type") == "payout.recorded")
+        named("payout.recorded", "payout_id", flagged["payout_id"])
         .select("tenant_id", payout_id=_field("payout_id"), payout_call=_field("call_id"),
                 payout_publisher=_field("publisher_id"))
         .filter(pl.col("payout_id").is_not_null())
         .unique(["tenant_id", "payout_id"], keep="first", maintain_order=True)
+    )
+    wanted_calls = pl.concat([flagged["call_id"], payouts["payout_call"]])
+    calls = (
+        named("call.started", "call_id", wanted_calls)
+        .select("tenant_id", call_id=_field("call_id"), call_campaign=_field("campaign_id"),
+                call_publisher=_field("publisher_id"))
+        .filter(pl.col("call_id").is_not_null())
+        .unique(["tenant_id", "call_id"], keep="first", maintain_order=True)
     )
     out = (
         flagged.join(payouts, on=["tenant_id", "payout_id"], how="left")

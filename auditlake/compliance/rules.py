@@ -10,7 +10,8 @@ severity, detail; sorted by rule_id, occurred_at, event_id.
 
 Every rule is a handful of filters, group-bys and as-of joins; the only Python loops
 run over distinct time-zone names, never over rows. auditlake/compliance/oracle.py is
-an independent row-by-row transcription of the same rules that tests compare against.
+an independent row-by-row transcription of the same rules that tests compare against;
+its docstring lists the readings taken where RULES.md is terse, which both follow.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ RULE_IDS: tuple[str, ...] = (
     "SOX-SOD", "SOX-CHANGE",
 )
 
+# high: a violation per call/sale/transfer/payout with direct liability (TCPA statutory
+# damages, unlawful transfer or sale, a control failure on money); medium: process and
+# timeliness failures that are usually remediable.
 SEVERITY: dict[str, str] = {
     "TCPA-HOURS": "high",
     "TCPA-CONSENT": "high",

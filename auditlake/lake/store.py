@@ -155,7 +155,7 @@ class Lake:
         try:
             if self.is_s3:
                 dt = _S3DeltaTable(self.table_uri(name), storage_options=self.storage_options)
-                dt._lake = self
+                dt._lake, dt._base = self, f"{self.bucket}/{self.prefix}/tables/{name}".replace("//", "/")
                 return dt
             return DeltaTable(self.table_uri(name), storage_options=self.storage_options or None)
         except TableNotFoundError:
@@ -183,12 +183,12 @@ def _s3_delta_table_class():
         exits: that aborts the process ("terminate called without an active exception")."""
 
         _lake: "Lake | None" = None
+        _base: str = ""
 
         def to_pyarrow_dataset(self, *args, **kwargs):
             if self._lake is not None and len(args) < 2 and kwargs.get("filesystem") is None:
                 fs, _ = self._lake.filesystem()
-                base = self.table_uri().removeprefix("s3://").removeprefix("s3a://").rstrip("/")
-                kwargs["filesystem"] = pafs.SubTreeFileSystem(base, fs)
+                kwargs["filesystem"] = pafs.SubTreeFileSystem(self._base, fs)
             return super().to_pyarrow_dataset(*args, **kwargs)
 
     return S3DeltaTable
