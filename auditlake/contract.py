@@ -135,6 +135,17 @@ def _bad_kind(value, kind) -> str | None:
 
 def check_event(ev) -> str | None:
     """None if `ev` (a parsed JSON value) meets the contract, else a one-line reason."""
+    return validate(ev)[1]
+
+
+def validate(ev) -> tuple[datetime | None, str | None]:
+    """(occurred_at as UTC, None) if `ev` meets the contract, else (None, reason)."""
+    occurred = parse_instant(ev.get("occurred_at")) if isinstance(ev, dict) else None
+    reason = _problem(ev, occurred)
+    return (occurred, None) if reason is None else (None, reason)
+
+
+def _problem(ev, occurred: datetime | None) -> str | None:
     if not isinstance(ev, dict):
         return "not a JSON object"
     extra = set(ev) - ENVELOPE_FIELDS
@@ -148,7 +159,7 @@ def check_event(ev) -> str | None:
             return f"wrong type: {name} must be a non-empty string"
     if not UUID_RE.match(ev["event_id"]):
         return "bad event_id: not a canonical lowercase UUID"
-    if parse_instant(ev["occurred_at"]) is None:
+    if occurred is None:
         return "bad occurred_at: not an RFC 3339 timestamp with Z or an offset"
     spec = CATALOG.get(ev["event_type"])
     if spec is None:

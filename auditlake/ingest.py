@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import landing, proofs
-from .contract import MAX_LINE_BYTES, check_event, parse_instant
+from .contract import MAX_LINE_BYTES, validate
 from .errors import AuditlakeError, ConflictError
 from .head import Head, load_head, prev_checkpoint_hash
 from .keys import KeyStore
@@ -199,9 +199,9 @@ def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report
                 continue
             event, reason = _parse(raw)
             if reason is None:
-                reason = check_event(event)
+                occurred, reason = validate(event)
             if reason is None:
-                batch.candidates.append(_Candidate(lf.name, sha, line, event, parse_instant(event["occurred_at"])))
+                batch.candidates.append(_Candidate(lf.name, sha, line, event, occurred))
             else:
                 batch.bad.append(
                     {"source_file": lf.name, "source_sha256": sha, "line": line, "reason": reason,
@@ -249,14 +249,14 @@ class _Sealer:
         if ip:
             pii_fields.append("actor.ip")
             cipher = self._ciphers[actor["id"]]
-            ip_sealed = seal(cipher, canonical_json({"ip": ip}), aad(event_id, "actor")) if cipher else None
+            ip_sealed = seal(cipher, canonical_with_fragments({"ip": ip}), aad(event_id, "actor")) if cipher else None
         subject_rec = None
         bidx = None
         if subject is not None:
             pii = {k: subject[k] for k in ("email", "name", "phone") if subject.get(k)}
             pii_fields.extend(f"subject.{k}" for k in pii)
             cipher = self._ciphers[subject["id"]]
-            sealed = seal(cipher, canonical_json(pii), aad(event_id, "subject")) if pii and cipher else None
+            sealed = seal(cipher, canonical_with_fragments(pii), aad(event_id, "subject")) if pii and cipher else None
             if subject.get("phone"):
                 bidx = blind_index(self.bidx_key, subject["phone"])
             subject_rec = {
@@ -380,7 +380,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, sealer: _Sealer, state: _State, ba
             row["hash"] = h.hex()
             row["key_id"] = key_id
             row["batch_id"] = batch_id
-        table = pa.Table.from_pylist(rows, schema=tables.LEDGER)
+        table = pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in tables.LEDGER})
         head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version, {"batch_id": batch_id})
         head.frontier = proofs.extend_frontier(lake, head.frontier, leaves)  # also stores tiles
         head.chain_head = hashes[-1]
