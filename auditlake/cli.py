@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = cmd("verify", "check chains, Merkle roots, signed checkpoints and the table history")
     v.add_argument("--trusted", help="a checkpoint JSON file to trust instead of the trust store")
     v.add_argument("--no-trust-update", action="store_true", help="do not advance the trust store")
+    v.add_argument("--incremental", action="store_true",
+                   help="re-read only the events after the trusted checkpoint (history and checkpoints in full)")
 
     k = cmd("keys", "key management")
     k.add_argument("action", choices=["rotate", "export-public"])

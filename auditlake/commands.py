@@ -38,7 +38,7 @@ def verify(args) -> int:
     from .verify import verify as run
 
     lake = Lake.open(args.lake)
-    report = run(lake, trusted_file=args.trusted, update_trust=not args.no_trust_update)
+    report = run(lake, trusted_file=args.trusted, update_trust=not args.no_trust_update, incremental=args.incremental)
     doc = report.to_dict()
     if args.json:
         print(json.dumps(doc))

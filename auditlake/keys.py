@@ -70,13 +70,29 @@ class LocalKeyWrapper:
 
 
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _create_private(path: Path, text: str) -> None:
+    """Create the file only if it does not exist: concurrent first runs agree on one keystore."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
 
 
 class KeyStore:
@@ -107,7 +123,7 @@ class KeyStore:
             "bidx": {"id": "bk-" + secrets.token_hex(6), "key": _b64(secrets.token_bytes(32))},
             "kek": _b64(secrets.token_bytes(32)),
         }
-        _write_private(self._path, json.dumps(keys, indent=2))
+        _create_private(self._path, json.dumps(keys, indent=2))  # first writer wins
 
     def rotate(self) -> tuple[str, str]:
         """Add a new chain key and a new signing key; old ones stay for verification."""

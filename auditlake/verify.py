@@ -194,25 +194,28 @@ def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tu
     return paths, fs
 
 
-def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, root: str) -> None:
-    """Stream the ledger files into a DuckDB table (which spills to disk past its memory limit)."""
+def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, root: str, start: int = 0) -> None:
+    """Stream the ledger rows with seq >= start into a DuckDB table `ledger` (which spills to
+    disk past its memory limit) and the seq of the rows below into `ledger_below`."""
     import pyarrow.dataset as pads
 
     base = pa.schema([f for f in tables.LEDGER if f.name != "event_date"])
     schema = base.append(pa.field("_file", pa.string())).append(pa.field("event_date", pa.string()))
     prefix = f"{root}/tables/ledger/"
 
-    def batches():
+    def batches(columns, flt):
         if not paths:
             return
         for fragment in pads.dataset(paths, schema=base, filesystem=fs, format="parquet").get_fragments():
             rel = fragment.path[len(prefix):]
             part = next((p.split("=", 1)[1] for p in rel.split("/") if p.startswith("event_date=")), None)
-            for b in fragment.to_batches(columns=base.names, batch_size=65_536):
+            for b in fragment.to_batches(columns=columns, filter=flt, batch_size=65_536):
                 n = b.num_rows
-                yield pa.RecordBatch.from_arrays(
-                    [*b.columns, pa.array([rel] * n, pa.string()), pa.array([part] * n, pa.string())], schema=schema
-                )
+                if columns == base.names:
+                    b = pa.RecordBatch.from_arrays(
+                        [*b.columns, pa.array([rel] * n, pa.string()), pa.array([part] * n, pa.string())], schema=schema
+                    )
+                yield b
 
     if paths and isinstance(fs, pafs.LocalFileSystem):
         # Local files: DuckDB's own parallel Parquet reader (it cannot reach S3 without httpfs).
@@ -220,17 +223,25 @@ def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.File
             f"""CREATE TEMP TABLE ledger AS SELECT {', '.join(base.names)},
                    substr(filename, {len(prefix) + 1}) AS _file,
                    regexp_extract(filename, 'event_date=([^/]+)', 1) AS event_date
-                FROM read_parquet(?, filename = true, hive_partitioning = false)""",
-            [paths],
+                FROM read_parquet(?, filename = true, hive_partitioning = false) WHERE seq >= ?""",
+            [paths, start],
         )
+        con.execute("CREATE TEMP TABLE ledger_below AS SELECT seq FROM read_parquet(?) WHERE seq < ?", [paths, start])
         return
-    con.register("ledger_src", pa.RecordBatchReader.from_batches(schema, batches()))
+    seq = pads.field("seq")
+    con.register("ledger_src", pa.RecordBatchReader.from_batches(schema, batches(base.names, seq >= start)))
     con.execute("CREATE TEMP TABLE ledger AS SELECT * FROM ledger_src")
     con.unregister("ledger_src")
+    below_schema = pa.schema([base.field("seq")])
+    con.register("below_src", pa.RecordBatchReader.from_batches(below_schema, batches(["seq"], seq < start)))
+    con.execute("CREATE TEMP TABLE ledger_below AS SELECT * FROM below_src")
+    con.unregister("below_src")
 
 
-def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyReport) -> list[bytes]:
-    """Row checks; returns the leaf hashes of the distinct positions in seq order."""
+def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyReport,
+                start: int = 0, start_hash: str = ZERO_HASH) -> list[bytes]:
+    """Row checks of the rows loaded (seq >= start, chained from start_hash); returns the
+    leaf hashes of the distinct positions in seq order."""
     n, distinct, lo, hi = con.execute("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM ledger").fetchone()
     report.events = n
     for seq, c, f in con.execute(
@@ -245,8 +256,8 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
             [FINDINGS_PER_KIND],
         ).fetchall():
             report.add("deleted_row", "ledger", f"seq {gap_start}..{gap_end} missing", seq=gap_start)
-        if lo != 0:
-            report.add("deleted_row", "ledger", f"seq 0..{lo - 1} missing", seq=0)
+        if lo != start:
+            report.add("deleted_row", "ledger", f"seq {start}..{lo - 1} missing", seq=start)
     # The chain, each row against the stored hash of the row before it, and the leaf hashes,
     # in one ordered pass (hashlib: OpenSSL's SHA-256 is several times faster than DuckDB's).
     keyring = {kid: chain.hmac_pads(k) for kid, k in keys.chain_keys().items()}
@@ -256,7 +267,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
     prev_seq, prev_hash, this_hash = None, GENESIS_HEX, None
     reader = con.execute(
         "SELECT seq, key_id, hash, leaf, event_id, _file, event_date FROM ledger ORDER BY seq, hash"
-    ).fetch_record_batch(65_536)
+    ).to_arrow_reader(65_536)
     for batch in reader:
         cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
         for seq, key_id, stored, leaf, eid, f, part in zip(*cols):
@@ -265,7 +276,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
                 if prev_seq is not None:
                     prev_hash = this_hash if prev_seq == seq - 1 else None
                 else:
-                    prev_hash = GENESIS_HEX if seq == 0 else None
+                    prev_hash = start_hash if seq == start else None
                 this_hash = stored
                 leaf_bytes = leaf.encode()
                 leaf_hashes.append(hashlib.sha256(b"\x00" + leaf_bytes).digest())
@@ -332,6 +343,30 @@ def _root_at(levels: list[list[bytes]], size: int) -> bytes:
     return merkle.root_from(size, lambda level, index: levels[level][index])
 
 
+class _Tree:
+    """Roots of prefixes of the log from the leaves verified in this pass.
+
+    A full pass holds every leaf; an incremental pass holds the leaves from `start` on and
+    the trusted frontier at `start`, so it can root any size >= start (None below it)."""
+
+    def __init__(self, leaf_hashes: list[bytes], start: int = 0, frontier: merkle.Frontier | None = None):
+        self.start = start
+        self.size = start + len(leaf_hashes)
+        self._leaves = leaf_hashes
+        self._levels = _perfect_levels(leaf_hashes) if start == 0 else None
+        self._frontiers = {start: frontier or merkle.Frontier.empty()}
+
+    def root(self, size: int) -> bytes | None:
+        if size < self.start or size > self.size:
+            return None
+        if self._levels is not None:
+            return _root_at(self._levels, size)
+        base = max(k for k in self._frontiers if k <= size)
+        f = self._frontiers[base].extend(self._leaves[base - self.start : size - self.start])
+        self._frontiers[size] = f
+        return f.root()
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def trust_path(log_id: str) -> Path:
     return auditlake_home() / "trust" / f"{log_id}.json"
@@ -350,13 +385,14 @@ def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
 
 
-def _check_checkpoints(lake: Lake, keys: KeyStore, con, levels, report: VerifyReport, trusted: Checkpoint | None,
-                       live: dict[str, dict]) -> list[dict]:
-    rows = _read_checkpoints(lake, live)
+def _check_checkpoints(keys: KeyStore, con, tree: _Tree, report: VerifyReport, trusted: Checkpoint | None,
+                       rows: list[dict]) -> None:
     report.checkpoints = len(rows)
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
-    n = len(levels[0])  # distinct positions in the log
+    n = tree.size  # distinct positions in the log
     hashes = dict(con.execute("SELECT seq, min(hash) FROM ledger GROUP BY seq").fetchall()) if rows else {}
+    if trusted is not None and tree.start:
+        hashes[tree.start - 1] = trusted.chain_head
     prev_hash, prev_size = ZERO_HASH, -1
     for row in rows:
         size = row["tree_size"]
@@ -376,8 +412,9 @@ def _check_checkpoints(lake: Lake, keys: KeyStore, con, levels, report: VerifyRe
             report.add("forged_checkpoint", "checkpoints", f"tree size {size} does not grow the log")
         if size > n:
             report.add("truncated_tail", "ledger", f"checkpoint covers {size} events but the ledger holds {n}")
-        else:
-            if _root_at(levels, size).hex() != cp.root:
+        elif size >= tree.start:  # sizes below an incremental start were verified before
+            root = tree.root(size)
+            if root.hex() != cp.root:
                 report.add("root_mismatch", "checkpoints", f"tree size {size}: Merkle root does not match the ledger")
             head = hashes.get(size - 1, ZERO_HASH) if size else ZERO_HASH
             if head != cp.chain_head:
@@ -391,13 +428,12 @@ def _check_checkpoints(lake: Lake, keys: KeyStore, con, levels, report: VerifyRe
             report.add("forged_checkpoint", "checkpoints", "the trusted checkpoint belongs to another log")
         elif trusted.tree_size > n:
             report.add("truncated_tail", "ledger", f"the trusted checkpoint covers {trusted.tree_size} events but the ledger holds {n}")
-        elif _root_at(levels, trusted.tree_size).hex() != trusted.root:
+        elif tree.root(trusted.tree_size) is not None and tree.root(trusted.tree_size).hex() != trusted.root:
             report.add("root_mismatch", "ledger", f"the ledger no longer matches the trusted checkpoint at size {trusted.tree_size}")
         if not any(r["checkpoint_hash"] == trusted.checkpoint_hash for r in rows):
             report.add("missing_checkpoint", "checkpoints", f"the trusted checkpoint (tree size {trusted.tree_size}) is not in the lake")
     last = rows[-1]["tree_size"] if rows else 0
     report.unsealed_tail = max(0, n - last)
-    return rows
 
 
 # ----------------------------------------------------------------------------- entry
@@ -408,7 +444,10 @@ def load_trusted(path: str | Path) -> Checkpoint:
         raise AuditlakeError(f"cannot read the trusted checkpoint {path}: {exc}") from exc
 
 
-def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = True) -> VerifyReport:
+def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = True, incremental: bool = False) -> VerifyReport:
+    """Verify the lake. `incremental` checks the Delta history and the checkpoints in full
+    but re-reads only the rows after the trusted checkpoint, extending its Merkle frontier
+    and chain head (falls back to a full pass when there is no trusted checkpoint)."""
     started = time.monotonic()
     report = VerifyReport()
     keys = open_lake_keys(lake)
@@ -417,22 +456,42 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     live: dict[str, dict[str, dict]] = {}
     for name in tables.SCHEMAS:
         live[name] = check_history(lake, name, report) or {}
+    cps = _read_checkpoints(lake, live["checkpoints"])
+    base = _incremental_base(trusted, cps, report) if incremental else None
+    start = base.size if base else 0
     paths, fs = _ledger_files(lake, live["ledger"], report)
     con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False})
     con.execute("SET TimeZone = 'UTC'")
-    _load_ledger(con, paths, fs, lake.filesystem()[1])
-    leaf_hashes = _check_rows(con, keys, report)
-    levels = _perfect_levels(leaf_hashes)
-    rows = _check_checkpoints(lake, keys, con, levels, report, trusted, live["checkpoints"])
-    report.tree_size = len(levels[0])
-    report.root = _root_at(levels, report.tree_size).hex()
+    _load_ledger(con, paths, fs, lake.filesystem()[1], start)
+    leaf_hashes = _check_rows(con, keys, report, start, trusted.chain_head if base else ZERO_HASH)
+    if start:
+        below = con.execute("SELECT count(*) FROM ledger_below").fetchone()[0]
+        if below != start:
+            report.add("deleted_row" if below < start else "duplicate_row", "ledger",
+                       f"{below} rows before the trusted checkpoint, which covers {start}")
+        report.events += below
+    tree = _Tree(leaf_hashes, start, base)
+    _check_checkpoints(keys, con, tree, report, trusted, cps)
+    report.tree_size = tree.size
+    report.root = (tree.root(tree.size) or b"").hex()
     from .lake import retention
 
     for f in retention.check(lake, keys):
         report.add(f["kind"], f["table"], f["detail"], file=f.get("file"), partition=f.get("partition"))
     report.ok = not report.findings
-    if report.ok and update_trust and rows:
+    if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tpath.write_text(json.dumps({k: v for k, v in rows[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
+        tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
     report.duration_s = time.monotonic() - started
     return report
+
+
+def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: VerifyReport) -> merkle.Frontier | None:
+    """The trusted checkpoint's frontier, if the lake still holds that checkpoint intact."""
+    if trusted is None or trusted.tree_size == 0:
+        return None
+    row = next((r for r in cps if r["checkpoint_hash"] == trusted.checkpoint_hash), None)
+    if row is None or row.get("frontier") is None:
+        return None  # reported by the checkpoint checks; a full pass shows the rest
+    frontier = merkle.Frontier.from_hex(trusted.tree_size, list(row["frontier"]))
+    return frontier if frontier.root().hex() == trusted.root else None

@@ -181,11 +181,16 @@ def tamper_truncated_tail(lake, seq):
 TAMPERS = [v for k, v in dict(globals()).items() if k.startswith("tamper_")]
 
 
-def test_untouched_lake_verifies(pristine, tmp_path, monkeypatch):
-    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
-    for r, ds, fs in os.walk(lake.uri):  # restore the read-only locks of the original
+def _relock(lake: Lake) -> None:
+    """Restore the read-only locks of the original lake."""
+    for r, ds, fs in os.walk(lake.uri):
         for n in fs:
             os.chmod(os.path.join(r, n), 0o444)
+
+
+def test_untouched_lake_verifies(pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    _relock(lake)
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     assert report.ok, report.findings
     assert report.events == N_FILES * PER_FILE and report.checkpoints == N_FILES
@@ -205,3 +210,26 @@ def test_any_single_tamper_is_detected_and_located(pristine, tmp_path, monkeypat
         assert any(f.seq == seq for f in located), (seq, report.findings)
     if tamper in (tamper_removed_file, tamper_replaced_file):
         assert any(f.file and f.file.startswith("event_date=") for f in located)
+
+
+def test_incremental_verify_reads_only_the_new_tail_and_still_catches_tampering(pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    root, _, _ = pristine
+    first = lake.delta("checkpoints").to_pyarrow_dataset().to_table().to_pylist()
+    early = min(first, key=lambda c: c["tree_size"])  # trust the first batch only
+    early_file = tmp_path / "early.json"
+    early_file.write_text(json.dumps({k: v for k, v in early.items() if k not in ("frontier", "batch_id")}))
+    _relock(lake)
+    report = verify(lake, trusted_file=str(early_file), update_trust=False, incremental=True)
+    assert report.ok, report.findings
+    assert report.events == N_FILES * PER_FILE and report.root == verify(lake, update_trust=False).root
+    tamper_changed_leaf(lake, PER_FILE + 3)  # in the part that is re-read
+    bad = verify(lake, trusted_file=str(early_file), update_trust=False, incremental=True)
+    assert any(f.kind == "changed_row" and f.seq == PER_FILE + 3 for f in bad.findings)
+
+
+def test_incremental_verify_catches_a_truncated_log(pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    tamper_truncated_tail(lake, 0)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False, incremental=True)
+    assert {f.kind for f in report.findings} & {"truncated_tail", "missing_checkpoint"}
