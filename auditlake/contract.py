@@ -99,16 +99,14 @@ EVENT_TYPES = frozenset(CATALOG)
 
 
 def parse_instant(s: str) -> datetime | None:
-    """An RFC 3339 timestamp with Z or an offset, as an aware UTC datetime (None if invalid)."""
+    """An RFC 3339 timestamp with Z or an offset, as an aware UTC datetime (None if invalid).
+    Digits past microseconds are cut, never rounded into the next second."""
     if not isinstance(s, str) or not RFC3339_RE.match(s):
         return None
-    text = s.upper()
-    if "." in text:  # Python keeps microseconds: cut extra digits (no rounding into the next second)
-        head, rest = text.split(".", 1)
-        digits = re.match(r"\d+", rest).group(0)
-        text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+    if not s.isupper() and ("t" in s or "z" in s):
+        s = s.upper()
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return datetime.fromisoformat(s).astimezone(timezone.utc)
     except ValueError:
         return None
 
