@@ -34,16 +34,32 @@ def _table_rows(lake: Lake, name: str, columns: list[str], shas: list[str]) -> l
     return t.to_pylist()
 
 
-def day_totals(lake: Lake, shas: list[str]) -> dict:
-    """What the ingest log says about these file contents (stable across re-runs)."""
+def ingest_log_rows(lake: Lake, shas: list[str]) -> dict[str, dict]:
+    """The ingest log's row per file content (stable across re-runs)."""
     rows = _table_rows(lake, "ingest_log", ["source_sha256", "lines_read", "accepted", "quarantined"], shas)
-    done = {r["source_sha256"]: r for r in rows}
+    return {r["source_sha256"]: r for r in rows}
+
+
+def day_totals(lake: Lake, shas: list[str], logged: dict[str, dict] | None = None) -> dict:
+    done = ingest_log_rows(lake, shas) if logged is None else logged
     return {
         "files_ingested": len(done),
         "lines_read": sum(r["lines_read"] for r in done.values()),
         "events": sum(r["accepted"] for r in done.values()),
         "quarantined": sum(r["quarantined"] for r in done.values()),
     }
+
+
+def day_events(lake: Lake, shas: list[str], first: int = 10) -> tuple[list[tuple[str, int]], list[dict]]:
+    """(events per type, the first events) sealed from these file contents."""
+    dt = lake.delta("ledger")
+    if dt is None or not shas:
+        return [], []
+    t = dt.to_pyarrow_dataset().to_table(columns=["seq", "event_type", "occurred_at", "tenant_id"],
+                                         filter=pc.field("source_sha256").isin(shas))
+    counts = t.group_by("event_type").aggregate([("seq", "count")]).sort_by([("seq_count", "descending")])
+    by_type = list(zip(counts.column("event_type").to_pylist(), counts.column("seq_count").to_pylist()))
+    return by_type, t.sort_by("seq").slice(0, first).to_pylist()
 
 
 def head_summary(lake: Lake) -> dict:
@@ -121,21 +137,22 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
         context.log.info(f"no landing files for {day} in {lk.uri}/landing")
 
     shas = {f.name: f.sha256() for f in day_files}
-    totals = day_totals(lk, list(shas.values()))
-    head = head_summary(lk)
-    logged = {r["source_sha256"]: r for r in _table_rows(
-        lk, "ingest_log", ["source_sha256", "lines_read", "accepted", "quarantined"], list(shas.values()))}
+    logged = ingest_log_rows(lk, list(shas.values()))
+    totals = day_totals(lk, list(shas.values()), logged)
+    if report is not None:  # the head right after this run's commits
+        head = {"tree_size": report.tree_size, "root": report.root, "checkpoint_hash": report.checkpoint_hash,
+                "checkpoint_time": ""}
+    else:
+        head = head_summary(lk)
     skipped = {f.sha256 for f in report.files if f.skipped} if report else set()
+    chosen_names = {f.name for f in chosen}
     file_rows = []
     for name, sha in sorted(shas.items()):
         r = logged.get(sha)
-        status = "not in this run" if name not in {f.name for f in chosen} else (
+        status = "not in this run" if name not in chosen_names else (
             "already ingested" if sha in skipped else "ingested")
         file_rows.append((name, md.short(sha, 12), r and r["lines_read"], r and r["accepted"], r and r["quarantined"], status))
-    events = _table_rows(lk, "ledger", ["seq", "event_type", "occurred_at", "tenant_id", "source_sha256"],
-                         list(shas.values()))
-    events.sort(key=lambda e: e["seq"])
-    by_type = Counter(e["event_type"] for e in events)
+    by_type, events = day_events(lk, list(shas.values()))
 
     accepted = report.accepted if report else 0
     quarantined = report.quarantined if report else 0
@@ -144,12 +161,12 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
         f"This run: **{accepted}** accepted, **{quarantined}** quarantined "
         f"({'no files' if not chosen else f'{len(chosen)} file(s), {len(skipped)} already ingested'}).",
         "#### Files\n\n" + md.table(["file", "sha256", "lines", "accepted", "quarantined", "this run"], file_rows),
-        "#### Event types\n\n" + md.table(["event_type", "events"], by_type.most_common()),
+        "#### Event types\n\n" + md.table(["event_type", "events"], by_type),
         "#### First events (PII is sealed; none shown)\n\n"
         + md.table(["seq", "event_type", "occurred_at", "tenant_id"],
-                   [(e["seq"], e["event_type"], e["occurred_at"], e["tenant_id"]) for e in events[:10]]),
-        f"#### Ledger head\n\ntree size **{head['tree_size']}**, root `{head['root']}`, "
-        f"checkpoint `{head['checkpoint_hash']}` at {head['checkpoint_time'] or '-'}",
+                   [(e["seq"], e["event_type"], e["occurred_at"], e["tenant_id"]) for e in events]),
+        f"#### Ledger head after this run\n\ntree size **{head['tree_size']}**, root `{head['root']}`, "
+        f"signed checkpoint `{head['checkpoint_hash']}`",
     ])
     return dg.MaterializeResult(
         data_version=dg.DataVersion(digest(list(shas.values()))),

@@ -79,7 +79,7 @@ def demo(args) -> int:
     """Generate data, ingest it, verify, evaluate compliance and write the catalog."""
     import tempfile
 
-    from .catalog import write_catalog
+    from .catalog import build_catalog
     from .compliance.run import evaluate_lake
     from .generate import generate as gen
     from .ingest import ingest as run_ingest
@@ -94,7 +94,7 @@ def demo(args) -> int:
     print(f"verify: {'intact' if v.ok else f'{len(v.findings)} FINDINGS'} ({v.events} events, root {v.root[:16]}...)")
     summary = evaluate_lake(lake)
     print(f"compliance: {summary.get('findings', summary)} findings")
-    db = write_catalog(lake)
+    db = build_catalog(lake)["db"]
     print(f"catalog: {db} (open it with `duckdb {db}`)")
     print(f"explore: auditlake --lake {lake.uri} explore   |   operate: DAGSTER_HOME=.dagster_home dagster dev -w workspace.yaml")
     return 0 if v.ok else 1

@@ -3,10 +3,13 @@ compliance findings. Pure logic; `quality/checks.py` wraps it in Dagster asset c
 `auditlake compliance` runs it after an evaluation.
 
 How GX is used (GX 1.24, no dagster-ge: that integration only supports GX < 1.0):
-an ephemeral context (`gx.get_context(project_config=..., mode="ephemeral")`), one pandas
-data source, one dataframe asset + whole-dataframe batch definition per validated frame,
-an `ExpectationSuite`, a `ValidationDefinition` and a `Checkpoint` whose
-`UpdateDataDocsAction` renders the Data Docs site. Progress bars and analytics are off.
+an ephemeral context (`gx.get_context(project_config=DataContextConfig(...),
+mode="ephemeral")`), one pandas data source, one dataframe asset + whole-dataframe batch
+definition per validated frame, an `ExpectationSuite`, a `ValidationDefinition` and a
+`Checkpoint` (which stores the result in a filesystem results store); the Data Docs site
+is rendered once per `Session` by `context.build_data_docs(resource_identifiers=...)`
+(an `UpdateDataDocsAction` per checkpoint would re-render the index 8 times). Progress
+bars and analytics are off; GX itself is imported on first use (it takes seconds).
 
 GX runs on pandas, so the heavy lifting is done in polars and GX validates the resulting
 frames, which stay small enough for pandas even for a 10M-event ledger:
@@ -36,7 +39,7 @@ seq, uniqueness, hash/key formats, nulls, unknown event types, unmasked quaranti
 bad findings) or a *warning* (producer data the lake keeps as sent and the rules cope
 with: an unknown time zone, which gets the four-US-zone check; occurred_at more than a day
 after ingested_at or before 2000; a quarantine reason of an unknown family).
-`SuiteResult.success` is false on any failure, `ok` only on an error, and `severity` says
+`SuiteResult.success` is false on any failure, `ok` is false only on an error, and `severity` says
 which ("error"/"warn"): Dagster checks fail with that severity (a WARN does not block),
 and `auditlake compliance` exits 1 only on errors.
 
@@ -289,7 +292,9 @@ class _Docs:
     def uri(self, local: str | Path | None) -> str | None:
         if local is None:
             return None
-        local = Path(str(local).removeprefix("file://"))
+        from urllib.parse import unquote
+
+        local = Path(unquote(str(local).removeprefix("file://")))
         if self.lake.is_s3:
             return self.lake.child(f"{DOCS_DIR}/{local.relative_to(self.site_dir).as_posix()}")
         return local.as_uri()
@@ -898,13 +903,25 @@ def validate_findings(lake: Lake, evaluation_id: str | None = None, docs: bool =
 
 def validate_all(lake: Lake, evaluation_id: str | None = None, docs: bool = True,
                  run_name: str | None = None) -> dict[str, SuiteResult]:
-    """The ledger, quarantine and findings suites in one GX session (one Data Docs build)."""
+    """The ledger, quarantine and findings suites in one GX session (one Data Docs build).
+    A suite that cannot run at all (an I/O error, a GX bug) is reported as failed with the
+    error instead of stopping the others."""
+    runs = {
+        "ledger": lambda s: validate_ledger(lake, session=s),
+        "quarantine": lambda s: validate_quarantine(lake, session=s),
+        "findings": lambda s: validate_findings(lake, evaluation_id=evaluation_id, session=s),
+    }
+    out: dict[str, SuiteResult] = {}
     with Session(lake, docs=docs, run_name=run_name) as session:
-        return {
-            "ledger": validate_ledger(lake, session=session),
-            "quarantine": validate_quarantine(lake, session=session),
-            "findings": validate_findings(lake, evaluation_id=evaluation_id, session=session),
-        }
+        for name, run in runs.items():
+            try:
+                out[name] = run(session)
+            except Exception as exc:  # noqa: BLE001 - reported as a failed suite
+                log.debug("suite %s could not run", name, exc_info=True)
+                out[name] = SuiteResult(name, False, 0, expectations=[ExpectationResult(
+                    frame=name, expectation="run_suite", column=None, description="the suite could not run",
+                    success=False, error=f"{exc.__class__.__name__}: {exc}")], note="could not run")
+    return out
 
 
 # =============================================================================== quarantine rate

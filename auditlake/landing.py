@@ -113,8 +113,14 @@ def _parquet_row(row: dict, struct_cols: set[str]) -> dict:
 
 def find(lake: Lake, paths: list[str] | None) -> list[LandingFile]:
     """Landing files under the given files/folders, or the lake's landing/ when none."""
+    landing_root = lake.fs_path(lake.child("landing"))[1] + "/"
     roots = paths or [lake.child("landing")]
     found: dict[str, LandingFile] = {}
+
+    def name_of(path: str, base: str) -> str:
+        # Inside the lake's landing/ a file is named by its path there (day folders kept).
+        return path[len(landing_root):] if path.startswith(landing_root) else posixpath.relpath(path, base)
+
     for root in roots:
         fs, path = lake.fs_path(root)
         info = fs.get_file_info(path)
@@ -125,12 +131,12 @@ def find(lake: Lake, paths: list[str] | None) -> list[LandingFile]:
         if info.type == pafs.FileType.File:
             if not path.endswith(SUFFIXES):
                 raise AuditlakeError(f"not a landing file (.jsonl, .jsonl.gz or .parquet): {root}")
-            found[path] = LandingFile(fs, path, posixpath.basename(path), info.size)
+            found[path] = LandingFile(fs, path, name_of(path, posixpath.dirname(path)), info.size)
             continue
         for item in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
             if item.type == pafs.FileType.File and item.path.endswith(SUFFIXES):
                 rel = posixpath.relpath(item.path, path)
                 if any(p.startswith(".") for p in rel.split("/")):
                     continue  # hidden and in-progress uploads
-                found[item.path] = LandingFile(fs, item.path, rel, item.size)
+                found[item.path] = LandingFile(fs, item.path, name_of(item.path, path), item.size)
     return sorted(found.values(), key=lambda f: (f.name, f.path))
