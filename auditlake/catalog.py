@@ -45,8 +45,8 @@ from pathlib import Path
 from .errors import AuditlakeError
 from .lake.store import Lake
 
-VIEWS = ("events", "findings", "quarantine", "checkpoints", "ingest_log")
-CATALOG_FORMAT = 1
+VIEWS = ("events", "findings", "findings_history", "quarantine", "checkpoints", "ingest_log")
+CATALOG_FORMAT = 2
 
 # ----------------------------------------------------------------------------- extension
 
@@ -125,6 +125,11 @@ def _findings_select(ref: str) -> str:
 _RAW_PII = r'"(name|email|phone|ip)"(\s*):(\s*)"(\\.|[^"\\])*("|$)'
 
 
+def _findings_history_select(ref: str) -> str:
+    return (f"SELECT rule_id, event_id, tenant_id, occurred_at, severity, detail, evaluation_id, as_of, evaluated_at, "
+            f"tree_size FROM {ref} WHERE rule_id IS NOT NULL")
+
+
 def _quarantine_select(ref: str) -> str:
     raw = f"regexp_replace(raw, '{_RAW_PII}', '\"\\1\":\"***\"', 'g')"
     return (f"SELECT source_file, line, reason, {raw} AS raw, event_id, quarantined_at, batch_id, source_sha256 "
@@ -144,11 +149,12 @@ def _ingest_log_select(ref: str) -> str:
 SELECTS = {
     "events": _events_select,
     "findings": _findings_select,
+    "findings_history": _findings_history_select,
     "quarantine": _quarantine_select,
     "checkpoints": _checkpoints_select,
     "ingest_log": _ingest_log_select,
 }
-TABLE_OF_VIEW = {"events": "ledger", "findings": "findings", "quarantine": "quarantine",
+TABLE_OF_VIEW = {"events": "ledger", "findings": "findings", "findings_history": "findings", "quarantine": "quarantine",
                  "checkpoints": "checkpoints", "ingest_log": "ingest_log"}
 
 _DUCK_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
@@ -319,7 +325,8 @@ class Explorer:
         db = Path(db_path) if db_path else (None if lake.is_s3 else default_db_path(lake))
         meta = read_catalog_meta(db) if db is not None and db.exists() else None
         # The catalog file is used only when it describes this lake and reads it live.
-        if meta and meta.get("lake") == lake.uri and meta.get("mode") == "live" and not lake.is_s3:
+        if (meta and meta.get("lake") == lake.uri and meta.get("mode") == "live" and not lake.is_s3
+                and meta.get("format") == str(CATALOG_FORMAT)):
             self.con = duckdb.connect(str(db), read_only=True)
             self.source = f"catalog {db} (read_only)"
             self._missing = {t for t in TABLE_OF_VIEW.values() if json.loads(meta.get("versions", "{}")).get(t) is None}

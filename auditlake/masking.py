@@ -14,6 +14,8 @@ _PATTERNS = [
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
     re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b"),  # IPv6
 ]
+# A PII member in text that is not parseable JSON (a truncated or broken line).
+_PII_MEMBER = re.compile(r'("(?:name|phone|email|ip)"\s*:\s*)"(?:[^"\\]|\\.)*"?')
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 RAW_LIMIT = 4096
 
@@ -27,6 +29,7 @@ def mask_text(text: str) -> str:
         keep[token] = m.group(0)
         return token
 
+    text = _PII_MEMBER.sub(lambda m: m.group(1) + '"' + MASK + '"', text)
     text = _UUID.sub(protect, text)
     text = re.sub(r"\d{4}-\d{2}-\d{2}[Tt ][\d:.]+([Zz]|[+-]\d{2}:\d{2})?", protect, text)
     for pattern in _PATTERNS:

@@ -108,11 +108,13 @@ def login_screen() -> None:
                     st.session_state["auth"] = {"user": str(email), "role": role, "via": "oidc"}
                     st.rerun()
                 st.error("Your single sign-on account has no explorer role. Ask an admin.")
-                st.button("Log out of single sign-on", on_click=st.logout)
+                if st.button("Log out of single sign-on", key="sso_logout"):
+                    st.logout()
                 return
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - st.user unavailable: offer the sign-in button
             pass
-        st.button("Log in with single sign-on", on_click=st.login, key="sso")
+        if st.button("Log in with single sign-on", key="sso"):
+            st.login()
     fails = st.session_state.get("login_failures", 0)
     with st.form("login"):
         name = st.text_input("User name", key="login_user")

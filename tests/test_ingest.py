@@ -145,3 +145,10 @@ def test_bad_paths_are_one_line_errors(lake, tmp_path):
     assert main(["--lake", lake.uri, "ingest", str(tmp_path / "missing")]) == 2
     (tmp_path / "x.txt").write_text("hi")
     assert main(["--lake", lake.uri, "ingest", str(tmp_path / "x.txt")]) == 2
+
+
+def test_broken_json_lines_keep_no_pii_members(lake, tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", ['{"event_id": "x", "subject": {"id": "s", "name": "David Murphy", "email": "dm@example.net"'])
+    ingest(lake, [str(tmp_path / "in")])
+    raw = _table(lake, "quarantine").column("raw")[0].as_py()
+    assert "David Murphy" not in raw and "dm@example.net" not in raw and '"name":"***"' in raw.replace(" ", "")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import streamlit as st
 
 from auditlake.masking import mask_text
 from dashboards import core
+
+
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def mask_data(value):
@@ -109,14 +113,19 @@ def check_proof(doc: dict, row: dict) -> tuple[bool, str]:
 
 def render(user: dict) -> None:
     st.header("Event")
-    event_id = st.text_input("Event id", key="event_id").strip().lower()
+    c1, c2 = st.columns([3, 1])
+    event_id = c1.text_input("Event id", key="event_id").strip().lower()
+    hint = c2.text_input("UTC date (optional: reads one day)", key="event_date_hint", placeholder="YYYY-MM-DD").strip()
+    if hint and not DATE_RE.match(hint):
+        st.warning("The date must be YYYY-MM-DD.")
+        hint = ""
     if not event_id:
         st.info("Enter an event id, or open one from Search or Compliance.")
         return
     if not core.UUID_RE.match(event_id):
         st.warning("That is not an event id (a UUID).")
         return
-    row = load_event(event_id, st.session_state.get("event_date_hint"))
+    row = load_event(event_id, hint or None)
     if row is None:
         st.warning("No such event in the ledger.")
         return
@@ -147,6 +156,8 @@ def render(user: dict) -> None:
         st.warning("No inclusion proof for this event yet.")
         st.code(str(exc)[:500], language=None)
         return
+    st.text(f"leaf {doc.get('leaf_index')} of a tree of {doc.get('tree_size')}; audit path of "
+            f"{len(doc.get('proof') or [])} hashes; root {str(doc.get('root'))[:16]}…")
     st.json(proof_summary(doc), expanded=False)
     st.download_button("Download proof (JSON)", json.dumps(doc, indent=2, default=str),
                        file_name=f"proof-{event_id}.json", mime="application/json", key="proof_dl")

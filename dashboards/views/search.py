@@ -56,4 +56,4 @@ def render(user: dict) -> None:
         dates = dict(zip(rows["event_id"], rows["event_date"]))
         chosen = st.selectbox("Event", ids, key="search_pick")
         st.button("Open event", key="search_open", on_click=core.goto,
-                  args=("Event",), kwargs={"event_id": chosen, "event_date_hint": dates.get(chosen)})
+                  args=("Event",), kwargs={"event_id": chosen, "event_date_hint": dates.get(chosen) or ""})
