@@ -20,9 +20,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,6 +44,15 @@ from .ledger.seal import aad, blind_index, seal
 from .masking import mask_raw
 
 BATCH_LINES = 100_000
+ROW_COLUMNS = (
+    "seq", "event_id", "event_type", "occurred_at", "event_date", "source", "tenant_id", "actor_type", "actor_id",
+    "actor_role", "actor_ip_sealed", "subject_id", "subject_country", "subject_region", "subject_timezone",
+    "subject_pii_sealed", "pii_fields", "phone_bidx", "lawful_basis", "data", "leaf", "source_file",
+    "source_sha256", "source_line",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+BATCH_BYTES = 32 << 20  # raw landing bytes per batch too: a batch's memory is ~20x its raw size
 MAX_ATTEMPTS = 40
 
 
@@ -103,6 +114,7 @@ class _State:
     seen_quarantine: set[str]
     quarantine_version: int | None
     log_version: int | None
+    event_index: _EventIndex | None = None
 
 
 def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
@@ -134,12 +146,55 @@ def _lines_of(lake: Lake, name: str, sha: str, column: str) -> set[int]:
     return set(t.column(column).to_pylist())
 
 
-def _ids_in_ledger(lake: Lake, ids: list[str]) -> set[str]:
+def _ids_in_ledger(lake: Lake, ids: list[str], version: int | None) -> set[str]:
+    """Event ids already in the ledger as of `version`, the snapshot this batch will commit on
+    (a newer snapshot could hold lines another writer just sealed: this batch's commit will
+    fail and re-plan, but a batch of only "replays" would wrongly quarantine them)."""
     dt = lake.delta("ledger")
-    if dt is None or not ids:
+    if dt is None or not ids or version is None:
         return set()
+    if dt.version() != version:
+        dt.load_as_version(version)
     t = dt.to_pyarrow_dataset().to_table(columns=["event_id"], filter=pc.field("event_id").isin(ids))
     return set(t.column("event_id").to_pylist())
+
+
+class _EventIndex:
+    """64-bit hashes of the event ids in the ledger at the planned snapshot plus this run's own
+    commits, sorted: a batch looks its ids up here and asks the ledger only about the hits
+    (replays, or a rare hash collision), instead of scanning every event id per batch."""
+
+    def __init__(self, lake: Lake, version: int | None):
+        self._sorted = np.empty(0, np.uint64)
+        self._recent: list[np.ndarray] = []
+        if version is not None:
+            dt = lake.delta("ledger")
+            if dt.version() != version:
+                dt.load_as_version(version)
+            col = dt.to_pyarrow_dataset().to_table(columns=["event_id"]).column("event_id")
+            self._sorted = np.sort(self._hash(col))
+
+    @staticmethod
+    def _hash(ids) -> np.ndarray:
+        return pl.Series(ids, dtype=pl.Utf8).hash(seed=0).to_numpy()
+
+    def add(self, ids: list[str]) -> None:
+        self._recent.append(np.sort(self._hash(ids)))
+        if len(self._recent) > 8:
+            self._sorted = np.sort(np.concatenate([self._sorted, *self._recent]))
+            self._recent = []
+
+    def candidates(self, ids: list[str]) -> list[str]:
+        """The ids that may already be in the ledger (a superset of those that are)."""
+        if not ids:
+            return []
+        h = self._hash(ids)
+        hit = np.zeros(len(ids), bool)
+        for arr in (self._sorted, *self._recent):
+            if len(arr):
+                pos = np.searchsorted(arr, h).clip(max=len(arr) - 1)
+                hit |= arr[pos] == h
+        return [i for i, m in zip(ids, hit) if m]
 
 
 # ----------------------------------------------------------------------------- batches
@@ -157,6 +212,7 @@ class _Batch:
     candidates: list[_Candidate] = field(default_factory=list)
     bad: list[dict] = field(default_factory=list)  # quarantine rows without batch fields
     finished: list[tuple[landing.LandingFile, str, int]] = field(default_factory=list)  # (file, sha, lines)
+    raw_bytes: int = 0
 
     @property
     def size(self) -> int:
@@ -207,7 +263,8 @@ def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report
                     {"source_file": lf.name, "source_sha256": sha, "line": line, "reason": reason,
                      "raw": "" if isinstance(raw, landing.Unreadable) else mask_raw(raw), "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None}
                 )
-            if batch.size >= BATCH_LINES:
+            batch.raw_bytes += len(raw) if isinstance(raw, (bytes, bytearray)) else 1024
+            if batch.size >= BATCH_LINES or batch.raw_bytes >= BATCH_BYTES:
                 yield batch
                 batch = _Batch()
         batch.finished.append((lf, sha, lines))
@@ -239,7 +296,7 @@ class _Sealer:
         for sid, key in self.keys.data_keys(ids - erased).items():
             self._ciphers[sid] = AESGCM(key)
 
-    def row(self, ev: dict, seq: int, ingested_at: str, ingested_dt: datetime, source: _Candidate) -> tuple[dict, bytes]:
+    def row(self, ev: dict, seq: int, ingested_at: str, source: _Candidate) -> tuple[tuple, bytes]:
         event_id = ev["event_id"]
         actor = ev["actor"]
         subject = ev.get("subject")
@@ -287,33 +344,15 @@ class _Sealer:
         }
         leaf = canonical_with_fragments(record)
         occurred = source.occurred
-        row = {
-            "seq": seq,
-            "event_id": event_id,
-            "event_type": ev["event_type"],
-            "occurred_at": occurred,
-            "event_date": occurred.date().isoformat(),
-            "ingested_at": ingested_dt,
-            "source": ev["source"],
-            "tenant_id": ev["tenant_id"],
-            "actor_type": actor["type"],
-            "actor_id": actor["id"],
-            "actor_role": actor.get("role"),
-            "actor_ip_sealed": ip_sealed,
-            "subject_id": subject_rec and subject_rec["id"],
-            "subject_country": subject_rec and subject_rec["country"],
-            "subject_region": subject_rec and subject_rec["region"],
-            "subject_timezone": subject_rec and subject_rec["timezone"],
-            "subject_pii_sealed": subject_rec and subject_rec["pii"],
-            "pii_fields": pii_str,
-            "phone_bidx": bidx,
-            "lawful_basis": lb,
-            "data": data.decode(),
-            "leaf": leaf.decode(),
-            "source_file": source.file,
-            "source_sha256": source.sha,
-            "source_line": source.line,
-        }
+        # In ROW_COLUMNS order; hash, key_id and batch_id are added per batch.
+        row = (
+            seq, event_id, ev["event_type"], (occurred - _EPOCH) // _MICROSECOND, occurred.date().isoformat(),
+            ev["source"], ev["tenant_id"], actor["type"], actor["id"], actor.get("role"), ip_sealed,
+            subject_rec and subject_rec["id"], subject_rec and subject_rec["country"],
+            subject_rec and subject_rec["region"], subject_rec and subject_rec["timezone"],
+            subject_rec and subject_rec["pii"], pii_str, bidx, lb, data.decode(), leaf.decode(),
+            source.file, source.sha, source.line,
+        )
         return row, leaf
 
 
@@ -345,7 +384,9 @@ def _commit_batch(lake: Lake, keys: KeyStore, sealer: _Sealer, state: _State, ba
 
     # Replays: an event_id already in the ledger, or repeated within this batch (first wins).
     ids = [c.event["event_id"] for c in batch.candidates]
-    in_ledger = _ids_in_ledger(lake, ids)
+    if state.event_index is None:
+        state.event_index = _EventIndex(lake, head.ledger_version)
+    in_ledger = _ids_in_ledger(lake, state.event_index.candidates(ids), head.ledger_version)
     seen: set[str] = set()
     accepted: list[_Candidate] = []
     for c in batch.candidates:
@@ -363,7 +404,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, sealer: _Sealer, state: _State, ba
     seq = head.tree_size
     for c in accepted:
         try:
-            row, leaf = sealer.row(c.event, seq, ingested_at, now, c)
+            row, leaf = sealer.row(c.event, seq, ingested_at, c)
         except CanonicalError as exc:
             batch.bad.append({"source_file": c.file, "source_sha256": c.sha, "line": c.line,
                               "reason": f"data has no canonical JSON form: {exc}", "raw": mask_raw(c.event),
@@ -376,16 +417,20 @@ def _commit_batch(lake: Lake, keys: KeyStore, sealer: _Sealer, state: _State, ba
     if rows:
         key_id = keys.chain_key_id
         hashes = chain.extend(keys.chain_keys(), head.chain_head, ((key_id, leaf) for leaf in leaves))
-        for row, h in zip(rows, hashes):
-            row["hash"] = h.hex()
-            row["key_id"] = key_id
-            row["batch_id"] = batch_id
-        table = pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in tables.LEDGER})
+        columns = dict(zip(ROW_COLUMNS, zip(*rows)))
+        n = len(rows)
+        columns["occurred_at"] = pa.array(columns["occurred_at"], pa.int64()).cast(tables.TS)
+        columns["ingested_at"] = pa.array([now] * n, tables.TS)
+        columns["hash"] = [h.hex() for h in hashes]
+        columns["key_id"] = [key_id] * n
+        columns["batch_id"] = [batch_id] * n
+        table = pa.table({f.name: pa.array(columns[f.name], f.type) for f in tables.LEDGER})
         head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version, {"batch_id": batch_id})
         head.frontier = proofs.extend_frontier(lake, head.frontier, leaves)  # also stores tiles
         head.chain_head = hashes[-1]
         head.tree_size = seq
         state.seen_ledger.update(c.sha for c in accepted)
+        state.event_index.add(columns["event_id"])
 
     if batch.bad:
         for b in batch.bad:
