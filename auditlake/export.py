@@ -26,7 +26,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import io
 import json
 import os
 import secrets
@@ -35,7 +34,6 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 
 from .errors import AuditlakeError
@@ -43,7 +41,7 @@ from .keys import load_public_key, signing_key_id
 from .lake.store import Lake
 from .ledger import merkle
 from .ledger.canonical import canonical_json
-from .redaction import COLUMNS, MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
+from .redaction import MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
 
 FORMATS = ("parquet", "csv", "jsonl")
 FRAME_ROWS = 250_000  # rows read, redacted and written at a time (one part file per format)
@@ -348,9 +346,15 @@ def leaf_hashes(json_rows) -> list[bytes]:
     if arr.null_count:
         raise AuditlakeError("a null row in the export")
     offs = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset).tolist()
-    data = arr.buffers()[2].to_pybytes()
-    sha = hashlib.sha256
-    return [sha(b"\x00" + data[a:b]).digest() for a, b in zip(offs, offs[1:])]
+    data = memoryview(arr.buffers()[2])  # no copy of the rows
+    prefix = hashlib.sha256(b"\x00")
+    out = []
+    append = out.append
+    for a, b in zip(offs, offs[1:]):
+        h = prefix.copy()
+        h.update(data[a:b])
+        append(h.digest())
+    return out
 
 
 def merkle_root(json_rows) -> tuple[bytes, int]:
@@ -378,7 +382,7 @@ def _write_parts(out: Path, fmts: list[str], df, json_rows, i: int, first_row: i
         rel = f"{DATA_DIR}/part-{i:05d}.{fmt}"
         path = out / rel
         if fmt == "parquet":
-            df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+            df.write_parquet(path, compression="snappy", statistics=True)
         elif fmt == "csv":
             df.write_csv(path, quote_style="necessary", null_value="")
         else:

@@ -25,7 +25,7 @@ import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .audit_events import current_actor, record_audit_event
+from .audit_events import record_audit_event
 from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.meta import open_lake_keys
@@ -99,6 +99,16 @@ def decrypt_columns(keys: KeyStore, cols: dict[str, list]) -> dict[str, list]:
     return out
 
 
+def erased_subjects(lake: Lake, keys: KeyStore | None = None) -> dict[str, str]:
+    """Every erased person: {subject_id: erased_at} (for views that show ERASED)."""
+    keys = keys or open_lake_keys(lake)
+    con = keys._db()
+    try:
+        return dict(con.execute("SELECT subject_id, erased_at FROM erased").fetchall())
+    finally:
+        con.close()
+
+
 def read_pii(lake: Lake, rows: list[dict], keys: KeyStore | None = None) -> list[dict]:
     """Copies of ledger rows (dicts with at least DECRYPT_COLUMNS) with `subject_phone`,
     `subject_email`, `subject_name` and `actor_ip` added: the plaintext, ERASED for an
@@ -118,33 +128,26 @@ EVENT_COLUMNS = [
 ]
 
 
-def subject_rows(lake: Lake, subject_id: str, include_actor: bool = True) -> pa.Table:
+def subject_rows(lake: Lake, subject_id: str, include_actor: bool = True, keys: KeyStore | None = None) -> pa.Table:
     """Ledger rows about this person (as subject, or as actor whose IP was recorded), in seq
-    order. Polars reads the id columns first and decodes the rest only for matching pages."""
-    import polars as pl
+    order: their seqs from the signed subject index (and a scan of the tail it does not
+    cover yet), then those rows by seq range."""
+    import pyarrow.compute as pc
 
-    from .proofs import _add_actions, ledger_dataset, polars_scan
+    from .proofs import _ledger_schema, read_seqs, subject_seqs
 
     dt = lake.delta("ledger")
     if dt is None:
-        from .proofs import _ledger_schema
-
         schema = _ledger_schema()
         return pa.table({c: pa.array([], schema.field(c).type) for c in EVENT_COLUMNS})
-    files = _add_actions(dt).column("path").to_pylist()
-    cond = pl.col("subject_id") == subject_id
+    keys = keys or open_lake_keys(lake)
+    seqs = subject_seqs(lake, subject_id, keys, dt)
+    table = read_seqs(lake, seqs, EVENT_COLUMNS, dt).select(EVENT_COLUMNS)
+    # Exactly the person's rows, whatever the index said.
+    cond = pc.field("subject_id") == subject_id
     if include_actor:
-        cond = cond | ((pl.col("actor_id") == subject_id) & pl.col("actor_ip_sealed").is_not_null())
-    try:
-        table = polars_scan(lake, "ledger", files).filter(cond).select(EVENT_COLUMNS).collect().to_arrow()
-    except Exception:  # noqa: BLE001 - fall back to pyarrow's scanner
-        import pyarrow.compute as pc
-
-        f = pc.field("subject_id") == subject_id
-        if include_actor:
-            f = f | ((pc.field("actor_id") == subject_id) & pc.field("actor_ip_sealed").is_valid())
-        table = ledger_dataset(lake, dt, files).to_table(columns=EVENT_COLUMNS, filter=f)
-    return table.sort_by("seq")
+        cond = cond | ((pc.field("actor_id") == subject_id) & pc.field("actor_ip_sealed").is_valid())
+    return table.filter(cond).sort_by("seq")
 
 
 def _iso(v) -> str | None:
@@ -196,7 +199,7 @@ def reveal_subject(lake: Lake, subject_id: str, reason: str, actor=None) -> list
     if not reason or not str(reason).strip():
         raise AuditlakeError("revealing personal data needs a reason (it is logged)")
     keys = open_lake_keys(lake)
-    table = subject_rows(lake, subject_id)
+    table = subject_rows(lake, subject_id, keys=keys)
     record_audit_event(
         lake, "data.exported",
         {"export_id": f"reveal-{uuid.uuid4()}", "rows": table.num_rows, "format": "view", "kind": "reveal",
@@ -235,7 +238,7 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
     if out.exists() and any(out.iterdir()):
         raise AuditlakeError(f"{out} is not empty; choose a new folder for the subject access export")
     keys = open_lake_keys(lake)
-    table = subject_rows(lake, subject_id)
+    table = subject_rows(lake, subject_id, keys=keys)
     export_id = f"dsar-{uuid.uuid4()}"
     erased = bool(keys.is_erased([subject_id]))
     audit_id = record_audit_event(
@@ -319,15 +322,62 @@ def erase(lake: Lake, subject_id: str, reason: str = "data subject request", act
             "lift the hold with `auditlake hold lift` first (the refusal was logged)"
         )
     erased_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    wrapped = _wrapped_key(keys, subject_id)
     existed = keys.destroy_data_key(subject_id, erased_at)
+    shredded, remaining = _shred_copies(keys, subject_id, wrapped) if wrapped else ([], [])
     audit_id = record_audit_event(
         lake, "privacy.request_completed",
         {"request_id": request_id, "outcome": "fulfilled", "kind": "erasure", "method": "crypto-shredding",
-         "reason": reason, "key_destroyed": existed, "erased_at": erased_at},
+         "reason": reason, "key_destroyed": existed, "erased_at": erased_at,
+         "keystore_copies_shredded": len(shredded), "keystore_copies_remaining": len(remaining)},
         actor=actor, subject=subject_id,
     )
     return {"subject_id": subject_id, "request_id": request_id, "key_destroyed": existed,
-            "erased_at": erased_at, "audit_event_id": audit_id}
+            "erased_at": erased_at, "audit_event_id": audit_id,
+            "copies_shredded": shredded, "copies_remaining": remaining}
+
+
+def _wrapped_key(keys: KeyStore, subject_id: str) -> bytes | None:
+    con = keys._db()
+    try:
+        row = con.execute("SELECT wrapped FROM datakeys WHERE subject_id = ?", (subject_id,)).fetchone()
+    finally:
+        con.close()
+    return bytes(row[0]) if row else None
+
+
+def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list[str], list[str]]:
+    """Find other copies of a destroyed wrapped key under the keystore folder (backups of
+    datakeys.sqlite, dumps). SQLite copies are shredded like the live store (secure_delete
+    + VACUUM); any other file still holding the key is reported, never silently kept."""
+    import sqlite3
+
+    shredded, remaining = [], []
+    live = keys.dir / "datakeys.sqlite"
+    for path in sorted(p for p in keys.dir.rglob("*") if p.is_file()):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if wrapped not in data:
+            continue
+        if path != live and data.startswith(b"SQLite format 3\x00"):
+            try:
+                con = sqlite3.connect(path, isolation_level=None)
+                try:
+                    con.execute("PRAGMA secure_delete=ON")
+                    con.execute("PRAGMA journal_mode=DELETE")
+                    con.execute("DELETE FROM datakeys WHERE subject_id = ?", (subject_id,))
+                    con.execute("VACUUM")
+                finally:
+                    con.close()
+            except sqlite3.Error:
+                pass
+            if wrapped not in path.read_bytes():
+                shredded.append(str(path))
+                continue
+        remaining.append(str(path))
+    return shredded, remaining
 
 
 # ============================================================================ CLI
@@ -337,9 +387,15 @@ def cli_erase(args) -> int:
     lake = Lake.open(args.lake)
     res = erase(lake, args.subject_id, reason=args.reason, actor=getattr(args, "actor", None))
     what = "its data key was destroyed" if res["key_destroyed"] else "it had no data key (nothing sealed to shred)"
-    emit(args, f"erased {res['subject_id']}: {what}; its personal data now reads as {ERASED}. "
-               f"Logged as {res['request_id']} (event {res['audit_event_id']}).", res)
-    return 0
+    if res["copies_shredded"]:
+        what += f", and {len(res['copies_shredded'])} keystore backup copy(ies) shredded"
+    text = (f"erased {res['subject_id']}: {what}; its personal data now reads as {ERASED}. "
+            f"Logged as {res['request_id']} (event {res['audit_event_id']}).")
+    if res["copies_remaining"]:
+        text += ("\nWARNING: copies of the destroyed key remain in: " + ", ".join(res["copies_remaining"])
+                 + " (delete or re-create these backups)")
+    emit(args, text, res)
+    return 1 if res["copies_remaining"] else 0
 
 
 def cli_dsar(args) -> int:
@@ -351,7 +407,3 @@ def cli_dsar(args) -> int:
     emit(args, f"wrote {res['events']} event(s) of {res['subject_id']} to {', '.join(res['files'])}{note}; "
                f"logged as {res['export_id']}", res)
     return 0
-
-
-def current_actor_id(actor=None) -> str:
-    return current_actor(actor)["id"]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import posixpath
 import re
 import sys
 from pathlib import Path
@@ -144,10 +143,13 @@ def read_seq_ranges(lake: Lake, ranges: list[tuple[int, int]], columns: list[str
     try:
         import polars as pl
 
-        expr = None
-        for lo, hi in ranges:
-            e = (pl.col("seq") >= lo) & (pl.col("seq") < hi)
-            expr = e if expr is None else expr | e
+        if len(ranges) > 8 and sum(hi - lo for lo, hi in ranges) <= 1_000_000:
+            expr = pl.col("seq").is_in([s for lo, hi in ranges for s in range(lo, hi)])  # scattered rows
+        else:
+            expr = None
+            for lo, hi in ranges:
+                e = (pl.col("seq") >= lo) & (pl.col("seq") < hi)
+                expr = e if expr is None else expr | e
         df = polars_scan(lake, "ledger", files).filter(expr).select(cols).collect()
         table = df.to_arrow()
         table = table.cast(pa.schema([schema.field(c) for c in cols]))
@@ -164,14 +166,266 @@ def read_seqs(lake: Lake, seqs: list[int], columns: list[str], dt=None) -> pa.Ta
             ranges[-1] = (ranges[-1][0], s + 1)
         else:
             ranges.append((s, s + 1))
-    out = [read_seq_ranges(lake, ranges[i : i + 256], columns, dt) for i in range(0, len(ranges), 256)]
-    if not out:
-        return read_seq_ranges(lake, [], columns, dt)
-    return pa.concat_tables(out).sort_by("seq") if len(out) != 1 else out[0]
+    return read_seq_ranges(lake, ranges, columns, dt)
+
+
+# ---------------------------------------------------------------------------- seq indexes
+# Caches in the lake (under _index/, outside tables/, so not part of the audited state):
+# segments of (key, seq) rows sorted by key, each covering a seq range [lo, hi) of the
+# ledger, with small row groups so a lookup reads one row group per segment. They are
+# built lazily for the part of the ledger they do not cover yet; that tail is scanned.
+#
+# * event_seq (key = event_id), for proofs. Unsigned: a hit is checked against the ledger
+#   row itself and a miss falls back to a scan, so a forged segment cannot mislead.
+# * subject_seq (key = subject.id, and actor.id for rows with a sealed actor IP), for
+#   subject access. A forged segment could hide rows, so each segment carries a signed
+#   sidecar (SHA-256 of the file, Ed25519 by the lake's signing key) and unsigned or
+#   altered segments are ignored (the ledger is scanned instead).
+INDEX_MIN_ROWS = 50_000  # index a tail once it is this long (shorter tails are just scanned)
+INDEX_ROW_GROUP = 16_384
+INDEX_MAX_SEGMENTS = 8
+_SEG_RE = re.compile(r"seg-(\d{12})-(\d{12})\.parquet$")
+EVENT_INDEX = "event_seq"
+SUBJECT_INDEX = "subject_seq"
+
+
+def _index_dir(name: str) -> str:
+    return f"_index/{name}"
+
+
+def _index_segments(lake: Lake, name: str = EVENT_INDEX) -> list[tuple[int, int, str]]:
+    import pyarrow.fs as pafs
+
+    fs, root = lake.filesystem()
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/{_index_dir(name)}", allow_not_found=True))
+    except OSError:
+        return []
+    out = []
+    for i in infos:
+        m = _SEG_RE.search(i.path)
+        if m and i.type == pafs.FileType.File:
+            out.append((int(m.group(1)), int(m.group(2)), i.path))
+    return out
+
+
+def _cover(segs: list[tuple[int, int, str]]) -> tuple[list[tuple[int, int, str]], int]:
+    """The fewest segments covering [0, hi) contiguously (greedy: the longest reach first)."""
+    chosen, pos = [], 0
+    while True:
+        best = max((s for s in segs if s[0] == pos and s[1] > pos), key=lambda s: s[1], default=None)
+        if best is None:
+            return chosen, pos
+        chosen.append(best)
+        pos = best[1]
+
+
+def _sig_body(name: str, log_id: str, lo: int, hi: int, rows: int, sha: str, key_id: str) -> bytes:
+    from .ledger.canonical import canonical_json
+
+    return canonical_json({"index": name, "log_id": log_id, "lo": lo, "hi": hi, "rows": rows, "sha256": sha,
+                           "key_id": key_id})
+
+
+def _signed_segments(lake: Lake, name: str, keys) -> list[tuple[int, int, str, str]]:
+    """Segments whose sidecar signature verifies: (lo, hi, path, expected sha256)."""
+    import hashlib as _hl  # noqa: F401 - documented dependency of the check below
+
+    fs, _ = lake.filesystem()
+    public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
+    out = []
+    for lo, hi, path in _index_segments(lake, name):
+        try:
+            with fs.open_input_stream(path + ".sig") as f:
+                sig = json.loads(f.read())
+            key = public.get(sig["key_id"])
+            body = _sig_body(name, keys.log_id, lo, hi, sig["rows"], sig["sha256"], sig["key_id"])
+            key.verify(base64.b64decode(sig["signature"]), body)
+        except Exception:  # noqa: BLE001 - missing, malformed or forged: not trusted
+            continue
+        out.append((lo, hi, path, sig["sha256"]))
+    return out
+
+
+def _segment_lookup(fs, path: str, key: str, expect_sha: str | None = None, all_rows: bool = False) -> list[int]:
+    """Seqs stored under `key` in one segment (reading only the row groups that can hold it;
+    with `expect_sha` the whole file is read and must have that SHA-256)."""
+    import bisect
+    import hashlib as _hl
+
+    import pyarrow.parquet as pq
+
+    if expect_sha is not None:
+        with fs.open_input_stream(path) as f:
+            raw = f.read()
+        if _hl.sha256(raw).hexdigest() != expect_sha:
+            raise ValueError("segment altered")
+        source = pa.BufferReader(raw)
+    else:
+        source = fs.open_input_file(path)
+    out: list[int] = []
+    with source:
+        pf = pq.ParquetFile(source)
+        md = pf.metadata
+        for rg in range(md.num_row_groups):
+            st = md.row_group(rg).column(0).statistics
+            if st is not None and st.has_min_max and not (st.min <= key <= st.max):
+                continue
+            t = pf.read_row_group(rg, columns=["key", "seq"])
+            ids = t.column("key").to_pylist()
+            a, b = bisect.bisect_left(ids, key), bisect.bisect_right(ids, key)
+            out.extend(t.column("seq").slice(a, b - a).to_pylist())
+            if out and not all_rows:
+                break
+    return out
+
+
+def _write_segment(lake: Lake, table: pa.Table, lo: int, hi: int, name: str = EVENT_INDEX, keys=None) -> None:
+    """Store a segment (sorted by key, seq); signed when `keys` is given."""
+    import hashlib as _hl
+
+    import pyarrow.parquet as pq
+
+    table = table.select(["key", "seq"]).sort_by([("key", "ascending"), ("seq", "ascending")])
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, row_group_size=INDEX_ROW_GROUP, compression="zstd")
+    raw = buf.getvalue().to_pybytes()
+    rel = f"{_index_dir(name)}/seg-{lo:012d}-{hi:012d}.parquet"
+    try:
+        lake.write_bytes(rel, raw)
+        if keys is not None:
+            sha = _hl.sha256(raw).hexdigest()
+            kid = keys.signing_key_id
+            sig = keys.signing_key().sign(_sig_body(name, keys.log_id, lo, hi, table.num_rows, sha, kid))
+            lake.write_bytes(rel + ".sig", json.dumps({"index": name, "lo": lo, "hi": hi, "rows": table.num_rows,
+                                                       "sha256": sha, "key_id": kid,
+                                                       "signature": base64.b64encode(sig).decode()}).encode())
+    except AuditlakeError as exc:  # a cache: everything still works without it
+        print(f"auditlake: warning: index segment not stored ({exc})", file=sys.stderr)
+
+
+def _tail_files(dt, lo: int) -> list[str]:
+    acts = _add_actions(dt)
+    cols = acts.column_names
+    paths = acts.column("path").to_pylist()
+    maxs = acts.column("max.seq").to_pylist() if "max.seq" in cols else [None] * len(paths)
+    return [p for p, hi_f in zip(paths, maxs) if hi_f is None or hi_f >= lo]
+
+
+def _scan_keys(lake: Lake, dt, lo: int, name: str) -> tuple[pa.Table, int]:
+    """(key, seq) rows of the ledger with seq >= lo for an index (files picked by
+    statistics), and the end of the seq range scanned (1 + its largest seq, or lo)."""
+    files = _tail_files(dt, lo)
+    empty = pa.table({"key": pa.array([], pa.string()), "seq": pa.array([], pa.int64())})
+    if not files:
+        return empty, lo
+    data = ledger_dataset(lake, dt, files)
+    if name == EVENT_INDEX:
+        t = data.to_table(columns=["event_id", "seq"], filter=pc.field("seq") >= lo)
+        return pa.table({"key": t.column("event_id"), "seq": t.column("seq")}), _end(t, lo)
+    t = data.to_table(columns=["subject_id", "actor_id", "actor_ip_sealed", "seq"], filter=pc.field("seq") >= lo)
+    end = _end(t, lo)
+    subj = t.filter(pc.field("subject_id").is_valid())
+    act = t.filter(pc.field("actor_ip_sealed").is_valid() & ((pc.field("actor_id") != pc.field("subject_id"))
+                                                              | pc.field("subject_id").is_null()))
+    return pa.concat_tables([
+        pa.table({"key": subj.column("subject_id"), "seq": subj.column("seq")}),
+        pa.table({"key": act.column("actor_id"), "seq": act.column("seq")}),
+    ]), end
+
+
+def _end(t: pa.Table, lo: int) -> int:
+    if t.num_rows == 0:
+        return lo
+    m = pc.max(t.column("seq")).as_py()
+    n = pc.count_distinct(t.column("seq")).as_py()
+    # Only a gap-free range can be covered (a gap means rows missing: leave it to verify).
+    return m + 1 if m + 1 - lo == n == t.num_rows else lo
+
+
+def update_index(lake: Lake, name: str = EVENT_INDEX, dt=None, keys=None) -> int:
+    """Index the ledger rows an index does not cover yet, and compact it when it has too
+    many segments. Returns the seq up to which it covers. `keys` signs (subject index)."""
+    dt = dt if dt is not None else lake.delta("ledger")
+    if dt is None:
+        return 0
+    segs = _signed_segments(lake, name, keys) if keys is not None else _index_segments(lake, name)
+    chosen, covered = _cover([s[:3] for s in segs])
+    tail, hi = _scan_keys(lake, dt, covered, name)
+    if hi > covered:
+        _write_segment(lake, tail, covered, hi, name, keys)
+        chosen.append((covered, hi, ""))
+        covered = hi
+    if len(chosen) > INDEX_MAX_SEGMENTS and covered:
+        fs, _ = lake.filesystem()
+        import pyarrow.parquet as pq
+
+        segs = _signed_segments(lake, name, keys) if keys is not None else _index_segments(lake, name)
+        parts = []
+        for seg in _cover([x[:3] for x in segs])[0]:
+            with fs.open_input_file(seg[2]) as f:
+                parts.append(pq.read_table(f, columns=["key", "seq"]))
+        _write_segment(lake, pa.concat_tables(parts), 0, covered, name, keys)
+    return covered
+
+
+def update_event_index(lake: Lake, dt=None) -> int:
+    return update_index(lake, EVENT_INDEX, dt)
 
 
 def locate_event(lake: Lake, event_id: str, dt=None) -> int | None:
-    """The seq of an event id (scans the event_id column only), or None."""
+    """The seq of an event id, or None. Uses the event index (one row group per segment);
+    a tail it does not cover is scanned (and indexed once it is long); a miss falls back
+    to a scan of the event_id column."""
+    dt = dt if dt is not None else lake.delta("ledger")
+    if dt is None:
+        return None
+    fs, _ = lake.filesystem()
+    chosen, covered = _cover(_index_segments(lake, EVENT_INDEX))
+    for _, _, path in chosen:
+        try:
+            seqs = _segment_lookup(fs, path, event_id)
+        except Exception:  # noqa: BLE001 - an unreadable cache segment is skipped
+            seqs = []
+        if seqs:
+            return seqs[0]
+    tail, _ = _scan_keys(lake, dt, covered, EVENT_INDEX)
+    hit = tail.filter(pc.field("key") == event_id)
+    if tail.num_rows >= INDEX_MIN_ROWS:
+        update_index(lake, EVENT_INDEX, dt)
+    if hit.num_rows:
+        if hit.num_rows > 1:
+            raise ProofError(f"event {event_id} appears {hit.num_rows} times in the ledger; run `auditlake verify`")
+        return hit.column("seq")[0].as_py()
+    return scan_event(lake, event_id, dt) if covered else None
+
+
+def subject_seqs(lake: Lake, subject_id: str, keys, dt=None) -> list[int]:
+    """Every seq whose row is about this person (subject, or actor with a sealed IP), from
+    the signed subject index plus a scan of the tail it does not cover."""
+    dt = dt if dt is not None else lake.delta("ledger")
+    if dt is None:
+        return []
+    fs, _ = lake.filesystem()
+    segs = _signed_segments(lake, SUBJECT_INDEX, keys)
+    chosen, covered = _cover([s[:3] for s in segs])
+    sha_of = {s[2]: s[3] for s in segs}
+    out: set[int] = set()
+    for lo, _, path in chosen:
+        try:
+            out.update(_segment_lookup(fs, path, subject_id, expect_sha=sha_of[path], all_rows=True))
+        except Exception:  # noqa: BLE001 - altered or unreadable
+            covered = lo  # not trustworthy from here on: scan instead
+            break
+    tail, _ = _scan_keys(lake, dt, covered, SUBJECT_INDEX)
+    out.update(tail.filter(pc.field("key") == subject_id).column("seq").to_pylist())
+    if tail.num_rows >= INDEX_MIN_ROWS:
+        update_index(lake, SUBJECT_INDEX, dt, keys)
+    return sorted(s for s in out if s >= 0)
+
+
+def scan_event(lake: Lake, event_id: str, dt=None) -> int | None:
+    """The seq of an event id by a scan of the ledger's event_id column."""
     dt = dt if dt is not None else lake.delta("ledger")
     if dt is None:
         return None
@@ -180,13 +434,6 @@ def locate_event(lake: Lake, event_id: str, dt=None) -> int | None:
     if len(seqs) > 1:
         raise ProofError(f"event {event_id} appears {len(seqs)} times in the ledger; run `auditlake verify`")
     return seqs[0] if seqs else None
-
-
-def _contiguous(table: pa.Table, lo: int, hi: int) -> list[bytes]:
-    seqs = table.column("seq").to_pylist()
-    if seqs != list(range(lo, hi)):
-        raise ProofError(f"the ledger rows of seq {lo}..{hi - 1} are missing or duplicated; run `auditlake verify`")
-    return [s.encode() for s in table.column("leaf").to_pylist()]
 
 
 # ============================================================================ tiles
@@ -232,7 +479,11 @@ def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaves: list[bytes]) 
         min_level=TILE_LEVEL,
         on_node=lambda lv, i, h: nodes.append((lv, i, h)),
     )
-    write_tiles(lake, nodes)
+    try:
+        write_tiles(lake, nodes)
+    except Exception as exc:  # noqa: BLE001 - a cache must never fail an ingest
+        print(f"auditlake: warning: tiles not stored ({exc.__class__.__name__}: {exc}); proofs will recompute them",
+              file=sys.stderr)
     return out
 
 
@@ -442,14 +693,36 @@ def backfill_tiles(lake: Lake, size: int | None = None) -> int:
 
 
 # ============================================================================ building proofs
-def _checkpoints(lake: Lake) -> list[dict]:
-    from .head import read_checkpoints
+def _checkpoints(lake: Lake, sizes: list[int] | None = None, latest: bool = False) -> list[dict]:
+    """Checkpoint rows in tree-size order (as head.read_checkpoints, read directly from the
+    table's files). With `sizes` or `latest`, only the files whose tree_size statistics can
+    hold them are read (so the rows returned may be a subset)."""
+    from .lake.tables import CHECKPOINTS
 
-    return read_checkpoints(lake)
+    dt = lake.delta("checkpoints")
+    if dt is None:
+        return []
+    try:
+        acts = _add_actions(dt)
+        paths = acts.column("path").to_pylist()
+        if (sizes or latest) and {"min.tree_size", "max.tree_size"} <= set(acts.column_names):
+            lo, hi = acts.column("min.tree_size").to_pylist(), acts.column("max.tree_size").to_pylist()
+            top = max((h for h in hi if h is not None), default=None)
+            keep = []
+            for p, a, b in zip(paths, lo, hi):
+                if a is None or b is None or (latest and b == top) or any(a <= x <= b for x in sizes or []):
+                    keep.append(p)
+            paths = keep
+        rows = table_dataset(lake, "checkpoints", paths, CHECKPOINTS).to_table().to_pylist()
+    except (OSError, pa.ArrowInvalid):
+        from .head import read_checkpoints
+
+        return read_checkpoints(lake, dt)
+    return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
 
 
 def latest_checkpoint(lake: Lake) -> dict | None:
-    rows = _checkpoints(lake)
+    rows = _checkpoints(lake, latest=True)
     return rows[-1] if rows else None
 
 
@@ -492,7 +765,7 @@ def inclusion_proof(lake: Lake, event_id: str) -> dict:
     seq = locate_event(lake, event_id, dt)
     if seq is None:
         raise AuditlakeError(f"no event {event_id} in the ledger")
-    rows = _checkpoints(lake)
+    rows = _checkpoints(lake, latest=True)
     if not rows or rows[-1]["tree_size"] <= seq:
         raise AuditlakeError(f"event {event_id} (seq {seq}) is not yet covered by a signed checkpoint; run ingest")
     row = rows[-1]
@@ -502,6 +775,13 @@ def inclusion_proof(lake: Lake, event_id: str) -> dict:
     nodes = TreeNodes(lake, size, dt=dt)
     nodes.seed(row.get("frontier"))
     leaf = nodes.leaf(seq)
+    if orjson.loads(leaf).get("event_id") != event_id:  # a stale or forged index entry
+        seq = scan_event(lake, event_id, dt)
+        if seq is None or seq >= size:
+            raise AuditlakeError(f"no event {event_id} covered by the latest checkpoint")
+        nodes = TreeNodes(lake, size, dt=dt)
+        nodes.seed(row.get("frontier"))
+        leaf = nodes.leaf(seq)
     lh = merkle.leaf_hash(leaf)
     fn = lambda get: merkle.inclusion_proof_from(seq, size, get)  # noqa: E731
     # Reuse the block already read for the leaf.
@@ -535,11 +815,11 @@ def consistency_proof(lake: Lake, old_size: int, new_size: int) -> dict:
     """A consistency proof between the signed checkpoints of these two tree sizes."""
     if old_size > new_size:
         raise AuditlakeError(f"the old tree size {old_size} is larger than the new one {new_size}")
-    rows = _checkpoints(lake)
+    rows = _checkpoints(lake, sizes=[old_size, new_size])
     by_size = {r["tree_size"]: r for r in rows}
     for s in (old_size, new_size):
         if s not in by_size:
-            sizes = [r["tree_size"] for r in rows]
+            sizes = [r["tree_size"] for r in _checkpoints(lake)]
             shown = ", ".join(map(str, sizes[-10:])) + (" ..." if len(sizes) > 10 else "")
             raise AuditlakeError(f"no signed checkpoint of tree size {s} (checkpoints: {shown or 'none'})")
     old, new = _cp_dict(by_size[old_size]), _cp_dict(by_size[new_size])

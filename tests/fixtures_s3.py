@@ -264,3 +264,89 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, check: bo
     if check and proc.returncode != 0:
         raise AssertionError(f"auditlake {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc
+
+
+# ----------------------------------------------------------------------------- an endpoint that can go down
+class TcpProxy:
+    """A TCP forwarder in front of the S3 server that can be taken down (listener closed,
+    open connections reset) and brought back on the same port: an S3 outage that keeps the
+    server's data, which stopping moto itself would lose."""
+
+    def __init__(self, target_port: int, port: int | None = None):
+        import threading
+
+        self.target = ("127.0.0.1", target_port)
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import threading
+
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        self._listener = ls
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            ls, self._listener = self._listener, None
+            conns, self._conns = self._conns, set()
+        if ls is not None:
+            try:
+                ls.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            ls.close()
+        for c in conns:
+            try:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self, ls: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not ls:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            with self._lock:
+                self._conns.discard(src)
+                self._conns.discard(dst)

@@ -97,6 +97,7 @@ def test_no_copy_of_an_erased_key_survives(lake, tmp_path, auditlake_home):
                     assert needle not in data, (p, needle[:8])
     assert keys.data_keys([SUBJECT], create=False) == {}
     assert keys.is_erased([SUBJECT]) == {SUBJECT}
+    assert SUBJECT in privacy.erased_subjects(lake)
     # A second erasure is harmless and logged too.
     res = privacy.erase(lake, SUBJECT)
     assert res["key_destroyed"] is False
@@ -204,3 +205,65 @@ def test_audit_events_meet_the_contract_and_carry_no_pii():
     assert "+1312" not in orjson.dumps(ev).decode()
     with pytest.raises(Exception, match="contract"):
         build_event("data.exported", {"rows": 1}, actor="bob")
+
+
+def test_erasure_shreds_keystore_backups_and_reports_other_copies(lake, tmp_path, capsys):
+    import shutil
+
+    _build(lake, tmp_path)
+    keys = open_lake_keys(lake)
+    wrapped = privacy._wrapped_key(keys, SUBJECT)
+    other = privacy._wrapped_key(keys, "subj-4")
+    backup = keys.dir / "backups" / "datakeys-2026-03-01.sqlite"
+    backup.parent.mkdir()
+    shutil.copy(keys.dir / "datakeys.sqlite", backup)
+    dump = keys.dir / "backups" / "dump.bin"
+    dump.write_bytes(b"header" + wrapped + b"trailer")
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 1  # a copy it cannot shred is reported
+    out = capsys.readouterr().out
+    assert "dump.bin" in out and "WARNING" in out
+    assert wrapped not in backup.read_bytes() and other in backup.read_bytes()  # only that key went
+    assert wrapped not in (keys.dir / "datakeys.sqlite").read_bytes()
+    done = _audit_events(lake, "privacy.request_completed")[-1]["data"]
+    assert done["keystore_copies_shredded"] == 1 and done["keystore_copies_remaining"] == 1
+    dump.unlink()
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 0
+
+
+def test_subject_index_is_signed_and_a_forged_one_cannot_hide_rows(lake, tmp_path, monkeypatch):
+    from auditlake import proofs
+
+    monkeypatch.setattr(proofs, "INDEX_MIN_ROWS", 20)
+    for k in range(3):
+        _build(lake, tmp_path, k * 30, (k + 1) * 30, f"b{k}")
+    truth = sorted(r["seq"] for r in _ledger(lake) if r["subject_id"] == SUBJECT
+                   or (r["actor_id"] == SUBJECT and r["actor_ip_sealed"]))
+    keys = open_lake_keys(lake)
+    assert privacy.subject_rows(lake, SUBJECT).column("seq").to_pylist() == truth  # scans, then indexes
+    segs = proofs._signed_segments(lake, proofs.SUBJECT_INDEX, keys)
+    assert segs and proofs._cover([s[:3] for s in segs])[1] >= 90
+    assert proofs.subject_seqs(lake, SUBJECT, keys) == truth
+    # The actor of an IP-bearing event is found too ("router" is the actor of every event).
+    assert len(privacy.subject_rows(lake, "router").column("seq").to_pylist()) == 90
+    # A forged segment that omits the subject cannot hide its rows: unsigned, it is ignored...
+    import pyarrow as pa
+
+    fake = pa.table({"key": ["zzz"], "seq": pa.array([0], pa.int64())})
+    proofs._write_segment(lake, fake, 0, 10_000, proofs.SUBJECT_INDEX)
+    assert not any(s[1] == 10_000 for s in proofs._signed_segments(lake, proofs.SUBJECT_INDEX, keys))
+    assert proofs.subject_seqs(lake, SUBJECT, keys) == truth
+    # ...signed by another key, it is ignored...
+    from auditlake.keys import KeyStore
+
+    other = KeyStore(keys.log_id, root=tmp_path / "other-keystores")
+    proofs._write_segment(lake, fake, 0, 20_000, proofs.SUBJECT_INDEX, other)
+    assert proofs.subject_seqs(lake, SUBJECT, keys) == truth
+    # ...and a signed segment whose file was replaced afterwards fails its SHA-256 check.
+    lo, hi, path, _ = max(proofs._signed_segments(lake, proofs.SUBJECT_INDEX, keys), key=lambda s: s[1])
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(fake, sink)
+    with open(path, "wb") as f:
+        f.write(sink.getvalue().to_pybytes())
+    assert proofs.subject_seqs(lake, SUBJECT, keys) == truth

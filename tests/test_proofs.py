@@ -310,3 +310,26 @@ def test_proof_after_key_rotation_uses_the_checkpoints_key(lake, tmp_path):
     doc = proofs.consistency_proof(lake, 300, 310)
     assert proofs.verify_proof_doc(doc)[0]
     assert len(doc["public_keys"]) == 2
+
+
+def test_event_index_finds_events_compacts_and_survives_a_forged_entry(lake, tmp_path, monkeypatch):
+    monkeypatch.setattr(proofs, "INDEX_MIN_ROWS", 50)
+    monkeypatch.setattr(proofs, "INDEX_MAX_SEGMENTS", 1)
+    for k in range(3):
+        _ingest(lake, tmp_path, k * 60, (k + 1) * 60, f"b{k}")
+        ids, _ = _ids(lake)
+        assert proofs.locate_event(lake, ids[-1]) == len(ids) - 1  # scans the tail, then indexes it
+    segs = proofs._index_segments(lake)
+    chosen, covered = proofs._cover(segs)
+    assert covered == 180 and len(chosen) == 1  # compacted into one segment from 0
+    assert chosen[0][:2] == (0, 180)
+    for i in (0, 59, 60, 131, 179):
+        assert proofs.locate_event(lake, ids[i]) == i
+    assert proofs.locate_event(lake, "00000000-0000-4000-8000-0000000fffff") is None
+    # A forged index entry (event 5 -> seq 7) cannot produce a wrong proof.
+    import pyarrow as pa
+
+    proofs._write_segment(lake, pa.table({"key": [ids[5]], "seq": pa.array([7], pa.int64())}), 0, 999)
+    assert proofs.locate_event(lake, ids[5]) == 7
+    doc = proofs.inclusion_proof(lake, ids[5])
+    assert doc["leaf_index"] == 5 and proofs.verify_proof_doc(doc)[0]

@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fixtures_s3 import assert_exact, run_cli, s3_client, write_landing
+from auditlake.errors import AuditlakeError
 from auditlake.lake import admin, retention
 from auditlake.lake.store import Lake
 
@@ -24,16 +25,26 @@ def _bucket(uri: str) -> str:
 
 
 def _ingest(uri: str, folder: Path, lines: int = 60, seed: int = 0, bad_every: int = 0) -> dict:
+    """Ingest in this process (the CLI is exercised in test_s3, test_concurrency, test_crash)."""
+    from auditlake.ingest import ingest
+
     data = write_landing(folder / f"f{seed}.jsonl", lines, seed=seed, bad_every=bad_every)
-    run_cli("--lake", uri, "ingest", str(folder), check=True)
+    ingest(Lake.open(uri), [str(folder)])
     return data
 
 
 def _findings(uri: str) -> list[dict]:
-    r = run_cli("--lake", uri, "verify", "--json", "--no-trust-update")
-    doc = json.loads(r.stdout)
-    assert (r.returncode == 0) == doc["ok"]
-    return doc["findings"]
+    from dataclasses import asdict
+
+    from auditlake.verify import verify
+
+    report = verify(Lake.open(uri), update_trust=False)
+    assert report.ok == (not report.findings)
+    return [asdict(f) for f in report.findings]
+
+
+def _init(uri: str, years: int = 7) -> dict:
+    return admin.init_lake(Lake.open(uri), years)
 
 
 def _committed(uri: str) -> list[retention.Obj]:
@@ -48,7 +59,7 @@ def _ledger_file(uri: str) -> retention.Obj:
 # ----------------------------------------------------------------------------- S3 Object Lock
 @pytest.mark.s3
 def test_every_committed_object_is_locked_in_compliance_mode(s3_lake_uri, s3_env, tmp_path):
-    run_cli("--lake", s3_lake_uri, "init", check=True)
+    _init(s3_lake_uri)
     _ingest(s3_lake_uri, tmp_path / "in", 80, seed=1, bad_every=20)
     c = s3_client(s3_env.endpoint)
     objs = _committed(s3_lake_uri)
@@ -78,7 +89,9 @@ def test_future_events_are_retained_from_their_occurred_at(s3_lake_uri, s3_env, 
     line["occurred_at"] = f"{future.isoformat()}T10:00:00Z"
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "f.jsonl").write_text(json.dumps(line) + "\n")
-    run_cli("--lake", s3_lake_uri, "ingest", str(tmp_path / "in"), check=True)
+    from auditlake.ingest import ingest
+
+    ingest(Lake.open(s3_lake_uri), [str(tmp_path / "in")])
     c = s3_client(s3_env.endpoint)
     ledger = [o for o in _committed(s3_lake_uri) if o.table == "ledger"]
     assert ledger and all(future in o.dates for o in ledger)
@@ -134,7 +147,7 @@ def test_verify_reports_an_object_not_under_retention(s3_lake_uri, s3_env, tmp_p
 
 @pytest.mark.s3
 def test_repair_restores_tampered_objects_on_s3(s3_lake_uri, s3_env, tmp_path):
-    run_cli("--lake", s3_lake_uri, "init", check=True)
+    _init(s3_lake_uri)
     data = _ingest(s3_lake_uri, tmp_path / "in", 90, seed=5, bad_every=30)
     c = s3_client(s3_env.endpoint)
     bucket = _bucket(s3_lake_uri)
@@ -182,7 +195,7 @@ def test_repair_restores_tampered_objects_on_s3(s3_lake_uri, s3_env, tmp_path):
 # ----------------------------------------------------------------------------- local equivalent
 def test_local_lake_seals_committed_files(lake_dir, tmp_path):
     uri = str(lake_dir)
-    run_cli("--lake", uri, "init", check=True)
+    _init(uri)
     _ingest(uri, tmp_path / "in", 50, seed=2, bad_every=10)
     objs = _committed(uri)
     assert objs
@@ -284,8 +297,7 @@ def test_uncommitted_leftovers_are_swept_but_foreign_files_are_not(lake_dir, tmp
 
 # ----------------------------------------------------------------------------- policy
 def test_retention_period_is_configurable(lake_uri, tmp_path):
-    r = run_cli("--lake", lake_uri, "init", "--retention-years", "10", "--json", check=True)
-    assert json.loads(r.stdout)["retention"]["years"] == 10
+    assert _init(lake_uri, 10)["retention"]["years"] == 10
     _ingest(lake_uri, tmp_path / "in", 30)
     lake = Lake.open(lake_uri)
     o = _ledger_file(lake_uri)
@@ -304,7 +316,7 @@ def test_retention_period_is_configurable(lake_uri, tmp_path):
 
 def test_a_policy_shorter_than_seven_years_is_reported(lake_dir, tmp_path):
     uri = str(lake_dir)
-    run_cli("--lake", uri, "init", "--retention-years", "3", check=True)
+    _init(uri, 3)
     _ingest(uri, tmp_path / "in", 10)
     f = _findings(uri)
     assert [x["detail"] for x in f] == ["the retention policy is 3 years; RET-WORM needs at least 7"]
@@ -317,18 +329,24 @@ def test_required_until_is_at_least_occurred_at_plus_the_period():
 
 
 # ----------------------------------------------------------------------------- legal holds
+def _subjects(uri: str) -> list[str]:
+    t = Lake.open(uri).delta("ledger").to_pyarrow_dataset().to_table(columns=["subject_id"])
+    return sorted({s for s in t.column("subject_id").to_pylist() if s})
+
+
 def test_legal_hold_set_and_lift(lake_uri, tmp_path):
     _ingest(lake_uri, tmp_path / "in", 30, seed=8)
     lake = Lake.open(lake_uri)
-    assert not admin.legal_hold_active(lake) and not admin.legal_hold_active(lake, "subj-1")
-    run_cli("--lake", lake_uri, "hold", "set", "--subject", "subj-1", "--reason", "litigation 42", check=True)
-    assert admin.legal_hold_active(lake, "subj-1") and not admin.legal_hold_active(lake, "subj-2")
+    s1, s2 = _subjects(lake_uri)[:2]
+    assert not admin.legal_hold_active(lake) and not admin.legal_hold_active(lake, s1)
+    run_cli("--lake", lake_uri, "hold", "set", "--subject", s1, "--reason", "litigation 42", check=True)
+    assert admin.legal_hold_active(lake, s1) and not admin.legal_hold_active(lake, s2)
     assert not admin.legal_hold_active(lake)
-    run_cli("--lake", lake_uri, "hold", "set", "--reason", "regulator inquiry", check=True)
-    assert admin.legal_hold_active(lake) and admin.legal_hold_active(lake, "subj-2")
+    admin.set_hold(lake, None, "regulator inquiry")
+    assert admin.legal_hold_active(lake) and admin.legal_hold_active(lake, s2)
     st = json.loads(run_cli("--lake", lake_uri, "hold", "status", "--json", check=True).stdout)
     assert {(h["scope"], h["subject_id"], h["reason"]) for h in st["holds"]} == {
-        ("subject", "subj-1", "litigation 42"), ("lake", None, "regulator inquiry")}
+        ("subject", s1, "litigation 42"), ("lake", None, "regulator inquiry")}
     if lake.is_s3:
         from auditlake.lake import s3
 
@@ -339,22 +357,22 @@ def test_legal_hold_set_and_lift(lake_uri, tmp_path):
         new = [o for o in _committed(lake_uri) if o.rel not in {x.rel for x in objs}]
         assert new and all(s3.lock_info(lake, o.rel).legal_hold for o in new)
     assert _findings(lake_uri) == []
-    run_cli("--lake", lake_uri, "hold", "lift", "--reason", "inquiry closed", check=True)
-    assert not admin.legal_hold_active(lake) and admin.legal_hold_active(lake, "subj-1")
+    admin.lift_hold(lake, None, "inquiry closed")
+    assert not admin.legal_hold_active(lake) and admin.legal_hold_active(lake, s1)
     if lake.is_s3:
         held = {o.rel for o in _committed(lake_uri) if s3.lock_info(lake, o.rel).legal_hold}
-        assert held == admin.subject_files(lake, {"subj-1"}) and held
-    r = run_cli("--lake", lake_uri, "hold", "lift", "--subject", "subj-3")
-    assert r.returncode == 2 and "no legal hold" in r.stderr
-    run_cli("--lake", lake_uri, "hold", "lift", "--subject", "subj-1", check=True)
-    assert not admin.legal_hold_active(lake, "subj-1")
+        assert held == admin.subject_files(lake, {s1}) and held
+    with pytest.raises(AuditlakeError, match="no legal hold"):
+        admin.lift_hold(lake, "subj-none", "")
+    admin.lift_hold(lake, s1, "settled")
+    assert not admin.legal_hold_active(lake, s1)
     assert _findings(lake_uri) == []
 
 
 def test_a_forged_lift_does_not_lift_a_hold(lake_dir, tmp_path):
     uri = str(lake_dir)
     _ingest(uri, tmp_path / "in", 5)
-    run_cli("--lake", uri, "hold", "set", "--reason", "case", check=True)
+    admin.set_hold(Lake.open(uri), None, "case")
     lake = Lake.open(uri)
     rec = json.loads(next((lake_dir / "_holds").glob("*.json")).read_text())
     forged = {**rec, "action": "lift", "hold_id": "f" * 32, "at": "2999-01-01T00:00:00.000000Z"}

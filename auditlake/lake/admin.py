@@ -153,8 +153,8 @@ def subject_files(lake: Lake, subjects: set[str]) -> set[str]:
     for frag in dt.to_pyarrow_dataset().get_fragments():
         t = frag.to_table(columns=["subject_id"], filter=pc.field("subject_id").isin(values))
         if t.num_rows:
-            p = frag.path
-            out.add(posixpath.relpath(p, root) if p.startswith(root) else p)
+            p = frag.path  # absolute, or relative to the table (S3 datasets use a SubTreeFileSystem)
+            out.add(posixpath.relpath(p, root) if p.startswith(root) else f"tables/ledger/{p.lstrip('/')}")
     return out
 
 

@@ -191,8 +191,21 @@ def log_rel(table: str, version: int) -> str:
     return f"tables/{table}/_delta_log/{version:020d}.json"
 
 
-def read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
-    """The log entry and the data files it adds."""
+_entries: dict[tuple[str, str, int], list[Obj]] = {}
+
+
+def read_entry(lake: Lake, table: str, version: int, cache: bool = True) -> list[Obj]:
+    """The log entry and the data files it adds (cached for writers: a log entry never
+    changes; `check` reads afresh)."""
+    ck = (lake.uri, table, version)
+    if not cache:
+        return _read_entry(lake, table, version)
+    if ck not in _entries:
+        _entries[ck] = _read_entry(lake, table, version)
+    return _entries[ck]
+
+
+def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
     fs, root = _root(lake)
     rel = log_rel(table, version)
     with fs.open_input_stream(f"{root}/{rel}") as f:
@@ -201,8 +214,11 @@ def read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        action = json.loads(line)
-        add = action.get("add")
+        try:
+            action = json.loads(line)
+        except ValueError:
+            continue  # a damaged entry: verify's history check reports it
+        add = action.get("add") if isinstance(action, dict) else None
         if add:
             path = unquote(add["path"])
             dates = []
@@ -217,22 +233,20 @@ def read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
     return [Obj(rel, table, version, "log", entry_dates), *adds]
 
 
-def committed(lake: Lake, table: str, versions: list[int] | None = None, listing: LogListing | None = None) -> list[Obj]:
+def committed(lake: Lake, table: str, versions: list[int] | None = None, listing: LogListing | None = None,
+              cache: bool = True) -> list[Obj]:
     """Objects committed by the given versions of a table (default: all), plus its checkpoints."""
     listing = listing or list_log(lake, table)
     vs = sorted(listing.entries) if versions is None else versions
     out: list[Obj] = []
     for v in vs:
-        out.extend(read_entry(lake, table, v))
+        out.extend(read_entry(lake, table, v, cache))
     for rel, (v, _) in listing.checkpoints.items():
         out.append(Obj(rel, table, v, "checkpoint"))
     return out
 
 
 # ----------------------------------------------------------------------------- uncommitted files
-_swept: dict[tuple[str, str], int] = {}
-
-
 def _referenced(lake: Lake, table: str) -> set[str] | None:
     import pyarrow as pa
 
@@ -262,7 +276,15 @@ def _remove(lake: Lake, rel: str) -> None:
             pass
 
 
-def sweep(lake: Lake, tables: list[str] | None = None, force: bool = False) -> list[str]:
+# Per process and table: the version seen at the first sweep, and whether the table has been
+# swept again since it moved past it. Sweeping lists the whole table, so a process does it at
+# most twice per table: at its start, and after its first commit (which is what proves a
+# crashed predecessor's leftovers dead).
+_sweeps: dict[tuple[str, str], list] = {}
+
+
+def sweep(lake: Lake, tables: list[str] | None = None, force: bool = False,
+          listings: dict[str, "LogListing"] | None = None) -> list[str]:
     """Remove files no commit references and no writer can still commit.
 
     Every commit auditlake makes is `tables.append`: the writer loads the table at version r,
@@ -280,14 +302,15 @@ def sweep(lake: Lake, tables: list[str] | None = None, force: bool = False) -> l
         return removed
     for table in names:
         try:
+            listing = (listings or {}).get(table) or list_log(lake, table)
+            if listing.latest < 0:
+                continue
+            state = _sweeps.get((lake.uri, table))
+            if not force and state is not None and (state[1] or listing.latest == state[0]):
+                continue
             tdir = f"{root}/tables/{table}"
             files = [i for i in fs.get_file_info(pafs.FileSelector(tdir, recursive=True, allow_not_found=True))
                      if i.type == pafs.FileType.File]
-            listing = list_log(lake, table)
-            if listing.latest < 0:
-                continue
-            if not force and _swept.get((lake.uri, table)) == listing.latest:
-                continue
             newest = _mtime_key(lake, listing.entries[listing.latest])
             referenced = _referenced(lake, table) or set()
             for i in files:
@@ -302,27 +325,33 @@ def sweep(lake: Lake, tables: list[str] | None = None, force: bool = False) -> l
                 if _mtime_key(lake, i) < newest:
                     _remove(lake, rel)
                     removed.append(rel)
-            _swept[(lake.uri, table)] = listing.latest
+            _sweeps[(lake.uri, table)] = [listing.latest, state is not None]
         except (OSError, AuditlakeError):
             continue  # best effort: a later run sweeps again
     return removed
 
 
 def discard_uncommitted(lake: Lake, table: str, rows) -> list[str]:
-    """After a lost commit race: delete the data files this writer just wrote (found by the
-    batch ids of `rows`); best effort, `sweep` catches anything left."""
+    """After a lost commit race: delete the data files this writer just wrote. They are the
+    unreferenced files whose first row is one of `rows` (by batch id where the table has one);
+    no other writer writes the same rows. Best effort: `sweep` catches anything left."""
     import pyarrow.parquet as pq
 
-    if "batch_id" not in rows.schema.names:
+    if rows.num_rows == 0:
         return []
-    ours = {b for b in rows.column("batch_id").to_pylist() if b}
-    if not ours:
+    by_batch = "batch_id" in rows.schema.names
+    if by_batch:
+        ours: set = {b for b in rows.column("batch_id").to_pylist() if b}
+    elif rows.num_rows <= 200_000:
+        ours = set()  # filled per file layout below
+    else:
         return []
     removed = []
     try:
         fs, root = _root(lake)
         referenced = _referenced(lake, table) or set()
         infos = fs.get_file_info(pafs.FileSelector(f"{root}/tables/{table}", recursive=True, allow_not_found=True))
+        row_sets: dict[tuple[str, ...], set] = {}
         for i in infos:
             rel = posixpath.relpath(i.path, root)
             if i.type != pafs.FileType.File or "/_delta_log/" in f"/{rel}" or rel in referenced:
@@ -331,10 +360,19 @@ def discard_uncommitted(lake: Lake, table: str, rows) -> list[str]:
                 continue
             try:
                 with fs.open_input_file(i.path) as f:
-                    t = pq.ParquetFile(f).read_row_group(0, columns=["batch_id"])
-            except Exception:  # noqa: BLE001 - being written by someone else, or not ours
+                    first = pq.ParquetFile(f).read_row_group(0).slice(0, 1)
+            except Exception:  # noqa: BLE001 - being written by someone else, or not parquet
                 continue
-            if t.num_rows and t.column("batch_id")[0].as_py() in ours:
+            if not first.num_rows:
+                continue
+            if by_batch:
+                mine = first.column("batch_id")[0].as_py() in ours if "batch_id" in first.schema.names else False
+            else:
+                cols = tuple(c for c in first.schema.names if c in rows.schema.names)
+                if cols not in row_sets:
+                    row_sets[cols] = set(zip(*(rows.column(c).to_pylist() for c in cols)))
+                mine = tuple(first.column(c)[0].as_py() for c in cols) in row_sets[cols]
+            if mine:
                 _remove(lake, rel)
                 removed.append(rel)
     except Exception:  # noqa: BLE001 - best effort
@@ -386,15 +424,16 @@ def _pending(lake: Lake, table: str, sealed: set[str], listing: LogListing) -> l
     return [o for o in objs if o.rel not in sealed]
 
 
-def seal_local(lake: Lake, keys: KeyStore) -> int:
+def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | None = None) -> int:
     """Make every committed, not yet sealed object read-only and record it in a signed manifest."""
     manifests = _manifests(lake)
     sealed = {rel for m in manifests.values() if m for rel in m.get("objects", {})}
     years = policy(lake)["years"]
     now = datetime.now(timezone.utc)
     objects = {}
-    for table in table_names(lake):
-        for o in _pending(lake, table, sealed, list_log(lake, table)):
+    listings = listings if listings is not None else {t: list_log(lake, t) for t in table_names(lake)}
+    for table, listing in listings.items():
+        for o in _pending(lake, table, sealed, listing):
             path = os.path.join(lake.uri, o.rel)
             try:
                 st = os.stat(path)
@@ -449,11 +488,12 @@ def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
             sealed[rel] = entry
     objs: dict[str, Obj] = {}
     for table in table_names(lake):
-        for o in committed(lake, table):
+        for o in committed(lake, table, cache=False):
             objs[o.rel] = o
     for rel, o in sorted(objs.items()):
         if rel not in sealed and os.path.exists(os.path.join(lake.uri, rel)):
-            findings.append(_f(o.table, rel, "committed object is not under retention (not in a sealed manifest)", o.partition))
+            findings.append(_f(o.table, rel, "committed object is not under retention (not in a sealed manifest; "
+                                 "the next ingest or `auditlake repair` seals it)", o.partition))
     for rel, entry in sorted(sealed.items()):
         table = _table_of(rel)
         path = os.path.join(lake.uri, rel)
@@ -491,16 +531,24 @@ def _f(table: str, rel: str | None, detail: str, partition: str | None = None) -
 WATERMARK_DIR = f"{MANIFEST_DIR}/locked"
 
 
+_marks: dict[tuple[str, str], dict] = {}
+
+
 def _watermark(lake: Lake, table: str) -> dict:
-    try:
-        return lake.read_json(f"{WATERMARK_DIR}/{table}.json") or {}
-    except (ValueError, AuditlakeError):
-        return {}
+    """How far retention was applied (a hint: re-locking is idempotent, verify checks all)."""
+    ck = (lake.uri, table)
+    if ck not in _marks:
+        try:
+            _marks[ck] = lake.read_json(f"{WATERMARK_DIR}/{table}.json") or {}
+        except (ValueError, AuditlakeError):
+            _marks[ck] = {}
+    return _marks[ck]
 
 
 def _put_watermark(lake: Lake, table: str, body: dict) -> None:
     from . import s3
 
+    _marks[(lake.uri, table)] = body
     s3.call("recording retention progress", s3.client(lake).put_object, Bucket=lake.bucket,
             Key=s3.key(lake, f"{WATERMARK_DIR}/{table}.json"), Body=json.dumps(body, sort_keys=True).encode())
 
@@ -545,7 +593,7 @@ def require_worm_bucket(lake: Lake) -> None:
     _worm_buckets.add(ident)
 
 
-def lock_s3(lake: Lake) -> int:
+def lock_s3(lake: Lake, listings: dict[str, LogListing] | None = None) -> int:
     """COMPLIANCE retention on every object committed since the last pass."""
     from . import s3
 
@@ -554,8 +602,8 @@ def lock_s3(lake: Lake) -> int:
     today = datetime.now(timezone.utc).date()
     held = _held(lake)
     n = 0
-    for table in table_names(lake):
-        listing = list_log(lake, table)
+    listings = listings if listings is not None else {t: list_log(lake, t) for t in table_names(lake)}
+    for table, listing in listings.items():
         if listing.latest < 0:
             continue
         mark = _watermark(lake, table)
@@ -589,7 +637,7 @@ def _check_s3(lake: Lake, years: int) -> list[dict]:
     todo: list[tuple[str, s3.ObjectHistory, Obj | None]] = []
     for table in table_names(lake):
         hist = s3.histories(lake, f"tables/{table}/")
-        objs = {o.rel: o for o in committed(lake, table)}
+        objs = {o.rel: o for o in committed(lake, table, cache=False)}
         for o in objs.values():
             h = hist.get(s3.key(lake, o.rel))
             if h is not None and h.versions:
@@ -619,7 +667,8 @@ def _check_s3(lake: Lake, years: int) -> list[dict]:
                 what.append(f"{len(h.markers)} delete marker(s)")
             out.append(_f(table, rel, f"ledger object has {' and '.join(what)}: overwritten or deleted after it was committed", o.partition))
         if info.mode != s3.COMPLIANCE or info.until is None:
-            out.append(_f(table, rel, f"object is not under retention (Object Lock mode {info.mode or 'none'})", o.partition))
+            out.append(_f(table, rel, f"committed object is not under retention (Object Lock mode {info.mode or 'none'}; "
+                                         "the next ingest or `auditlake repair` locks it)", o.partition))
         else:
             need = required_until(h.original.last_modified.astimezone(timezone.utc).date(), o.dates, years)
             if info.until.date() < need:
@@ -641,10 +690,18 @@ def lock_new(lake: Lake, keys: KeyStore) -> int:
     """Put every object committed since the last call under retention (after sweeping away
     uncommitted leftovers that no writer can commit any more)."""
     with _lock:
-        sweep(lake)
         if lake.is_s3:
-            return lock_s3(lake)
-        return seal_local(lake, keys)
+            require_worm_bucket(lake)  # before anything is written
+        try:
+            names = table_names(lake)
+        except FileNotFoundError:
+            names = []
+        policy(lake, refresh=True)
+        listings = {t: list_log(lake, t) for t in names}
+        sweep(lake, names, listings=listings)
+        if lake.is_s3:
+            return lock_s3(lake, listings)
+        return seal_local(lake, keys, listings)
 
 
 def check(lake: Lake, keys: KeyStore) -> list[dict]:

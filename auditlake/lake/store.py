@@ -149,15 +149,13 @@ class Lake:
     # -- Delta tables ----------------------------------------------------------------
     def delta(self, name: str):
         """The DeltaTable, or None if the table does not exist yet."""
-        from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
         try:
-            if self.is_s3:
-                dt = _S3DeltaTable(self.table_uri(name), storage_options=self.storage_options)
-                dt._lake, dt._base = self, f"{self.bucket}/{self.prefix}/tables/{name}".replace("//", "/")
-                return dt
-            return DeltaTable(self.table_uri(name), storage_options=self.storage_options or None)
+            dt = _DeltaTable(self.table_uri(name), storage_options=self.storage_options or None)
+            root = f"{self.bucket}/{self.prefix}".rstrip("/") if self.is_s3 else self.uri
+            dt._lake, dt._base = self, f"{root}/tables/{name}"
+            return dt
         except TableNotFoundError:
             return None
         except OSError as exc:
@@ -173,14 +171,14 @@ class Lake:
         return dt.to_pyarrow_dataset()
 
 
-def _s3_delta_table_class():
+def _delta_table_class():
     from deltalake import DeltaTable
 
-    class S3DeltaTable(DeltaTable):
-        """A DeltaTable on S3 whose pyarrow datasets read through pyarrow's native S3
-        filesystem (same settings). deltalake's default is a Python-implemented filesystem,
-        whose buffers arrow's background threads may still be releasing when the interpreter
-        exits: that aborts the process ("terminate called without an active exception")."""
+    class LakeDeltaTable(DeltaTable):
+        """A DeltaTable whose pyarrow datasets read through pyarrow's native filesystem (local
+        or S3, same settings). deltalake's default is a Python-implemented filesystem, whose
+        buffers arrow's background threads may still be releasing when the interpreter exits:
+        that aborts the process ("terminate called without an active exception", exit 134)."""
 
         _lake: "Lake | None" = None
         _base: str = ""
@@ -191,16 +189,16 @@ def _s3_delta_table_class():
                 kwargs["filesystem"] = pafs.SubTreeFileSystem(self._base, fs)
             return super().to_pyarrow_dataset(*args, **kwargs)
 
-    return S3DeltaTable
+    return LakeDeltaTable
 
 
-class _LazyS3DeltaTable:
+class _LazyDeltaTable:
     cls = None
 
     def __call__(self, *args, **kwargs):
-        if _LazyS3DeltaTable.cls is None:
-            _LazyS3DeltaTable.cls = _s3_delta_table_class()
-        return _LazyS3DeltaTable.cls(*args, **kwargs)
+        if _LazyDeltaTable.cls is None:
+            _LazyDeltaTable.cls = _delta_table_class()
+        return _LazyDeltaTable.cls(*args, **kwargs)
 
 
-_S3DeltaTable = _LazyS3DeltaTable()
+_DeltaTable = _LazyDeltaTable()

@@ -154,6 +154,9 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
             commit_properties=props,
         )
     except CommitFailedError as exc:
+        from .retention import discard_uncommitted
+
+        discard_uncommitted(lake, name, rows)  # the data files of the lost commit
         raise ConflictError(f"table {name}: concurrent commit ({exc})") from exc
     except DeltaError as exc:
         if dt is None and "exists" in str(exc).lower():
