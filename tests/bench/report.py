@@ -183,16 +183,16 @@ def markdown(doc: dict) -> str:
          + _code_note(doc), "",
          "## Figures", "", hdr, sep,
          row("landing lines (accepted + quarantined)", lambda r: f"{r['ingest']['lines_read']:,}"),
-         row("**ingest** (auditlake, sealed + chained + checkpointed)", lambda r: _s(r["ingest"]["median_s"])),
+         row("**ingest** (auditlake, sealed + chained + checkpointed)", lambda r: _spread(r["ingest"])),
          row("  ingest throughput, lines/s", lambda r: _n(r["ingest"]["events_per_s"])),
-         row("  baseline: polars read + Delta append, no sealing", lambda r: _s(r["baseline"]["median_s"])),
+         row("  baseline: polars read + Delta append, no sealing", lambda r: _spread(r["baseline"])),
          row("  integrity overhead (ingest / baseline)", lambda r: _x(r["integrity_overhead_x"]), f"<= {OVERHEAD_MAX:g}x",
              "integrity_overhead"),
-         row("  PostgreSQL: COPY with chain + append-only triggers", lambda r: _s(r["postgres"]["ingest_median_s"])),
+         row("  PostgreSQL: COPY with chain + append-only triggers", lambda r: _spread(r["postgres"], "ingest_median_s", "ingest_s")),
          row("  auditlake speed-up over PostgreSQL ingest", lambda r: _x(r["pg_ingest_speedup_x"]), f">= {PG_MIN:g}x",
              "pg_ingest"),
-         row("**full verify** (auditlake)", lambda r: _s(r["verify"]["median_s"])),
-         row("  PostgreSQL: full-chain verify in SQL", lambda r: _s(r["postgres"]["verify_median_s"])),
+         row("**full verify** (auditlake)", lambda r: _spread(r["verify"])),
+         row("  PostgreSQL: full-chain verify in SQL", lambda r: _spread(r["postgres"], "verify_median_s", "verify_s")),
          row("  auditlake speed-up over PostgreSQL verify", lambda r: _x(r["pg_verify_speedup_x"]), f">= {PG_MIN:g}x",
              "pg_verify"),
          row("**incremental verify** (from the trusted checkpoint, after +extra)", _incr),
@@ -286,6 +286,15 @@ def markdown(doc: dict) -> str:
         L += ["## Other bench scripts (--extras)", ""]
         L += [f"- {k}: exit {v['exit']}, {v['seconds']:.0f} s, output `{v['output']}`" for k, v in ex.items()]
     return "\n".join(L) + "\n"
+
+
+def _spread(d: dict, med: str = "median_s", runs: str = "runs_s") -> str:
+    """'215 s (157-301)': the median and the range of the runs."""
+    xs = d.get(runs) or []
+    if len(xs) < 2:
+        return _s(d[med])
+    return f"{_s(d[med])} ({_s(min(xs)).split()[0]}–{_s(max(xs))})" if _s(min(xs)).split()[1:] == _s(max(xs)).split()[1:] \
+        else f"{_s(d[med])} ({_s(min(xs))}–{_s(max(xs))})"
 
 
 def _code_note(doc: dict) -> str:
