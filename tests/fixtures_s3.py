@@ -121,7 +121,7 @@ def s3_env(moto_server, monkeypatch):
 def s3_client(endpoint: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
                         aws_secret_access_key=SECRET_KEY, region_name=REGION)
 
 

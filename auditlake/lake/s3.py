@@ -9,6 +9,7 @@ Which objects are committed, and until when they must be retained, is decided in
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -36,7 +37,10 @@ def client(lake: Lake):
     with _clients_lock:
         c = _clients.get(ident)
         if c is None:
-            c = boto3.client(
+            # A session of its own: boto3's default session is neither thread-safe nor aware
+            # of environment changes after it was first used.
+            session = boto3.session.Session(profile_name=os.environ.get("AWS_PROFILE") or None)
+            c = session.client(
                 "s3",
                 endpoint_url=o.get("AWS_ENDPOINT_URL"),
                 region_name=o.get("AWS_REGION"),

@@ -145,6 +145,7 @@ def main() -> int:
             v = run_measured(["--lake", lake, "verify", "--json", "--no-trust-update"], env)
             vd = json.loads(v["stdout"]) if v["stdout"].strip() else {}
             result["verify"] = {"rc": v["rc"], "seconds": v["seconds"], "peak_rss_mb": v["peak_rss_mb"],
+                                "stderr": v["stderr"].strip().splitlines()[-1:] if v["rc"] else [],
                                 "ok": vd.get("ok"), "events": vd.get("events"),
                                 "events_per_s": round((vd.get("events") or 0) / v["seconds"])}
         print(json.dumps(result, indent=2))

@@ -70,13 +70,24 @@ def local_progress(lake: str):
 
 
 def moto_progress(log: Path, bucket: str):
-    """Writes so far into the bucket (PUT, POST and DELETE lines of moto's access log)."""
+    """Writes so far into the bucket (PUT, POST and DELETE lines of moto's access log, read
+    incrementally)."""
+    state = {"pos": 0, "count": 0, "rest": b""}
+    needles = [f'"{m} /{bucket}/'.encode() for m in ("PUT", "POST", "DELETE")]
+
     def count() -> int:
         try:
-            text = log.read_text(errors="replace")
+            with open(log, "rb") as f:
+                f.seek(state["pos"])
+                data = f.read()
         except FileNotFoundError:
             return 0
-        return sum(text.count(f'"{m} /{bucket}/') for m in ("PUT", "POST", "DELETE"))
+        state["pos"] += len(data)
+        data = state["rest"] + data
+        cut = data.rfind(b"\n") + 1
+        state["rest"] = data[cut:]
+        state["count"] += sum(data[:cut].count(n) for n in needles)
+        return state["count"]
     return count
 
 

@@ -71,9 +71,11 @@ def targets(doc: dict) -> list[dict]:
                 v >= PG_MIN)
         for q, qr in (_get(r, "catalog", "queries") or {}).items():
             v = qr["median_s"]
-            met = (v < QUERY_LIMIT_S) if n >= TEN_M else None
+            # Below 10M a query already over the limit has missed it (times grow with the log);
+            # one under it is not yet judged.
+            met = (v < QUERY_LIMIT_S) if n >= TEN_M else (False if v >= QUERY_LIMIT_S else None)
             add(f"query_{q}", qr["title"], n, v, f"< {QUERY_LIMIT_S:g} s at 10M", met,
-                "" if n >= TEN_M else "target applies at 10M")
+                "" if n >= TEN_M else ("over the limit already below 10M" if met is False else "target applies at 10M"))
         if "export" in r:
             v = r["export"]["events_per_s"]
             add("export", "redacted Parquet export, events/s", n, v, f">= {EXPORT_MIN:,}/s", v >= EXPORT_MIN)
@@ -224,8 +226,8 @@ def markdown(doc: dict) -> str:
         row("compliance evaluation (evaluate_lake)", lambda r: _s(r["compliance"]["evaluate_s"])),
         row("generator (not a target)", lambda r: _s(r.get("generate_s"))),
         "",
-        "✓ met, ✗ missed; query targets apply at 10M events and the memory target at 1M and 10M, "
-        "so smaller sizes carry no mark.",
+        "✓ met, ✗ missed; query targets apply at 10M events (a query already over 1 s at a smaller size "
+        "is marked ✗) and the memory target at 1M and 10M; otherwise smaller sizes carry no mark.",
     ]
     flat = tg.get(("ingest_rss_flat", sizes[-1]))
     if flat:
@@ -277,6 +279,9 @@ def markdown(doc: dict) -> str:
                 f"{x['func'].split('/')[-1]} {x['share']:.0%}" for x in p["top_tottime"][:6]))
             L.append("")
     errs = [(n, k, v) for n, r in zip(sizes, S) for k, v in (r.get("errors") or {}).items()]
+    note = (doc.get("code") or {}).get("note")
+    if note:
+        L += ["", f"Note: {note}"]
     if errs:
         L += ["", "## Steps that failed", ""]
         L += [f"- {_size(n)} {k}: `{v.strip().splitlines()[-1][:300]}`" for n, k, v in errs]
@@ -433,6 +438,56 @@ def _plot_pil(doc: dict, path: Path, series) -> str:
     return "pillow"
 
 
+# ----------------------------------------------------------------------------- README
+def readme_snippet(doc: dict) -> str:
+    """A compact "Latest figures" section for the README: every target at the largest size
+    measured, and the machine."""
+    m = doc["machine"]
+    sizes = sorted(int(k) for k in doc["sizes"])
+    n = sizes[-1]
+    r = doc["sizes"][str(n)]
+    tg = {t["id"]: t for t in targets(doc) if t["size"] == n}
+
+    def st(tid):
+        t = tg.get(tid)
+        return "" if not t or t["met"] is None else ("met" if t["met"] else "**missed**")
+
+    def line(what, value, target, tid=None):
+        return f"| {what} | {value} | {target} | {st(tid) if tid else ''} |"
+
+    L = [f"Measured by `make bench` on {doc['started_at'][:10]}: {m['nproc']} cores ({m['cpu_model']}), "
+         f"{m['mem_total_gib']} GiB RAM, load average {m['loadavg_start'][0]:.1f} at the start (a shared, busy machine). "
+         f"{_size(n)} generated events, medians of {doc['args']['repeat']} runs; full report in `results/bench.md`.", "",
+         f"| at {_size(n)} events | figure | target | |", "|---|---:|---|---|"]
+    g = lambda *k: _get(r, *k)  # noqa: E731
+    if g("ingest"):
+        L.append(line("ingest", f"{_s(g('ingest', 'median_s'))} ({_n(g('ingest', 'events_per_s'))} lines/s)", ""))
+    if "integrity_overhead_x" in r:
+        L.append(line("ingest / polars+Delta without sealing", _x(r["integrity_overhead_x"]), f"<= {OVERHEAD_MAX:g}x",
+                      "integrity_overhead"))
+    if "pg_ingest_speedup_x" in r:
+        L.append(line("PostgreSQL (COPY + chain trigger) time / ingest time", _x(r["pg_ingest_speedup_x"]),
+                      f">= {PG_MIN:g}x", "pg_ingest"))
+    if g("verify"):
+        L.append(line("full verify", _s(g("verify", "median_s")), ""))
+    if "pg_verify_speedup_x" in r:
+        L.append(line("PostgreSQL SQL chain verify time / verify time", _x(r["pg_verify_speedup_x"]), f">= {PG_MIN:g}x",
+                      "pg_verify"))
+    if _get(r, "verify_incremental", "median_s") is not None:
+        L.append(line(f"incremental verify (+{r['verify_incremental']['extra_events']:,} events)",
+                      _s(r["verify_incremental"]["median_s"]), ""))
+    for q, qr in (_get(r, "catalog", "queries") or {}).items():
+        L.append(line(f"query: {qr['title']}", _s(qr["median_s"]), f"< {QUERY_LIMIT_S:g} s at 10M", f"query_{q}"))
+    if g("export"):
+        L.append(line("redacted Parquet export", f"{_n(g('export', 'events_per_s'))} events/s", f">= {EXPORT_MIN:,}/s",
+                      "export"))
+    if g("ingest"):
+        L.append(line("ingest peak RSS", f"{_n(g('ingest', 'peak_rss_max_mb'))} MB", f"< {RSS_LIMIT_MB} MB", "ingest_rss"))
+    if g("proof"):
+        L.append(line("inclusion proof", f"{_n(g('proof', 'bytes_median'))} B, {g('proof', 'hashes_median'):.0f} hashes", ""))
+    return "\n".join(L) + "\n"
+
+
 # ----------------------------------------------------------------------------- all
 def write_all(doc: dict, out: Path) -> None:
     doc["targets"] = targets(doc)
@@ -442,6 +497,7 @@ def write_all(doc: dict, out: Path) -> None:
         doc["plot"] = f"failed: {exc}"
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "bench.md").write_text(markdown(doc))
+    (out / "README-figures.md").write_text(readme_snippet(doc))
 
 
 def main() -> int:
