@@ -69,24 +69,24 @@ class LocalKeyWrapper:
         return self._aead.decrypt(wrapped[:12], wrapped[12:], subject_id.encode())
 
 
-def _write_private(path: Path, text: str) -> None:
+def _private_temp(path: Path, text: str) -> Path:
+    """A fully written, fsynced 0600 file beside `path`, with a name no other writer uses."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def _write_private(path: Path, text: str) -> None:
+    os.replace(_private_temp(path, text), path)
 
 
 def _create_private(path: Path, text: str) -> None:
     """Create the file only if it does not exist: concurrent first runs agree on one keystore."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = _private_temp(path, text)
     try:
         os.link(tmp, path)
     except FileExistsError:
