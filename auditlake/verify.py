@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -460,7 +461,10 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     base = _incremental_base(trusted, cps, report) if incremental else None
     start = base.size if base else 0
     paths, fs = _ledger_files(lake, live["ledger"], report)
-    con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False})
+    # A private spill folder: two verifies started in one directory must not share ./.tmp.
+    spill = tempfile.TemporaryDirectory(prefix="auditlake-verify-")
+    con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False,
+                                 "temp_directory": spill.name})
     con.execute("SET TimeZone = 'UTC'")
     _load_ledger(con, paths, fs, lake.filesystem()[1], start)
     leaf_hashes = _check_rows(con, keys, report, start, trusted.chain_head if base else ZERO_HASH)
@@ -482,6 +486,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
+    con.close()
+    spill.cleanup()
     report.duration_s = time.monotonic() - started
     return report
 

@@ -226,7 +226,7 @@ def markdown(doc: dict) -> str:
         row("compliance evaluation (evaluate_lake)", lambda r: _s(r["compliance"]["evaluate_s"])),
         row("generator (not a target)", lambda r: _s(r.get("generate_s"))),
         "",
-        "✓ met, ✗ missed; query targets apply at 10M events (a query already over 1 s at a smaller size "
+        "Times are medians, with the range of the runs in brackets. ✓ met, ✗ missed; query targets apply at 10M events (a query already over 1 s at a smaller size "
         "is marked ✗) and the memory target at 1M and 10M; otherwise smaller sizes carry no mark.",
     ]
     flat = tg.get(("ingest_rss_flat", sizes[-1]))
