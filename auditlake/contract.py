@@ -111,24 +111,39 @@ def parse_instant(s: str) -> datetime | None:
         return None
 
 
-def _bad_kind(value, kind) -> str | None:
+def _kind_check(kind):
+    """A function value -> None or the problem, for one field kind (built once per kind)."""
     if isinstance(kind, set):
-        return None if isinstance(value, str) and value in kind else f"must be one of {sorted(kind)}"
+        allowed, problem = frozenset(kind), f"must be one of {sorted(kind)}"
+        return lambda v: None if isinstance(v, str) and v in allowed else problem
     if kind == _STR:
-        return None if isinstance(value, str) and value != "" else "must be a non-empty string"
+        return lambda v: None if isinstance(v, str) and v != "" else "must be a non-empty string"
     if kind == "str?":
-        return None if value is None or isinstance(value, str) else "must be a string or null"
-    if kind == _DEC:
-        return None if isinstance(value, str) and DECIMAL_RE.match(value) else "must be a decimal string"
-    if kind == _CUR:
-        return None if isinstance(value, str) and CURRENCY_RE.match(value) else "must be an ISO 4217 code"
-    if kind == "country":
-        return None if isinstance(value, str) and COUNTRY_RE.match(value) else "must be an ISO 3166 alpha-2 code"
-    if kind in (_NAT, _INT):
-        if isinstance(value, bool) or not isinstance(value, int):
+        return lambda v: None if v is None or isinstance(v, str) else "must be a string or null"
+    if kind in (_DEC, _CUR, "country"):
+        regex, problem = {_DEC: (DECIMAL_RE, "must be a decimal string"), _CUR: (CURRENCY_RE, "must be an ISO 4217 code"),
+                          "country": (COUNTRY_RE, "must be an ISO 3166 alpha-2 code")}[kind]
+        return lambda v: None if isinstance(v, str) and regex.match(v) else problem
+
+    def integer(v):
+        if isinstance(v, bool) or not isinstance(v, int):
             return "must be an integer"
-        return "must be >= 0" if kind == _NAT and value < 0 else None
-    raise AssertionError(kind)
+        return "must be >= 0" if kind == _NAT and v < 0 else None
+
+    assert kind in (_NAT, _INT), kind
+    return integer
+
+
+# Per event type: (required data fields, members that must be present, optional fields),
+# each field with its check.
+_DATA_CHECKS = {
+    name: (
+        tuple((f, _kind_check(k)) for f, k in spec["data"].items()),
+        tuple(spec.get("present", ())),
+        tuple((f, _kind_check(k)) for f, k in spec.get("optional", {}).items()),
+    )
+    for name, spec in CATALOG.items()
+}
 
 
 def check_event(ev) -> str | None:
@@ -146,9 +161,8 @@ def validate(ev) -> tuple[datetime | None, str | None]:
 def _problem(ev, occurred: datetime | None) -> str | None:
     if not isinstance(ev, dict):
         return "not a JSON object"
-    extra = set(ev) - ENVELOPE_FIELDS
-    if extra:
-        return f"unknown envelope field: {sorted(extra)[0]}"
+    if not ENVELOPE_FIELDS.issuperset(ev):
+        return f"unknown envelope field: {sorted(set(ev) - ENVELOPE_FIELDS)[0]}"
     for name in ("event_id", "occurred_at", "event_type", "source", "tenant_id", "actor", "data"):
         if name not in ev or ev[name] is None:
             return f"missing required field: {name}"
@@ -165,7 +179,7 @@ def _problem(ev, occurred: datetime | None) -> str | None:
     actor = ev["actor"]
     if not isinstance(actor, dict):
         return "wrong type: actor must be an object"
-    if set(actor) - ACTOR_FIELDS:
+    if not ACTOR_FIELDS.issuperset(actor):
         return f"unknown actor field: {sorted(set(actor) - ACTOR_FIELDS)[0]}"
     if actor.get("type") not in ACTOR_TYPES:
         return "bad actor.type: must be user, service or system"
@@ -178,7 +192,7 @@ def _problem(ev, occurred: datetime | None) -> str | None:
     if subject is not None:
         if not isinstance(subject, dict):
             return "wrong type: subject must be an object or null"
-        if set(subject) - SUBJECT_FIELDS:
+        if not SUBJECT_FIELDS.issuperset(subject):
             return f"unknown subject field: {sorted(set(subject) - SUBJECT_FIELDS)[0]}"
         if not isinstance(subject.get("id"), str) or not subject["id"]:
             return "missing required field: subject.id"
@@ -199,18 +213,21 @@ def _problem(ev, occurred: datetime | None) -> str | None:
     data = ev["data"]
     if not isinstance(data, dict):
         return "wrong type: data must be an object"
-    for name, kind in spec["data"].items():
-        if data.get(name) is None:
+    required, present, optional = _DATA_CHECKS[ev["event_type"]]
+    for name, check in required:
+        value = data.get(name)
+        if value is None:
             return f"missing required field: data.{name}"
-        problem = _bad_kind(data[name], kind)
+        problem = check(value)
         if problem:
             return f"bad data.{name}: {problem}"
-    for name in spec.get("present", ()):
+    for name in present:
         if name not in data:
             return f"missing required field: data.{name}"
-    for name, kind in spec.get("optional", {}).items():
-        if data.get(name) is not None:
-            problem = _bad_kind(data[name], kind)
+    for name, check in optional:
+        value = data.get(name)
+        if value is not None:
+            problem = check(value)
             if problem:
                 return f"bad data.{name}: {problem}"
     return None

@@ -15,10 +15,16 @@ dropped again under any name is skipped.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 import random
+import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -27,32 +33,27 @@ import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import landing, proofs
-from .contract import MAX_LINE_BYTES, validate
+from . import landing, proofs, sealing
 from .errors import AuditlakeError, ConflictError
 from .head import Head, load_head, prev_checkpoint_hash
 from .keys import KeyStore
 from .lake import retention, tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
-from .ledger import chain, merkle
-from .ledger.canonical import CanonicalError, canonical_json, canonical_with_fragments, fragment
+from .ledger import chain
 from .ledger.checkpoint import Checkpoint
-from .ledger.seal import aad, blind_index, seal
-from .masking import mask_raw
 
+# A batch (one commit per table) closes at this many lines or raw landing bytes; sealing
+# works on smaller chunks, up to WINDOW of them in flight while a batch commits.
 BATCH_LINES = 100_000
-ROW_COLUMNS = (
-    "seq", "event_id", "event_type", "occurred_at", "event_date", "source", "tenant_id", "actor_type", "actor_id",
-    "actor_role", "actor_ip_sealed", "subject_id", "subject_country", "subject_region", "subject_timezone",
-    "subject_pii_sealed", "pii_fields", "phone_bidx", "lawful_basis", "data", "leaf", "source_file",
-    "source_sha256", "source_line",
-)
+BATCH_BYTES = 64 << 20
+CHUNK_LINES = 5_000
+WINDOW = 12
+PARALLEL_MIN_BYTES = 16 << 20  # below this much landing input, seal in-process
+_LIBC = ctypes.CDLL("libc.so.6") if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else None
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
-BATCH_BYTES = 32 << 20  # raw landing bytes per batch too: a batch's memory is ~20x its raw size
 MAX_ATTEMPTS = 40
 
 
@@ -77,6 +78,7 @@ class IngestReport:
     checkpoint_hash: str = ""
     duration_s: float = 0.0
     retries: int = 0
+    workers: int = 0  # sealing worker processes (0: sealed in the ingest process)
 
     @property
     def lines_read(self) -> int:
@@ -94,6 +96,7 @@ class IngestReport:
             "checkpoint_hash": self.checkpoint_hash,
             "duration_s": round(self.duration_s, 3),
             "retries": self.retries,
+            "workers": self.workers,
         }
 
 
@@ -178,15 +181,15 @@ class _EventIndex:
     def _hash(ids) -> np.ndarray:
         return pl.Series(ids, dtype=pl.Utf8).hash(seed=0).to_numpy()
 
-    def add(self, ids: list[str]) -> None:
+    def add(self, ids: pa.ChunkedArray) -> None:
         self._recent.append(np.sort(self._hash(ids)))
         if len(self._recent) > 8:
             self._sorted = np.sort(np.concatenate([self._sorted, *self._recent]))
             self._recent = []
 
-    def candidates(self, ids: list[str]) -> list[str]:
+    def candidates(self, ids: pa.ChunkedArray) -> list[str]:
         """The ids that may already be in the ledger (a superset of those that are)."""
-        if not ids:
+        if not len(ids):
             return []
         h = self._hash(ids)
         hit = np.zeros(len(ids), bool)
@@ -194,48 +197,32 @@ class _EventIndex:
             if len(arr):
                 pos = np.searchsorted(arr, h).clip(max=len(arr) - 1)
                 hit |= arr[pos] == h
-        return [i for i, m in zip(ids, hit) if m]
+        return ids.filter(pa.array(hit)).to_pylist()
 
 
 # ----------------------------------------------------------------------------- batches
 @dataclass
-class _Candidate:
-    file: str
-    sha: str
-    line: int
-    event: dict
-    occurred: datetime
+class _Batch:
+    sealed: list[pa.RecordBatch] = field(default_factory=list)  # sealing.SEALED
+    bad: list[dict] = field(default_factory=list)  # quarantine rows without batch fields
+    finished: list[tuple[landing.LandingFile, str, int]] = field(default_factory=list)  # (file, sha, lines)
+    lines: int = 0
+    raw_bytes: int = 0
 
 
 @dataclass
-class _Batch:
-    candidates: list[_Candidate] = field(default_factory=list)
-    bad: list[dict] = field(default_factory=list)  # quarantine rows without batch fields
-    finished: list[tuple[landing.LandingFile, str, int]] = field(default_factory=list)  # (file, sha, lines)
-    raw_bytes: int = 0
+class _Pending:
+    """A chunk handed to the sealers, and the file it finishes (with its line count), if any."""
 
-    @property
-    def size(self) -> int:
-        return len(self.candidates) + len(self.bad)
+    future: Future
+    lines: int
+    finishes: tuple[landing.LandingFile, str, int] | None = None
 
 
-def _parse(raw: bytes | dict | landing.Unreadable) -> tuple[dict | None, str | None]:
-    if isinstance(raw, dict):
-        return raw, None
-    if isinstance(raw, landing.Unreadable):
-        return None, raw.reason
-    if len(raw) > MAX_LINE_BYTES:
-        return None, f"line larger than 64 KiB ({len(raw)} bytes)"
-    if not raw.strip():
-        return None, "empty line"
-    try:
-        return orjson.loads(raw), None
-    except orjson.JSONDecodeError:
-        return None, "not JSON (invalid syntax or UTF-8)"
-
-
-def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report: IngestReport) -> Iterator[_Batch]:
-    batch = _Batch()
+def _chunks(lake: Lake, files: list[landing.LandingFile], state: _State, report: IngestReport
+            ) -> Iterator[tuple[sealing.Chunk, int, tuple[landing.LandingFile, str, int] | None]]:
+    """(chunk, its line count, the file it finishes) for the lines still to do, in file
+    order; a file's last chunk (possibly empty) carries the file and its line count."""
     this_run: set[str] = set()
     for lf in files:
         sha = lf.sha256()
@@ -248,112 +235,62 @@ def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report
         # Lines already committed by an interrupted or concurrent run are not redone.
         committed = _lines_of(lake, "ledger", sha, "source_line") if sha in state.seen_ledger else set()
         quarantined = _lines_of(lake, "quarantine", sha, "line") if sha in state.seen_quarantine else set()
+        skip = frozenset(committed | quarantined)
         lines = 0
-        for line, raw in lf.records():
-            lines = line
-            if line in committed or line in quarantined:
-                continue
-            event, reason = _parse(raw)
-            if reason is None:
-                occurred, reason = validate(event)
-            if reason is None:
-                batch.candidates.append(_Candidate(lf.name, sha, line, event, occurred))
-            else:
-                batch.bad.append(
-                    {"source_file": lf.name, "source_sha256": sha, "line": line, "reason": reason,
-                     "raw": "" if isinstance(raw, landing.Unreadable) else mask_raw(raw), "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None}
-                )
-            batch.raw_bytes += len(raw) if isinstance(raw, (bytes, bytearray)) else 1024
-            if batch.size >= BATCH_LINES or batch.raw_bytes >= BATCH_BYTES:
+        for first, block in lf.blocks(CHUNK_LINES):
+            size = landing.block_size(block)
+            lines = first + size - 1
+            for i in range(0, size, CHUNK_LINES):
+                part = block[i : i + CHUNK_LINES] if isinstance(block, list) else block
+                n = landing.block_size(part)
+                part_skip = frozenset(ln for ln in range(first + i, first + i + n) if ln in skip) if skip else frozenset()
+                yield sealing.Chunk(lf.name, sha, first + i, part, part_skip), n, None
+        yield sealing.Chunk(lf.name, sha, lines + 1, []), 0, (lf, sha, lines)
+
+
+def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report: IngestReport,
+             sealers: sealing.InlineSealing | sealing.WorkerSealing) -> Iterator[_Batch]:
+    """Batches of sealed chunks, in landing order; up to WINDOW chunks are being sealed
+    ahead while the caller commits."""
+    pending: deque[_Pending] = deque()
+    batch = _Batch()
+    try:
+        for chunk, lines, finishes in _chunks(lake, files, state, report):
+            pending.append(_Pending(sealers.submit(chunk), lines, finishes))
+            while len(pending) >= WINDOW or (pending and pending[0].future.done()):
+                if _add(batch, pending.popleft()):
+                    yield batch
+                    batch = _Batch()
+        while pending:
+            if _add(batch, pending.popleft()):
                 yield batch
                 batch = _Batch()
-        batch.finished.append((lf, sha, lines))
-    if batch.size or batch.finished:
-        yield batch
+        if batch.lines or batch.finished:
+            yield batch
+    finally:
+        for p in pending:  # a re-plan abandons chunks sealed for this plan
+            p.future.cancel()
 
 
-# ----------------------------------------------------------------------------- sealing
-class _Sealer:
-    def __init__(self, keys: KeyStore):
-        self.keys = keys
-        self.bidx_key = keys.bidx_key
-        self._ciphers: dict[str, AESGCM | None] = {}
+def _add(batch: _Batch, p: _Pending) -> bool:
+    """Add a sealed chunk to the batch; True when the batch is full."""
+    sealed: sealing.SealedChunk = p.future.result()
+    if sealed.rows.num_rows:
+        batch.sealed.append(sealed.rows)
+    batch.bad.extend(sealed.bad)
+    batch.lines += p.lines
+    batch.raw_bytes += sealed.raw_bytes
+    if p.finishes:
+        batch.finished.append(p.finishes)
+    return batch.lines >= BATCH_LINES or batch.raw_bytes >= BATCH_BYTES
 
-    def prepare(self, events: list[dict]) -> None:
-        """Load (or create) the data keys of every person in these events, in bulk."""
-        ids = set()
-        for ev in events:
-            if isinstance(ev.get("subject"), dict):
-                ids.add(ev["subject"]["id"])
-            if ev["actor"].get("ip"):
-                ids.add(ev["actor"]["id"])
-        ids -= self._ciphers.keys()
-        if not ids:
-            return
-        erased = self.keys.is_erased(ids)
-        for sid in erased:
-            self._ciphers[sid] = None  # an erased person's new PII is not kept at all
-        for sid, key in self.keys.data_keys(ids - erased).items():
-            self._ciphers[sid] = AESGCM(key)
 
-    def row(self, ev: dict, seq: int, ingested_at: str, source: _Candidate) -> tuple[tuple, bytes]:
-        event_id = ev["event_id"]
-        actor = ev["actor"]
-        subject = ev.get("subject")
-        pii_fields = []
-        ip = actor.get("ip")
-        ip_sealed = None
-        if ip:
-            pii_fields.append("actor.ip")
-            cipher = self._ciphers[actor["id"]]
-            ip_sealed = seal(cipher, canonical_with_fragments({"ip": ip}), aad(event_id, "actor")) if cipher else None
-        subject_rec = None
-        bidx = None
-        if subject is not None:
-            pii = {k: subject[k] for k in ("email", "name", "phone") if subject.get(k)}
-            pii_fields.extend(f"subject.{k}" for k in pii)
-            cipher = self._ciphers[subject["id"]]
-            sealed = seal(cipher, canonical_with_fragments(pii), aad(event_id, "subject")) if pii and cipher else None
-            if subject.get("phone"):
-                bidx = blind_index(self.bidx_key, subject["phone"])
-            subject_rec = {
-                "id": subject["id"],
-                "country": subject.get("country"),
-                "region": subject.get("region"),
-                "timezone": subject.get("timezone"),
-                "pii": sealed,
-                "phone_bidx": bidx,
-            }
-        pii_str = ",".join(sorted(pii_fields))
-        data = canonical_json(ev["data"])
-        lb = ev.get("lawful_basis")
-        record = {
-            "v": 1,
-            "seq": seq,
-            "event_id": event_id,
-            "event_type": ev["event_type"],
-            "occurred_at": ev["occurred_at"],
-            "ingested_at": ingested_at,
-            "source": ev["source"],
-            "tenant_id": ev["tenant_id"],
-            "actor": {"type": actor["type"], "id": actor["id"], "role": actor.get("role"), "ip": ip_sealed},
-            "subject": subject_rec,
-            "pii_fields": pii_str,
-            "lawful_basis": lb,
-            "data": fragment(data),
-        }
-        leaf = canonical_with_fragments(record)
-        occurred = source.occurred
-        # In ROW_COLUMNS order; hash, key_id and batch_id are added per batch.
-        row = (
-            seq, event_id, ev["event_type"], (occurred - _EPOCH) // _MICROSECOND, occurred.date().isoformat(),
-            ev["source"], ev["tenant_id"], actor["type"], actor["id"], actor.get("role"), ip_sealed,
-            subject_rec and subject_rec["id"], subject_rec and subject_rec["country"],
-            subject_rec and subject_rec["region"], subject_rec and subject_rec["timezone"],
-            subject_rec and subject_rec["pii"], pii_str, bidx, lb, data.decode(), leaf.decode(),
-            source.file, source.sha, source.line,
-        )
-        return row, leaf
+def _sealing(keys: KeyStore, files: list[landing.LandingFile]):
+    """Worker processes when the input is large enough and there is more than one core."""
+    workers = int(os.environ.get("AUDITLAKE_INGEST_WORKERS") or os.cpu_count() or 1)
+    if workers < 2 or sum(f.size for f in files) < PARALLEL_MIN_BYTES:
+        return sealing.InlineSealing(keys)
+    return sealing.WorkerSealing(keys, workers)
 
 
 # ----------------------------------------------------------------------------- commit
@@ -376,61 +313,82 @@ def _checkpoint(lake: Lake, keys: KeyStore, head: Head, batch_id: str) -> Checkp
     return cp
 
 
-def _commit_batch(lake: Lake, keys: KeyStore, sealer: _Sealer, state: _State, batch: _Batch) -> tuple[int, int]:
+def _replays(lake: Lake, state: _State, sealed: pa.Table) -> np.ndarray:
+    """Which rows are replays: an event_id already in the ledger, or repeated within this
+    batch (the first one wins). Their reasons are added to the batch's quarantine rows."""
+    ids = sealed.column("event_id")
+    if state.event_index is None:
+        state.event_index = _EventIndex(lake, state.head.ledger_version)
+    in_ledger = _ids_in_ledger(lake, state.event_index.candidates(ids), state.head.ledger_version)
+    repeated = ~pl.from_arrow(ids).is_first_distinct().to_numpy()
+    known = np.zeros(len(ids), bool)
+    if in_ledger:
+        known = pc.is_in(ids, pa.array(sorted(in_ledger), pa.string())).to_numpy(zero_copy_only=False)
+    return known | repeated, known
+
+
+def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, now: datetime
+                 ) -> tuple[pa.Table, Iterator[bytes], bytes]:
+    """The ledger rows of the sealed events, numbered from the head: each record completed
+    with its seq and ingested_at, and chained. Chunk by chunk, so that only one chunk's
+    records exist as Python bytes at a time; returns the table, the records again (lazily,
+    for the Merkle tree) and the new chain head."""
+    key_id = keys.chain_key_id
+    chain_keys = keys.chain_keys()
+    ingested = pa.scalar(orjson.dumps(_iso(now)).decode())
+    pos, prev = head.tree_size, head.chain_head
+    seqs, leaves, hashes = [], [], []
+    for rb in sealed.to_batches():
+        if not rb.num_rows:
+            continue
+        seq = pa.array(np.arange(pos, pos + rb.num_rows, dtype=np.int64))
+        leaf = pc.binary_join_element_wise(rb["leaf_head"], ingested, rb["leaf_mid"], pc.cast(seq, pa.string()),
+                                           rb["leaf_tail"], "")
+        links = chain.extend(chain_keys, prev, ((key_id, lf) for lf in leaf.cast(pa.binary()).to_pylist()))
+        pos, prev = pos + rb.num_rows, links[-1]
+        seqs.append(seq)
+        leaves.append(leaf)
+        hashes.append(pa.array([h.hex() for h in links], pa.string()))
+    n = sealed.num_rows
+    extra = {
+        "seq": pa.chunked_array(seqs, pa.int64()),
+        "occurred_at": sealed["occurred_at"].cast(tables.TS),
+        "ingested_at": pa.array(np.full(n, (now - _EPOCH) // _MICROSECOND, np.int64)).cast(tables.TS),
+        "leaf": pa.chunked_array(leaves, pa.string()),
+        "hash": pa.chunked_array(hashes, pa.string()),
+        "key_id": pa.array(np.full(n, key_id, object), pa.string()),
+        "batch_id": pa.array(np.full(n, batch_id, object), pa.string()),
+    }
+    table = pa.table([extra[f.name] if f.name in extra else sealed[f.name] for f in tables.LEDGER], schema=tables.LEDGER)
+    return table, (lf for c in leaves for lf in c.cast(pa.binary()).to_pylist()), prev
+
+
+def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> tuple[int, int]:
     head = state.head
     batch_id = uuid.uuid4().hex
     now = _now()
-    ingested_at = _iso(now)
+    sealed = pa.Table.from_batches(batch.sealed, schema=sealing.SEALED)
+    batch.sealed = []
+    if sealed.num_rows:
+        replay, known = _replays(lake, state, sealed)
+        for i in np.flatnonzero(replay):
+            reason = "replay: event_id already in the ledger" if known[i] else "replay: event_id repeated in this batch"
+            batch.bad.append(sealing.quarantine_row(
+                sealed["source_file"][i].as_py(), sealed["source_sha256"][i].as_py(), sealed["source_line"][i].as_py(),
+                reason, sealed["raw"][i].as_py(), {"event_id": sealed["event_id"][i].as_py()}))
+        sealed = sealed.drop_columns(["raw"])
+        if replay.any():
+            sealed = sealed.filter(pa.array(~replay))
+    n = sealed.num_rows
 
-    # Replays: an event_id already in the ledger, or repeated within this batch (first wins).
-    ids = [c.event["event_id"] for c in batch.candidates]
-    if state.event_index is None:
-        state.event_index = _EventIndex(lake, head.ledger_version)
-    in_ledger = _ids_in_ledger(lake, state.event_index.candidates(ids), head.ledger_version)
-    seen: set[str] = set()
-    accepted: list[_Candidate] = []
-    for c in batch.candidates:
-        eid = c.event["event_id"]
-        if eid in in_ledger or eid in seen:
-            reason = "replay: event_id already in the ledger" if eid in in_ledger else "replay: event_id repeated in this batch"
-            batch.bad.append({"source_file": c.file, "source_sha256": c.sha, "line": c.line, "reason": reason,
-                              "raw": mask_raw(c.event), "event_id": eid})
-        else:
-            seen.add(eid)
-            accepted.append(c)
-
-    rows, leaves = [], []
-    sealer.prepare([c.event for c in accepted])
-    seq = head.tree_size
-    for c in accepted:
-        try:
-            row, leaf = sealer.row(c.event, seq, ingested_at, c)
-        except CanonicalError as exc:
-            batch.bad.append({"source_file": c.file, "source_sha256": c.sha, "line": c.line,
-                              "reason": f"data has no canonical JSON form: {exc}", "raw": mask_raw(c.event),
-                              "event_id": c.event["event_id"]})
-            continue
-        rows.append(row)
-        leaves.append(leaf)
-        seq += 1
-
-    if rows:
-        key_id = keys.chain_key_id
-        hashes = chain.extend(keys.chain_keys(), head.chain_head, ((key_id, leaf) for leaf in leaves))
-        columns = dict(zip(ROW_COLUMNS, zip(*rows)))
-        n = len(rows)
-        columns["occurred_at"] = pa.array(columns["occurred_at"], pa.int64()).cast(tables.TS)
-        columns["ingested_at"] = pa.array([now] * n, tables.TS)
-        columns["hash"] = [h.hex() for h in hashes]
-        columns["key_id"] = [key_id] * n
-        columns["batch_id"] = [batch_id] * n
-        table = pa.table({f.name: pa.array(columns[f.name], f.type) for f in tables.LEDGER})
+    if n:
+        table, leaves, chain_head = _ledger_rows(keys, head, sealed, batch_id, now)
         head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version, {"batch_id": batch_id})
         head.frontier = proofs.extend_frontier(lake, head.frontier, leaves)  # also stores tiles
-        head.chain_head = hashes[-1]
-        head.tree_size = seq
-        state.seen_ledger.update(c.sha for c in accepted)
-        state.event_index.add(columns["event_id"])
+        head.chain_head = chain_head
+        head.tree_size += n
+        state.seen_ledger.update(pc.unique(sealed["source_sha256"]).to_pylist())
+        state.event_index.add(sealed["event_id"])
 
     if batch.bad:
         for b in batch.bad:
@@ -446,7 +404,16 @@ def _commit_batch(lake: Lake, keys: KeyStore, sealer: _Sealer, state: _State, ba
     if head.tree_size > head.checkpoint_frontier_size:
         _checkpoint(lake, keys, head, batch_id)
     retention.lock_new(lake, keys)
-    return len(rows), len(batch.bad)
+    _release_memory()
+    return n, len(batch.bad)
+
+
+def _release_memory() -> None:
+    """Hand the batch's freed memory back to the system, so the peak stays one batch's worth
+    (Arrow's pool and glibc's arenas otherwise keep it, and the next batch lands beside it)."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _counts(lake: Lake, name: str, shas: list[str], extra: str | None = None) -> dict[str, tuple[int, int | None, int | None]]:
@@ -488,7 +455,21 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     started = time.monotonic()
     keys = open_lake_keys(lake, create=True)
     files = landing.find(lake, paths)
-    sealer = _Sealer(keys)
+    sealers = _sealing(keys, files)
+    try:
+        report, state, retries = _plan_and_commit(lake, keys, files, sealers, progress)
+    finally:
+        sealers.shutdown()
+    _fill_report(lake, report, state)
+    report.retries = retries
+    report.workers = getattr(sealers, "workers", 0)
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], sealers,
+                     progress: Callable[[str], None] | None) -> tuple[IngestReport, _State, int]:
+    """Plan from the tables' state and commit batch by batch; on a lost commit race, re-plan."""
     retries = 0
     while True:
         report = IngestReport()
@@ -498,8 +479,8 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
             if head.tree_size > head.checkpoint_frontier_size:  # a crash left an unsealed tail
                 _checkpoint(lake, keys, head, "recovery")
             retention.lock_new(lake, keys)  # objects a crash left unlocked
-            for batch in _batches(lake, files, state, report):
-                a, q = _commit_batch(lake, keys, sealer, state, batch)
+            for batch in _batches(lake, files, state, report, sealers):
+                a, q = _commit_batch(lake, keys, state, batch)
                 report.batches += 1
                 if progress:
                     progress(f"batch {report.batches}: {a} accepted, {q} quarantined, tree size {head.tree_size}")
@@ -509,10 +490,7 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
             if retries >= MAX_ATTEMPTS:
                 raise AuditlakeError("gave up after repeated concurrent commits by other writers; run ingest again")
             time.sleep(random.uniform(0.05, 0.3) * min(retries, 10))
-    _fill_report(lake, report, state)
-    report.retries = retries
-    report.duration_s = time.monotonic() - started
-    return report
+    return report, state, retries
 
 
 def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:

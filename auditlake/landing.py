@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .errors import AuditlakeError
@@ -45,12 +46,20 @@ class LandingFile:
 
     def records(self) -> Iterator[tuple[int, bytes | dict | Unreadable]]:
         """(1-based line, raw line bytes) for JSONL; (1-based row, row dict) for Parquet."""
-        if self.format == "parquet":
-            yield from self._parquet_rows()
-        else:
-            yield from self._lines()
+        for first, block in self.blocks():
+            for i, raw in enumerate(records_of(block)):
+                yield first + i, raw
 
-    def _lines(self) -> Iterator[tuple[int, bytes]]:
+    def blocks(self, max_rows: int = 10_000) -> Iterator[tuple[int, list[bytes] | pa.RecordBatch | Unreadable]]:
+        """(1-based number of the first line, consecutive records), in bounded memory: lists
+        of raw lines for JSONL, record batches of up to `max_rows` for Parquet; Unreadable
+        (counted as one line) ends a file that cannot be read further."""
+        if self.format == "parquet":
+            yield from self._parquet_blocks(max_rows)
+        else:
+            yield from self._line_blocks()
+
+    def _line_blocks(self) -> Iterator[tuple[int, list[bytes] | Unreadable]]:
         gz = self.format == "jsonl.gz"
         inflate = zlib.decompressobj(wbits=47) if gz else None
         pending = b""
@@ -71,26 +80,37 @@ class LandingFile:
                         return
                 if not chunk:
                     break
-                parts = (pending + chunk).split(b"\n")
-                pending = parts.pop()
-                for part in parts:
-                    n += 1
-                    yield n, part[:-1] if part.endswith(b"\r") else part
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                if lines:
+                    yield n + 1, [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+                    n += len(lines)
         if pending:
-            n += 1
-            yield n, pending[:-1] if pending.endswith(b"\r") else pending
+            yield n + 1, [pending[:-1] if pending.endswith(b"\r") else pending]
 
-    def _parquet_rows(self) -> Iterator[tuple[int, dict]]:
+    def _parquet_blocks(self, max_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
         import pyarrow.parquet as pq
 
         with self.fs.open_input_file(self.path) as f:
-            pf = pq.ParquetFile(f)
             n = 0
-            for batch in pf.iter_batches(batch_size=10_000):
-                struct_cols = {name for name in batch.schema.names if str(batch.schema.field(name).type).startswith("struct")}
-                for row in batch.to_pylist():
-                    n += 1
-                    yield n, _parquet_row(row, struct_cols)
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=max_rows):
+                yield n + 1, batch
+                n += batch.num_rows
+
+
+def block_size(block: list[bytes] | pa.RecordBatch | Unreadable) -> int:
+    """The number of records (lines) in a block."""
+    return 1 if isinstance(block, Unreadable) else len(block) if isinstance(block, list) else block.num_rows
+
+
+def records_of(block: list[bytes] | pa.RecordBatch | Unreadable) -> list[bytes | dict | Unreadable]:
+    """A block's records: raw lines as they are, Parquet rows as event dicts."""
+    if isinstance(block, Unreadable):
+        return [block]
+    if isinstance(block, list):
+        return block
+    struct_cols = {f.name for f in block.schema if pa.types.is_struct(f.type)}
+    return [_parquet_row(row, struct_cols) for row in block.to_pylist()]
 
 
 def _parquet_row(row: dict, struct_cols: set[str]) -> dict:

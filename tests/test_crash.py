@@ -121,6 +121,7 @@ _MEASURE = """
 import resource, sys
 import auditlake.ingest as ing
 ing.BATCH_LINES = int(sys.argv[3])
+ing.CHUNK_LINES = ing.BATCH_LINES // 4
 from auditlake.lake.store import Lake
 r = ing.ingest(Lake.open(sys.argv[1]), [sys.argv[2]])
 print(r.accepted + r.quarantined, r.batches, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

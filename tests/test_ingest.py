@@ -152,3 +152,53 @@ def test_broken_json_lines_keep_no_pii_members(lake, tmp_path):
     ingest(lake, [str(tmp_path / "in")])
     raw = _table(lake, "quarantine").column("raw")[0].as_py()
     assert "David Murphy" not in raw and "dm@example.net" not in raw and '"name":"***"' in raw.replace(" ", "")
+
+
+def _ledger_and_quarantine(lake):
+    ledger = {(r["seq"], r["event_id"], r["source_file"], r["source_line"], r["subject_id"], r["data"])
+              for r in _table(lake, "ledger").select(
+                  ["seq", "event_id", "source_file", "source_line", "subject_id", "data"]).to_pylist()}
+    quarantine = {(r["source_file"], r["line"], r["reason"], r["raw"]) for r in _table(lake, "quarantine").to_pylist()}
+    return ledger, quarantine
+
+
+def test_worker_processes_seal_exactly_like_the_ingest_process(tmp_path, generated, monkeypatch):
+    """Sealing in worker processes (large inputs) and in-process (small ones) give the same
+    ledger and quarantine, with batches and chunks cut mid-file and replays across chunks."""
+    from auditlake import ingest as ingest_module
+    from auditlake.lake.store import Lake
+
+    landing = tmp_path / "in"
+    shutil.copytree(generated / "landing", landing)
+    good = [event(n=i) for i in range(30)]
+    write_jsonl(landing / "zz-mixed.jsonl", good[:12] + [line for line, _ in BAD_LINES] + good[12:] + [json.dumps(good[3])] * 3
+                + [json.dumps(event(n=99))] * 2)
+    monkeypatch.setattr(ingest_module, "CHUNK_LINES", 7)
+    monkeypatch.setattr(ingest_module, "BATCH_LINES", 250)
+    results = {}
+    for mode, workers, min_bytes in (("inline", "1", 1 << 40), ("workers", "2", 0)):
+        monkeypatch.setenv("AUDITLAKE_INGEST_WORKERS", workers)
+        monkeypatch.setattr(ingest_module, "PARALLEL_MIN_BYTES", min_bytes)
+        lake = Lake.open(str(tmp_path / f"lake-{mode}"))
+        report = ingest(lake, [str(landing)])
+        assert report.batches > 3 and report.lines_read == report.accepted + report.quarantined
+        assert verify(lake).ok
+        results[mode] = (report.accepted, report.quarantined, _ledger_and_quarantine(lake))
+    assert results["workers"] == results["inline"]
+    reasons = {q[2] for q in results["workers"][2][1]}
+    assert {"replay: event_id repeated in this batch", "replay: event_id already in the ledger"} <= reasons
+
+
+def test_a_failing_sealing_worker_is_a_clear_error(lake):
+    from auditlake import sealing
+    from auditlake.errors import AuditlakeError
+    from auditlake.lake.meta import open_lake_keys
+
+    workers = sealing.WorkerSealing(open_lake_keys(lake, create=True), 1)
+    try:
+        with pytest.raises(AuditlakeError, match="sealing worker: TypeError"):
+            workers.submit(sealing.Chunk("f.jsonl", "0" * 64, 1, [12345])).result(timeout=60)
+        ok = workers.submit(sealing.Chunk("f.jsonl", "0" * 64, 1, [json.dumps(event(n=1)).encode()])).result(timeout=60)
+        assert ok.rows.num_rows == 1 and not ok.bad  # the worker lives on after a failed chunk
+    finally:
+        workers.shutdown()

@@ -7,10 +7,13 @@ the reference implementation (`rfc8785`), so the output is always JCS.
 """
 from __future__ import annotations
 
+import re
+
 import orjson
 import rfc8785
 
 _MAX_EXACT_INT = 2**53 - 1
+_FLOAT_TOKEN = re.compile(rb"(?:\A|[:,\[])-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)(?:\Z|[,\]}])")
 
 
 class CanonicalError(ValueError):
@@ -38,9 +41,17 @@ def _needs_reference(value) -> bool:
 def canonical_json(value) -> bytes:
     """The JCS bytes of a JSON value (dict/list/str/int/float/bool/None)."""
     try:
-        if _needs_reference(value):
+        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:
+        out = None  # an integer beyond 2^53 (or no JSON at all): the reference decides
+    try:
+        # Cheap screens before the exact walk: orjson writes a finite float as a token with
+        # a '.' or an exponent and NaN/infinity as null (strings can match too: that only
+        # costs the walk), and keys outside ASCII need non-ASCII output.
+        suspect = out is None or b"null" in out or not out.isascii() or _FLOAT_TOKEN.search(out)
+        if suspect and (out is None or _needs_reference(value)):
             return rfc8785.dumps(value)
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        return out
     except (rfc8785.CanonicalizationError, orjson.JSONEncodeError, TypeError) as exc:
         raise CanonicalError(str(exc)) from exc
 

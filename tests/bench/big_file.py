@@ -1,5 +1,5 @@
 """Large landing files: ingest a 2 GB JSON Lines file and measure the peak memory (RSS) of the
-ingest process; the target is under 1.5 GB. Optionally verify the lake afterwards.
+ingest process, alone and with its sealing workers; the target is under 1.5 GB. Optionally verify the lake afterwards.
 
     python tests/bench/big_file.py                      # 2 GB, local lake, in a temp folder
     python tests/bench/big_file.py --gb 0.2 --verify    # a quicker look
@@ -74,17 +74,23 @@ def run_measured(args: list[str], env: dict) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "auditlake.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     samples: list[int] = []
+    tree: list[int] = []
 
-    def sample():  # the RSS over time too, to see where the peak is
+    def rss_kb(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+
+    def sample():  # the RSS over time, of the process and of it plus its workers
         while proc.poll() is None:
             try:
-                with open(f"/proc/{proc.pid}/status") as fh:
-                    for line in fh:
-                        if line.startswith("VmRSS:"):
-                            samples.append(int(line.split()[1]))
-            except OSError:
+                own = rss_kb(proc.pid)
+                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                    children = [int(c) for c in fh.read().split()]
+                samples.append(own)
+                tree.append(own + sum(rss_kb(c) for c in children))
+            except (OSError, ValueError):
                 pass
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -100,6 +106,8 @@ def run_measured(args: list[str], env: dict) -> dict:
     elapsed = time.monotonic() - started
     return {"rc": proc.returncode, "seconds": round(elapsed, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
             "median_rss_mb": round(sorted(samples)[len(samples) // 2] / 1024) if samples else None,
+            # Sampled every 0.2 s: the ingest process and its sealing workers together.
+            "peak_tree_rss_mb": round(max(tree) / 1024) if tree else None,
             "stdout": "".join(out_chunks), "stderr": "".join(err_chunks)[-2000:]}
 
 
@@ -136,10 +144,11 @@ def main() -> int:
         doc = json.loads(ing["stdout"])
         result["ingest"] = {
             "seconds": ing["seconds"], "peak_rss_mb": ing["peak_rss_mb"], "median_rss_mb": ing["median_rss_mb"],
+            "peak_rss_with_workers_mb": ing["peak_tree_rss_mb"],
             "accepted": doc["accepted"], "quarantined": doc["quarantined"], "batches": doc["batches"],
             "events_per_s": round(lines / ing["seconds"]), "mb_per_s": round(size / 1e6 / ing["seconds"], 1),
             "exact": doc["accepted"] + doc["quarantined"] == lines,
-            "under_limit": ing["peak_rss_mb"] < LIMIT_MB,
+            "under_limit": max(ing["peak_rss_mb"], ing["peak_tree_rss_mb"] or 0) < LIMIT_MB,
         }
         if args.verify:
             v = run_measured(["--lake", lake, "verify", "--json", "--no-trust-update"], env)

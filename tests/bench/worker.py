@@ -7,7 +7,8 @@
 
 Prints one JSON document on stdout (the last line): `seconds` is the step alone (imports
 and interpreter start excluded), `peak_rss_mb` the process's high-water mark
-(getrusage(RUSAGE_SELF).ru_maxrss), `import_rss_mb` its RSS after the imports, before the
+(getrusage(RUSAGE_SELF).ru_maxrss) plus, for ingest, each sealing worker counted at the
+largest worker's high-water mark (`workers_rss_mb`, an upper bound of their sum), `import_rss_mb` its RSS after the imports, before the
 step. AUDITLAKE_HOME comes from the environment (run.py sets it).
 
 `baseline` is the integrity-free alternative to `auditlake ingest`: polars reads each
@@ -70,8 +71,12 @@ def step_ingest(args) -> dict:
     t0 = time.perf_counter()
     rep = _profiled(lambda: ingest(lake, [args.landing]), args.profile)
     took = time.perf_counter() - t0
+    # Sealing workers are child processes: count each at the largest child's peak (an upper
+    # bound of their sum) on top of the ingest process's own peak, added in main().
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": took, "accepted": rep.accepted, "quarantined": rep.quarantined, "lines_read": rep.lines_read,
-            "batches": rep.batches, "tree_size": rep.tree_size, "retries": rep.retries, "import_rss_mb": rss0}
+            "batches": rep.batches, "tree_size": rep.tree_size, "retries": rep.retries, "import_rss_mb": rss0,
+            "workers": rep.workers, "workers_rss_mb": rep.workers * workers_peak}
 
 
 def _baseline_frames(landing: str):
@@ -199,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         print("AUDITLAKE_HOME must be set", file=sys.stderr)
         return 2
     out = STEPS[args.step](args)
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["own_peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = out["own_peak_rss_mb"] + out.get("workers_rss_mb", 0)
     print(json.dumps(out))
     return 0
 

@@ -1,0 +1,348 @@
+"""Sealing landing records into ledger rows: parse, contract check, PII sealing and the
+canonical record (docs/LEDGER.md).
+
+Sealing needs the lake's keys but no ledger state: the two members of a record that depend
+on it, `ingested_at` and `seq`, are left as gaps in the canonical bytes and filled in when
+the batch commits. So `ingest` seals chunks of landing lines in worker processes while it
+commits earlier batches, and a sealed chunk stays valid whatever the ledger's head is.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .contract import MAX_LINE_BYTES, validate
+from .errors import AuditlakeError
+from .keys import KeyStore
+from .landing import Unreadable, records_of
+from .ledger.canonical import CanonicalError, canonical_json, canonical_with_fragments, fragment
+from .ledger.seal import aad, blind_index, seal
+from .masking import mask_raw
+
+# Marks the two gaps; a NUL byte never occurs in canonical JSON (control characters are
+# escaped inside strings), so splitting a sealed record on it yields exactly three parts.
+GAP = b"\x00"
+_GAP = fragment(GAP)
+# Sealed rows as they leave a worker: the ledger's columns minus those set at commit (seq,
+# leaf, hash, key_id, batch_id, ingested_at), plus the record around its gaps and the raw
+# line (masked into the quarantine only if the commit finds the event is a replay).
+SEALED = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("occurred_at", pa.int64()),  # microseconds since the epoch, UTC
+        ("event_date", pa.string()),
+        ("source", pa.string()),
+        ("tenant_id", pa.string()),
+        ("actor_type", pa.string()),
+        ("actor_id", pa.string()),
+        ("actor_role", pa.string()),
+        ("actor_ip_sealed", pa.string()),
+        ("subject_id", pa.string()),
+        ("subject_country", pa.string()),
+        ("subject_region", pa.string()),
+        ("subject_timezone", pa.string()),
+        ("subject_pii_sealed", pa.string()),
+        ("pii_fields", pa.string()),
+        ("phone_bidx", pa.string()),
+        ("lawful_basis", pa.string()),
+        ("data", pa.string()),
+        ("source_file", pa.string()),
+        ("source_sha256", pa.string()),
+        ("source_line", pa.int64()),
+        ("leaf_head", pa.string()),  # record up to the ingested_at gap
+        ("leaf_mid", pa.string()),  # between the ingested_at and seq gaps
+        ("leaf_tail", pa.string()),  # after the seq gap
+        ("raw", pa.binary()),
+    ]
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_CIPHER_CACHE = 50_000  # subjects' ciphers kept between chunks (bounded: memory stays flat)
+
+
+@dataclass
+class Chunk:
+    """Consecutive records of one landing file, from line `first_line` on; lines in `skip`
+    were committed by an earlier run and are not sealed again."""
+
+    file: str
+    sha: str
+    first_line: int
+    block: list[bytes] | pa.RecordBatch | Unreadable
+    skip: frozenset[int] = frozenset()
+
+
+@dataclass
+class SealedChunk:
+    rows: pa.RecordBatch  # SEALED
+    bad: list[dict]  # quarantine rows without the batch's fields
+    raw_bytes: int
+
+
+def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
+    if isinstance(raw, dict):
+        return raw, None
+    if isinstance(raw, Unreadable):
+        return None, raw.reason
+    if len(raw) > MAX_LINE_BYTES:
+        return None, f"line larger than 64 KiB ({len(raw)} bytes)"
+    if not raw.strip():
+        return None, "empty line"
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        return None, "not JSON (invalid syntax or UTF-8)"
+
+
+def quarantine_row(file: str, sha: str, line: int, reason: str, raw, event) -> dict:
+    return {
+        "source_file": file, "source_sha256": sha, "line": line, "reason": reason,
+        "raw": "" if isinstance(raw, Unreadable) else mask_raw(raw),
+        "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None,
+    }
+
+
+class Sealer:
+    def __init__(self, keys: KeyStore):
+        self.keys = keys
+        self.bidx_key = keys.bidx_key
+        self._ciphers: dict[str, AESGCM | None] = {}
+
+    def _prepare(self, events: list[dict]) -> None:
+        """Load (or create) the data keys of every person in these events, in bulk."""
+        ids = set()
+        for ev in events:
+            if isinstance(ev.get("subject"), dict):
+                ids.add(ev["subject"]["id"])
+            if ev["actor"].get("ip"):
+                ids.add(ev["actor"]["id"])
+        ids -= self._ciphers.keys()
+        if not ids:
+            return
+        if len(self._ciphers) + len(ids) > _CIPHER_CACHE:
+            self._ciphers.clear()
+        erased = self.keys.is_erased(ids)
+        for sid in erased:
+            self._ciphers[sid] = None  # an erased person's new PII is not kept at all
+        for sid, key in self.keys.data_keys(ids - erased).items():
+            self._ciphers[sid] = AESGCM(key)
+
+    def seal_chunk(self, chunk: Chunk) -> SealedChunk:
+        good, bad, raw_bytes = [], [], 0
+        for line, raw in enumerate(records_of(chunk.block), chunk.first_line):
+            if line in chunk.skip:
+                continue
+            raw_bytes += len(raw) if isinstance(raw, bytes) else 1024
+            event, reason = parse(raw)
+            if reason is None:
+                occurred, reason = validate(event)
+            if reason is None:
+                good.append((line, raw, event, occurred))
+            else:
+                bad.append(quarantine_row(chunk.file, chunk.sha, line, reason, raw, event))
+        self._prepare([g[2] for g in good])
+        rows = []
+        for line, raw, event, occurred in good:
+            try:
+                rows.append(self._row(event, occurred, chunk, line, raw))
+            except CanonicalError as exc:
+                bad.append(quarantine_row(chunk.file, chunk.sha, line, f"data has no canonical JSON form: {exc}", raw, event))
+        columns = zip(*rows) if rows else [[] for _ in SEALED]
+        batch = pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, SEALED)], schema=SEALED)
+        return SealedChunk(batch, bad, raw_bytes)
+
+    def _row(self, ev: dict, occurred: datetime, chunk: Chunk, line: int, raw) -> tuple:
+        event_id = ev["event_id"]
+        actor = ev["actor"]
+        subject = ev.get("subject")
+        pii_fields = []
+        ip = actor.get("ip")
+        ip_sealed = None
+        if ip:
+            pii_fields.append("actor.ip")
+            cipher = self._ciphers[actor["id"]]
+            ip_sealed = seal(cipher, canonical_with_fragments({"ip": ip}), aad(event_id, "actor")) if cipher else None
+        subject_rec = None
+        bidx = None
+        if subject is not None:
+            pii = {k: subject[k] for k in ("email", "name", "phone") if subject.get(k)}
+            pii_fields.extend(f"subject.{k}" for k in pii)
+            cipher = self._ciphers[subject["id"]]
+            sealed = seal(cipher, canonical_with_fragments(pii), aad(event_id, "subject")) if pii and cipher else None
+            if subject.get("phone"):
+                bidx = blind_index(self.bidx_key, subject["phone"])
+            subject_rec = {
+                "id": subject["id"],
+                "country": subject.get("country"),
+                "region": subject.get("region"),
+                "timezone": subject.get("timezone"),
+                "pii": sealed,
+                "phone_bidx": bidx,
+            }
+        pii_str = ",".join(sorted(pii_fields))
+        data = canonical_json(ev["data"])
+        lb = ev.get("lawful_basis")
+        record = {
+            "v": 1,
+            "seq": _GAP,
+            "event_id": event_id,
+            "event_type": ev["event_type"],
+            "occurred_at": ev["occurred_at"],
+            "ingested_at": _GAP,
+            "source": ev["source"],
+            "tenant_id": ev["tenant_id"],
+            "actor": {"type": actor["type"], "id": actor["id"], "role": actor.get("role"), "ip": ip_sealed},
+            "subject": subject_rec,
+            "pii_fields": pii_str,
+            "lawful_basis": lb,
+            "data": fragment(data),
+        }
+        head, mid, tail = canonical_with_fragments(record).decode().split("\x00")  # keys sort ingested_at < seq
+        s = subject_rec or {}
+        return (
+            event_id, ev["event_type"], (occurred - _EPOCH) // _MICROSECOND, occurred.date().isoformat(),
+            ev["source"], ev["tenant_id"], actor["type"], actor["id"], actor.get("role"), ip_sealed,
+            s.get("id"), s.get("country"), s.get("region"), s.get("timezone"), s.get("pii"), pii_str, bidx, lb,
+            data.decode(), chunk.file, chunk.sha, line, head, mid, tail,
+            raw if isinstance(raw, bytes) else orjson.dumps(raw, default=str),
+        )
+
+
+# ----------------------------------------------------------------------------- workers
+class InlineSealing:
+    """Seals in the calling process (small runs: starting workers costs more than it saves)."""
+
+    def __init__(self, keys: KeyStore):
+        self._sealer = Sealer(keys)
+
+    def submit(self, chunk: Chunk) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(self._sealer.seal_chunk(chunk))
+        except Exception as exc:  # raised by result(), in order, as a worker's would be
+            f.set_exception(exc)
+        return f
+
+    def shutdown(self) -> None:
+        pass
+
+
+class WorkerSealing:
+    """Seals in worker processes (`python -m auditlake.sealing LOG_ID`), each fed by a thread
+    over its stdin/stdout with length-prefixed pickles. Plain subprocesses rather than
+    multiprocessing: spawn would re-run the caller's main script in every worker."""
+
+    def __init__(self, keys: KeyStore, workers: int):
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        self.workers = workers
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._procs = [
+            subprocess.Popen([sys.executable, "-m", "auditlake.sealing", keys.log_id], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, env=env)
+            for _ in range(workers)
+        ]
+        self._threads = [threading.Thread(target=self._feed, args=(p,), daemon=True) for p in self._procs]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, chunk: Chunk) -> Future:
+        f: Future = Future()
+        self._jobs.put((chunk, f))
+        return f
+
+    def _feed(self, proc: subprocess.Popen) -> None:
+        while (job := self._jobs.get()) is not None:
+            chunk, f = job
+            if not f.set_running_or_notify_cancel():
+                continue
+            try:
+                _send(proc.stdin, chunk)
+                ok, result = _receive(proc.stdout)
+            except Exception as exc:  # a dead or broken worker fails the run, never hangs it
+                f.set_exception(AuditlakeError(f"a sealing worker failed (exit code {proc.poll()}): {exc}"))
+                continue
+            if ok:
+                f.set_result(result)
+            else:
+                f.set_exception(AuditlakeError(f"sealing worker: {result}"))
+
+    def shutdown(self) -> None:
+        """Cancel what has not started, let the workers finish and exit."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[1].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            t.join()
+        for p in self._procs:
+            p.stdin.close()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+
+
+def _send(stream, obj) -> None:
+    body = pickle.dumps(obj, protocol=5)
+    stream.write(struct.pack("<Q", len(body)))
+    stream.write(body)
+    stream.flush()
+
+
+def _receive(stream):
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError("no reply")
+    (size,) = struct.unpack("<Q", head)
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError("truncated reply")
+    return pickle.loads(body)
+
+
+def _worker_main(log_id: str) -> None:
+    from .kms import select_keystore
+
+    sealer = Sealer(select_keystore(log_id))
+    os.nice(5)  # the ingest process's commits are the critical path: workers fill the gaps
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the reply stream
+    while True:
+        try:
+            chunk = _receive(stdin)
+        except EOFError:
+            return
+        try:
+            reply = (True, sealer.seal_chunk(chunk))
+        except Exception as exc:  # reported to the ingest process, which fails the run
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        _send(stdout, reply)
+
+
+if __name__ == "__main__":
+    # Through the package module, so that pickled results name auditlake.sealing, not __main__.
+    from auditlake.sealing import _worker_main as main
+
+    main(sys.argv[1])
