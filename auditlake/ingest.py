@@ -124,8 +124,10 @@ def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
     dt = lake.delta(name)
     if dt is None:
         return set(), None
-    col = dt.to_pyarrow_dataset().to_table(columns=["source_sha256"]).column("source_sha256")
-    return set(pc.unique(col).to_pylist()), dt.version()
+    shas: set[str] = set()
+    for b in dt.to_pyarrow_dataset().to_batches(columns=["source_sha256"]):  # bounded memory on a big ledger
+        shas.update(pc.unique(b.column(0)).to_pylist())
+    return shas, dt.version()
 
 
 def _load_state(lake: Lake, keys: KeyStore) -> _State:
@@ -174,8 +176,9 @@ class _EventIndex:
             dt = lake.delta("ledger")
             if dt.version() != version:
                 dt.load_as_version(version)
-            col = dt.to_pyarrow_dataset().to_table(columns=["event_id"]).column("event_id")
-            self._sorted = np.sort(self._hash(col))
+            hashes = [self._hash(b.column(0)) for b in dt.to_pyarrow_dataset().to_batches(columns=["event_id"])]
+            if hashes:
+                self._sorted = np.sort(np.concatenate(hashes))
 
     @staticmethod
     def _hash(ids) -> np.ndarray:
@@ -286,11 +289,17 @@ def _add(batch: _Batch, p: _Pending) -> bool:
 
 
 def _sealing(keys: KeyStore, files: list[landing.LandingFile]):
-    """Worker processes when the input is large enough and there is more than one core."""
-    workers = int(os.environ.get("AUDITLAKE_INGEST_WORKERS") or os.cpu_count() or 1)
-    if workers < 2 or sum(f.size for f in files) < PARALLEL_MIN_BYTES:
-        return sealing.InlineSealing(keys)
-    return sealing.WorkerSealing(keys, workers)
+    """AUDITLAKE_INGEST_WORKERS worker processes if set (0 or 1: none); by default one per
+    core when there is more than one and the input is large enough to pay for them."""
+    setting = os.environ.get("AUDITLAKE_INGEST_WORKERS", "").strip()
+    if setting:
+        try:
+            workers = int(setting)
+        except ValueError:
+            raise AuditlakeError(f"AUDITLAKE_INGEST_WORKERS must be a number, not {setting!r}") from None
+    else:
+        workers = (os.cpu_count() or 1) if sum(f.size for f in files) >= PARALLEL_MIN_BYTES else 1
+    return sealing.WorkerSealing(keys, workers) if workers > 1 else sealing.InlineSealing(keys)
 
 
 # ----------------------------------------------------------------------------- commit

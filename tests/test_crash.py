@@ -22,9 +22,13 @@ crash_trials = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(crash_trials)
 
 
-def test_sigkill_trials_local(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigkill_trials_local(tmp_path, workers):
+    """Killing the ingest process also ends its sealing workers (their pipe closes); with or
+    without them, the rerun completes the work exactly."""
     lake = str(tmp_path / "lake")
-    s = crash_trials.run_trials(lake, tmp_path, trials=3, seed=11, files=2, lines=200)
+    s = crash_trials.run_trials(lake, tmp_path, trials=3, seed=11, files=2, lines=200,
+                                env={"AUDITLAKE_INGEST_WORKERS": workers})
     assert s["killed"] + s["finished_before_kill"] == 3 and s["killed"] >= 2
 
 

@@ -4,6 +4,7 @@ gap-free seq, no duplicate event_id, every file logged once).
 
     python tests/bench/crash_trials.py --trials 20                # local lake
     python tests/bench/crash_trials.py --trials 20 --s3           # lake on a moto S3 server
+    python tests/bench/crash_trials.py --trials 20 --workers 2    # sealing in worker processes
 
 tests/test_crash.py runs the same trials in a smaller form.
 """
@@ -211,10 +212,13 @@ def main() -> int:
     ap.add_argument("--s3", action="store_true", help="run against a moto S3 server (started here)")
     ap.add_argument("--files", type=int, default=3)
     ap.add_argument("--lines", type=int, default=400)
+    ap.add_argument("--workers", default="", help="AUDITLAKE_INGEST_WORKERS for the runs (default: automatic)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {"AUDITLAKE_HOME": str(work / "home")}
+        if args.workers:
+            env["AUDITLAKE_INGEST_WORKERS"] = args.workers
         server = None
         if args.s3:
             from fixtures_s3 import create_worm_bucket, s3_environ, start_moto
@@ -233,6 +237,7 @@ def main() -> int:
             summary = run_trials(lake, work, args.trials, args.seed, env, args.files, args.lines, progress=progress)
             summary["elapsed_s"] = round(time.monotonic() - started, 1)
             summary["lake"] = "s3 (moto)" if args.s3 else "local"
+            summary["workers"] = args.workers or "automatic"
             print(json.dumps(summary, indent=2))
         finally:
             if server:
