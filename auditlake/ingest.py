@@ -118,6 +118,9 @@ class _State:
     quarantine_version: int | None
     log_version: int | None
     event_index: _EventIndex | None = None
+    # Ledger rows per file planned in this plan: (count, first seq, last seq), exact while
+    # the ledger is at head.ledger_version (every commit since the plan is this run's own).
+    file_rows: dict[str, tuple[int, int | None, int | None]] = field(default_factory=dict)
 
 
 def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
@@ -141,6 +144,12 @@ def _load_state(lake: Lake, keys: KeyStore) -> _State:
     if head.ledger_version is not None:
         l_sha, _ = _distinct_sha(lake, "ledger")
     return _State(head, done, l_sha, q_sha, q_version, None if log_dt is None else log_dt.version())
+
+
+def _rows_of(lake: Lake, sha: str) -> pa.Table:
+    """(source_line, seq) of the ledger rows of one landing file."""
+    return lake.delta("ledger").to_pyarrow_dataset().to_table(columns=["source_line", "seq"],
+                                                             filter=pc.field("source_sha256") == sha)
 
 
 def _lines_of(lake: Lake, name: str, sha: str, column: str) -> set[int]:
@@ -236,7 +245,14 @@ def _chunks(lake: Lake, files: list[landing.LandingFile], state: _State, report:
             continue
         this_run.add(sha)
         # Lines already committed by an interrupted or concurrent run are not redone.
-        committed = _lines_of(lake, "ledger", sha, "source_line") if sha in state.seen_ledger else set()
+        committed: set[int] = set()
+        state.file_rows[sha] = (0, None, None)
+        if sha in state.seen_ledger:
+            rows = _rows_of(lake, sha)
+            committed = set(rows.column("source_line").to_pylist())
+            if rows.num_rows:
+                seqs = rows.column("seq")
+                state.file_rows[sha] = (rows.num_rows, pc.min(seqs).as_py(), pc.max(seqs).as_py())
         quarantined = _lines_of(lake, "quarantine", sha, "line") if sha in state.seen_quarantine else set()
         skip = frozenset(committed | quarantined)
         lines = 0
@@ -396,7 +412,11 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
         head.frontier = proofs.extend_frontier(lake, head.frontier, leaves)  # also stores tiles
         head.chain_head = chain_head
         head.tree_size += n
-        state.seen_ledger.update(pc.unique(sealed["source_sha256"]).to_pylist())
+        by_file = table.group_by("source_sha256").aggregate([("seq", "count"), ("seq", "min"), ("seq", "max")])
+        for sha, count, first, last in zip(*(by_file.column(c).to_pylist() for c in ("source_sha256", "seq_count", "seq_min", "seq_max"))):
+            had, lo, hi = state.file_rows.get(sha, (0, None, None))
+            state.file_rows[sha] = (had + count, first if lo is None else min(lo, first), last if hi is None else max(hi, last))
+        state.seen_ledger.update(by_file.column("source_sha256").to_pylist())
         state.event_index.add(sealed["event_id"])
 
     if batch.bad:
@@ -440,7 +460,10 @@ def _counts(lake: Lake, name: str, shas: list[str], extra: str | None = None) ->
 
 def _log_files(lake: Lake, state: _State, batch: _Batch, batch_id: str, now: datetime) -> None:
     shas = [sha for _, sha, _ in batch.finished]
-    acc = _counts(lake, "ledger", shas, "seq")
+    if tables.version(lake, "ledger") == state.head.ledger_version:
+        acc = {sha: state.file_rows[sha] for sha in shas if state.file_rows.get(sha, (0,))[0]}
+    else:  # another writer committed since: count what the ledger holds now
+        acc = _counts(lake, "ledger", shas, "seq")
     quar = _counts(lake, "quarantine", shas)
     rows = []
     for lf, sha, lines in batch.finished:
