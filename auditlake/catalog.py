@@ -3,7 +3,8 @@ its users file, and the `auditlake catalog` / `auditlake explore` commands.
 
 Views (every one masks PII; sealed columns are never exposed):
   events       one row per ledger event: plain projection columns, `*_phone/_email/_name/
-               actor_ip` shown as '***' when the event carried them, `pii` = masked|none
+               actor_ip` shown as '***' when the event carried them ('[erased]' once the
+               person was erased), `pii` = masked|none
   findings     the latest compliance evaluation only
   quarantine   rejected landing lines (the raw text is masked at ingest)
   checkpoints  one row per signed checkpoint
@@ -34,6 +35,7 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import sys
 import threading
 import tomllib
@@ -46,7 +48,7 @@ from .errors import AuditlakeError
 from .lake.store import Lake
 
 VIEWS = ("events", "findings", "findings_history", "quarantine", "checkpoints", "ingest_log")
-CATALOG_FORMAT = 2
+CATALOG_FORMAT = 3  # 3: the events view reads erased_subjects
 
 # ----------------------------------------------------------------------------- extension
 
@@ -95,14 +97,17 @@ def httpfs_available(con) -> bool:
 # ----------------------------------------------------------------------------- view SQL
 
 def _events_select(ref: str) -> str:
-    def pii(field: str, col: str) -> str:
-        return f"CASE WHEN contains(coalesce(pii_fields, ''), '{field}') THEN '***' END AS {col}"
+    def pii(field: str, col: str, owner: str) -> str:
+        # The sealed value of an erased person is noise: say so, as exports and DSAR do.
+        return (f"CASE WHEN contains(coalesce(pii_fields, ''), '{field}') THEN CASE WHEN {owner} IN "
+                f"(SELECT subject_id FROM {ERASED_TABLE}) THEN '[erased]' ELSE '***' END END AS {col}")
 
     return f"""SELECT seq, event_id, event_type, occurred_at, event_date, ingested_at, source, tenant_id,
   actor_type, actor_id, actor_role,
-  {pii('actor.ip', 'actor_ip')},
+  {pii('actor.ip', 'actor_ip', 'actor_id')},
   subject_id, subject_country, subject_region, subject_timezone,
-  {pii('subject.phone', 'subject_phone')}, {pii('subject.email', 'subject_email')}, {pii('subject.name', 'subject_name')},
+  {pii('subject.phone', 'subject_phone', 'subject_id')}, {pii('subject.email', 'subject_email', 'subject_id')},
+  {pii('subject.name', 'subject_name', 'subject_id')},
   CASE WHEN coalesce(pii_fields, '') = '' THEN 'none' ELSE 'masked' END AS pii,
   pii_fields, phone_bidx, lawful_basis, data, hash, key_id, batch_id, source_file, source_sha256, source_line
 FROM {ref}"""
@@ -171,6 +176,31 @@ def _empty_ref(table: str) -> str:
     return f"(SELECT {cols} WHERE false)"
 
 
+ERASED_TABLE = "erased_subjects"
+
+
+def erased_ids(lake: Lake) -> list[str] | None:
+    """The erased people's subject ids (sorted) from the lake's keystore, or None if the
+    keystore cannot be opened here (their PII then shows as '***', still masked)."""
+    try:
+        from .privacy import erased_subjects
+
+        return sorted(erased_subjects(lake))
+    except (ImportError, AuditlakeError, OSError, sqlite3.Error):
+        return None
+
+
+def store_erased(con, ids: list[str]) -> None:
+    """(Re)write the erased_subjects table the events view reads."""
+    import pyarrow as pa
+
+    con.register("erased_source", pa.table({"subject_id": pa.array(ids, pa.string())}))
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {ERASED_TABLE} AS SELECT subject_id FROM erased_source")
+    finally:
+        con.unregister("erased_source")
+
+
 def view_statements(refs: dict[str, str | None]) -> list[str]:
     """CREATE VIEW statements; `refs` maps a lake table name to a SQL table reference
     (None: the table does not exist yet, the view is empty)."""
@@ -234,6 +264,7 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
         else:
             refs = _s3_snapshot(lake, con, db)
             mode = "snapshot"
+        store_erased(con, erased_ids(lake) or [])  # as of this build; the explorer keeps it current
         for stmt in view_statements(refs):
             con.execute(stmt)
         _write_meta(con, lake, mode, versions)
@@ -335,8 +366,14 @@ class Explorer:
             self.source = "in-memory views over the lake (read-only)"
             self._missing = None
         self._setup()
+        self._erased_at: int | None = None  # the ledger version the erased set was read at
+        self._erased: list[str] = []
         if self._missing is None:
             self._refresh_views()
+        else:
+            rows = self.con.execute(f"SELECT subject_id FROM {ERASED_TABLE} ORDER BY 1").fetchall()
+            self._erased = [r[0] for r in rows]  # as of the catalog file's build
+        self._check_erased(table_version(lake, "ledger"))
 
     def _setup(self) -> None:
         """UTC, the delta extension, and no file access beyond the lake's tables. DuckDB
@@ -368,6 +405,7 @@ class Explorer:
         """(Re)create the in-memory views; for S3, re-register the Arrow datasets of the
         tables' latest versions."""
         refs: dict[str, str | None] = {}
+        store_erased(self.con, self._erased)
         for table in set(TABLE_OF_VIEW.values()):
             if self.lake.is_s3:
                 dt = self.lake.delta(table)
@@ -403,7 +441,24 @@ class Explorer:
                 self._refresh_views()
             elif appeared:
                 self._fallback_in_memory()
+            self._check_erased(out["ledger"])
         return out
+
+    def _check_erased(self, ledger_version: int | None) -> None:
+        """Bring the erased set up to date when the ledger moved (an erasure is logged in
+        it after the key is destroyed). A read_only catalog file cannot take the new set:
+        the explorer then switches to in-memory views."""
+        if ledger_version == self._erased_at and self._erased_at is not None:
+            return
+        self._erased_at = ledger_version
+        ids = erased_ids(self.lake)
+        if ids is None or ids == self._erased:
+            return
+        self._erased = ids
+        if self._is_file_catalog():
+            self._fallback_in_memory()
+        else:
+            store_erased(self.con, ids)
 
     def _is_file_catalog(self) -> bool:
         return self.source.startswith("catalog ")

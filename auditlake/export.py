@@ -138,7 +138,7 @@ class _Redactor:
     """Reads ledger files and shapes their rows by a profile (vectorised in polars)."""
 
     def __init__(self, lake: Lake, filters: dict, size: int, profile: Profile, keys):
-        from .privacy import DECRYPT_COLUMNS
+        from .privacy import DECRYPT_COLUMNS, erased_subjects
 
         self.lake, self.filters, self.size, self.profile, self.keys = lake, filters, size, profile, keys
         self.cols = profile.columns
@@ -151,6 +151,9 @@ class _Redactor:
         if profile.needs_pii:
             need.update(DECRYPT_COLUMNS)
         self.need = sorted(need)
+        # Read once per export: the erased are few, and a per-frame lookup of every person
+        # in the frame cost more than the rest of the masking.
+        self.erased = sorted(erased_subjects(lake, keys)) if self.pii_cols else []
         self.hash_key = _hash_key(profile, keys) if any(profile.actions[c] == "hash" for c in self.cols) else b""
         self.predicate = _predicate(filters, size)
 
@@ -162,14 +165,6 @@ class _Redactor:
         from .proofs import polars_scan
 
         df = polars_scan(self.lake, "ledger", files).filter(self.predicate).select(self.need).collect().sort("seq")
-        erased: list[str] = []
-        if self.pii_cols and df.height:
-            has_pii = df.filter(pl.col("pii_fields") != "")
-            people = set(has_pii.get_column("subject_id").drop_nulls().unique().to_list())
-            if "actor_ip" in self.pii_cols:
-                ip_rows = has_pii.filter(pl.col("pii_fields").str.contains("actor.ip", literal=True))
-                people |= set(ip_rows.get_column("actor_id").drop_nulls().unique().to_list())
-            erased = sorted(self.keys.is_erased(people)) if people else []
         decrypted: dict[str, list] = {}
         if self.profile.needs_pii and df.height:
             decrypted = decrypt_columns(self.keys, {c: df.get_column(c).to_list() for c in DECRYPT_COLUMNS})
@@ -180,8 +175,8 @@ class _Redactor:
                 owner = "actor_id" if c == "actor_ip" else "subject_id"
                 has = pl.col("pii_fields").str.contains(PII_FIELD[c], literal=True).fill_null(False)
                 if action == "mask":
-                    if erased:
-                        gone = pl.col(owner).is_in(erased).fill_null(False)
+                    if self.erased:
+                        gone = pl.col(owner).is_in(self.erased).fill_null(False)
                         e = pl.when(has & gone).then(pl.lit("[erased]")).when(has).then(pl.lit(MASK))
                     else:
                         e = pl.when(has).then(pl.lit(MASK))
@@ -269,32 +264,28 @@ def _aware(t):
 
 
 def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, per_frame=None):
-    """(frame, row JSON, per_frame(frame, row JSON, i)) for each group of ledger files, in
-    seq order. The next frame is read, redacted, encoded and handed to `per_frame` (which
-    writes the part files) in a background thread while the caller hashes the current one;
-    polars and file I/O release the GIL, so the two overlap."""
+    """(frame, row JSON, future of per_frame(frame, row JSON, i) or None) for each group of
+    ledger files, in seq order. Three stages overlap: one thread reads, redacts and encodes
+    the next frame, another runs `per_frame` (writing the part files) on the current one,
+    while the caller hashes it; polars and file I/O release the GIL."""
     from concurrent.futures import ThreadPoolExecutor
 
     dt = lake.delta("ledger")
     if dt is None:
         raise AuditlakeError("the lake has no ledger yet; nothing to export")
     red = _Redactor(lake, filters, size, profile, keys)
-    groups = _file_groups(lake, dt, size, filters)
+    groups = _file_groups(lake, dt, size, filters) or [None]
 
-    def work(i, files):
-        df, js = _empty(red.cols) if files is None else _encoded(red.frame(files))
-        return df, js, (per_frame(df, js, i) if per_frame else None)
+    def encode(files):
+        return _empty(red.cols) if files is None else _encoded(red.frame(files))
 
-    if not groups:
-        yield work(0, None)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(work, 0, groups[0])
-        for i, nxt in enumerate(groups[1:], 1):
-            cur = pending.result()
-            pending = pool.submit(work, i, nxt)
-            yield cur
-        yield pending.result()
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        pending = reader.submit(encode, groups[0])
+        for i in range(len(groups)):
+            df, js = pending.result()
+            if i + 1 < len(groups):
+                pending = reader.submit(encode, groups[i + 1])
+            yield df, js, (writer.submit(per_frame, df, js, i) if per_frame else None)
 
 
 def _encoded(df):
@@ -331,30 +322,50 @@ def leaf_hashes(json_rows) -> list[bytes]:
     arrow string array), straight from the arrow buffers."""
     import numpy as np
 
+    arr = json_rows
     if hasattr(json_rows, "to_arrow"):
         import polars as pl
 
-        arr = json_rows.to_arrow(compat_level=pl.CompatLevel.oldest())
-    else:
-        arr = json_rows
+        # Its string-view array is polars' own memory; a plain string array would be a copy
+        # of every row (seconds per million rows, holding the GIL).
+        arr = json_rows.to_arrow(compat_level=pl.CompatLevel.newest())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if len(arr) == 0:
         return []
-    if not pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.large_string())
     if arr.null_count:
         raise AuditlakeError("a null row in the export")
-    offs = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset).tolist()
-    data = memoryview(arr.buffers()[2])  # no copy of the rows
+    if pa.types.is_string_view(arr.type):
+        buffers, buf_of, starts, lengths = _view_slices(arr)
+    else:
+        if not pa.types.is_large_string(arr.type):
+            arr = arr.cast(pa.large_string())
+        offs = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8)
+        buffers, buf_of, starts, lengths = [memoryview(arr.buffers()[2])], [0] * len(arr), offs[:-1], np.diff(offs)
     prefix = hashlib.sha256(b"\x00")
     out = []
     append = out.append
-    for a, b in zip(offs, offs[1:]):
+    for b, a, n in zip(buf_of, starts.tolist(), lengths.tolist()):
         h = prefix.copy()
-        h.update(data[a:b])
+        h.update(buffers[b][a : a + n])  # a view of the arrow buffer: no copy of the row
         append(h.digest())
     return out
+
+
+def _view_slices(arr):
+    """(buffers, buffer index, start, length) of each row of an arrow string-view array: a
+    row of up to 12 bytes lies inside its 16-byte view, a longer one in a data buffer."""
+    import numpy as np
+
+    n = len(arr)
+    views_buf = arr.buffers()[1]
+    views = np.frombuffer(views_buf, np.int32, 4 * n, arr.offset * 16).reshape(n, 4)
+    lengths = views[:, 0]
+    data = [memoryview(b) for b in arr.buffers()[2:]]
+    inline = lengths <= 12
+    buf_of = np.where(inline, len(data), views[:, 2]).tolist()
+    starts = np.where(inline, (arr.offset + np.arange(n)) * 16 + 4, views[:, 3])
+    return [*data, memoryview(views_buf)], buf_of, starts, lengths
 
 
 def merkle_root(json_rows) -> tuple[bytes, int]:
@@ -459,9 +470,9 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
         return entries
 
     try:
-        for _, json_rows, entries in iter_frames(lake, flt, cp["tree_size"], prof, keys, per_frame):
+        for _, json_rows, written in iter_frames(lake, flt, cp["tree_size"], prof, keys, per_frame):
             frontier = frontier.extend(leaf_hashes(json_rows))
-            files.extend(entries)
+            files.extend(written.result())
         if not files:  # nothing matched: one empty part per format
             df, js = _empty(prof.columns)
             files = _write_parts(out, fmts, df, js, 0, 0)

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.store import Lake
-from .lake.tables import CHECKPOINTS
+from .lake import tables
 from .ledger import chain, merkle
 from .ledger.checkpoint import ZERO_HASH, Checkpoint
 
@@ -29,7 +29,7 @@ def read_checkpoints(lake: Lake, dt=None) -> list[dict]:
     dt = dt if dt is not None else lake.delta("checkpoints")
     if dt is None:
         return []
-    rows = dt.to_pyarrow_dataset().to_table(columns=CHECKPOINTS.names).to_pylist()
+    rows = tables.dataset(lake, "checkpoints", dt).to_table(columns=tables.CHECKPOINTS.names).to_pylist()
     return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
 
 
@@ -52,7 +52,7 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
     if ledger is not None:
         ledger_version = ledger.version()
         tail = (
-            ledger.to_pyarrow_dataset()
+            tables.dataset(lake, "ledger", ledger)
             .to_table(columns=["seq", "leaf", "hash", "key_id"], filter=pc.field("seq") >= size)
             .sort_by("seq")
         )

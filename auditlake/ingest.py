@@ -55,6 +55,7 @@ _LIBC = ctypes.CDLL("libc.so.6") if sys.platform == "linux" and platform.libc_ve
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 MAX_ATTEMPTS = 40
+SOURCES = "auditlake_sources"  # commit info of ledger and quarantine commits: their files' hashes
 
 
 @dataclass
@@ -124,12 +125,23 @@ class _State:
 
 
 def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
+    """The landing files (content hashes) with rows in table `name`, and its version. Each
+    commit lists its files in its commit info, so this reads the Delta log, not the rows;
+    a commit without the list (another writer's) makes it read the column instead."""
     dt = lake.delta(name)
     if dt is None:
         return set(), None
-    shas: set[str] = set()
-    for b in dt.to_pyarrow_dataset().to_batches(columns=["source_sha256"]):  # bounded memory on a big ledger
-        shas.update(pc.unique(b.column(0)).to_pylist())
+    shas: set[str] | None = set()
+    for commit in dt.history():
+        listed = commit.get(SOURCES)
+        if listed is None:
+            shas = None
+            break
+        shas.update(filter(None, listed.split(",")))
+    if shas is None:
+        shas = set()
+        for b in tables.dataset(lake, name, dt).to_batches(columns=["source_sha256"]):  # bounded memory
+            shas.update(pc.unique(b.column(0)).to_pylist())
     return shas, dt.version()
 
 
@@ -137,7 +149,7 @@ def _load_state(lake: Lake, keys: KeyStore) -> _State:
     log_dt = lake.delta("ingest_log")
     done: set[str] = set()
     if log_dt is not None:
-        done = set(log_dt.to_pyarrow_dataset().to_table(columns=["source_sha256"]).column("source_sha256").to_pylist())
+        done = set(tables.dataset(lake, "ingest_log", log_dt).to_table(columns=["source_sha256"]).column(0).to_pylist())
     q_sha, q_version = _distinct_sha(lake, "quarantine")
     head = load_head(lake, keys)
     l_sha = set()
@@ -148,15 +160,14 @@ def _load_state(lake: Lake, keys: KeyStore) -> _State:
 
 def _rows_of(lake: Lake, sha: str) -> pa.Table:
     """(source_line, seq) of the ledger rows of one landing file."""
-    return lake.delta("ledger").to_pyarrow_dataset().to_table(columns=["source_line", "seq"],
-                                                             filter=pc.field("source_sha256") == sha)
+    return tables.dataset(lake, "ledger").to_table(columns=["source_line", "seq"], filter=pc.field("source_sha256") == sha)
 
 
 def _lines_of(lake: Lake, name: str, sha: str, column: str) -> set[int]:
     dt = lake.delta(name)
     if dt is None:
         return set()
-    t = dt.to_pyarrow_dataset().to_table(columns=[column], filter=pc.field("source_sha256") == sha)
+    t = tables.dataset(lake, name, dt).to_table(columns=[column], filter=pc.field("source_sha256") == sha)
     return set(t.column(column).to_pylist())
 
 
@@ -169,7 +180,7 @@ def _ids_in_ledger(lake: Lake, ids: list[str], version: int | None) -> set[str]:
         return set()
     if dt.version() != version:
         dt.load_as_version(version)
-    t = dt.to_pyarrow_dataset().to_table(columns=["event_id"], filter=pc.field("event_id").isin(ids))
+    t = tables.dataset(lake, "ledger", dt).to_table(columns=["event_id"], filter=pc.field("event_id").isin(ids))
     return set(t.column("event_id").to_pylist())
 
 
@@ -185,7 +196,7 @@ class _EventIndex:
             dt = lake.delta("ledger")
             if dt.version() != version:
                 dt.load_as_version(version)
-            hashes = [self._hash(b.column(0)) for b in dt.to_pyarrow_dataset().to_batches(columns=["event_id"])]
+            hashes = [self._hash(b.column(0)) for b in tables.dataset(lake, "ledger", dt).to_batches(columns=["event_id"])]
             if hashes:
                 self._sorted = np.sort(np.concatenate(hashes))
 
@@ -408,7 +419,9 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
 
     if n:
         table, leaves, chain_head = _ledger_rows(keys, head, sealed, batch_id, now)
-        head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version, {"batch_id": batch_id})
+        sources = pc.unique(sealed["source_sha256"]).to_pylist()
+        head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version,
+                                            {"batch_id": batch_id, SOURCES: ",".join(sorted(sources))})
         head.frontier = proofs.extend_frontier(lake, head.frontier, leaves)  # also stores tiles
         head.chain_head = chain_head
         head.tree_size += n
@@ -424,7 +437,9 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
             b["quarantined_at"] = now
             b["batch_id"] = batch_id
         qt = pa.Table.from_pylist(batch.bad, schema=tables.QUARANTINE)
-        state.quarantine_version = tables.append(lake, "quarantine", qt, state.quarantine_version, {"batch_id": batch_id})
+        sources = sorted({b["source_sha256"] for b in batch.bad})
+        state.quarantine_version = tables.append(lake, "quarantine", qt, state.quarantine_version,
+                                                 {"batch_id": batch_id, SOURCES: ",".join(sources)})
         state.seen_quarantine.update(b["source_sha256"] for b in batch.bad)
 
     if batch.finished:
@@ -450,7 +465,7 @@ def _counts(lake: Lake, name: str, shas: list[str], extra: str | None = None) ->
     if dt is None or not shas:
         return {}
     cols = ["source_sha256"] + ([extra] if extra else [])
-    t = dt.to_pyarrow_dataset().to_table(columns=cols, filter=pc.field("source_sha256").isin(shas))
+    t = tables.dataset(lake, name, dt).to_table(columns=cols, filter=pc.field("source_sha256").isin(shas))
     if extra:
         g = t.group_by("source_sha256").aggregate([(extra, "count"), (extra, "min"), (extra, "max")])
         return {r["source_sha256"]: (r[f"{extra}_count"], r[f"{extra}_min"], r[f"{extra}_max"]) for r in g.to_pylist()}
@@ -530,7 +545,7 @@ def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:
     by_sha = {}
     if log is not None:
         shas = [f.sha256 for f in report.files]
-        t = log.to_pyarrow_dataset().to_table(filter=pc.field("source_sha256").isin(shas))
+        t = tables.dataset(lake, "ingest_log", log).to_table(filter=pc.field("source_sha256").isin(shas))
         by_sha = {r["source_sha256"]: r for r in t.to_pylist()}
     for f in report.files:
         r = by_sha.get(f.sha256)

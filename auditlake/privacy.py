@@ -130,19 +130,19 @@ EVENT_COLUMNS = [
 
 def subject_rows(lake: Lake, subject_id: str, include_actor: bool = True, keys: KeyStore | None = None) -> pa.Table:
     """Ledger rows about this person (as subject, or as actor whose IP was recorded), in seq
-    order: their seqs from the signed subject index (and a scan of the tail it does not
-    cover yet), then those rows by seq range."""
+    order: their seqs and data files from the signed subject index (and a scan of the tail
+    it does not cover yet), then those rows from those files only."""
     import pyarrow.compute as pc
 
-    from .proofs import _ledger_schema, read_seqs, subject_seqs
+    from .proofs import _ledger_schema, read_located, subject_locations
 
     dt = lake.delta("ledger")
     if dt is None:
         schema = _ledger_schema()
         return pa.table({c: pa.array([], schema.field(c).type) for c in EVENT_COLUMNS})
     keys = keys or open_lake_keys(lake)
-    seqs = subject_seqs(lake, subject_id, keys, dt)
-    table = read_seqs(lake, seqs, EVENT_COLUMNS, dt).select(EVENT_COLUMNS)
+    located = subject_locations(lake, subject_id, keys, dt)
+    table = read_located(lake, located, EVENT_COLUMNS, dt).select(EVENT_COLUMNS)
     # Exactly the person's rows, whatever the index said.
     cond = pc.field("subject_id") == subject_id
     if include_actor:

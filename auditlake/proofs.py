@@ -114,18 +114,30 @@ def _ranges_filter(ranges: list[tuple[int, int]]):
     return expr
 
 
-def polars_scan(lake: Lake, name: str, rel_paths: list[str]):
+def _inside_table(rel_path) -> bool:
+    """Is a data file path from a cache a plain path under the table root?"""
+    return bool(rel_path) and not rel_path.startswith("/") and ".." not in rel_path.split("/")
+
+
+def _data_file_paths(lake: Lake, name: str, rel_paths: list[str]) -> list[str]:
+    """The paths polars reads for these data files of a Delta table (add-action paths)."""
+    if lake.is_s3:
+        return [f"{lake.table_uri(name)}/{unquote(p)}" for p in rel_paths]
+    _, root = lake.filesystem()
+    return [f"{root}/tables/{name}/{unquote(p)}" for p in rel_paths]
+
+
+def polars_scan(lake: Lake, name: str, rel_paths: list[str], file_column: str | None = None):
     """A polars LazyFrame over these data files of a Delta table (no partition columns).
     Polars reads only the pages a filter needs, so a seq-range read of a few hundred rows
-    does not decode a file's whole `leaf` column."""
+    does not decode a file's whole `leaf` column. `file_column` adds each row's file path."""
     import polars as pl
 
+    paths = _data_file_paths(lake, name, rel_paths)
+    opts = None
     if lake.is_s3:
-        paths = [f"{lake.table_uri(name)}/{unquote(p)}" for p in rel_paths]
-        opts = {k.lower(): v for k, v in lake.storage_options.items() if k.upper().startswith("AWS_")}
-        return pl.scan_parquet(paths, hive_partitioning=False, storage_options=opts or None)
-    fs, root = lake.filesystem()
-    return pl.scan_parquet([f"{root}/tables/{name}/{unquote(p)}" for p in rel_paths], hive_partitioning=False)
+        opts = {k.lower(): v for k, v in lake.storage_options.items() if k.upper().startswith("AWS_")} or None
+    return pl.scan_parquet(paths, hive_partitioning=False, storage_options=opts, include_file_paths=file_column)
 
 
 def read_seq_ranges(lake: Lake, ranges: list[tuple[int, int]], columns: list[str], dt=None) -> pa.Table:
@@ -175,18 +187,33 @@ def read_seqs(lake: Lake, seqs: list[int], columns: list[str], dt=None) -> pa.Ta
 # ledger, with small row groups so a lookup reads one row group per segment. They are
 # built lazily for the part of the ledger they do not cover yet; that tail is scanned.
 #
-# * event_seq (key = event_id), for proofs. Unsigned: a hit is checked against the ledger
-#   row itself and a miss falls back to a scan, so a forged segment cannot mislead.
+# * event_seq (key = event_id, with the ledger data file holding the row), for proofs.
+#   Unsigned: a hit is checked against the ledger row itself and a miss falls back to a
+#   scan, so a forged segment cannot mislead. The file lets a proof read its leaf from one
+#   file instead of every file whose seq range overlaps (a batch's files all do).
 # * subject_seq (key = subject.id, and actor.id for rows with a sealed actor IP), for
 #   subject access. A forged segment could hide rows, so each segment carries a signed
 #   sidecar (SHA-256 of the file, Ed25519 by the lake's signing key) and unsigned or
 #   altered segments are ignored (the ledger is scanned instead).
+# * leaf_hash (seq, leaf hash; no key, sorted by seq), for proofs: the 256 leaf hashes of a
+#   proof's block without reading its leaves from the ~30 files they are spread over.
+#   Unsigned: a proof built with it is checked against the signed root, and rebuilt from
+#   the ledger leaves when it does not check.
+# * tiles/upto-SIZE.parquet: every stored tile inside the tree of SIZE in one small file
+#   (node = level << 48 | idx, sorted), so a proof reads it instead of opening the tiles
+#   table; tiles past SIZE come from the table. Unsigned, like the tiles themselves.
 INDEX_MIN_ROWS = 50_000  # index a tail once it is this long (shorter tails are just scanned)
 INDEX_ROW_GROUP = 16_384
 INDEX_MAX_SEGMENTS = 8
 _SEG_RE = re.compile(r"seg-(\d{12})-(\d{12})\.parquet$")
 EVENT_INDEX = "event_seq"
 SUBJECT_INDEX = "subject_seq"
+LEAF_INDEX = "leaf_hash"
+LEAF_SEGMENT_ROWS = 1 << 20  # the most leaves read (and held) at once to build the leaf-hash index
+LEAF_ROW_GROUP = 4096  # a multiple of TILE_LEAVES: a block is in one row group
+TILE_CACHE = "tiles"
+_TILE_CACHE_RE = re.compile(r"upto-(\d{12})\.parquet$")
+_NODE_SHIFT = 48
 
 
 def _index_dir(name: str) -> str:
@@ -250,7 +277,12 @@ def _signed_segments(lake: Lake, name: str, keys) -> list[tuple[int, int, str, s
 def _segment_lookup(fs, path: str, key: str, expect_sha: str | None = None, all_rows: bool = False) -> list[int]:
     """Seqs stored under `key` in one segment (reading only the row groups that can hold it;
     with `expect_sha` the whole file is read and must have that SHA-256)."""
-    import bisect
+    return [seq for seq, _ in _segment_rows(fs, path, key, expect_sha, all_rows)]
+
+
+def _segment_rows(fs, path: str, key: str, expect_sha: str | None = None,
+                  all_rows: bool = False) -> list[tuple[int, str | None]]:
+    """(seq, ledger file or None) of the rows stored under `key` in one segment."""
     import hashlib as _hl
 
     import pyarrow.parquet as pq
@@ -263,18 +295,20 @@ def _segment_lookup(fs, path: str, key: str, expect_sha: str | None = None, all_
         source = pa.BufferReader(raw)
     else:
         source = fs.open_input_file(path)
-    out: list[int] = []
+    out: list[tuple[int, str | None]] = []
     with source:
         pf = pq.ParquetFile(source)
         md = pf.metadata
+        cols = ["key", "seq"] + (["file"] if "file" in pf.schema_arrow.names else [])
         for rg in range(md.num_row_groups):
             st = md.row_group(rg).column(0).statistics
             if st is not None and st.has_min_max and not (st.min <= key <= st.max):
                 continue
-            t = pf.read_row_group(rg, columns=["key", "seq"])
-            ids = t.column("key").to_pylist()
-            a, b = bisect.bisect_left(ids, key), bisect.bisect_right(ids, key)
-            out.extend(t.column("seq").slice(a, b - a).to_pylist())
+            t = pf.read_row_group(rg, columns=cols)
+            t = t.filter(pc.equal(t.column("key"), key))  # vectorised: no Python list of 16K keys
+            seqs = t.column("seq").to_pylist()
+            files = t.column("file").to_pylist() if "file" in cols else [None] * len(seqs)
+            out.extend(zip(seqs, files))
             if out and not all_rows:
                 break
     return out
@@ -286,7 +320,8 @@ def _write_segment(lake: Lake, table: pa.Table, lo: int, hi: int, name: str = EV
 
     import pyarrow.parquet as pq
 
-    table = table.select(["key", "seq"]).sort_by([("key", "ascending"), ("seq", "ascending")])
+    cols = ["key", "seq"] + (["file"] if "file" in table.column_names else [])
+    table = table.select(cols).sort_by([("key", "ascending"), ("seq", "ascending")])
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, row_group_size=INDEX_ROW_GROUP, compression="zstd")
     raw = buf.getvalue().to_pybytes()
@@ -313,25 +348,43 @@ def _tail_files(dt, lo: int) -> list[str]:
 
 
 def _scan_keys(lake: Lake, dt, lo: int, name: str) -> tuple[pa.Table, int]:
-    """(key, seq) rows of the ledger with seq >= lo for an index (files picked by
+    """(key, seq, file) rows of the ledger with seq >= lo for an index (files picked by
     statistics), and the end of the seq range scanned (1 + its largest seq, or lo)."""
     files = _tail_files(dt, lo)
-    empty = pa.table({"key": pa.array([], pa.string()), "seq": pa.array([], pa.int64())})
     if not files:
+        empty = pa.table({"key": pa.array([], pa.string()), "seq": pa.array([], pa.int64()),
+                          "file": pa.array([], pa.string())})
         return empty, lo
-    data = ledger_dataset(lake, dt, files)
     if name == EVENT_INDEX:
-        t = data.to_table(columns=["event_id", "seq"], filter=pc.field("seq") >= lo)
-        return pa.table({"key": t.column("event_id"), "seq": t.column("seq")}), _end(t, lo)
-    t = data.to_table(columns=["subject_id", "actor_id", "actor_ip_sealed", "seq"], filter=pc.field("seq") >= lo)
+        t = _rows_with_files(lake, dt, files, lo, ["event_id"])
+        return pa.table({"key": t.column("event_id"), "seq": t.column("seq"), "file": t.column("file")}), _end(t, lo)
+    t = _rows_with_files(lake, dt, files, lo, ["subject_id", "actor_id", "actor_ip_sealed"])
     end = _end(t, lo)
     subj = t.filter(pc.field("subject_id").is_valid())
     act = t.filter(pc.field("actor_ip_sealed").is_valid() & ((pc.field("actor_id") != pc.field("subject_id"))
                                                               | pc.field("subject_id").is_null()))
     return pa.concat_tables([
-        pa.table({"key": subj.column("subject_id"), "seq": subj.column("seq")}),
-        pa.table({"key": act.column("actor_id"), "seq": act.column("seq")}),
+        pa.table({"key": subj.column("subject_id"), "seq": subj.column("seq"), "file": subj.column("file")}),
+        pa.table({"key": act.column("actor_id"), "seq": act.column("seq"), "file": act.column("file")}),
     ]), end
+
+
+def _rows_with_files(lake: Lake, dt, files: list[str], lo: int, columns: list[str]) -> pa.Table:
+    """These columns, `seq` and `file` (the add-action path of the data file holding the row)
+    of the ledger rows with seq >= lo in these files; `file` is null if polars cannot read them."""
+    import polars as pl
+
+    schema = _ledger_schema()
+    types = pa.schema([schema.field(c) for c in [*columns, "seq"]] + [pa.field("file", pa.string())])
+    try:
+        by_path = dict(zip(_data_file_paths(lake, "ledger", files), files))
+        df = (polars_scan(lake, "ledger", files, file_column="file").filter(pl.col("seq") >= lo)
+              .select(*columns, "seq", pl.col("file").replace_strict(by_path, default=None, return_dtype=pl.String))
+              .collect())
+        return df.to_arrow().cast(types)
+    except Exception:  # noqa: BLE001 - any polars trouble (an S3 option it lacks...): pyarrow, no files
+        t = ledger_dataset(lake, dt, files).to_table(columns=[*columns, "seq"], filter=pc.field("seq") >= lo)
+        return t.append_column("file", pa.nulls(t.num_rows, pa.string())).cast(types)
 
 
 def _end(t: pa.Table, lo: int) -> int:
@@ -364,8 +417,8 @@ def update_index(lake: Lake, name: str = EVENT_INDEX, dt=None, keys=None) -> int
         parts = []
         for seg in _cover([x[:3] for x in segs])[0]:
             with fs.open_input_file(seg[2]) as f:
-                parts.append(pq.read_table(f, columns=["key", "seq"]))
-        _write_segment(lake, pa.concat_tables(parts), 0, covered, name, keys)
+                parts.append(pq.read_table(f))
+        _write_segment(lake, pa.concat_tables(parts, promote_options="default"), 0, covered, name, keys)
     return covered
 
 
@@ -377,18 +430,33 @@ def locate_event(lake: Lake, event_id: str, dt=None) -> int | None:
     """The seq of an event id, or None. Uses the event index (one row group per segment);
     a tail it does not cover is scanned (and indexed once it is long); a miss falls back
     to a scan of the event_id column."""
-    dt = dt if dt is not None else lake.delta("ledger")
-    if dt is None:
-        return None
+    hit, covered = _indexed_event(lake, event_id)
+    if hit is not None:
+        return hit[0]
+    return _locate_unindexed(lake, event_id, covered, dt)
+
+
+def _indexed_event(lake: Lake, event_id: str) -> tuple[tuple[int, str | None] | None, int]:
+    """((seq, ledger file or None) from the event index or None, the seq it covers up to).
+    Needs no Delta table: a hit costs one row group read per segment."""
     fs, _ = lake.filesystem()
     chosen, covered = _cover(_index_segments(lake, EVENT_INDEX))
     for _, _, path in chosen:
         try:
-            seqs = _segment_lookup(fs, path, event_id)
+            rows = _segment_rows(fs, path, event_id)
         except Exception:  # noqa: BLE001 - an unreadable cache segment is skipped
-            seqs = []
-        if seqs:
-            return seqs[0]
+            rows = []
+        if rows:
+            return rows[0], covered
+    return None, covered
+
+
+def _locate_unindexed(lake: Lake, event_id: str, covered: int, dt=None) -> int | None:
+    """The seq of an event the index does not hold: a scan of the tail it does not cover
+    (indexed once it is long), then of the whole event_id column."""
+    dt = dt if dt is not None else lake.delta("ledger")
+    if dt is None:
+        return None
     tail, _ = _scan_keys(lake, dt, covered, EVENT_INDEX)
     hit = tail.filter(pc.field("key") == event_id)
     if tail.num_rows >= INDEX_MIN_ROWS:
@@ -403,25 +471,54 @@ def locate_event(lake: Lake, event_id: str, dt=None) -> int | None:
 def subject_seqs(lake: Lake, subject_id: str, keys, dt=None) -> list[int]:
     """Every seq whose row is about this person (subject, or actor with a sealed IP), from
     the signed subject index plus a scan of the tail it does not cover."""
+    return sorted(subject_locations(lake, subject_id, keys, dt))
+
+
+def subject_locations(lake: Lake, subject_id: str, keys, dt=None) -> dict[int, str | None]:
+    """subject_seqs with the ledger data file of each row where the index knows it."""
     dt = dt if dt is not None else lake.delta("ledger")
     if dt is None:
-        return []
+        return {}
     fs, _ = lake.filesystem()
     segs = _signed_segments(lake, SUBJECT_INDEX, keys)
     chosen, covered = _cover([s[:3] for s in segs])
     sha_of = {s[2]: s[3] for s in segs}
-    out: set[int] = set()
+    out: dict[int, str | None] = {}
     for lo, _, path in chosen:
         try:
-            out.update(_segment_lookup(fs, path, subject_id, expect_sha=sha_of[path], all_rows=True))
+            out.update(_segment_rows(fs, path, subject_id, expect_sha=sha_of[path], all_rows=True))
         except Exception:  # noqa: BLE001 - altered or unreadable
             covered = lo  # not trustworthy from here on: scan instead
             break
     tail, _ = _scan_keys(lake, dt, covered, SUBJECT_INDEX)
-    out.update(tail.filter(pc.field("key") == subject_id).column("seq").to_pylist())
+    mine = tail.filter(pc.field("key") == subject_id)
+    out.update(zip(mine.column("seq").to_pylist(), mine.column("file").to_pylist()))
     if tail.num_rows >= INDEX_MIN_ROWS:
         update_index(lake, SUBJECT_INDEX, dt, keys)
-    return sorted(s for s in out if s >= 0)
+    return {s: f for s, f in out.items() if s >= 0}
+
+
+def read_located(lake: Lake, located: dict[int, str | None], columns: list[str], dt=None) -> pa.Table:
+    """Ledger rows by seq (sorted by seq), each read from its known data file where given
+    (so only those files are opened), the rest (and any a file no longer holds) by seq."""
+    import polars as pl
+
+    cols = list(dict.fromkeys(["seq", *columns]))
+    files = sorted({f for f in located.values() if _inside_table(f)})
+    parts = []
+    if files:
+        wanted = [s for s, f in located.items() if f in files]
+        try:
+            df = polars_scan(lake, "ledger", files).filter(pl.col("seq").is_in(wanted)).select(cols).collect()
+            schema = _ledger_schema()
+            parts.append(df.to_arrow().cast(pa.schema([schema.field(c) for c in cols])))
+        except Exception:  # noqa: BLE001 - a file gone (compacted) or unreadable: read by seq
+            pass
+    found = set(parts[0].column("seq").to_pylist()) if parts else set()
+    rest = [s for s in located if s not in found]
+    if rest or not parts:
+        parts.append(read_seqs(lake, rest, cols, dt))
+    return pa.concat_tables(parts).sort_by("seq")
 
 
 def scan_event(lake: Lake, event_id: str, dt=None) -> int | None:
@@ -434,6 +531,184 @@ def scan_event(lake: Lake, event_id: str, dt=None) -> int | None:
     if len(seqs) > 1:
         raise ProofError(f"event {event_id} appears {len(seqs)} times in the ledger; run `auditlake verify`")
     return seqs[0] if seqs else None
+
+
+# ---------------------------------------------------------------------------- leaf-hash index
+def update_leaf_index(lake: Lake, size: int, dt=None) -> int:
+    """Store the leaf hashes of seqs [covered, size) once at least INDEX_MIN_ROWS of them are
+    missing, reading their leaves. Segments are only appended; each ends at a multiple of
+    TILE_LEAVES (a block is never split) and none crosses a multiple of LEAF_SEGMENT_ROWS.
+    Returns the seq the index covers up to."""
+    covered = _cover(_index_segments(lake, LEAF_INDEX))[1]
+    end = size - size % TILE_LEAVES
+    if end - covered < INDEX_MIN_ROWS:
+        return covered
+    dt = dt if dt is not None else lake.delta("ledger")
+    if dt is None:
+        return covered
+    while covered < end:
+        hi = min(covered - covered % LEAF_SEGMENT_ROWS + LEAF_SEGMENT_ROWS, end)
+        hashes = _leaf_hashes_of_range(lake, dt, covered, hi)
+        if hashes is None or not _write_leaf_segment(lake, covered, hi, hashes):
+            break
+        covered = hi
+    return covered
+
+
+def _leaf_hashes_of_range(lake: Lake, dt, lo: int, hi: int) -> list[bytes] | None:
+    """The leaf hashes of seqs [lo, hi), or None if the ledger does not hold exactly those
+    rows (left to verify) or cannot be read by polars. Hashed from polars' own buffers: a
+    million leaves are ~600 MB, too much to copy into arrow strings and sort again."""
+    import polars as pl
+
+    from .export import leaf_hashes
+
+    try:
+        df = (polars_scan(lake, "ledger", files_for_seq_ranges(dt, [(lo, hi)]))
+              .filter((pl.col("seq") >= lo) & (pl.col("seq") < hi)).select("seq", "leaf").collect().sort("seq"))
+    except Exception:  # noqa: BLE001 - a cache: proofs read the leaves themselves
+        return None
+    if not _is_range(df.get_column("seq"), lo, hi) or df.get_column("leaf").null_count():
+        return None
+    return leaf_hashes(df.get_column("leaf"))
+
+
+def _is_range(seqs, lo: int, hi: int) -> bool:
+    import numpy as np
+
+    return len(seqs) == hi - lo and bool(np.array_equal(seqs.to_numpy(), np.arange(lo, hi)))
+
+
+def _write_leaf_segment(lake: Lake, lo: int, hi: int, hashes: list[bytes]) -> bool:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pa.table({"seq": pa.array(np.arange(lo, hi), pa.int64()), "hash": pa.array(hashes, pa.binary(32))})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, row_group_size=LEAF_ROW_GROUP, compression="none")  # hashes do not compress
+    try:
+        lake.write_bytes(f"{_index_dir(LEAF_INDEX)}/seg-{lo:012d}-{hi:012d}.parquet", buf.getvalue().to_pybytes())
+    except AuditlakeError as exc:  # a cache: proofs still work without it
+        print(f"auditlake: warning: leaf-hash index segment not stored ({exc})", file=sys.stderr)
+        return False
+    return True
+
+
+def _cached_leaf_hashes(lake: Lake, segments: list[tuple[int, int, str]], lo: int, hi: int) -> list[bytes] | None:
+    """The stored leaf hashes of seqs [lo, hi) (inside one row group), or None."""
+    import pyarrow.parquet as pq
+
+    seg = next((x for x in segments if x[0] <= lo and hi <= x[1]), None)
+    if seg is None:
+        return None
+    fs, _ = lake.filesystem()
+    rg, start = divmod(lo - seg[0], LEAF_ROW_GROUP)
+    try:
+        with fs.open_input_file(seg[2]) as f:
+            t = pq.ParquetFile(f).read_row_group(rg).slice(start, hi - lo)
+    except Exception:  # noqa: BLE001 - an unreadable cache segment is a miss
+        return None
+    if not _is_range(t.column("seq"), lo, hi):
+        return None
+    return t.column("hash").to_pylist()
+
+
+def _leaf_in_file(lake: Lake, rel_path: str, seq: int) -> bytes | None:
+    """The leaf of `seq` read from one ledger data file (the event index's pointer), or None."""
+    import polars as pl
+
+    if not _inside_table(rel_path):
+        return None
+    try:
+        df = polars_scan(lake, "ledger", [rel_path]).filter(pl.col("seq") == seq).select("leaf").collect()
+    except Exception:  # noqa: BLE001 - gone (compacted) or unreadable: read the block instead
+        return None
+    return df.item(0, 0).encode() if df.height == 1 and df.item(0, 0) is not None else None
+
+
+def _tile_caches(lake: Lake) -> list[tuple[int, str]]:
+    """(tree size, path) of the tile cache files, largest first."""
+    import pyarrow.fs as pafs
+
+    fs, root = lake.filesystem()
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/{_index_dir(TILE_CACHE)}", allow_not_found=True))
+    except OSError:
+        return []
+    found = [(int(m.group(1)), i.path) for i in infos if (m := _TILE_CACHE_RE.search(i.path))]
+    return sorted(found, reverse=True)
+
+
+def update_tile_cache(lake: Lake, size: int) -> None:
+    """Rewrite the tile cache from the tiles table once it lags the tree of `size` by
+    INDEX_MIN_ROWS leaves or more (older cache files are removed)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    caches = _tile_caches(lake)
+    if size - (caches[0][0] if caches else 0) < INDEX_MIN_ROWS:
+        return
+    paths = [p for p, *_ in _tile_files(lake)]
+    if not paths:
+        return
+    t = _tiles_dataset(lake, paths).to_table(columns=["level", "idx", "hash"])
+    level = t.column("level").to_numpy().astype(np.int64)
+    idx = t.column("idx").to_numpy()
+    node = ((level << _NODE_SHIFT) | idx).tolist()
+    hexes = t.column("hash").to_pylist()
+    seen: dict[int, bytes] = {}
+    for i in np.flatnonzero(((idx + 1) << level) <= size).tolist():  # the nodes inside the tree
+        if isinstance(hexes[i], str) and _HEX64.fullmatch(hexes[i]):
+            seen.setdefault(node[i], bytes.fromhex(hexes[i]))  # as TreeNodes: the first stored copy
+    order = sorted(seen)
+    table = pa.table({"node": pa.array(order, pa.int64()), "hash": pa.array([seen[n] for n in order], pa.binary(32))})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="none")
+    try:
+        lake.write_bytes(f"{_index_dir(TILE_CACHE)}/upto-{size:012d}.parquet", buf.getvalue().to_pybytes())
+    except AuditlakeError as exc:
+        print(f"auditlake: warning: tile cache not stored ({exc})", file=sys.stderr)
+        return
+    fs, _ = lake.filesystem()
+    for _, old in caches:
+        try:
+            fs.delete_file(old)
+        except OSError:
+            pass  # only the largest cache is read
+
+
+def _cached_tiles(lake: Lake, size: int, ids: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The cached hashes of these perfect nodes (those inside the cache's tree)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    caches = _tile_caches(lake)
+    if not caches:
+        return {}
+    cache_size, path = caches[0]
+    ids = [(lv, i) for lv, i in ids if ((i + 1) << lv) <= min(cache_size, size)]
+    if not ids:
+        return {}
+    fs, _ = lake.filesystem()
+    try:
+        with fs.open_input_file(path) as f:
+            t = pq.read_table(f)
+        nodes = t.column("node").to_numpy()
+        hashes = t.column("hash")
+    except Exception:  # noqa: BLE001 - an unreadable cache is a miss
+        return {}
+    want = np.array([(lv << _NODE_SHIFT) | i for lv, i in ids], np.int64)
+    pos = np.minimum(np.searchsorted(nodes, want), len(nodes) - 1)
+    return {nid: hashes[int(p)].as_py() for nid, w, p in zip(ids, want, pos) if len(nodes) and nodes[p] == w}
+
+
+def _levels(level: list[bytes]) -> list[list[bytes]]:
+    """Levels 0.. of the perfect subtree over these (2**k) leaf hashes."""
+    levels = [level]
+    while len(level) > 1:
+        level = [merkle.node_hash(a, c) for a, c in zip(level[0::2], level[1::2])]
+        levels.append(level)
+    return levels
 
 
 # ============================================================================ tiles
@@ -487,20 +762,48 @@ def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaves: list[bytes]) 
     return out
 
 
+def _tile_files(lake: Lake) -> list[tuple]:
+    """(path, level, min idx, max idx) of the tiles table's files."""
+    dt = lake.delta("tiles")
+    if dt is None:
+        return []
+    acts = _add_actions(dt)
+    cols = acts.column_names
+    n = acts.num_rows
+    return list(zip(
+        acts.column("path").to_pylist(),
+        acts.column("partition.level").to_pylist() if "partition.level" in cols else [None] * n,
+        acts.column("min.idx").to_pylist() if "min.idx" in cols else [None] * n,
+        acts.column("max.idx").to_pylist() if "max.idx" in cols else [None] * n,
+    ))
+
+
+def _tiles_dataset(lake: Lake, paths: list[str]) -> ds.Dataset:
+    schema = pa.schema([("idx", pa.int64()), ("hash", pa.string()), ("level", pa.int32())])
+    return table_dataset(lake, "tiles", paths, schema, hive=pa.schema([("level", pa.int32())]))
+
+
 class TreeNodes:
     """`get_node(level, idx)` for a tree of `size` over the lake's ledger: tiles for level
-    >= TILE_LEVEL (recomputed and stored when missing), leaves of one block below."""
+    >= TILE_LEVEL (recomputed and stored when missing), leaves of one block below.
+    `use_tiles=False` reads leaves only: no tiles and none of the proof caches."""
 
     def __init__(self, lake: Lake, size: int, use_tiles: bool = True, dt=None):
         self.lake, self.size, self.use_tiles = lake, size, use_tiles
-        self.dt = dt if dt is not None else lake.delta("ledger")
+        self._dt = dt  # the Delta tables are opened only when needed (~20 ms each)
         self.tiles: dict[tuple[int, int], bytes] = {}
         self.fetched: set[tuple[int, int]] = set()
         self.blocks: dict[int, list[list[bytes]]] = {}
         self.leaves: dict[int, bytes] = {}  # seq -> leaf bytes of the blocks read
         self.new_tiles: dict[tuple[int, int], bytes] = {}
-        self._tiles_dt = lake.delta("tiles") if use_tiles else None
         self._tile_files: list | None = None
+        self._leaf_segments: list | None = None
+
+    @property
+    def dt(self):
+        if self._dt is None:
+            self._dt = self.lake.delta("ledger")
+        return self._dt
 
     def seed(self, frontier_hex: list[str] | None) -> None:
         """Known perfect nodes: a checkpoint's frontier (the right edge of its tree). Unsigned,
@@ -516,18 +819,10 @@ class TreeNodes:
     def _fetch(self, level_ranges: list[tuple[int, int, int]]) -> None:
         """Load stored tiles with level == l and lo <= idx < hi for each (l, lo, hi); only the
         files (one level each) whose idx statistics overlap are opened."""
-        if self._tiles_dt is None or not level_ranges:
+        if not self.use_tiles or not level_ranges:
             return
         if self._tile_files is None:
-            acts = _add_actions(self._tiles_dt)
-            cols = acts.column_names
-            n = acts.num_rows
-            self._tile_files = list(zip(
-                acts.column("path").to_pylist(),
-                acts.column("partition.level").to_pylist() if "partition.level" in cols else [None] * n,
-                acts.column("min.idx").to_pylist() if "min.idx" in cols else [None] * n,
-                acts.column("max.idx").to_pylist() if "max.idx" in cols else [None] * n,
-            ))
+            self._tile_files = _tile_files(self.lake)
         paths = []
         for path, lv, lo_f, hi_f in self._tile_files:
             lv = None if lv is None else int(lv)
@@ -541,9 +836,7 @@ class TreeNodes:
         for lv, lo, hi in level_ranges:
             e = (pc.field("level") == lv) & (pc.field("idx") >= lo) & (pc.field("idx") < hi)
             expr = e if expr is None else expr | e
-        hive = pa.schema([("level", pa.int32())])
-        data = table_dataset(self.lake, "tiles", paths, pa.schema([("idx", pa.int64()), ("hash", pa.string()), ("level", pa.int32())]), hive=hive)
-        t = data.to_table(columns=["level", "idx", "hash"], filter=expr)
+        t = _tiles_dataset(self.lake, paths).to_table(columns=["level", "idx", "hash"], filter=expr)
         for lv, i, h in zip(t.column("level").to_pylist(), t.column("idx").to_pylist(), t.column("hash").to_pylist()):
             if isinstance(h, str) and _HEX64.fullmatch(h):
                 self.tiles.setdefault((lv, i), bytes.fromhex(h))
@@ -552,6 +845,13 @@ class TreeNodes:
         want = sorted({(lv, i) for lv, i in ids if lv >= TILE_LEVEL and (lv, i) not in self.tiles})
         if not want:
             return
+        if self.use_tiles:
+            for nid, h in _cached_tiles(self.lake, self.size, want).items():
+                self.tiles.setdefault(nid, h)
+            self.fetched.update(nid for nid in want if nid in self.tiles)
+            want = [nid for nid in want if nid not in self.tiles]
+            if not want:
+                return
         self._fetch([(lv, i, i + 1) for lv, i in want])
         self.fetched.update(want)
 
@@ -588,15 +888,32 @@ class TreeNodes:
                 for s, leaf in zip(range(lo, hi), t.column("leaf").slice(pos, hi - lo).to_pylist()):
                     self.leaves[s] = leaf.encode()
             pos += hi - lo
-            levels = [level]
-            while len(level) > 1:
-                level = [merkle.node_hash(a, c) for a, c in zip(level[0::2], level[1::2])]
-                levels.append(level)
-            self.blocks[b] = levels
+            self.blocks[b] = _levels(level)
 
-    def leaf(self, seq: int) -> bytes:
-        b = seq >> TILE_LEVEL
+    def _block(self, b: int) -> None:
+        """Levels 0..TILE_LEVEL of block b: from the leaf-hash index when it holds the block
+        and agrees with the leaves read, else from the ledger leaves."""
+        lo, hi = b * TILE_LEAVES, min((b + 1) * TILE_LEAVES, self.size)
+        hashes = None
+        if self.use_tiles:
+            if self._leaf_segments is None:
+                self._leaf_segments = _cover(_index_segments(self.lake, LEAF_INDEX))[0]
+            hashes = _cached_leaf_hashes(self.lake, self._leaf_segments, lo, hi)
+        if hashes is not None and all(merkle.leaf_hash(self.leaves[s]) == hashes[s - lo]
+                                      for s in range(lo, hi) if s in self.leaves):
+            self.blocks[b] = _levels(hashes)
+        else:
+            self._read_blocks([b])
+
+    def leaf(self, seq: int, file: str | None = None) -> bytes:
+        """The leaf of `seq`: from `file` (the event index's pointer) when it holds it, else
+        read with its whole block."""
+        if seq not in self.leaves and file is not None and self.use_tiles:
+            leaf = _leaf_in_file(self.lake, file, seq)
+            if leaf is not None:
+                self.leaves[seq] = leaf
         if seq not in self.leaves:
+            b = seq >> TILE_LEVEL
             self.blocks.pop(b, None)
             self._read_blocks([b], keep_leaves=True)
         return self.leaves[seq]
@@ -609,7 +926,7 @@ class TreeNodes:
         if level < TILE_LEVEL:
             b = (idx << level) >> TILE_LEVEL
             if b not in self.blocks:
-                self._read_blocks([b])
+                self._block(b)
             levels = self.blocks[b]
             return levels[level][idx - (b << (TILE_LEVEL - level))]
         h = self.tiles.get((level, idx))
@@ -761,8 +1078,13 @@ def _build(lake: Lake, size: int, fn, check, frontier: list[str] | None = None) 
 def inclusion_proof(lake: Lake, event_id: str) -> dict:
     """The inclusion proof document of one event against the latest signed checkpoint."""
     event_id = str(event_id).strip().lower()
-    dt = lake.delta("ledger")
-    seq = locate_event(lake, event_id, dt)
+    hit, covered = _indexed_event(lake, event_id)
+    dt = None
+    if hit is not None:
+        seq, file = hit
+    else:  # not indexed (yet): the ledger table is needed
+        dt = lake.delta("ledger")
+        seq, file = _locate_unindexed(lake, event_id, covered, dt), None
     if seq is None:
         raise AuditlakeError(f"no event {event_id} in the ledger")
     rows = _checkpoints(lake, latest=True)
@@ -772,14 +1094,16 @@ def inclusion_proof(lake: Lake, event_id: str) -> dict:
     cp = _cp_dict(row)
     size = cp["tree_size"]
     root = bytes.fromhex(cp["root"])
+    update_leaf_index(lake, size, dt)
+    update_tile_cache(lake, size)
     nodes = TreeNodes(lake, size, dt=dt)
     nodes.seed(row.get("frontier"))
-    leaf = nodes.leaf(seq)
+    leaf = nodes.leaf(seq, file)
     if orjson.loads(leaf).get("event_id") != event_id:  # a stale or forged index entry
-        seq = scan_event(lake, event_id, dt)
+        seq = scan_event(lake, event_id, nodes.dt)
         if seq is None or seq >= size:
             raise AuditlakeError(f"no event {event_id} covered by the latest checkpoint")
-        nodes = TreeNodes(lake, size, dt=dt)
+        nodes = TreeNodes(lake, size, dt=nodes.dt)
         nodes.seed(row.get("frontier"))
         leaf = nodes.leaf(seq)
     lh = merkle.leaf_hash(leaf)

@@ -267,3 +267,23 @@ def test_subject_index_is_signed_and_a_forged_one_cannot_hide_rows(lake, tmp_pat
     with open(path, "wb") as f:
         f.write(sink.getvalue().to_pybytes())
     assert proofs.subject_seqs(lake, SUBJECT, keys) == truth
+
+
+def test_subject_rows_read_only_the_indexed_files_and_survive_a_stale_pointer(lake, tmp_path, monkeypatch):
+    from auditlake import proofs
+
+    monkeypatch.setattr(proofs, "INDEX_MIN_ROWS", 20)
+    for k in range(2):
+        _build(lake, tmp_path, k * 30, (k + 1) * 30, f"b{k}")
+    truth = sorted(r["seq"] for r in _ledger(lake) if r["subject_id"] == SUBJECT
+                   or (r["actor_id"] == SUBJECT and r["actor_ip_sealed"]))
+    keys = open_lake_keys(lake)
+    privacy.subject_rows(lake, "warm-up")  # indexes the ledger
+    located = proofs.subject_locations(lake, SUBJECT, keys)
+    assert sorted(located) == truth and all(located.values())  # every row with its data file
+    monkeypatch.setattr(proofs, "read_seqs", lambda *a, **k: pytest.fail("read by seq although every file is known"))
+    assert privacy.subject_rows(lake, SUBJECT).column("seq").to_pylist() == truth
+    monkeypatch.undo()
+    # A pointer to a file that does not hold the row (compacted away, say): read by seq.
+    stale = {s: "event_date=2000-01-01/gone.parquet" for s in located}
+    assert proofs.read_located(lake, stale, ["event_id"]).column("seq").to_pylist() == truth

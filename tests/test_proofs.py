@@ -333,3 +333,42 @@ def test_event_index_finds_events_compacts_and_survives_a_forged_entry(lake, tmp
     assert proofs.locate_event(lake, ids[5]) == 7
     doc = proofs.inclusion_proof(lake, ids[5])
     assert doc["leaf_index"] == 5 and proofs.verify_proof_doc(doc)[0]
+
+
+def test_proof_caches_spare_the_ledger_reads_and_cannot_mislead(lake, tmp_path, monkeypatch):
+    """Past INDEX_MIN_ROWS a proof reads its leaf from the one file the event index names,
+    the block's leaf hashes from the leaf-hash index and tiles from the tile cache; wrong
+    cache contents still give a valid proof."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(proofs, "INDEX_MIN_ROWS", 50)
+    monkeypatch.setattr(proofs, "LEAF_SEGMENT_ROWS", 512)
+    _ingest(lake, tmp_path, 0, 300, "b1")
+    _ingest(lake, tmp_path, 300, 800, "b2")
+    ids, leaves = _ids(lake)
+    hashes = [merkle.leaf_hash(x) for x in leaves]
+    assert proofs.verify_proof_doc(proofs.inclusion_proof(lake, ids[0]))[0]  # builds the caches
+    segs = proofs._index_segments(lake, proofs.LEAF_INDEX)
+    assert sorted(s[:2] for s in segs) == [(0, 512), (512, 512 + 256)]  # whole blocks, split at 512
+    assert [c[0] for c in proofs._tile_caches(lake)] == [800]
+    reads = []
+    real = proofs.read_seq_ranges
+    monkeypatch.setattr(proofs, "read_seq_ranges", lambda *a, **k: reads.append(a[1]) or real(*a, **k))
+    for i in (3, 300, 511, 700, 799):
+        doc = proofs.inclusion_proof(lake, ids[i])
+        assert doc["proof"] == [h.hex() for h in merkle.inclusion_proof(i, hashes)]
+        assert proofs.verify_proof_doc(doc)[0]
+    assert reads == [[(768, 800)]]  # only the last, unindexed block came from the ledger
+    # Wrong leaf hashes, a wrong tile and a wrong file pointer: still the right proof.
+    proofs._write_leaf_segment(lake, 0, 512, [b"\x07" * 32] * 512)
+    cache = proofs._tile_caches(lake)[0][1]
+    pq.write_table(pa.table({"node": pa.array([(9 << 48) | 0], pa.int64()),
+                                     "hash": pa.array([b"\x01" * 32], pa.binary(32))}), cache)
+    other = next(p for p in lake.delta("ledger").file_uris())
+    proofs._write_segment(lake, pa.table({"key": [ids[100]], "seq": pa.array([100], pa.int64()),
+                                          "file": [other.rsplit("/tables/ledger/", 1)[-1]]}), 0, 9999)
+    for i in (100, 600):
+        doc = proofs.inclusion_proof(lake, ids[i])
+        assert doc["proof"] == [h.hex() for h in merkle.inclusion_proof(i, hashes)]
+        assert proofs.verify_proof_doc(doc)[0]

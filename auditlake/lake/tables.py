@@ -167,6 +167,21 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
     return (read_version + 1) if read_version is not None else 0
 
 
+def dataset(lake: Lake, name: str, dt=None):
+    """The live data files of table `name` (at `dt`'s version, else the latest) as a pyarrow
+    dataset without the partition columns. Much cheaper to open than
+    DeltaTable.to_pyarrow_dataset(), which builds a partition expression per file."""
+    import pyarrow.dataset as ds
+    from urllib.parse import unquote
+
+    dt = dt if dt is not None else lake.delta(name)
+    partitions = set(PARTITIONS.get(name, ()))
+    schema = pa.schema([f for f in SCHEMAS[name] if f.name not in partitions])
+    fs, root = lake.filesystem()
+    rel = pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist() if dt is not None else []
+    return ds.dataset([f"{root}/tables/{name}/{unquote(p)}" for p in rel], schema=schema, format="parquet", filesystem=fs)
+
+
 def version(lake: Lake, name: str) -> int | None:
     dt = lake.delta(name)
     return None if dt is None else dt.version()
