@@ -41,7 +41,7 @@ from .keys import KeyStore
 from .lake import retention, tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
-from .ledger import chain
+from .ledger import chain, merkle
 from .ledger.checkpoint import Checkpoint
 
 # A batch (one commit per table) closes at this many lines or raw landing bytes; sealing
@@ -364,23 +364,25 @@ def _replays(lake: Lake, state: _State, sealed: pa.Table) -> np.ndarray:
 
 
 def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, now: datetime
-                 ) -> tuple[pa.Table, Iterator[bytes], bytes]:
+                 ) -> tuple[pa.Table, list[bytes], bytes]:
     """The ledger rows of the sealed events, numbered from the head: each record completed
-    with its seq and ingested_at, and chained. Chunk by chunk, so that only one chunk's
-    records exist as Python bytes at a time; returns the table, the records again (lazily,
-    for the Merkle tree) and the new chain head."""
+    with its seq and ingested_at, chained and leaf-hashed, chunk by chunk (so only one
+    chunk's records exist as Python bytes at a time). Returns the table, the RFC 6962 leaf
+    hashes and the new chain head."""
     key_id = keys.chain_key_id
     chain_keys = keys.chain_keys()
     ingested = pa.scalar(orjson.dumps(_iso(now)).decode())
     pos, prev = head.tree_size, head.chain_head
-    seqs, leaves, hashes = [], [], []
+    seqs, leaves, hashes, leaf_hashes = [], [], [], []
     for rb in sealed.to_batches():
         if not rb.num_rows:
             continue
         seq = pa.array(np.arange(pos, pos + rb.num_rows, dtype=np.int64))
         leaf = pc.binary_join_element_wise(rb["leaf_head"], ingested, rb["leaf_mid"], pc.cast(seq, pa.string()),
                                            rb["leaf_tail"], "")
-        links = chain.extend(chain_keys, prev, ((key_id, lf) for lf in leaf.cast(pa.binary()).to_pylist()))
+        records = leaf.cast(pa.binary()).to_pylist()
+        links = chain.extend(chain_keys, prev, ((key_id, r) for r in records))
+        leaf_hashes.extend([merkle.leaf_hash(r) for r in records])
         pos, prev = pos + rb.num_rows, links[-1]
         seqs.append(seq)
         leaves.append(leaf)
@@ -396,7 +398,7 @@ def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, no
         "batch_id": pa.array(np.full(n, batch_id, object), pa.string()),
     }
     table = pa.table([extra[f.name] if f.name in extra else sealed[f.name] for f in tables.LEDGER], schema=tables.LEDGER)
-    return table, (lf for c in leaves for lf in c.cast(pa.binary()).to_pylist()), prev
+    return table, leaf_hashes, prev
 
 
 def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> tuple[int, int]:
@@ -418,11 +420,11 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
     n = sealed.num_rows
 
     if n:
-        table, leaves, chain_head = _ledger_rows(keys, head, sealed, batch_id, now)
+        table, leaf_hashes, chain_head = _ledger_rows(keys, head, sealed, batch_id, now)
         sources = pc.unique(sealed["source_sha256"]).to_pylist()
         head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version,
                                             {"batch_id": batch_id, SOURCES: ",".join(sorted(sources))})
-        head.frontier = proofs.extend_frontier(lake, head.frontier, leaves)  # also stores tiles
+        head.frontier = proofs.extend_frontier(lake, head.frontier, leaf_hashes)  # also stores tiles
         head.chain_head = chain_head
         head.tree_size += n
         by_file = table.group_by("source_sha256").aggregate([("seq", "count"), ("seq", "min"), ("seq", "max")])

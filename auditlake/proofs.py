@@ -745,12 +745,12 @@ def write_tiles(lake: Lake, nodes: list[tuple[int, int, bytes]], lock: bool = Fa
     return True
 
 
-def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaves: list[bytes]) -> merkle.Frontier:
-    """Ingest's hook: append the batch's leaves to the frontier and store the perfect nodes
-    of level >= TILE_LEVEL that the batch completed."""
+def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaf_hashes: list[bytes]) -> merkle.Frontier:
+    """Ingest's hook: append the batch's leaf hashes to the frontier and store the perfect
+    nodes of level >= TILE_LEVEL that the batch completed."""
     nodes: list[tuple[int, int, bytes]] = []
     out = frontier.extend(
-        (merkle.leaf_hash(leaf) for leaf in leaves),
+        leaf_hashes,
         min_level=TILE_LEVEL,
         on_node=lambda lv, i, h: nodes.append((lv, i, h)),
     )
