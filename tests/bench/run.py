@@ -1,11 +1,11 @@
 """`make bench`: speed and memory of auditlake against the alternatives, on the same data.
 
-    .venv/bin/python tests/bench/run.py [--sizes 100000,1000000] [--repeat 3] [--out results/]
+    .venv/bin/python tests/bench/run.py [--sizes 100000,1000000,10000000] [--repeat 3] [--out results/]
                                         [--skip-postgres] [--skip STEP,...] [--work DIR --keep]
 
 For each size the generator's landing data (auditlake.generate: JSONL, JSONL.gz and
 Parquet files, planted violations, about 0.5% bad lines) is written once, then measured,
-each figure the median of --repeat runs:
+each figure the median of --repeat runs (sizes from 10M: one run):
 
 1. ingest: `auditlake ingest` (auditlake.ingest.ingest, fresh lake each run, own process)
    against the integrity-free baseline (worker.py: polars read + Delta append, no
@@ -19,7 +19,8 @@ each figure the median of --repeat runs:
    telemarketing calls without a prior consent.granted for the phone, per tenant) and the
    30-day findings summary. Target: each under 1 s at 10M events.
 4. export: Parquet with the default (redacting) profile. Target: >= 500K events/s.
-5. memory: peak RSS of each ingest process. Target: flat, under 1.5 GB at 1M and 10M.
+5. memory: peak RSS of each ingest process with its sealing workers. Target: flat, under
+   1.5 GB at 1M and 10M.
 6. growth: ingest, full verify, incremental verify from the trusted checkpoint (after a
    fixed extra ingest of --extra-events) and inclusion-proof size, as a table and a plot.
 
@@ -55,6 +56,8 @@ PY = sys.executable
 STEPS = ("baseline", "postgres", "verify", "incremental", "proofs", "queries", "compliance", "export")
 GB = 1024
 
+
+LARGE = 10_000_000  # sizes from here on are measured once per step
 
 def log(msg: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -274,6 +277,7 @@ def bench_compliance(lake) -> dict:
 # ----------------------------------------------------------------------------- one size
 def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir: Path | None) -> dict:
     base = work / f"n{n}"
+    repeat = 1 if n >= LARGE else args.repeat  # a 10M run takes minutes per step: once
     gen, lake_dir, home = base / "gen", base / "lake", base / "home"
     base.mkdir(parents=True, exist_ok=True)
     os.environ["AUDITLAKE_HOME"] = str(home)
@@ -295,12 +299,12 @@ def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir
 
     # 1. ingest, each run into a fresh lake in its own process; the last run's lake is kept.
     runs = []
-    for i in range(args.repeat):
-        target = lake_dir if i == args.repeat - 1 else base / "scratch-lake"
+    for i in range(repeat):
+        target = lake_dir if i == repeat - 1 else base / "scratch-lake"
         _rmtree(target)
         r = _worker("ingest", env, target, landing)
         runs.append(r)
-        log(f"n={n:,}: ingest {i + 1}/{args.repeat}: {r['seconds']:.1f}s ({r['accepted']:,} accepted, "
+        log(f"n={n:,}: ingest {i + 1}/{repeat}: {r['seconds']:.1f}s ({r['accepted']:,} accepted, "
             f"{r['quarantined']:,} quarantined), peak RSS {r['peak_rss_mb']:.0f} MB")
         if target != lake_dir:
             _rmtree(target)
@@ -321,13 +325,13 @@ def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir
     # 1b. the integrity-free baseline
     if "baseline" not in skip:
         runs = []
-        for i in range(args.repeat):
+        for i in range(repeat):
             target = base / "baseline-delta"
             _rmtree(target)
             r = _worker("baseline", env, target, landing)
             runs.append(r)
             _rmtree(target)
-            log(f"n={n:,}: baseline {i + 1}/{args.repeat}: {r['seconds']:.1f}s ({r['rows']:,} rows), "
+            log(f"n={n:,}: baseline {i + 1}/{repeat}: {r['seconds']:.1f}s ({r['rows']:,} rows), "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB")
         if profile_dir is not None:
             _worker("baseline", env, base / "baseline-delta", landing, profile=profile_dir / "baseline.prof")
@@ -352,12 +356,12 @@ def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir
     # 2. full verify
     def verify_full():
         runs = []
-        for i in range(args.repeat):
+        for i in range(repeat):
             r = _worker("verify", env, lake_dir)
             if not r["ok"]:
                 raise RuntimeError(f"verify found problems in the bench lake: {r['findings']}")
             runs.append(r)
-            log(f"n={n:,}: verify {i + 1}/{args.repeat}: {r['seconds']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB")
+            log(f"n={n:,}: verify {i + 1}/{repeat}: {r['seconds']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB")
         med = statistics.median(r["seconds"] for r in runs)
         res["verify"] = {"runs_s": [r["seconds"] for r in runs], "median_s": med, "events": runs[-1]["events"],
                          "events_per_s": runs[-1]["events"] / med,
@@ -376,10 +380,10 @@ def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir
             f"{res['compliance']['findings']} findings")
 
     def queries():
-        res["catalog"] = bench_queries(lake, sample, args.repeat, with_findings="compliance" in res)
+        res["catalog"] = bench_queries(lake, sample, repeat, with_findings="compliance" in res)
 
     def export():
-        res["export"] = bench_export(lake, base, args.repeat)
+        res["export"] = bench_export(lake, base, repeat)
         log(f"n={n:,}: export {res['export']['rows']:,} rows, median {res['export']['median_s']:.2f}s = "
             f"{res['export']['events_per_s']:,.0f} events/s")
 
@@ -388,7 +392,7 @@ def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir
         import pg_bench
 
         res["postgres"] = {"error": "did not finish"}
-        res["postgres"] = pg_bench.run(str(landing), base / "pg", args.pg_repeat or args.repeat, log=log)
+        res["postgres"] = pg_bench.run(str(landing), base / "pg", 1 if n >= LARGE else (args.pg_repeat or args.repeat), log=log)
         pg = res["postgres"]
         res["pg_ingest_speedup_x"] = pg["ingest_median_s"] / res["ingest"]["median_s"]
         if "verify" in res:
@@ -406,7 +410,7 @@ def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir
         log(f"n={n:,}: +{extra['accepted']:,} events ingested into the {n:,} lake in {extra['seconds']:.1f}s, "
             f"peak RSS {extra['peak_rss_mb']:.0f} MB")
         runs = []
-        for i in range(args.repeat):
+        for i in range(repeat):
             r = _worker("verify-incremental", env, lake_dir)
             if not r.get("available"):
                 inc.update(available=False, detail=r.get("detail"))
@@ -415,7 +419,7 @@ def bench_size(n: int, args, work: Path, extra_landing: Path | None, profile_dir
             if not r["ok"]:
                 raise RuntimeError("incremental verify found problems in the bench lake")
             runs.append(r)
-            log(f"n={n:,}: incremental verify {i + 1}/{args.repeat}: {r['seconds']:.2f}s")
+            log(f"n={n:,}: incremental verify {i + 1}/{repeat}: {r['seconds']:.2f}s")
         inc.update(available=True, runs_s=[r["seconds"] for r in runs],
                    median_s=statistics.median(r["seconds"] for r in runs), kwarg=runs[-1]["kwarg"],
                    peak_rss_max_mb=max(r["peak_rss_mb"] for r in runs))
@@ -480,8 +484,8 @@ def _batch_lines() -> int | None:
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="100000,1000000", help="comma-separated event counts (10000000 supported)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (the median is reported)")
+    ap.add_argument("--sizes", default="100000,1000000,10000000", help="comma-separated event counts")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (the median is reported); sizes from 10M run once")
     ap.add_argument("--pg-repeat", type=int, default=0, help="PostgreSQL runs per figure (default: --repeat)")
     ap.add_argument("--out", default=str(ROOT / "results"), help="report folder (default: results/)")
     ap.add_argument("--skip-postgres", action="store_true", help="no PostgreSQL comparison")
