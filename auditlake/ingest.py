@@ -15,11 +15,8 @@ dropped again under any name is skipped.
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 import random
-import sys
 import time
 import uuid
 from collections import deque
@@ -46,12 +43,11 @@ from .ledger.checkpoint import Checkpoint
 
 # A batch (one commit per table) closes at this many lines or raw landing bytes; sealing
 # works on smaller chunks, up to WINDOW of them in flight while a batch commits.
-BATCH_LINES = 100_000
+BATCH_LINES = 75_000
 BATCH_BYTES = 64 << 20
 CHUNK_LINES = 5_000
 WINDOW = 12
 PARALLEL_MIN_BYTES = 16 << 20  # below this much landing input, seal in-process
-_LIBC = ctypes.CDLL("libc.so.6") if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else None
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 MAX_ATTEMPTS = 40
@@ -450,16 +446,8 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
     if head.tree_size > head.checkpoint_frontier_size:
         _checkpoint(lake, keys, head, batch_id)
     retention.lock_new(lake, keys)
-    _release_memory()
+    sealing.release_memory()
     return n, len(batch.bad)
-
-
-def _release_memory() -> None:
-    """Hand the batch's freed memory back to the system, so the peak stays one batch's worth
-    (Arrow's pool and glibc's arenas otherwise keep it, and the next batch lands beside it)."""
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 def _counts(lake: Lake, name: str, shas: list[str], extra: str | None = None) -> dict[str, tuple[int, int | None, int | None]]:

@@ -8,8 +8,10 @@ commits earlier batches, and a sealed chunk stays valid whatever the ledger's he
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
+import platform
 import queue
 import struct
 import subprocess
@@ -304,6 +306,17 @@ class WorkerSealing:
             p.stdout.close()
 
 
+_LIBC = ctypes.CDLL("libc.so.6") if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else None
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the system (Arrow's pool and glibc's arenas otherwise keep
+    it), so a long run's footprint is one unit of work's, not its high-water mark."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def _send(stream, obj) -> None:
     body = pickle.dumps(obj, protocol=5)
     stream.write(struct.pack("<Q", len(body)))
@@ -339,6 +352,8 @@ def _worker_main(log_id: str) -> None:
         except Exception as exc:  # reported to the ingest process, which fails the run
             reply = (False, f"{type(exc).__name__}: {exc}")
         _send(stdout, reply)
+        del chunk, reply
+        release_memory()
 
 
 if __name__ == "__main__":
