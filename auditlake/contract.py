@@ -158,16 +158,23 @@ def validate(ev) -> tuple[datetime | None, str | None]:
     return (occurred, None) if reason is None else (None, reason)
 
 
+_REQUIRED = ("event_id", "occurred_at", "event_type", "source", "tenant_id", "actor", "data")
+_NON_EMPTY_STRINGS = ("event_id", "occurred_at", "event_type", "source", "tenant_id")
+_SUBJECT_STRINGS = ("phone", "email", "name", "country", "region", "timezone")
+
+
 def _problem(ev, occurred: datetime | None) -> str | None:
     if not isinstance(ev, dict):
         return "not a JSON object"
     if not ENVELOPE_FIELDS.issuperset(ev):
         return f"unknown envelope field: {sorted(set(ev) - ENVELOPE_FIELDS)[0]}"
-    for name in ("event_id", "occurred_at", "event_type", "source", "tenant_id", "actor", "data"):
-        if name not in ev or ev[name] is None:
+    get = ev.get  # a local: this runs per landing line
+    for name in _REQUIRED:
+        if get(name) is None:
             return f"missing required field: {name}"
-    for name in ("event_id", "occurred_at", "event_type", "source", "tenant_id"):
-        if not isinstance(ev[name], str) or ev[name] == "":
+    for name in _NON_EMPTY_STRINGS:
+        value = ev[name]
+        if type(value) is not str or not value:
             return f"wrong type: {name} must be a non-empty string"
     if not UUID_RE.match(ev["event_id"]):
         return "bad event_id: not a canonical lowercase UUID"
@@ -194,20 +201,24 @@ def _problem(ev, occurred: datetime | None) -> str | None:
             return "wrong type: subject must be an object or null"
         if not SUBJECT_FIELDS.issuperset(subject):
             return f"unknown subject field: {sorted(set(subject) - SUBJECT_FIELDS)[0]}"
-        if not isinstance(subject.get("id"), str) or not subject["id"]:
+        sget = subject.get
+        sid = sget("id")
+        if type(sid) is not str or not sid:
             return "missing required field: subject.id"
-        for name in ("phone", "email", "name", "country", "region", "timezone"):
-            if subject.get(name) is not None and not isinstance(subject[name], str):
+        for name in _SUBJECT_STRINGS:
+            value = sget(name)
+            if value is not None and type(value) is not str:
                 return f"wrong type: subject.{name} must be a string"
-        if subject.get("phone") is not None and not E164_RE.match(subject["phone"]):
+        phone, country = sget("phone"), sget("country")
+        if phone is not None and not E164_RE.match(phone):
             return "bad subject.phone: not E.164"
-        if subject.get("country") is not None and not COUNTRY_RE.match(subject["country"]):
+        if country is not None and not COUNTRY_RE.match(country):
             return "bad subject.country: not ISO 3166 alpha-2"
     elif spec.get("subject") or spec.get("phone"):
         return "missing required field: subject"
     if spec.get("phone") and not (subject or {}).get("phone"):
         return "missing required field: subject.phone"
-    lb = ev.get("lawful_basis")
+    lb = get("lawful_basis")
     if lb is not None and lb != "" and lb not in LAWFUL_BASES:
         return "bad lawful_basis: not a GDPR Art. 6 basis"
     data = ev["data"]
