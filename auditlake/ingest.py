@@ -51,7 +51,6 @@ PARALLEL_MIN_BYTES = 16 << 20  # below this much landing input, seal in-process
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 MAX_ATTEMPTS = 40
-SOURCES = "auditlake_sources"  # commit info of ledger and quarantine commits: their files' hashes
 
 
 @dataclass
@@ -121,23 +120,13 @@ class _State:
 
 
 def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
-    """The landing files (content hashes) with rows in table `name`, and its version. Each
-    commit lists its files in its commit info, so this reads the Delta log, not the rows;
-    a commit without the list (another writer's) makes it read the column instead."""
+    """The landing files (content hashes) with rows in table `name`, and its version."""
     dt = lake.delta(name)
     if dt is None:
         return set(), None
-    shas: set[str] | None = set()
-    for commit in dt.history():
-        listed = commit.get(SOURCES)
-        if listed is None:
-            shas = None
-            break
-        shas.update(filter(None, listed.split(",")))
-    if shas is None:
-        shas = set()
-        for b in tables.dataset(lake, name, dt).to_batches(columns=["source_sha256"]):  # bounded memory
-            shas.update(pc.unique(b.column(0)).to_pylist())
+    shas: set[str] = set()
+    for b in tables.dataset(lake, name, dt).to_batches(columns=["source_sha256"]):  # bounded memory
+        shas.update(pc.unique(b.column(0)).to_pylist())
     return shas, dt.version()
 
 
@@ -417,9 +406,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
 
     if n:
         table, leaf_hashes, chain_head = _ledger_rows(keys, head, sealed, batch_id, now)
-        sources = pc.unique(sealed["source_sha256"]).to_pylist()
-        head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version,
-                                            {"batch_id": batch_id, SOURCES: ",".join(sorted(sources))})
+        head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version, {"batch_id": batch_id})
         head.frontier = proofs.extend_frontier(lake, head.frontier, leaf_hashes)  # also stores tiles
         head.chain_head = chain_head
         head.tree_size += n
@@ -435,9 +422,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
             b["quarantined_at"] = now
             b["batch_id"] = batch_id
         qt = pa.Table.from_pylist(batch.bad, schema=tables.QUARANTINE)
-        sources = sorted({b["source_sha256"] for b in batch.bad})
-        state.quarantine_version = tables.append(lake, "quarantine", qt, state.quarantine_version,
-                                                 {"batch_id": batch_id, SOURCES: ",".join(sources)})
+        state.quarantine_version = tables.append(lake, "quarantine", qt, state.quarantine_version, {"batch_id": batch_id})
         state.seen_quarantine.update(b["source_sha256"] for b in batch.bad)
 
     if batch.finished:

@@ -1,22 +1,33 @@
 """Full verification of a lake: Delta history, data files, rows, chain, Merkle roots,
 signed checkpoints and the trusted checkpoint (docs/LEDGER.md section 8).
 
-Heavy lifting runs in DuckDB: the chain is checked row by row against the stored previous
-hash (HMAC-SHA-256 computed with DuckDB's vectorised sha256 over HMAC's padded keys), and
-the Merkle tree is built level by level, so nothing here loops in Python per event.
+The rows are read in one batched scan in no particular order (DuckDB over the Parquet
+files; an S3 lake is first copied into a DuckDB table). Each row's HMAC is checked against
+the stored hash of the position before it, so no sort of the wide rows is needed:
+hashlib (OpenSSL, several times faster than DuckDB's sha256) computes the HMACs and leaf
+hashes in this thread while DuckDB, in its own threads, parses each sealed record once,
+compares it with the row's columns and reads the next batch. Per position only flat numpy
+arrays are kept (seq, first stored hash, leaf hash: about a hundred bytes per event, no
+Python object per row), and the Merkle roots the checkpoints need come from the leaf hashes
+through a frontier, which holds O(log n) hashes.
 """
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import posixpath
+import re
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -195,14 +206,32 @@ def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tu
     return paths, fs
 
 
-def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, root: str, start: int = 0) -> None:
-    """Stream the ledger rows with seq >= start into a DuckDB table `ledger` (which spills to
-    disk past its memory limit) and the seq of the rows below into `ledger_below`."""
-    import pyarrow.dataset as pads
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
 
+
+def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, root: str, start: int = 0) -> None:
+    """Make `ledger` the rows with seq >= start (with their _file and event_date) and
+    `ledger_below` the seq of the rows below. Local files stay views over DuckDB's parallel
+    Parquet reader, so each check reads only the columns it needs; other filesystems (S3,
+    which DuckDB cannot reach without httpfs) are streamed once into tables, which spill
+    to disk past the memory limit. Not TEMP: the private in-memory database is shared by
+    the connection's cursors."""
     base = pa.schema([f for f in tables.LEDGER if f.name != "event_date"])
     schema = base.append(pa.field("_file", pa.string())).append(pa.field("event_date", pa.string()))
     prefix = f"{root}/tables/ledger/"
+
+    if paths and isinstance(fs, pafs.LocalFileSystem):
+        files = f"[{', '.join(_sql_str(p) for p in paths)}]"
+        con.execute(
+            f"""CREATE VIEW ledger AS SELECT {', '.join(base.names)},
+                   substr(filename, {len(prefix) + 1}) AS _file,
+                   regexp_extract(filename, 'event_date=([^/]+)', 1) AS event_date
+                FROM read_parquet({files}, filename = true, hive_partitioning = false) WHERE seq >= {int(start)}"""
+        )
+        con.execute(f"CREATE VIEW ledger_below AS SELECT seq FROM read_parquet({files}) WHERE seq < {int(start)}")
+        return
+    import pyarrow.dataset as pads
 
     def batches(columns, flt):
         if not paths:
@@ -218,152 +247,407 @@ def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.File
                     )
                 yield b
 
-    if paths and isinstance(fs, pafs.LocalFileSystem):
-        # Local files: DuckDB's own parallel Parquet reader (it cannot reach S3 without httpfs).
-        con.execute(
-            f"""CREATE TEMP TABLE ledger AS SELECT {', '.join(base.names)},
-                   substr(filename, {len(prefix) + 1}) AS _file,
-                   regexp_extract(filename, 'event_date=([^/]+)', 1) AS event_date
-                FROM read_parquet(?, filename = true, hive_partitioning = false) WHERE seq >= ?""",
-            [paths, start],
-        )
-        con.execute("CREATE TEMP TABLE ledger_below AS SELECT seq FROM read_parquet(?) WHERE seq < ?", [paths, start])
-        return
     seq = pads.field("seq")
     con.register("ledger_src", pa.RecordBatchReader.from_batches(schema, batches(base.names, seq >= start)))
-    con.execute("CREATE TEMP TABLE ledger AS SELECT * FROM ledger_src")
+    con.execute("CREATE TABLE ledger AS SELECT * FROM ledger_src")
     con.unregister("ledger_src")
     below_schema = pa.schema([base.field("seq")])
     con.register("below_src", pa.RecordBatchReader.from_batches(below_schema, batches(["seq"], seq < start)))
-    con.execute("CREATE TEMP TABLE ledger_below AS SELECT * FROM below_src")
+    con.execute("CREATE TABLE ledger_below AS SELECT * FROM below_src")
     con.unregister("below_src")
 
 
+class _Positions:
+    """The distinct seq of the loaded rows in order, each with its first stored hash (the
+    lowest, as a scan in (seq, hash) order meets it): the hash the next position chains
+    from and the chain head a checkpoint at that size must carry. Flat numpy arrays, not
+    Python objects per row, so memory stays small."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        # Two narrow columns sorted in numpy: several times cheaper than DuckDB grouping
+        # a million string hashes by seq.
+        seqs, raws, odd, n = [], [], {}, 0
+        for batch in con.execute("SELECT seq, hash FROM ledger").to_arrow_reader(1 << 20):
+            raw, bad = _decode_hashes(batch.column(1))
+            odd.update((n + i, h) for i, h in bad.items())
+            seqs.append(batch.column(0).to_numpy())
+            raws.append(raw)
+            n += batch.num_rows
+        seq = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+        raw = np.concatenate(raws) if raws else np.zeros((0, 32), np.uint8)
+        order = np.argsort(seq, kind="stable")
+        seq = seq[order]
+        starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
+        self.seq = seq[starts]
+        self.count = np.diff(np.r_[starts, len(seq)])
+        self.raw = raw[order[starts]]
+        self.odd = {p: odd[r] for p, r in enumerate(order[starts].tolist()) if r in odd} if odd else {}
+        for p in np.flatnonzero(self.count > 1).tolist():
+            rows = order[starts[p]:starts[p] + self.count[p]].tolist()
+            self._set_first(p, [odd[r] if r in odd else raw[r].tobytes().hex() for r in rows])
+
+    def _set_first(self, p: int, hashes: list[str | None]) -> None:
+        """A duplicated position's first hash: the lowest stored one (as SQL's min, NULLs last)."""
+        first = min((h for h in hashes if h is not None), default=None)
+        self.odd.pop(p, None)
+        if first is not None and len(first) == 64 and _LOWER_HEX.fullmatch(first):
+            self.raw[p] = np.frombuffer(bytes.fromhex(first), np.uint8)
+        else:
+            self.odd[p] = first
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def stored(self, i: int) -> str | None:
+        """The first stored hash of position index i, as stored."""
+        return self.odd[i] if i in self.odd else self.raw[i].tobytes().hex()
+
+    def head(self, seq: int, default: str) -> str | None:
+        i = int(np.searchsorted(self.seq, seq))
+        return self.stored(i) if i < len(self.seq) and self.seq[i] == seq else default
+
+    def prev_bytes(self, i: int) -> bytes | None:
+        """Position i's first hash as the next position's HMAC input; None when there is no
+        usable one (NULL or not hex), so the next row's link cannot be checked."""
+        h = self.odd[i] if i in self.odd else self.raw[i].tobytes()
+        if isinstance(h, str):
+            try:
+                h = bytes.fromhex(h)
+            except ValueError:
+                return None
+        return h
+
+
+def _decode_hashes(hashes: pa.Array) -> tuple[np.ndarray, dict[int, str | None]]:
+    """Stored hex hashes as an (n, 32) byte matrix, and {index: value} of those that are not
+    64 lowercase hex digits (or NULL), whose rows of the matrix are zero."""
+    rows = _hex_rows(hashes)
+    if rows is not None:
+        text = rows.tobytes()
+        try:
+            raw = binascii.unhexlify(text)
+        except binascii.Error:
+            raw = None
+        if raw is not None and binascii.hexlify(raw) == text:
+            return np.frombuffer(raw, np.uint8).reshape(-1, 32), {}
+    raw, odd = np.zeros((len(hashes), 32), np.uint8), {}
+    for i, h in enumerate(hashes.to_pylist()):
+        if h is not None and len(h) == 64 and _LOWER_HEX.fullmatch(h):
+            raw[i] = np.frombuffer(bytes.fromhex(h), np.uint8)
+        else:
+            odd[i] = h
+    return raw, odd
+
+
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
+
+
+def _check_positions(con: duckdb.DuckDBPyConnection, pos: _Positions, report: VerifyReport, start: int) -> None:
+    """Duplicated and missing seq (the rows below `start` are counted by the caller)."""
+    report.events = int(pos.count.sum())
+    dups = np.flatnonzero(pos.count > 1)[:FINDINGS_PER_KIND]
+    if len(dups):
+        seqs = pos.seq[dups].tolist()
+        files = dict(con.execute("SELECT seq, min(_file) FROM ledger WHERE seq IN (SELECT unnest(?::BIGINT[])) GROUP BY seq",
+                                 [seqs]).fetchall())
+        for i, seq in zip(dups.tolist(), seqs):
+            report.add("duplicate_row", "ledger", f"seq {seq} appears {pos.count[i]} times", seq=seq, file=files.get(seq))
+    if len(pos):
+        for i in np.flatnonzero(np.diff(pos.seq) > 1)[:FINDINGS_PER_KIND].tolist():
+            lo, hi = int(pos.seq[i]) + 1, int(pos.seq[i + 1]) - 1
+            report.add("deleted_row", "ledger", f"seq {lo}..{hi} missing", seq=lo)
+        if pos.seq[0] != start:
+            report.add("deleted_row", "ledger", f"seq {start}..{pos.seq[0] - 1} missing", seq=start)
+
+
+def _hex_rows(a: pa.Array) -> np.ndarray | None:
+    """A string array's values as an (n, 64) byte matrix if all are non-null and 64 bytes long."""
+    a = a.cast(pa.large_string())
+    offsets = np.frombuffer(a.buffers()[1], np.int64, len(a) + 1, 8 * a.offset)
+    if a.null_count or not (np.diff(offsets) == 64).all():
+        return None
+    return np.frombuffer(a.buffers()[2], np.uint8, 64 * len(a), int(offsets[0])).reshape(-1, 64)
+
+
+# The sealed record, parsed once per row by from_json into a struct `s`: much cheaper than
+# a list of json_extract paths, and it agrees with json_extract_string (VARCHAR: a string
+# unquoted, anything else as JSON text, null or missing as NULL) and json_extract (JSON).
+def _record_type() -> str:
+    record: dict = {"seq": "JSON", "data": "JSON", "occurred_at": "VARCHAR"}
+    for path in PROJECTION.values():
+        *parents, name = path[2:].split(".")
+        node = record
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[name] = "VARCHAR"
+    return json.dumps(record)
+
+
+def _sealed(path: str) -> str:
+    """The field of `s` at a PROJECTION path."""
+    return "s" + "".join(f'."{p}"' for p in path[2:].split("."))
+
+
+_PARSED = f"(SELECT *, from_json(leaf, '{_record_type()}') AS s FROM ledger)"
+_REORDERED = "s.seq::BIGINT IS DISTINCT FROM seq"
+_COLUMNS_BAD = [f"{_sealed(p)} IS DISTINCT FROM {c}" for c, p in PROJECTION.items()]
+# Textually equal JSON is equal: json() (a parse each) only runs where the text differs.
+_DATA_BAD = "CASE WHEN s.data::VARCHAR = data THEN false ELSE json(s.data) IS DISTINCT FROM json(data) END"
+_TIME_BAD = ("(s.occurred_at::TIMESTAMPTZ IS DISTINCT FROM occurred_at "
+             "OR strftime(occurred_at, '%Y-%m-%d') IS DISTINCT FROM event_date)")
+_CHANGED = " OR ".join([*_COLUMNS_BAD, _DATA_BAD, _TIME_BAD])
+
+
 def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyReport,
-                start: int = 0, start_hash: str = ZERO_HASH) -> list[bytes]:
-    """Row checks of the rows loaded (seq >= start, chained from start_hash); returns the
-    leaf hashes of the distinct positions in seq order."""
-    n, distinct, lo, hi = con.execute("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM ledger").fetchone()
-    report.events = n
-    for seq, c, f in con.execute(
-        "SELECT seq, count(*), min(_file) FROM ledger GROUP BY seq HAVING count(*) > 1 ORDER BY seq LIMIT ?",
-        [FINDINGS_PER_KIND],
-    ).fetchall():
-        report.add("duplicate_row", "ledger", f"seq {seq} appears {c} times", seq=seq, file=f)
-    if n:
-        for (gap_start, gap_end) in con.execute(
-            """SELECT seq + 1, next - 1 FROM (SELECT seq, lead(seq) OVER (ORDER BY seq) AS next
-               FROM (SELECT DISTINCT seq FROM ledger)) WHERE next > seq + 1 ORDER BY seq LIMIT ?""",
-            [FINDINGS_PER_KIND],
-        ).fetchall():
-            report.add("deleted_row", "ledger", f"seq {gap_start}..{gap_end} missing", seq=gap_start)
-        if lo != start:
-            report.add("deleted_row", "ledger", f"seq {start}..{lo - 1} missing", seq=start)
-    # The chain, each row against the stored hash of the row before it, and the leaf hashes,
-    # in one ordered pass (hashlib: OpenSSL's SHA-256 is several times faster than DuckDB's).
-    keyring = {kid: chain.hmac_pads(k) for kid, k in keys.chain_keys().items()}
-    inner = {kid: hashlib.sha256(ipad) for kid, (ipad, _) in keyring.items()}
-    outer = {kid: hashlib.sha256(opad) for kid, (_, opad) in keyring.items()}
-    leaf_hashes: list[bytes] = []
-    prev_seq, prev_hash, this_hash = None, GENESIS_HEX, None
-    reader = con.execute(
-        "SELECT seq, key_id, hash, leaf, event_id, _file, event_date FROM ledger ORDER BY seq, hash"
+                start: int = 0, start_hash: str = ZERO_HASH) -> tuple[_Positions, bytes]:
+    """Row checks of the rows loaded (seq >= start, chained from start_hash): duplicated and
+    missing seq, then one scan for each row's chain link (see _Chain) and its sealed record
+    against its seq and projection columns. Returns the positions and their leaf hashes in
+    seq order. DuckDB parses the records and compares the columns in its own threads, a
+    batch ahead of this thread, which hashes (the first batch is read while the positions
+    are sorted out)."""
+    scan = con.cursor()  # the positions' queries run on `con` while this one streams
+    reader = scan.execute(
+        f"SELECT seq, key_id, hash, leaf, {_REORDERED} AS reordered, {_CHANGED} AS changed FROM {_PARSED}"
     ).to_arrow_reader(65_536)
-    for batch in reader:
-        cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-        for seq, key_id, stored, leaf, eid, f, part in zip(*cols):
-            if seq != prev_seq:
-                # Entering a new position: the first row of the previous one is its hash.
-                if prev_seq is not None:
-                    prev_hash = this_hash if prev_seq == seq - 1 else None
-                else:
-                    prev_hash = start_hash if seq == start else None
-                this_hash = stored
-                leaf_bytes = leaf.encode()
-                leaf_hashes.append(hashlib.sha256(b"\x00" + leaf_bytes).digest())
-                prev_seq = seq
-            else:
-                leaf_bytes = leaf.encode()
-            if key_id not in inner:
-                report.add("unknown_key", "ledger", "row hashed with a key id the keystore does not hold", seq=seq, event_id=eid, file=f, partition=part)
+    with _ReadAhead(reader) as batches:
+        pos = _Positions(con)
+        _check_positions(con, pos, report, start)
+        links = _Chain(keys, pos, start, start_hash)
+        reordered, changed = np.zeros(0, np.int64), np.zeros(0, np.int64)  # the lowest seq of each
+        for batch in batches:
+            seq = batch.column(0).to_numpy()
+            reordered = _lowest(reordered, seq[batch.column(4).to_numpy(zero_copy_only=False)])
+            changed = _lowest(changed, seq[batch.column(5).to_numpy(zero_copy_only=False)])
+            links.check(seq, batch.column(1), batch.column(2), batch.column(3))
+    scan.close()
+    links.bad.report(con, report)
+    _report_projection(report, _projection_details(con, sorted({*reordered.tolist(), *changed.tolist()})))
+    return pos, links.leaf_hashes.tobytes()
+
+
+def _lowest(seqs: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """The FINDINGS_PER_KIND lowest of both."""
+    return np.sort(np.concatenate([seqs, more]))[:FINDINGS_PER_KIND] if len(more) else seqs
+
+
+class _ReadAhead:
+    """A reader's batches, each read in a thread (DuckDB releases the GIL) while the caller
+    works on the one before; reading starts on entering the context."""
+
+    def __init__(self, reader: pa.RecordBatchReader):
+        self._reader = reader
+        self._pool = ThreadPoolExecutor(1)
+
+    def __enter__(self):
+        self._ahead = self._pool.submit(self._read)
+        return self._batches()
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown()
+
+    def _read(self) -> pa.RecordBatch | None:
+        try:
+            return self._reader.read_next_batch()
+        except StopIteration:
+            return None
+
+    def _batches(self):
+        while (batch := self._ahead.result()) is not None:
+            self._ahead = self._pool.submit(self._read)
+            yield batch
+
+
+class _Chain:
+    """The chain check of rows read in any order: a row's HMAC must equal its stored hash,
+    computed over the first stored hash of the position before it (so every row is checked
+    on its own, no sort of the wide leaf column is needed) or over start_hash at `start`.
+    Also collects the positions' leaf hashes. hashlib (OpenSSL) does the hashing, several
+    times faster than DuckDB's sha256; HMAC continues copies of hash states that already
+    absorbed the padded keys."""
+
+    def __init__(self, keys: KeyStore, pos: _Positions, start: int, start_hash: str):
+        self.pads = {kid: tuple(hashlib.sha256(p) for p in chain.hmac_pads(k)) for kid, k in keys.chain_keys().items()}
+        self.pos, self.start = pos, start
+        self.start_raw = np.frombuffer(bytes.fromhex(start_hash), np.uint8)
+        self.leaf_hashes = np.zeros((len(pos), 32), np.uint8)
+        self.taken: set[int] = set()  # duplicated positions whose leaf hash is set
+        self.bad = _FirstRows()
+
+    def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array, leaf: pa.Array) -> None:
+        at = np.searchsorted(self.pos.seq, seq)
+        leaves = leaf.cast(pa.binary()).fill_null(b"").to_pylist()
+        self._leaf_hashes(at, stored, leaves)
+        prevs, has_prev = self._prevs(seq, at)
+        key_ids = pc.dictionary_encode(key_id)
+        codes = key_ids.indices.fill_null(-1).to_numpy()
+        for code, kid in [*enumerate(key_ids.dictionary.to_pylist()), (-1, None)]:
+            rows = np.flatnonzero(codes == code)
+            if kid not in self.pads:
+                if len(rows):
+                    self.bad.add("unknown_key", seq[rows].tolist(), stored.take(pa.array(rows, pa.int64())).to_pylist())
                 continue
-            if prev_hash is None:
-                continue  # the previous position is missing: reported as a deleted row
-            h = inner[key_id].copy()
-            h.update(bytes.fromhex(prev_hash))
-            h.update(leaf_bytes)
-            o = outer[key_id].copy()
-            o.update(h.digest())
-            if o.hexdigest() != stored:
-                report.add("changed_row", "ledger", "the sealed record or its hash was altered (chain broken)", seq=seq, event_id=eid, file=f, partition=part)
-    # Projection columns must equal the sealed record.
-    paths = list(PROJECTION.values())
-    for seq, eid, f, part in con.execute(
-        f"""SELECT seq, event_id, _file, event_date FROM ledger
-            WHERE json_extract(leaf, '$.seq')::BIGINT IS DISTINCT FROM seq ORDER BY seq LIMIT {FINDINGS_PER_KIND}"""
-    ).fetchall():
-        report.add("reordered_row", "ledger", "the row's seq differs from its sealed record", seq=seq, event_id=eid, file=f, partition=part)
-    mismatch = con.execute(
-        f"""
-        SELECT seq, event_id, _file, event_date, [{', '.join(f"'{c}'" for c in PROJECTION)}] AS cols, j,
-               vals, data_bad, time_bad
-        FROM (SELECT seq, event_id, _file, event_date, json_extract_string(leaf, ?) AS j,
-                     [{', '.join(PROJECTION)}] AS vals,
-                     json(json_extract(leaf, '$.data')) IS DISTINCT FROM json(data) AS data_bad,
-                     (json_extract_string(leaf, '$.occurred_at')::TIMESTAMPTZ IS DISTINCT FROM occurred_at
-                      OR strftime(occurred_at, '%Y-%m-%d') IS DISTINCT FROM event_date) AS time_bad
-              FROM ledger)
-        WHERE j IS DISTINCT FROM vals OR data_bad OR time_bad
-        ORDER BY seq LIMIT {FINDINGS_PER_KIND}
-        """,
-        [paths],
+            rows = rows[has_prev[rows]]
+            computed = _hmacs(*self.pads[kid], *_pick(rows, prevs, leaves))
+            self._compare(computed, stored.take(pa.array(rows, pa.int64())), seq[rows])
+
+    def _leaf_hashes(self, at: np.ndarray, stored: pa.Array, leaves: list[bytes]) -> None:
+        """Each position's leaf hash, from its first row (a duplicated position has more)."""
+        dup = self.pos.count[at] > 1
+        first = np.flatnonzero(~dup | self._firsts(at, dup, stored)) if dup.any() else np.arange(len(at))
+        sha = hashlib.sha256
+        digests = b"".join([sha(b"\x00" + leaf).digest() for leaf in _pick(first, leaves)[0]])
+        self.leaf_hashes[at[first]] = np.frombuffer(digests, np.uint8).reshape(-1, 32)
+
+    def _firsts(self, at: np.ndarray, dup: np.ndarray, stored: pa.Array) -> np.ndarray:
+        """The row of each duplicated position that gives its leaf hash: the first one read
+        of those holding its first hash (rows equal in seq and hash tie; scan order decides)."""
+        first = np.zeros(len(at), bool)
+        for i in np.flatnonzero(dup).tolist():
+            p = int(at[i])
+            if p not in self.taken and stored[i].as_py() == self.pos.stored(p):
+                first[i] = True
+                self.taken.add(p)
+        return first
+
+    def _prevs(self, seq: np.ndarray, at: np.ndarray) -> tuple[list[bytes | None], np.ndarray]:
+        """Each row's previous hash, and whether it has one (a missing position below is
+        reported as a deleted row)."""
+        below = np.maximum(at - 1, 0)
+        at_start = seq == self.start
+        has_prev = at_start | ((at > 0) & (self.pos.seq[below] == seq - 1))
+        flat = np.where(at_start[:, None], self.start_raw, self.pos.raw[below]).tobytes()
+        prevs = [flat[j:j + 32] for j in range(0, len(flat), 32)]
+        if self.pos.odd:
+            for i in np.flatnonzero(has_prev & ~at_start).tolist():
+                if int(below[i]) in self.pos.odd:
+                    prevs[i] = self.pos.prev_bytes(int(below[i]))
+                    has_prev[i] = prevs[i] is not None
+        return prevs, has_prev
+
+    def _compare(self, computed: bytes, stored: pa.Array, seqs: np.ndarray) -> None:
+        """Record the rows whose stored hash is not the computed one (as lowercase hex)."""
+        got = np.frombuffer(binascii.hexlify(computed), np.uint8).reshape(-1, 64)
+        rows = _hex_rows(stored)
+        if rows is not None:
+            wrong = np.flatnonzero((rows != got).any(axis=1))
+        else:
+            wrong = np.array([i for i, v in enumerate(stored.to_pylist()) if v != got[i].tobytes().decode()], np.int64)
+        if len(wrong):
+            self.bad.add("changed_row", seqs[wrong].tolist(), stored.take(pa.array(wrong, pa.int64())).to_pylist())
+
+
+def _pick(rows: np.ndarray, *lists: list) -> list[list]:
+    """The items at `rows` (sorted, distinct) of each list; the lists themselves when that is all."""
+    if len(rows) == len(lists[0]):
+        return list(lists)
+    at = rows.tolist()
+    return [[items[i] for i in at] for items in lists]
+
+
+def _hmacs(inner, outer, prevs: list[bytes], leaves: list[bytes]) -> bytes:
+    """HMAC(prev || leaf) of each pair, concatenated; inner/outer: SHA-256 states that
+    absorbed the key's ipad/opad."""
+    out = []
+    for prev, leaf in zip(prevs, leaves):
+        h = inner.copy()
+        h.update(prev)
+        h.update(leaf)
+        o = outer.copy()
+        o.update(h.digest())
+        out.append(o.digest())
+    return b"".join(out)
+
+
+class _FirstRows:
+    """The first FINDINGS_PER_KIND rows of each kind in (seq, hash) order, the order in which
+    a sorted scan would report them, kept bounded however many rows are bad."""
+
+    DETAIL = {
+        "unknown_key": "row hashed with a key id the keystore does not hold",
+        "changed_row": "the sealed record or its hash was altered (chain broken)",
+    }
+
+    def __init__(self):
+        self.rows: dict[str, list[tuple]] = {}
+
+    def add(self, kind: str, seqs: list[int], hashes: list[str | None]) -> None:
+        rows = self.rows.setdefault(kind, [])
+        rows.extend((s, h is None, h or "", h) for s, h in zip(seqs, hashes))  # NULLs last, as SQL
+        if len(rows) > 4 * FINDINGS_PER_KIND:
+            rows.sort()
+            del rows[FINDINGS_PER_KIND:]
+
+    def report(self, con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
+        """Add the findings, located by a look-up of just their rows."""
+        found = sorted((r, k) for k, rows in self.rows.items() for r in sorted(rows)[:FINDINGS_PER_KIND])
+        if not found:
+            return
+        where: dict[tuple, list[tuple]] = {}
+        for seq, h, eid, f, part in con.execute(
+            "SELECT seq, hash, event_id, _file, event_date FROM ledger WHERE seq IN (SELECT unnest(?::BIGINT[]))",
+            [sorted({r[0] for r, _ in found})],
+        ).fetchall():
+            where.setdefault((seq, h), []).append((eid, f, part))
+        for (seq, _, _, h), kind in found:
+            eid, f, part = where[(seq, h)].pop()
+            report.add(kind, "ledger", self.DETAIL[kind], seq=seq, event_id=eid, file=f, partition=part)
+
+
+def _projection_details(con: duckdb.DuckDBPyConnection, seqs: list[int]) -> list[tuple]:
+    """The rows at `seqs` (those the scan flagged), by seq: (seq, event_id, _file, event_date,
+    reordered, [column differs], data_bad, time_bad)."""
+    if not seqs:
+        return []
+    return con.execute(
+        f"""SELECT seq, event_id, _file, event_date, {_REORDERED}, [{', '.join(_COLUMNS_BAD)}], {_DATA_BAD}, {_TIME_BAD}
+            FROM {_PARSED} WHERE seq IN (SELECT unnest(?::BIGINT[])) ORDER BY seq""",
+        [seqs],
     ).fetchall()
-    for seq, eid, f, part, cols, j, vals, data_bad, time_bad in mismatch:
-        changed = [c for c, a, b in zip(cols, j, vals) if a != b]
+
+
+def _report_projection(report: VerifyReport, rows: list[tuple]) -> None:
+    """reordered_row then changed_field findings, in seq order (report.add keeps the first
+    FINDINGS_PER_KIND of each: `rows` holds those and possibly more)."""
+    for seq, eid, f, part, reordered, *_ in rows:
+        if reordered:
+            report.add("reordered_row", "ledger", "the row's seq differs from its sealed record", seq=seq,
+                       event_id=eid, file=f, partition=part)
+    for seq, eid, f, part, _, columns_bad, data_bad, time_bad in rows:
+        changed = [c for c, bad in zip(PROJECTION, columns_bad) if bad]
         if data_bad:
             changed.append("data")
         if time_bad:
             changed.append("occurred_at/event_date")
-        report.add("changed_field", "ledger", f"column(s) {', '.join(changed)} differ from the sealed record",
-                   seq=seq, event_id=eid, file=f, partition=part)
-    return leaf_hashes
+        if changed:
+            report.add("changed_field", "ledger", f"column(s) {', '.join(changed)} differ from the sealed record",
+                       seq=seq, event_id=eid, file=f, partition=part)
 
 
 # ----------------------------------------------------------------------------- Merkle
-def _perfect_levels(leaf_hashes: list[bytes]) -> list[list[bytes]]:
-    """levels[L][i] = root of the perfect subtree of 2^L leaves starting at leaf i*2^L."""
-    levels = [leaf_hashes]
-    row = leaf_hashes
-    while len(row) > 1:
-        row = [hashlib.sha256(b"\x01" + a + b).digest() for a, b in zip(row[0::2], row[1::2])]
-        levels.append(row)
-    return levels
-
-
-def _root_at(levels: list[list[bytes]], size: int) -> bytes:
-    return merkle.root_from(size, lambda level, index: levels[level][index])
-
-
 class _Tree:
-    """Roots of prefixes of the log from the leaves verified in this pass.
+    """Roots of prefixes of the log from the leaf hashes verified in this pass: those from
+    `start` on (concatenated 32-byte hashes) after the frontier at `start` (the trusted one
+    in an incremental pass, else empty), so it can root any size >= start (None below it).
+    The frontier of every size asked for is kept: asking in increasing order hashes each
+    node once, and only O(log n) hashes per size are held besides the leaves."""
 
-    A full pass holds every leaf; an incremental pass holds the leaves from `start` on and
-    the trusted frontier at `start`, so it can root any size >= start (None below it)."""
+    CHUNK = 1 << 16  # leaves appended per Frontier.extend call (bounds its lists)
 
-    def __init__(self, leaf_hashes: list[bytes], start: int = 0, frontier: merkle.Frontier | None = None):
+    def __init__(self, leaf_hashes: bytes, start: int = 0, frontier: merkle.Frontier | None = None):
         self.start = start
-        self.size = start + len(leaf_hashes)
+        self.size = start + len(leaf_hashes) // 32
         self._leaves = leaf_hashes
-        self._levels = _perfect_levels(leaf_hashes) if start == 0 else None
         self._frontiers = {start: frontier or merkle.Frontier.empty()}
 
     def root(self, size: int) -> bytes | None:
         if size < self.start or size > self.size:
             return None
-        if self._levels is not None:
-            return _root_at(self._levels, size)
         base = max(k for k in self._frontiers if k <= size)
-        f = self._frontiers[base].extend(self._leaves[base - self.start : size - self.start])
+        f = self._frontiers[base]
+        for lo in range(base, size, self.CHUNK):
+            a, b = 32 * (lo - self.start), 32 * (min(size, lo + self.CHUNK) - self.start)
+            f = f.extend([self._leaves[i:i + 32] for i in range(a, b, 32)])
         self._frontiers[size] = f
         return f.root()
 
@@ -380,20 +664,24 @@ def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:
     rows = []
     for rel in sorted(live):
         try:
-            rows.extend(pq.read_table(f"{root}/tables/checkpoints/{rel}", filesystem=fs).to_pylist())
+            # ParquetFile, not read_table: that loads pyarrow.dataset (and pandas), ~0.4 s.
+            rows.extend(pq.ParquetFile(fs.open_input_file(f"{root}/tables/checkpoints/{rel}")).read().to_pylist())
         except (OSError, pa.ArrowInvalid):
             continue
     return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
 
 
-def _check_checkpoints(keys: KeyStore, con, tree: _Tree, report: VerifyReport, trusted: Checkpoint | None,
-                       rows: list[dict]) -> None:
+def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, report: VerifyReport,
+                       trusted: Checkpoint | None, rows: list[dict]) -> None:
     report.checkpoints = len(rows)
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
     n = tree.size  # distinct positions in the log
-    hashes = dict(con.execute("SELECT seq, min(hash) FROM ledger GROUP BY seq").fetchall()) if rows else {}
-    if trusted is not None and tree.start:
-        hashes[tree.start - 1] = trusted.chain_head
+
+    def chain_head(seq: int) -> str | None:
+        if trusted is not None and tree.start and seq == tree.start - 1:
+            return trusted.chain_head
+        return positions.head(seq, ZERO_HASH)
+
     prev_hash, prev_size = ZERO_HASH, -1
     for row in rows:
         size = row["tree_size"]
@@ -417,7 +705,7 @@ def _check_checkpoints(keys: KeyStore, con, tree: _Tree, report: VerifyReport, t
             root = tree.root(size)
             if root.hex() != cp.root:
                 report.add("root_mismatch", "checkpoints", f"tree size {size}: Merkle root does not match the ledger")
-            head = hashes.get(size - 1, ZERO_HASH) if size else ZERO_HASH
+            head = chain_head(size - 1) if size else ZERO_HASH
             if head != cp.chain_head:
                 report.add("root_mismatch", "checkpoints", f"tree size {size}: chain head does not match the ledger")
         if row.get("frontier") is not None and merkle.Frontier.from_hex(size, list(row["frontier"])).root().hex() != cp.root:
@@ -467,7 +755,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
                                  "temp_directory": spill.name})
     con.execute("SET TimeZone = 'UTC'")
     _load_ledger(con, paths, fs, lake.filesystem()[1], start)
-    leaf_hashes = _check_rows(con, keys, report, start, trusted.chain_head if base else ZERO_HASH)
+    positions, leaf_hashes = _check_rows(con, keys, report, start, trusted.chain_head if base else ZERO_HASH)
     if start:
         below = con.execute("SELECT count(*) FROM ledger_below").fetchone()[0]
         if below != start:
@@ -475,7 +763,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
                        f"{below} rows before the trusted checkpoint, which covers {start}")
         report.events += below
     tree = _Tree(leaf_hashes, start, base)
-    _check_checkpoints(keys, con, tree, report, trusted, cps)
+    _check_checkpoints(keys, positions, tree, report, trusted, cps)
     report.tree_size = tree.size
     report.root = (tree.root(tree.size) or b"").hex()
     from .lake import retention

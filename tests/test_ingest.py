@@ -202,15 +202,3 @@ def test_a_failing_sealing_worker_is_a_clear_error(lake):
         assert ok.rows.num_rows == 1 and not ok.bad  # the worker lives on after a failed chunk
     finally:
         workers.shutdown()
-
-
-def test_the_files_with_rows_come_from_the_commit_log_and_match_the_rows(lake, tmp_path):
-    from auditlake.ingest import _distinct_sha
-
-    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)] + ["not json"])
-    write_jsonl(tmp_path / "in" / "b.jsonl", ["also not json"])
-    ingest(lake, [str(tmp_path / "in")])
-    for name in ("ledger", "quarantine"):
-        from_log, _ = _distinct_sha(lake, name)
-        assert from_log == set(_table(lake, name).column("source_sha256").to_pylist())
-    assert len(_distinct_sha(lake, "quarantine")[0]) == 2 and len(_distinct_sha(lake, "ledger")[0]) == 1
