@@ -132,11 +132,11 @@ class Sealer:
                 ids.add(ev["subject"]["id"])
             if ev["actor"].get("ip"):
                 ids.add(ev["actor"]["id"])
+        if len(self._ciphers) + len(ids - self._ciphers.keys()) > _CIPHER_CACHE:
+            self._ciphers.clear()  # before choosing what to load: this chunk needs all of ids
         ids -= self._ciphers.keys()
         if not ids:
             return
-        if len(self._ciphers) + len(ids) > _CIPHER_CACHE:
-            self._ciphers.clear()
         erased = self.keys.is_erased(ids)
         for sid in erased:
             self._ciphers[sid] = None  # an erased person's new PII is not kept at all

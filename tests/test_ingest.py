@@ -202,3 +202,15 @@ def test_a_failing_sealing_worker_is_a_clear_error(lake):
         assert ok.rows.num_rows == 1 and not ok.bad  # the worker lives on after a failed chunk
     finally:
         workers.shutdown()
+
+
+def test_the_bounded_key_cache_never_drops_a_key_the_chunk_needs(lake, monkeypatch):
+    from auditlake import sealing
+    from auditlake.lake.meta import open_lake_keys
+
+    monkeypatch.setattr(sealing, "_CIPHER_CACHE", 4)
+    sealer = sealing.Sealer(open_lake_keys(lake, create=True))
+    lines = [json.dumps(event(n=i)).encode() for i in range(12)]
+    for start in (0, 2, 5, 0, 9):  # overlapping chunks: cached people meet new ones past the bound
+        out = sealer.seal_chunk(sealing.Chunk("a.jsonl", "0" * 64, 1, lines[start:start + 3]))
+        assert out.rows.num_rows == 3 and not out.bad
