@@ -6,10 +6,9 @@
     .venv/bin/python tests/bench/worker.py verify-incremental --lake DIR
 
 Prints one JSON document on stdout (the last line): `seconds` is the step alone (imports
-and interpreter start excluded), `peak_rss_mb` the process's high-water mark
-(getrusage(RUSAGE_SELF).ru_maxrss) plus, for ingest, each sealing worker counted at the
-largest worker's high-water mark (`workers_rss_mb`, an upper bound of their sum), `import_rss_mb` its RSS after the imports, before the
-step. AUDITLAKE_HOME comes from the environment (run.py sets it).
+and interpreter start excluded), `peak_rss_mb` the larger of the process's own high-water
+mark (VmHWM) and the largest sum of its and its sealing workers' RSS sampled every 50 ms,
+`import_rss_mb` its RSS after the imports, before the step. AUDITLAKE_HOME comes from the environment (run.py sets it).
 
 `baseline` is the integrity-free alternative to `auditlake ingest`: polars reads each
 landing file natively (JSONL lines, gzip included, or Parquet), takes the nine envelope
@@ -24,7 +23,6 @@ import argparse
 import inspect
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -34,18 +32,51 @@ ENVELOPE = ("event_id", "occurred_at", "event_type", "source", "tenant_id", "act
 BASELINE_BATCH = 100_000
 
 
+def _status_kb(pid: int | str, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next((int(line.split()[1]) for line in f if line.startswith(field + ":")), 0)
+
+
 def _rss_now_mb() -> float:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        return _status_kb("self", "VmRSS") / 1024
     except OSError:
-        pass
-    return float("nan")
+        return float("nan")
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's own high-water mark (VmHWM). Not getrusage's ru_maxrss: that survives
+    exec, so a process started by a big parent reports the parent's size at fork."""
+    return _status_kb("self", "VmHWM") / 1024
+
+
+class _TreeSampler:
+    """The largest RSS of this process plus its children (the sealing workers), sampled
+    every 50 ms while a step runs."""
+
+    def __init__(self):
+        import threading
+
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(0.05):
+            try:
+                with open(f"/proc/{me}/task/{me}/children") as f:
+                    children = f.read().split()
+                total = _status_kb(me, "VmRSS") + sum(_status_kb(c, "VmRSS") for c in children)
+            except (OSError, ValueError):
+                continue  # a worker exited between the listing and the read
+            self.peak_kb = max(self.peak_kb, total)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
 
 
 def _profiled(fn, profile_out: str | None):
@@ -71,12 +102,9 @@ def step_ingest(args) -> dict:
     t0 = time.perf_counter()
     rep = _profiled(lambda: ingest(lake, [args.landing]), args.profile)
     took = time.perf_counter() - t0
-    # Sealing workers are child processes: count each at the largest child's peak (an upper
-    # bound of their sum) on top of the ingest process's own peak, added in main().
-    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": took, "accepted": rep.accepted, "quarantined": rep.quarantined, "lines_read": rep.lines_read,
             "batches": rep.batches, "tree_size": rep.tree_size, "retries": rep.retries, "import_rss_mb": rss0,
-            "workers": rep.workers, "workers_rss_mb": rep.workers * workers_peak}
+            "workers": rep.workers}
 
 
 def _baseline_frames(landing: str):
@@ -203,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     if "AUDITLAKE_HOME" not in os.environ:
         print("AUDITLAKE_HOME must be set", file=sys.stderr)
         return 2
+    sampler = _TreeSampler()
     out = STEPS[args.step](args)
     out["own_peak_rss_mb"] = _peak_rss_mb()
-    out["peak_rss_mb"] = out["own_peak_rss_mb"] + out.get("workers_rss_mb", 0)
+    out["with_workers_peak_rss_mb"] = sampler.stop()
+    out["peak_rss_mb"] = max(out["own_peak_rss_mb"], out["with_workers_peak_rss_mb"])
     print(json.dumps(out))
     return 0
 
