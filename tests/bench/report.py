@@ -243,8 +243,9 @@ def markdown(doc: dict) -> str:
     pg = next((r["postgres"] for r in S if "server_version" in r.get("postgres", {})), None)
     L += ["## How it was measured", "",
           "- Every ingest, baseline and verify run is its own process (`tests/bench/worker.py`); the time is the "
-          "call alone (imports excluded), peak RSS is the process's `ru_maxrss`. Each ingest run starts from an "
-          "empty lake.",
+          "call alone (imports excluded), peak RSS is the process's own high-water mark (VmHWM) or, if larger, "
+          "the largest RSS of the process and its sealing workers together (sampled every 50 ms). Each ingest run "
+          "starts from an empty lake.",
           "- Baseline: polars reads every landing file natively (JSONL lines incl. gzip, Parquet), extracts the nine "
           "envelope fields (nested objects as JSON text), drops non-JSON lines, parses `occurred_at`, appends "
           "~100K-row batches to a Delta table partitioned by `event_date`. No contract check, PII sealing, chain, "
