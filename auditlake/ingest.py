@@ -12,6 +12,10 @@ that fails if another writer committed first (then the whole plan is redone):
 A crash between steps leaves rows that the next run recognises by
 (source_sha256, line) and completes; a file's identity is its content hash, so a file
 dropped again under any name is skipped.
+
+Sealing (the contract check, PII encryption and canonical record; sealing.py) depends on
+none of that state, so chunks of lines are sealed ahead, by worker processes on a
+multi-core machine, while this process numbers, chains and commits them in order.
 """
 from __future__ import annotations
 
@@ -300,7 +304,7 @@ def _add(batch: _Batch, p: _Pending) -> bool:
     return batch.lines >= BATCH_LINES or batch.raw_bytes >= BATCH_BYTES
 
 
-def _sealing(keys: KeyStore, files: list[landing.LandingFile]):
+def _sealing(keys: KeyStore, files: list[landing.LandingFile]) -> sealing.InlineSealing | sealing.WorkerSealing:
     """AUDITLAKE_INGEST_WORKERS worker processes if set (0 or 1: none); by default one per
     core when there is more than one and the input is large enough to pay for them."""
     setting = os.environ.get("AUDITLAKE_INGEST_WORKERS", "").strip()
@@ -334,9 +338,9 @@ def _checkpoint(lake: Lake, keys: KeyStore, head: Head, batch_id: str) -> Checkp
     return cp
 
 
-def _replays(lake: Lake, state: _State, sealed: pa.Table) -> np.ndarray:
+def _replays(lake: Lake, state: _State, sealed: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Which rows are replays: an event_id already in the ledger, or repeated within this
-    batch (the first one wins). Their reasons are added to the batch's quarantine rows."""
+    batch (the first one wins): (replay mask, already-in-the-ledger mask)."""
     ids = sealed.column("event_id")
     if state.event_index is None:
         state.event_index = _EventIndex(lake, state.head.ledger_version)
@@ -489,7 +493,8 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     return report
 
 
-def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], sealers,
+def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile],
+                     sealers: sealing.InlineSealing | sealing.WorkerSealing,
                      progress: Callable[[str], None] | None) -> tuple[IngestReport, _State, int]:
     """Plan from the tables' state and commit batch by batch; on a lost commit race, re-plan."""
     retries = 0
