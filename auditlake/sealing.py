@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .contract import MAX_LINE_BYTES, validate
 from .errors import AuditlakeError
 from .keys import KeyStore
+from .lake.tables import LEDGER
 from .landing import Unreadable, records_of
 from .ledger.canonical import CanonicalError, canonical_json, canonical_with_fragments, fragment
 from .ledger.seal import aad, blind_index, seal
@@ -41,30 +42,15 @@ _GAP = fragment(GAP)
 # Sealed rows as they leave a worker: the ledger's columns minus those set at commit (seq,
 # leaf, hash, key_id, batch_id, ingested_at), plus the record around its gaps and the raw
 # line (masked into the quarantine only if the commit finds the event is a replay).
+_FROM_LEDGER = (
+    "event_id", "event_type", "occurred_at", "event_date", "source", "tenant_id", "actor_type", "actor_id",
+    "actor_role", "actor_ip_sealed", "subject_id", "subject_country", "subject_region", "subject_timezone",
+    "subject_pii_sealed", "pii_fields", "phone_bidx", "lawful_basis", "data", "source_file", "source_sha256",
+    "source_line",
+)
 SEALED = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("occurred_at", pa.int64()),  # microseconds since the epoch, UTC
-        ("event_date", pa.string()),
-        ("source", pa.string()),
-        ("tenant_id", pa.string()),
-        ("actor_type", pa.string()),
-        ("actor_id", pa.string()),
-        ("actor_role", pa.string()),
-        ("actor_ip_sealed", pa.string()),
-        ("subject_id", pa.string()),
-        ("subject_country", pa.string()),
-        ("subject_region", pa.string()),
-        ("subject_timezone", pa.string()),
-        ("subject_pii_sealed", pa.string()),
-        ("pii_fields", pa.string()),
-        ("phone_bidx", pa.string()),
-        ("lawful_basis", pa.string()),
-        ("data", pa.string()),
-        ("source_file", pa.string()),
-        ("source_sha256", pa.string()),
-        ("source_line", pa.int64()),
+    [pa.field(n, pa.int64()) if n == "occurred_at" else LEDGER.field(n) for n in _FROM_LEDGER]  # µs since the epoch
+    + [
         ("leaf_head", pa.string()),  # record up to the ingested_at gap
         ("leaf_mid", pa.string()),  # between the ingested_at and seq gaps
         ("leaf_tail", pa.string()),  # after the seq gap
