@@ -230,14 +230,22 @@ def test_erasure_shreds_keystore_backups_and_reports_other_copies(lake, tmp_path
     assert main(["--lake", lake.uri, "erase", SUBJECT]) == 0
 
 
-def test_subject_index_is_signed_and_a_forged_one_cannot_hide_rows(lake, tmp_path, monkeypatch):
+def _indexable_lake(lake, tmp_path, monkeypatch, batches: int) -> list[int]:
+    """A lake of `batches` ingests of 30 events, indexed from 20 rows on; the seqs of
+    SUBJECT's rows (as subject, or as the actor of an event with a sealed IP)."""
     from auditlake import proofs
 
     monkeypatch.setattr(proofs, "INDEX_MIN_ROWS", 20)
-    for k in range(3):
+    for k in range(batches):
         _build(lake, tmp_path, k * 30, (k + 1) * 30, f"b{k}")
-    truth = sorted(r["seq"] for r in _ledger(lake) if r["subject_id"] == SUBJECT
-                   or (r["actor_id"] == SUBJECT and r["actor_ip_sealed"]))
+    return sorted(r["seq"] for r in _ledger(lake) if r["subject_id"] == SUBJECT
+                  or (r["actor_id"] == SUBJECT and r["actor_ip_sealed"]))
+
+
+def test_subject_index_is_signed_and_a_forged_one_cannot_hide_rows(lake, tmp_path, monkeypatch):
+    from auditlake import proofs
+
+    truth = _indexable_lake(lake, tmp_path, monkeypatch, batches=3)
     keys = open_lake_keys(lake)
     assert privacy.subject_rows(lake, SUBJECT).column("seq").to_pylist() == truth  # scans, then indexes
     segs = proofs._signed_segments(lake, proofs.SUBJECT_INDEX, keys)
@@ -272,11 +280,7 @@ def test_subject_index_is_signed_and_a_forged_one_cannot_hide_rows(lake, tmp_pat
 def test_subject_rows_read_only_the_indexed_files_and_survive_a_stale_pointer(lake, tmp_path, monkeypatch):
     from auditlake import proofs
 
-    monkeypatch.setattr(proofs, "INDEX_MIN_ROWS", 20)
-    for k in range(2):
-        _build(lake, tmp_path, k * 30, (k + 1) * 30, f"b{k}")
-    truth = sorted(r["seq"] for r in _ledger(lake) if r["subject_id"] == SUBJECT
-                   or (r["actor_id"] == SUBJECT and r["actor_ip_sealed"]))
+    truth = _indexable_lake(lake, tmp_path, monkeypatch, batches=2)
     keys = open_lake_keys(lake)
     privacy.subject_rows(lake, "warm-up")  # indexes the ledger
     located = proofs.subject_locations(lake, SUBJECT, keys)
