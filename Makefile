@@ -9,7 +9,14 @@ export AUDITLAKE_LAKE ?= $(CURDIR)/lake
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# The two C extensions (batch SHA-256, verify's record matcher) build against OpenSSL's
+# libcrypto and Python's headers; Debian packages them as below.
+NATIVE := auditlake/ledger/_sha256.c auditlake/_records.c
+
+$(VENV)/.installed: requirements.lock pyproject.toml $(NATIVE)
+	@{ command -v cc >/dev/null 2>&1 && test -f /usr/include/openssl/sha.h \
+	   && $(PYTHON) -c "import os, sysconfig; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')"; } 2>/dev/null \
+	 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential libssl-dev python3-dev >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock

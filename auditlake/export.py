@@ -317,61 +317,23 @@ def row_json(df):
     return df.select(pl.struct(pl.all()).struct.json_encode().alias("j")).to_series()
 
 
-def leaf_hashes(json_rows) -> list[bytes]:
-    """RFC 6962 leaf hashes SHA-256(0x00 || row) of canonical-JSON rows (polars Series or
-    arrow string array), straight from the arrow buffers."""
-    import numpy as np
-
-    arr = json_rows
+def leaf_hashes(json_rows) -> bytes:
+    """Packed RFC 6962 leaf hashes SHA-256(0x00 || row) of canonical-JSON rows (a polars
+    Series or an arrow string array)."""
     if hasattr(json_rows, "to_arrow"):
         import polars as pl
 
-        # Its string-view array is polars' own memory; a plain string array would be a copy
-        # of every row (seconds per million rows, holding the GIL).
-        arr = json_rows.to_arrow(compat_level=pl.CompatLevel.newest())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if len(arr) == 0:
-        return []
-    if arr.null_count:
+        # The string-view array is polars' own memory, not a copy of every row.
+        json_rows = json_rows.to_arrow(compat_level=pl.CompatLevel.newest())
+    if json_rows.null_count:
         raise AuditlakeError("a null row in the export")
-    if pa.types.is_string_view(arr.type):
-        buffers, buf_of, starts, lengths = _view_slices(arr)
-    else:
-        if not pa.types.is_large_string(arr.type):
-            arr = arr.cast(pa.large_string())
-        offs = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8)
-        buffers, buf_of, starts, lengths = [memoryview(arr.buffers()[2])], [0] * len(arr), offs[:-1], np.diff(offs)
-    prefix = hashlib.sha256(b"\x00")
-    out = []
-    append = out.append
-    for b, a, n in zip(buf_of, starts.tolist(), lengths.tolist()):
-        h = prefix.copy()
-        h.update(buffers[b][a : a + n])  # a view of the arrow buffer: no copy of the row
-        append(h.digest())
-    return out
-
-
-def _view_slices(arr):
-    """(buffers, buffer index, start, length) of each row of an arrow string-view array: a
-    row of up to 12 bytes lies inside its 16-byte view, a longer one in a data buffer."""
-    import numpy as np
-
-    n = len(arr)
-    views_buf = arr.buffers()[1]
-    views = np.frombuffer(views_buf, np.int32, 4 * n, arr.offset * 16).reshape(n, 4)
-    lengths = views[:, 0]
-    data = [memoryview(b) for b in arr.buffers()[2:]]
-    inline = lengths <= 12
-    buf_of = np.where(inline, len(data), views[:, 2]).tolist()
-    starts = np.where(inline, (arr.offset + np.arange(n)) * 16 + 4, views[:, 3])
-    return [*data, memoryview(views_buf)], buf_of, starts, lengths
+    return merkle.leaf_hashes(json_rows)
 
 
 def merkle_root(json_rows) -> tuple[bytes, int]:
     """RFC 6962 root over rows given as canonical-JSON strings (a polars Series / arrow)."""
-    hashes = leaf_hashes(json_rows)
-    return merkle.Frontier.empty().extend(hashes).root(), len(hashes)
+    frontier = merkle.Frontier.empty().extend(leaf_hashes(json_rows))
+    return frontier.root(), frontier.size
 
 
 # ============================================================================ writing

@@ -10,7 +10,7 @@ from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.store import Lake
 from .lake import tables
-from .ledger import chain, merkle
+from .ledger import chain, merkle, packed
 from .ledger.checkpoint import ZERO_HASH, Checkpoint
 
 
@@ -60,13 +60,15 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
         if seqs != list(range(size, size + len(seqs))):
             raise AuditlakeError("the ledger's tail after the last checkpoint is not contiguous; run `auditlake verify`")
         if seqs:
-            keyring = keys.chain_keys()
-            leaves = [s.encode() for s in tail.column("leaf").to_pylist()]
-            recomputed = chain.extend(keyring, head_hash, zip(tail.column("key_id").to_pylist(), leaves))
-            if [h.hex() for h in recomputed] != tail.column("hash").to_pylist():
+            leaves = tail.column("leaf")
+            try:
+                recomputed = chain.extend(keys.chain_keys(), head_hash, tail.column("key_id").to_pylist(), leaves)
+            except (KeyError, ValueError):  # an unknown key id or a NULL leaf
+                recomputed = b""
+            if packed.hex_array(recomputed).to_pylist() != tail.column("hash").to_pylist():
                 raise AuditlakeError("the ledger's tail after the last checkpoint does not chain; run `auditlake verify`")
-            frontier = frontier.extend(merkle.leaf_hash(leaf) for leaf in leaves)
-            head_hash = recomputed[-1]
+            frontier = frontier.extend(merkle.leaf_hashes(leaves))
+            head_hash = recomputed[-packed.HASH_SIZE:]
             tree_size = size + len(seqs)
     return Head(
         ledger_version=ledger_version,

@@ -42,7 +42,7 @@ from .keys import KeyStore
 from .lake import retention, tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
-from .ledger import chain, merkle
+from .ledger import chain, merkle, packed
 from .ledger.checkpoint import Checkpoint
 
 # A batch (one commit per table) closes at this many lines or raw landing bytes; sealing
@@ -353,13 +353,13 @@ def _replays(lake: Lake, state: _State, sealed: pa.Table) -> tuple[np.ndarray, n
 
 
 def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, now: datetime
-                 ) -> tuple[pa.Table, list[bytes], bytes]:
+                 ) -> tuple[pa.Table, bytes, bytes]:
     """The ledger rows of the sealed events, numbered from the head: each record completed
     with its seq and ingested_at, chained and leaf-hashed, chunk by chunk (so only one
     chunk's records exist as Python bytes at a time). Returns the table, the RFC 6962 leaf
-    hashes and the new chain head."""
+    hashes (packed) and the new chain head."""
     key_id = keys.chain_key_id
-    chain_keys = keys.chain_keys()
+    key = keys.chain_keys()[key_id]
     ingested = pa.scalar(orjson.dumps(_iso(now)).decode())
     pos, prev = head.tree_size, head.chain_head
     seqs, leaves, hashes, leaf_hashes = [], [], [], []
@@ -369,13 +369,12 @@ def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, no
         seq = pa.array(np.arange(pos, pos + rb.num_rows, dtype=np.int64))
         leaf = pc.binary_join_element_wise(rb["leaf_head"], ingested, rb["leaf_mid"], pc.cast(seq, pa.string()),
                                            rb["leaf_tail"], "")
-        records = leaf.cast(pa.binary()).to_pylist()
-        links = chain.extend(chain_keys, prev, ((key_id, r) for r in records))
-        leaf_hashes.extend([merkle.leaf_hash(r) for r in records])
-        pos, prev = pos + rb.num_rows, links[-1]
+        links = chain.extend({key_id: key}, prev, [key_id] * rb.num_rows, leaf)
+        leaf_hashes.append(merkle.leaf_hashes(leaf))
+        pos, prev = pos + rb.num_rows, links[-32:]
         seqs.append(seq)
         leaves.append(leaf)
-        hashes.append(pa.array([h.hex() for h in links], pa.string()))
+        hashes.append(packed.hex_array(links))
     n = sealed.num_rows
     extra = {
         "seq": pa.chunked_array(seqs, pa.int64()),
@@ -387,7 +386,7 @@ def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, no
         "batch_id": pa.array(np.full(n, batch_id, object), pa.string()),
     }
     table = pa.table([extra[f.name] if f.name in extra else sealed[f.name] for f in tables.LEDGER], schema=tables.LEDGER)
-    return table, leaf_hashes, prev
+    return table, b"".join(leaf_hashes), prev
 
 
 def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> tuple[int, int]:

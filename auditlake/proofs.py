@@ -41,7 +41,7 @@ import pyarrow.dataset as ds
 from .errors import AuditlakeError, ConflictError
 from .keys import load_public_key, public_key_b64, signing_key_id
 from .lake.store import Lake
-from .ledger import merkle
+from .ledger import merkle, packed
 from .ledger.checkpoint import Checkpoint
 
 TILE_LEVEL = 8
@@ -555,13 +555,11 @@ def update_leaf_index(lake: Lake, size: int, dt=None) -> int:
     return covered
 
 
-def _leaf_hashes_of_range(lake: Lake, dt, lo: int, hi: int) -> list[bytes] | None:
-    """The leaf hashes of seqs [lo, hi), or None if the ledger does not hold exactly those
+def _leaf_hashes_of_range(lake: Lake, dt, lo: int, hi: int) -> bytes | None:
+    """The leaf hashes of seqs [lo, hi) (packed), or None if the ledger does not hold exactly those
     rows (left to verify) or cannot be read by polars. Hashed from polars' own buffers: a
     million leaves are ~600 MB, too much to copy into arrow strings and sort again."""
     import polars as pl
-
-    from .export import leaf_hashes
 
     try:
         df = (polars_scan(lake, "ledger", files_for_seq_ranges(dt, [(lo, hi)]))
@@ -570,7 +568,7 @@ def _leaf_hashes_of_range(lake: Lake, dt, lo: int, hi: int) -> list[bytes] | Non
         return None
     if not _is_range(df.get_column("seq"), lo, hi) or df.get_column("leaf").null_count():
         return None
-    return leaf_hashes(df.get_column("leaf"))
+    return merkle.leaf_hashes(df.get_column("leaf").to_arrow(compat_level=pl.CompatLevel.newest()))
 
 
 def _is_range(seqs, lo: int, hi: int) -> bool:
@@ -579,11 +577,11 @@ def _is_range(seqs, lo: int, hi: int) -> bool:
     return len(seqs) == hi - lo and bool(np.array_equal(seqs.to_numpy(), np.arange(lo, hi)))
 
 
-def _write_leaf_segment(lake: Lake, lo: int, hi: int, hashes: list[bytes]) -> bool:
+def _write_leaf_segment(lake: Lake, lo: int, hi: int, hashes: bytes) -> bool:
     import numpy as np
     import pyarrow.parquet as pq
 
-    table = pa.table({"seq": pa.array(np.arange(lo, hi), pa.int64()), "hash": pa.array(hashes, pa.binary(32))})
+    table = pa.table({"seq": pa.array(np.arange(lo, hi), pa.int64()), "hash": packed.fixed_array(hashes)})
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, row_group_size=LEAF_ROW_GROUP, compression="none")  # hashes do not compress
     try:
@@ -745,7 +743,7 @@ def write_tiles(lake: Lake, nodes: list[tuple[int, int, bytes]], lock: bool = Fa
     return True
 
 
-def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaf_hashes: list[bytes]) -> merkle.Frontier:
+def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaf_hashes: bytes) -> merkle.Frontier:
     """Ingest's hook: append the batch's leaf hashes to the frontier and store the perfect
     nodes of level >= TILE_LEVEL that the batch completed."""
     nodes: list[tuple[int, int, bytes]] = []
@@ -876,11 +874,7 @@ class TreeNodes:
         expected = [s for lo, hi in ranges for s in range(lo, hi)]
         if seqs.to_pylist() != expected:
             raise ProofError("ledger rows of the needed seq range are missing or duplicated; run `auditlake verify`")
-        if t.num_rows > 4096:  # bulk (tile recovery): hash in DuckDB
-            raw = merkle._hashes_as_bytes(merkle.leaf_hashes_arrow(t.column("leaf")))
-            hashes = [raw[j : j + 32] for j in range(0, len(raw), 32)]
-        else:
-            hashes = [merkle.leaf_hash(x.encode()) for x in t.column("leaf").to_pylist()]
+        hashes = packed.split(merkle.leaf_hashes(t.column("leaf")))
         pos = 0
         for b, lo, hi in spans:
             level = hashes[pos : pos + hi - lo]

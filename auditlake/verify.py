@@ -4,7 +4,7 @@ signed checkpoints and the trusted checkpoint (docs/LEDGER.md section 8).
 The rows are read in one batched scan in no particular order (DuckDB over the Parquet
 files; an S3 lake is first copied into a DuckDB table). Each row's HMAC is checked against
 the stored hash of the position before it, so no sort of the wide rows is needed:
-hashlib (OpenSSL, several times faster than DuckDB's sha256) computes the HMACs and leaf
+the batch hasher (OpenSSL over the arrow buffers, GIL released) computes the HMACs and leaf
 hashes in this thread while DuckDB, in its own threads, parses each sealed record once,
 compares it with the row's columns and reads the next batch. Per position only flat numpy
 arrays are kept (seq, first stored hash, leaf hash: about a hundred bytes per event, no
@@ -14,12 +14,13 @@ through a frontier, which holds O(log n) hashes.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import json
 import posixpath
 import re
 import tempfile
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,15 +29,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from . import _records
 from .errors import AuditlakeError
 from .keys import KeyStore, auditlake_home, load_public_key
 from .lake import tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
-from .ledger import chain, merkle
+from .ledger import chain, merkle, packed
 from .ledger.checkpoint import ZERO_HASH, Checkpoint
 
 FINDINGS_PER_KIND = 50
@@ -231,8 +234,6 @@ def _load_ledger(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.File
         )
         con.execute(f"CREATE VIEW ledger_below AS SELECT seq FROM read_parquet({files}) WHERE seq < {int(start)}")
         return
-    import pyarrow.dataset as pads
-
     def batches(columns, flt):
         if not paths:
             return
@@ -275,6 +276,8 @@ class _Positions:
             n += batch.num_rows
         seq = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
         raw = np.concatenate(raws) if raws else np.zeros((0, 32), np.uint8)
+        if self._permutation(seq, raw, odd):
+            return
         order = np.argsort(seq, kind="stable")
         seq = seq[order]
         starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
@@ -285,6 +288,25 @@ class _Positions:
         for p in np.flatnonzero(self.count > 1).tolist():
             rows = order[starts[p]:starts[p] + self.count[p]].tolist()
             self._set_first(p, [odd[r] if r in odd else raw[r].tobytes().hex() for r in rows])
+
+    def _permutation(self, seq: np.ndarray, raw: np.ndarray, odd: dict[int, str | None]) -> bool:
+        """The usual case, each seq of a range once: placed by seq - first, no sort."""
+        if not len(seq):
+            return False
+        lo = int(seq.min())
+        at = seq - lo
+        if int(at.max()) != len(seq) - 1:
+            return False
+        placed = np.zeros(len(seq), bool)
+        placed[at] = True
+        if not placed.all():
+            return False
+        self.seq = np.arange(lo, lo + len(seq), dtype=np.int64)
+        self.count = np.ones(len(seq), np.int64)
+        self.raw = np.empty_like(raw)
+        self.raw[at] = raw
+        self.odd = {int(at[r]): h for r, h in odd.items()}
+        return True
 
     def _set_first(self, p: int, hashes: list[str | None]) -> None:
         """A duplicated position's first hash: the lowest stored one (as SQL's min, NULLs last)."""
@@ -398,32 +420,87 @@ _TIME_BAD = ("(s.occurred_at::TIMESTAMPTZ IS DISTINCT FROM occurred_at "
 _CHANGED = " OR ".join([*_COLUMNS_BAD, _DATA_BAD, _TIME_BAD])
 
 
-def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyReport,
+def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyReport, source: tuple,
                 start: int = 0, start_hash: str = ZERO_HASH) -> tuple[_Positions, bytes]:
     """Row checks of the rows loaded (seq >= start, chained from start_hash): duplicated and
-    missing seq, then one scan for each row's chain link (see _Chain) and its sealed record
-    against its seq and projection columns. Returns the positions and their leaf hashes in
-    seq order. DuckDB parses the records and compares the columns in its own threads, a
-    batch ahead of this thread, which hashes (the first batch is read while the positions
-    are sorted out)."""
-    scan = con.cursor()  # the positions' queries run on `con` while this one streams
-    reader = scan.execute(
-        f"SELECT seq, key_id, hash, leaf, {_REORDERED} AS reordered, {_CHANGED} AS changed FROM {_PARSED}"
-    ).to_arrow_reader(65_536)
-    with _ReadAhead(reader) as batches:
-        pos = _Positions(con)
-        _check_positions(con, pos, report, start)
-        links = _Chain(keys, pos, start, start_hash)
-        reordered, changed = np.zeros(0, np.int64), np.zeros(0, np.int64)  # the lowest seq of each
-        for batch in batches:
-            seq = batch.column(0).to_numpy()
-            reordered = _lowest(reordered, seq[batch.column(4).to_numpy(zero_copy_only=False)])
-            changed = _lowest(changed, seq[batch.column(5).to_numpy(zero_copy_only=False)])
-            links.check(seq, batch.column(1), batch.column(2), batch.column(3))
-    scan.close()
+    missing seq, then one scan (see _scan; `source` is its (paths, filesystem)) for each
+    row's chain link (see _Chain) and its sealed record against its seq and projection
+    columns (see _Projection). Returns the positions and their leaf hashes in seq order.
+    The reader fills the next batches in its own threads while this thread checks one (the
+    first ones are read while the positions are sorted out)."""
+    projection = _Projection()
+    pos = _Positions(con)
+    _check_positions(con, pos, report, start)
+    links = _Chain(keys, pos, start, start_hash)
+
+    def check(item: tuple[pa.RecordBatch, np.ndarray]) -> None:
+        batch, outside_partition = item
+        seq = batch.column("seq").to_numpy()
+        links.check(seq, batch.column("key_id"), batch.column("hash"), batch.column("leaf"))
+        projection.check(seq, batch, outside_partition)
+
+    # Two batches at a time: the hashing and matching release the GIL.
+    with ThreadPoolExecutor(2) as pool:
+        pending: deque = deque()
+        for item in _scan(con, *source, start):
+            pending.append(pool.submit(check, item))
+            if len(pending) > 3:
+                pending.popleft().result()
+        for future in pending:
+            future.result()
     links.bad.report(con, report)
-    _report_projection(report, _projection_details(con, sorted({*reordered.tolist(), *changed.tolist()})))
+    projection.report(con, report)
     return pos, links.leaf_hashes.tobytes()
+
+
+_SCAN_COLUMNS = ["seq", "key_id", "hash", "leaf", *PROJECTION, "data", "occurred_at"]
+# Columns with a few distinct values, read dictionary-encoded: no string per row to build.
+_DICTIONARY_COLUMNS = ["key_id", "event_type", "source", "tenant_id", "actor_type", "actor_role", "subject_country",
+                       "subject_region", "subject_timezone", "pii_fields", "lawful_basis"]
+_EVENT_DATE = re.compile(r"event_date=([^/]+)")  # as the ledger view's regexp_extract
+
+
+def _scan(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, start: int):
+    """The rows with seq >= start in batches of _SCAN_COLUMNS, each with whether each row's
+    occurred_at falls outside its file's event_date partition. Local files are read by
+    pyarrow's parallel Parquet reader straight into arrow (several times cheaper than
+    exporting DuckDB's rows to arrow); a copied (S3) ledger comes from its DuckDB table."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        cursor = con.cursor()
+        reader = cursor.execute(
+            f"""SELECT {', '.join(_SCAN_COLUMNS)}, strftime(occurred_at, '%Y-%m-%d') IS DISTINCT FROM event_date
+                FROM ledger"""
+        ).to_arrow_reader(65_536)
+        for batch in reader:
+            yield batch, batch.column(len(_SCAN_COLUMNS)).to_numpy(zero_copy_only=False)
+        cursor.close()
+        return
+    if not paths:
+        return
+    # The dictionary columns typed as read: a plain string type would make the scan decode them.
+    schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in _DICTIONARY_COLUMNS else f
+                        for f in tables.LEDGER if f.name != "event_date"])
+    fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=_DICTIONARY_COLUMNS))
+    scanner = pads.dataset(paths, schema=schema, format=fmt, filesystem=fs).scanner(
+        columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start, batch_size=65_536, fragment_readahead=1, batch_readahead=1)
+    for tagged in scanner.scan_batches():
+        batch = tagged.record_batch
+        if batch.num_rows:
+            yield batch, _outside_partition(batch.column("occurred_at"), tagged.fragment.path)
+
+
+def _outside_partition(occurred: pa.Array, path: str) -> np.ndarray:
+    """Per row, whether occurred_at's UTC date (as strftime '%Y-%m-%d') is not the event_date
+    of the file's path; every row when the path has no date in that form."""
+    found = _EVENT_DATE.search(path)
+    try:
+        day = np.datetime64(found.group(1), "D") if found and re.fullmatch(r"\d{4}-\d{2}-\d{2}", found.group(1)) else None
+    except ValueError:
+        day = None
+    if day is None:
+        return np.ones(len(occurred), bool)
+    micros = occurred.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
+    return micros // 86_400_000_000 != day.astype(np.int64)
 
 
 def _lowest(seqs: np.ndarray, more: np.ndarray) -> np.ndarray:
@@ -431,99 +508,197 @@ def _lowest(seqs: np.ndarray, more: np.ndarray) -> np.ndarray:
     return np.sort(np.concatenate([seqs, more]))[:FINDINGS_PER_KIND] if len(more) else seqs
 
 
-class _ReadAhead:
-    """A reader's batches, each read in a thread (DuckDB releases the GIL) while the caller
-    works on the one before; reading starts on entering the context."""
+class _Projection:
+    """The check of each row's columns against its sealed record. The record is not parsed
+    where it is exactly the text the columns spell in the sealed layout (sealing._row's
+    record in RFC 8785 key order), with an occurred_at that parses to the column's instant
+    on the row's event date: _records.match_records compares the text in C. The rows that
+    differ in any way (a changed column, a record of another layout, an unusual string)
+    are the suspects, which the exact check parses in DuckDB after the scan."""
 
-    def __init__(self, reader: pa.RecordBatchReader):
-        self._reader = reader
+    COLUMNS = [*PROJECTION, "data", "seq", "occurred_at"]
+
+    def __init__(self):
+        self.suspects: list[np.ndarray] = []
+        col = {name: i for i, name in enumerate(self.COLUMNS)}
+
+        def string(name: str) -> tuple:
+            return (1, col[name])
+
+        subject = ["subject_country", "subject_id", "phone_bidx", "subject_pii_sealed", "subject_region",
+                   "subject_timezone"]
+        subject_steps = []
+        for key, name in zip(["country", "id", "phone_bidx", "pii", "region", "timezone"], subject):
+            subject_steps += [(0, ('{"' if key == "country" else ',"').encode() + key.encode() + b'":'), string(name)]
+        self.template = (
+            (0, b'{"actor":{"id":'), string("actor_id"), (0, b',"ip":'), string("actor_ip_sealed"),
+            (0, b',"role":'), string("actor_role"), (0, b',"type":'), string("actor_type"),
+            (0, b'},"data":'), (2, col["data"]), (0, b',"event_id":'), string("event_id"),
+            (0, b',"event_type":'), string("event_type"), (0, b',"ingested_at":'), (4, 0),
+            (0, b',"lawful_basis":'), string("lawful_basis"), (0, b',"occurred_at":'), (6, col["occurred_at"]),
+            (0, b',"pii_fields":'), string("pii_fields"), (0, b',"seq":'), (3, col["seq"]),
+            (0, b',"source":'), string("source"), (0, b',"subject":'),
+            (5, len(subject_steps) + 1, tuple(col[c] for c in subject)), *subject_steps, (0, b"}"),
+            (0, b',"tenant_id":'), string("tenant_id"), (0, b',"v":1}'),
+        )
+
+    def check(self, seq: np.ndarray, batch: pa.RecordBatch, outside_partition: np.ndarray) -> None:
+        """Add the batch's rows that the text comparison does not clear to the suspects."""
+        columns = tuple(_column_buffers(batch.column(name)) for name in self.COLUMNS)
+        (data, offsets), = packed.buffers(batch.column("leaf"))
+        ok = np.frombuffer(_records.match_records(self.template, data, offsets, columns), np.bool_) & ~outside_partition
+        self.suspects.append(seq[~ok])
+
+    def report(self, con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
+        """The exact check of the suspects: reordered_row and changed_field findings."""
+        suspects = np.unique(np.concatenate(self.suspects)) if self.suspects else np.zeros(0, np.int64)
+        if not len(suspects):
+            return
+        con.register("suspects", pa.table({"seq": suspects}))
+        reordered, changed = np.zeros(0, np.int64), np.zeros(0, np.int64)  # the lowest seq of each
+        for batch in con.execute(
+            f"""SELECT seq, {_REORDERED}, {_CHANGED} FROM {_PARSED}
+                WHERE seq IN (SELECT seq FROM suspects) AND ({_REORDERED} OR {_CHANGED})"""
+        ).to_arrow_reader(65_536):
+            seq = batch.column(0).to_numpy()
+            reordered = _lowest(reordered, seq[batch.column(1).to_numpy(zero_copy_only=False)])
+            changed = _lowest(changed, seq[batch.column(2).to_numpy(zero_copy_only=False)])
+        con.unregister("suspects")
+        _report_projection(report, _projection_details(con, sorted({*reordered.tolist(), *changed.tolist()})))
+
+
+def _column_buffers(column: pa.Array) -> tuple:
+    """(data, int64 offsets, validity bitmap or None, int32 indices or None) of a string or
+    dictionary-encoded string column, or (values, None, validity, None) of an int64 one (a
+    timestamp as microseconds), as _records.match_records takes them."""
+    if column.offset:
+        column = pa.concat_arrays([column])  # a copy starting at offset 0
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp("us", "UTC")).cast(pa.int64())
+    if pa.types.is_integer(column.type):
+        column = column.cast(pa.int64())
+        return column.buffers()[1], None, column.buffers()[0], None
+    if pa.types.is_dictionary(column.type) and not column.dictionary.null_count:
+        strings = column.dictionary.cast(pa.large_string())
+        if strings.offset:
+            strings = pa.concat_arrays([strings])
+        indices = column.indices.cast(pa.int32())
+        _, offsets, data = strings.buffers()
+        return (data if data is not None else b""), offsets, indices.buffers()[0], indices.buffers()[1]
+    column = column.cast(pa.large_string())
+    if column.offset:
+        column = pa.concat_arrays([column])
+    validity, offsets, data = column.buffers()
+    return (data if data is not None else b""), offsets, validity, None
+
+
+class _ReadAhead:
+    """An iterator's items, each produced in a thread (the readers release the GIL) while
+    the caller works on the one before; reading starts on entering the context."""
+
+    def __init__(self, items):
+        self._items = iter(items)
         self._pool = ThreadPoolExecutor(1)
 
     def __enter__(self):
-        self._ahead = self._pool.submit(self._read)
+        self._ahead = self._pool.submit(next, self._items, None)
         return self._batches()
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown()
 
-    def _read(self) -> pa.RecordBatch | None:
-        try:
-            return self._reader.read_next_batch()
-        except StopIteration:
-            return None
-
     def _batches(self):
-        while (batch := self._ahead.result()) is not None:
-            self._ahead = self._pool.submit(self._read)
-            yield batch
+        while (item := self._ahead.result()) is not None:
+            self._ahead = self._pool.submit(next, self._items, None)
+            yield item
 
 
 class _Chain:
     """The chain check of rows read in any order: a row's HMAC must equal its stored hash,
     computed over the first stored hash of the position before it (so every row is checked
     on its own, no sort of the wide leaf column is needed) or over start_hash at `start`.
-    Also collects the positions' leaf hashes. hashlib (OpenSSL) does the hashing, several
-    times faster than DuckDB's sha256; HMAC continues copies of hash states that already
-    absorbed the padded keys."""
+    Also collects the positions' leaf hashes. The batch hasher (OpenSSL, GIL released) does
+    the hashing straight from the arrow buffers."""
 
     def __init__(self, keys: KeyStore, pos: _Positions, start: int, start_hash: str):
-        self.pads = {kid: tuple(hashlib.sha256(p) for p in chain.hmac_pads(k)) for kid, k in keys.chain_keys().items()}
+        self.keys = keys.chain_keys()
         self.pos, self.start = pos, start
         self.start_raw = np.frombuffer(bytes.fromhex(start_hash), np.uint8)
         self.leaf_hashes = np.zeros((len(pos), 32), np.uint8)
         self.taken: set[int] = set()  # duplicated positions whose leaf hash is set
+        self._taking = threading.Lock()  # batches are checked in two threads
         self.bad = _FirstRows()
 
     def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array, leaf: pa.Array) -> None:
         at = np.searchsorted(self.pos.seq, seq)
-        leaves = leaf.cast(pa.binary()).fill_null(b"").to_pylist()
-        self._leaf_hashes(at, stored, leaves)
-        prevs, has_prev = self._prevs(seq, at)
-        key_ids = pc.dictionary_encode(key_id)
+        leaf = leaf.cast(pa.large_binary()).fill_null(b"")
+        self._leaf_hashes(at, stored, leaf)
+        prevs, has_prev, odd = self._prevs(seq, at)
+        key_ids = key_id if pa.types.is_dictionary(key_id.type) else pc.dictionary_encode(key_id)
         codes = key_ids.indices.fill_null(-1).to_numpy()
         for code, kid in [*enumerate(key_ids.dictionary.to_pylist()), (-1, None)]:
             rows = np.flatnonzero(codes == code)
-            if kid not in self.pads:
+            if kid not in self.keys:
                 if len(rows):
                     self.bad.add("unknown_key", seq[rows].tolist(), stored.take(pa.array(rows, pa.int64())).to_pylist())
                 continue
             rows = rows[has_prev[rows]]
-            computed = _hmacs(*self.pads[kid], *_pick(rows, prevs, leaves))
+            computed = self._links(self.keys[kid], rows, prevs, leaf, odd)
             self._compare(computed, stored.take(pa.array(rows, pa.int64())), seq[rows])
 
-    def _leaf_hashes(self, at: np.ndarray, stored: pa.Array, leaves: list[bytes]) -> None:
+    def _links(self, key: bytes, rows: np.ndarray, prevs: np.ndarray, leaf: pa.Array, odd: dict[int, bytes]) -> bytes:
+        """The HMACs of `rows`, packed; a previous hash that is not 32 bytes (a stored hash
+        that is hex but of another length) is linked on its own."""
+        leaves = leaf if len(rows) == len(leaf) else leaf.take(pa.array(rows, pa.int64()))
+        computed = chain.links(key, prevs[rows].tobytes(), leaves)
+        if not odd:
+            return computed
+        out = bytearray(computed)
+        for j in np.flatnonzero(np.isin(rows, list(odd))).tolist():
+            out[32 * j:32 * j + 32] = chain.link(key, odd[int(rows[j])], leaves[j].as_py())
+        return bytes(out)
+
+    def _leaf_hashes(self, at: np.ndarray, stored: pa.Array, leaf: pa.Array) -> None:
         """Each position's leaf hash, from its first row (a duplicated position has more)."""
         dup = self.pos.count[at] > 1
-        first = np.flatnonzero(~dup | self._firsts(at, dup, stored)) if dup.any() else np.arange(len(at))
-        sha = hashlib.sha256
-        digests = b"".join([sha(b"\x00" + leaf).digest() for leaf in _pick(first, leaves)[0]])
-        self.leaf_hashes[at[first]] = np.frombuffer(digests, np.uint8).reshape(-1, 32)
+        if dup.any():
+            first = np.flatnonzero(~dup | self._firsts(at, dup, stored))
+            leaf = leaf.take(pa.array(first, pa.int64()))
+        else:
+            first = np.arange(len(at))
+        self.leaf_hashes[at[first]] = np.frombuffer(merkle.leaf_hashes(leaf), np.uint8).reshape(-1, 32)
 
     def _firsts(self, at: np.ndarray, dup: np.ndarray, stored: pa.Array) -> np.ndarray:
         """The row of each duplicated position that gives its leaf hash: the first one read
         of those holding its first hash (rows equal in seq and hash tie; scan order decides)."""
         first = np.zeros(len(at), bool)
-        for i in np.flatnonzero(dup).tolist():
-            p = int(at[i])
-            if p not in self.taken and stored[i].as_py() == self.pos.stored(p):
-                first[i] = True
-                self.taken.add(p)
+        with self._taking:
+            for i in np.flatnonzero(dup).tolist():
+                p = int(at[i])
+                if p not in self.taken and stored[i].as_py() == self.pos.stored(p):
+                    first[i] = True
+                    self.taken.add(p)
         return first
 
-    def _prevs(self, seq: np.ndarray, at: np.ndarray) -> tuple[list[bytes | None], np.ndarray]:
-        """Each row's previous hash, and whether it has one (a missing position below is
-        reported as a deleted row)."""
+    def _prevs(self, seq: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, bytes]]:
+        """Each row's previous hash as an (n, 32) matrix, whether it has one (a missing
+        position below is reported as a deleted row), and {row: previous hash} of the rows
+        whose previous hash is stored in another form (not 64 lowercase hex digits)."""
         below = np.maximum(at - 1, 0)
         at_start = seq == self.start
         has_prev = at_start | ((at > 0) & (self.pos.seq[below] == seq - 1))
-        flat = np.where(at_start[:, None], self.start_raw, self.pos.raw[below]).tobytes()
-        prevs = [flat[j:j + 32] for j in range(0, len(flat), 32)]
+        prevs = np.where(at_start[:, None], self.start_raw, self.pos.raw[below])
+        odd: dict[int, bytes] = {}
         if self.pos.odd:
             for i in np.flatnonzero(has_prev & ~at_start).tolist():
                 if int(below[i]) in self.pos.odd:
-                    prevs[i] = self.pos.prev_bytes(int(below[i]))
-                    has_prev[i] = prevs[i] is not None
-        return prevs, has_prev
+                    prev = self.pos.prev_bytes(int(below[i]))
+                    has_prev[i] = prev is not None
+                    if prev is not None and len(prev) == 32:
+                        prevs[i] = np.frombuffer(prev, np.uint8)
+                    elif prev is not None:
+                        odd[i] = prev
+        return prevs, has_prev, odd
 
     def _compare(self, computed: bytes, stored: pa.Array, seqs: np.ndarray) -> None:
         """Record the rows whose stored hash is not the computed one (as lowercase hex)."""
@@ -537,28 +712,6 @@ class _Chain:
             self.bad.add("changed_row", seqs[wrong].tolist(), stored.take(pa.array(wrong, pa.int64())).to_pylist())
 
 
-def _pick(rows: np.ndarray, *lists: list) -> list[list]:
-    """The items at `rows` (sorted, distinct) of each list; the lists themselves when that is all."""
-    if len(rows) == len(lists[0]):
-        return list(lists)
-    at = rows.tolist()
-    return [[items[i] for i in at] for items in lists]
-
-
-def _hmacs(inner, outer, prevs: list[bytes], leaves: list[bytes]) -> bytes:
-    """HMAC(prev || leaf) of each pair, concatenated; inner/outer: SHA-256 states that
-    absorbed the key's ipad/opad."""
-    out = []
-    for prev, leaf in zip(prevs, leaves):
-        h = inner.copy()
-        h.update(prev)
-        h.update(leaf)
-        o = outer.copy()
-        o.update(h.digest())
-        out.append(o.digest())
-    return b"".join(out)
-
-
 class _FirstRows:
     """The first FINDINGS_PER_KIND rows of each kind in (seq, hash) order, the order in which
     a sorted scan would report them, kept bounded however many rows are bad."""
@@ -570,13 +723,15 @@ class _FirstRows:
 
     def __init__(self):
         self.rows: dict[str, list[tuple]] = {}
+        self._lock = threading.Lock()
 
     def add(self, kind: str, seqs: list[int], hashes: list[str | None]) -> None:
-        rows = self.rows.setdefault(kind, [])
-        rows.extend((s, h is None, h or "", h) for s, h in zip(seqs, hashes))  # NULLs last, as SQL
-        if len(rows) > 4 * FINDINGS_PER_KIND:
-            rows.sort()
-            del rows[FINDINGS_PER_KIND:]
+        with self._lock:  # batches are checked in two threads
+            rows = self.rows.setdefault(kind, [])
+            rows.extend((s, h is None, h or "", h) for s, h in zip(seqs, hashes))  # NULLs last, as SQL
+            if len(rows) > 4 * FINDINGS_PER_KIND:
+                rows.sort()
+                del rows[FINDINGS_PER_KIND:]
 
     def report(self, con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
         """Add the findings, located by a look-up of just their rows."""
@@ -632,7 +787,7 @@ class _Tree:
     The frontier of every size asked for is kept: asking in increasing order hashes each
     node once, and only O(log n) hashes per size are held besides the leaves."""
 
-    CHUNK = 1 << 16  # leaves appended per Frontier.extend call (bounds its lists)
+    CHUNK = 1 << 16  # leaves appended per Frontier.extend call (bounds its copies)
 
     def __init__(self, leaf_hashes: bytes, start: int = 0, frontier: merkle.Frontier | None = None):
         self.start = start
@@ -647,7 +802,7 @@ class _Tree:
         f = self._frontiers[base]
         for lo in range(base, size, self.CHUNK):
             a, b = 32 * (lo - self.start), 32 * (min(size, lo + self.CHUNK) - self.start)
-            f = f.extend([self._leaves[i:i + 32] for i in range(a, b, 32)])
+            f = f.extend(self._leaves[a:b])
         self._frontiers[size] = f
         return f.root()
 
@@ -755,7 +910,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
                                  "temp_directory": spill.name})
     con.execute("SET TimeZone = 'UTC'")
     _load_ledger(con, paths, fs, lake.filesystem()[1], start)
-    positions, leaf_hashes = _check_rows(con, keys, report, start, trusted.chain_head if base else ZERO_HASH)
+    positions, leaf_hashes = _check_rows(con, keys, report, (paths, fs), start,
+                                         trusted.chain_head if base else ZERO_HASH)
     if start:
         below = con.execute("SELECT count(*) FROM ledger_below").fetchone()[0]
         if below != start:

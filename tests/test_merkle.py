@@ -10,10 +10,10 @@ a proof is built from.  Every verifier is also fed the corrupted variants of eve
 from __future__ import annotations
 
 import hashlib
-import itertools
 import random
 from dataclasses import FrozenInstanceError
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,9 +27,8 @@ from auditlake.ledger.merkle import (
     inclusion_proof,
     inclusion_proof_from,
     leaf_hash,
-    leaf_hashes_arrow,
+    leaf_hashes,
     node_hash,
-    root_arrow,
     root_from,
     root_from_leaf_hashes,
     verify_consistency,
@@ -339,14 +338,13 @@ def test_reference_roots(size):
     assert root_from_leaf_hashes(hs) == ROOTS[size - 1]
     assert mth(hs) == ROOTS[size - 1]
     assert Frontier.empty().extend(hs).root() == ROOTS[size - 1]
-    assert root_arrow(pa.array(hs, pa.binary(32)), duckdb_min_nodes=1, levels_per_query=1) == ROOTS[size - 1]
-    assert root_arrow(leaf_hashes_arrow(pa.array(LEAVES[:size], pa.binary()))) == ROOTS[size - 1]
+    assert Frontier.empty().extend(leaf_hashes(pa.array(LEAVES[:size], pa.binary()))).root() == ROOTS[size - 1]
 
 
 def test_empty_tree_root():
     assert root_from_leaf_hashes([]) == EMPTY_ROOT
     assert Frontier.empty().root() == EMPTY_ROOT
-    assert root_arrow(pa.array([], pa.binary(32))) == EMPTY_ROOT
+    assert Frontier.empty().extend(b"").root() == EMPTY_ROOT
     assert root_from(0, lambda *a: pytest.fail("no node needed")) == EMPTY_ROOT
 
 
@@ -781,93 +779,79 @@ def test_frontier_any_chunking_gives_the_root(n, cuts, min_level):
         assert inclusion_proof_from(index, n, NodeStore(stored, n)) == inclusion_proof(index, BIG_HASHES[:n])
 
 
-# ----------------------------------------------------------------------------- vectorised (arrow / DuckDB)
+# ----------------------------------------------------------------------------- batches (arrow, packed hashes)
 
 
-def test_leaf_hashes_arrow_strings_and_binary():
+def test_leaf_hashes_strings_and_binary():
     texts = ["", "a", "é", "\x00", "ab\\x41", "\\x00", "'quote'", "日本語", '{"v":1,"seq":0}', "x" * 1000]
-    want = [leaf_hash(t.encode("utf-8")) for t in texts]
+    want = b"".join(leaf_hash(t.encode("utf-8")) for t in texts)
     for typ in (pa.string(), pa.large_string(), pa.string_view()):
-        out = leaf_hashes_arrow(pa.array(texts, typ))
-        assert out.type == pa.binary(32)
-        assert out.to_pylist() == want
+        assert leaf_hashes(pa.array(texts, typ)) == want
     blobs = [t.encode("utf-8") for t in texts] + [bytes(range(256))]
-    want = [leaf_hash(b) for b in blobs]
+    want = b"".join(leaf_hash(b) for b in blobs)
     for typ in (pa.binary(), pa.large_binary(), pa.binary_view()):
-        assert leaf_hashes_arrow(pa.array(blobs, typ)).to_pylist() == want
+        assert leaf_hashes(pa.array(blobs, typ)) == want
     fixed = [bytes([i]) * 7 for i in range(5)]
-    assert leaf_hashes_arrow(pa.array(fixed, pa.binary(7))).to_pylist() == [leaf_hash(b) for b in fixed]
-    assert leaf_hashes_arrow(pa.chunked_array([pa.array(texts[:3]), pa.array(texts[3:])])).to_pylist() == [
-        leaf_hash(t.encode()) for t in texts
-    ]
-    assert leaf_hashes_arrow(pa.array(texts)[2:7]).to_pylist() == [leaf_hash(t.encode()) for t in texts[2:7]]
-    assert len(leaf_hashes_arrow(pa.array([], pa.string()))) == 0
+    assert leaf_hashes(pa.array(fixed, pa.binary(7))) == b"".join(leaf_hash(b) for b in fixed)
+    chunked = pa.chunked_array([pa.array(texts[:3]), pa.array([], pa.string()), pa.array(texts[3:])])
+    assert leaf_hashes(chunked) == b"".join(leaf_hash(t.encode()) for t in texts)
+    assert leaf_hashes(pa.array(texts)[2:7]) == b"".join(leaf_hash(t.encode()) for t in texts[2:7])
+    assert leaf_hashes(pa.array([], pa.string())) == b""
 
 
-def test_leaf_hashes_arrow_rejects_bad_input():
+def test_leaf_hashes_rejects_bad_input():
     with pytest.raises(ValueError):
-        leaf_hashes_arrow(pa.array(["a", None]))
+        leaf_hashes(pa.array(["a", None]))
     with pytest.raises(TypeError):
-        leaf_hashes_arrow(pa.array([1, 2, 3]))
+        leaf_hashes(pa.array([1, 2, 3]))
 
 
-def test_leaf_hashes_arrow_preserves_order_on_large_input():
-    n = 150_001
-    texts = [f'{{"seq":{i}}}' for i in range(n)]
-    out = leaf_hashes_arrow(pa.array(texts))
-    assert out.to_pylist() == [hashlib.sha256(b"\x00" + t.encode()).digest() for t in texts]
+def test_batch_hasher_checks_its_buffers():
+    from auditlake.ledger import _sha256
 
-
-@pytest.mark.parametrize("k", [1, 2, 3, 4])
-def test_root_arrow_promotion_equals_rfc_root(k):
-    sizes = range(0, 301) if k == 3 else itertools.chain(range(0, 70), (127, 128, 129, 255, 256, 257, 299, 300))
-    for size in sizes:
-        arr = pa.array(BIG_HASHES[:size], pa.binary(32))
-        assert root_arrow(arr, levels_per_query=k, duckdb_min_nodes=1) == BIG_ROOTS[size], size
-
-
-def test_root_arrow_default_settings_and_input_types():
-    for size in (0, 1, 2, 3, 1999, 2000):
-        hs = BIG_HASHES[:size]
-        assert root_arrow(pa.array(hs, pa.binary(32))) == BIG_ROOTS[size]
-        assert root_arrow(pa.array(hs, pa.binary())) == BIG_ROOTS[size]
-        assert root_arrow(pa.array(hs, pa.large_binary())) == BIG_ROOTS[size]
-        assert root_arrow(pa.array(hs, pa.binary_view())) == BIG_ROOTS[size]
-        assert root_arrow(hs) == BIG_ROOTS[size]
-    chunked = pa.chunked_array([pa.array(BIG_HASHES[:700], pa.binary(32)), pa.array(BIG_HASHES[700:2000], pa.binary(32))])
-    assert root_arrow(chunked, duckdb_min_nodes=1) == BIG_ROOTS[2000]
-    sliced = pa.array(BIG_HASHES[:2000], pa.binary(32))[0:1500]
-    assert root_arrow(sliced, duckdb_min_nodes=1) == BIG_ROOTS[1500]
-    sliced = pa.array([b"\x00" * 32, *BIG_HASHES[:1500]], pa.binary())[1:]
-    assert root_arrow(sliced, duckdb_min_nodes=1) == BIG_ROOTS[1500]
-
-
-def test_root_arrow_rejects_bad_input():
+    data = b"abcdef"
+    good = np.array([0, 3, 6], np.int64)
+    assert _sha256.leaf_hashes(data, good) == leaf_hash(b"abc") + leaf_hash(b"def")
+    for offsets in ([0, 3, 7], [0, 4, 3], [-1, 3, 6], [3]):
+        if len(offsets) == 1:
+            assert _sha256.leaf_hashes(data, np.array(offsets, np.int64)) == b""
+            continue
+        with pytest.raises(ValueError):
+            _sha256.leaf_hashes(data, np.array(offsets, np.int64))
     with pytest.raises(ValueError):
-        root_arrow(pa.array([SOME_HASH, b"short"], pa.binary()))
+        _sha256.leaf_hashes(data, b"\x00" * 12)  # not whole int64s
     with pytest.raises(ValueError):
-        root_arrow(pa.array([SOME_HASH, None], pa.binary(32)))
+        _sha256.node_hashes(b"\x00" * 63)
     with pytest.raises(ValueError):
-        root_arrow(pa.array([b"x" * 16], pa.binary(16)))
-    with pytest.raises(TypeError):
-        root_arrow(pa.array([1, 2]))
-    with pytest.raises(TypeError):
-        root_arrow(pa.array([], pa.string()))
+        _sha256.hmacs(b"k", b"\x00" * 31, data, good)
     with pytest.raises(ValueError):
-        root_arrow(pa.array([SOME_HASH], pa.binary(32)), levels_per_query=0)
+        _sha256.hmac_chain(b"k", b"\x00" * 31, data, good)
 
 
-@pytest.mark.parametrize("size", [2**16, 2**16 + 1, 2**17 - 1, 100_003, 250_007])
-def test_root_arrow_large_trees(size):
+def test_node_hashes_are_rfc_nodes():
+    from auditlake.ledger import _sha256
+
+    pairs = BIG_HASHES[:200]
+    assert _sha256.node_hashes(b"".join(pairs)) == b"".join(node_hash(a, b) for a, b in zip(pairs[0::2], pairs[1::2]))
+
+
+@pytest.mark.parametrize("size", [2**16, 2**16 + 1, 2**17 - 1, 100_003])
+def test_frontier_packed_equals_listed_on_large_trees(size):
     rng = random.Random(size)
     hashes = [rng.randbytes(32) for _ in range(size)]
-    want = Frontier.empty().extend(hashes).root()
-    arr = pa.array(hashes, pa.binary(32))
-    assert root_arrow(arr) == want
-    assert root_arrow(arr, levels_per_query=1, duckdb_min_nodes=1) == want
+    packed = b"".join(hashes)
+    want = Frontier.empty().extend(hashes)
+    assert Frontier.empty().extend(packed) == want
+    cut = size // 3
+    assert Frontier.empty().extend(packed[:32 * cut]).extend(memoryview(packed)[32 * cut:]) == want
+
+
+def test_frontier_packed_rejects_ragged_bytes():
+    with pytest.raises(ValueError):
+        Frontier.empty().extend(b"\x00" * 33)
 
 
 def test_arrow_pipeline_matches_python_pipeline():
     texts = [f'{{"seq":{i},"event_type":"login"}}' for i in range(70_001)]
     hashes = [leaf_hash(t.encode()) for t in texts]
-    assert root_arrow(leaf_hashes_arrow(pa.array(texts))) == root_from_leaf_hashes(hashes)
+    assert Frontier.empty().extend(leaf_hashes(pa.array(texts))).root() == root_from_leaf_hashes(hashes) == mth(hashes)

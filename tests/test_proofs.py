@@ -361,7 +361,7 @@ def test_proof_caches_spare_the_ledger_reads_and_cannot_mislead(lake, tmp_path, 
         assert proofs.verify_proof_doc(doc)[0]
     assert reads == [[(768, 800)]]  # only the last, unindexed block came from the ledger
     # Wrong leaf hashes, a wrong tile and a wrong file pointer: still the right proof.
-    proofs._write_leaf_segment(lake, 0, 512, [b"\x07" * 32] * 512)
+    proofs._write_leaf_segment(lake, 0, 512, b"\x07" * 32 * 512)
     cache = proofs._tile_caches(lake)[0][1]
     pq.write_table(pa.table({"node": pa.array([(9 << 48) | 0], pa.int64()),
                                      "hash": pa.array([b"\x01" * 32], pa.binary(32))}), cache)

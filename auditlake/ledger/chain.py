@@ -1,9 +1,17 @@
-"""The HMAC hash chain: hash_i = HMAC-SHA-256(K, hash_{i-1} || leaf_i), hash_{-1} = 32 zero bytes."""
+"""The HMAC hash chain: hash_i = HMAC-SHA-256(K, hash_{i-1} || leaf_i), hash_{-1} = 32 zero bytes.
+
+Batches go to the batch hasher (_sha256.c): leaves as an arrow binary or string array
+(strings as UTF-8), hashes packed (n concatenated 32-byte digests)."""
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
+
+import pyarrow as pa
+
+from . import _sha256 as batch
+from . import packed
 
 GENESIS = bytes(32)
 
@@ -12,30 +20,35 @@ def link(key: bytes, prev: bytes, leaf: bytes) -> bytes:
     return hmac.new(key, prev + leaf, hashlib.sha256).digest()
 
 
-def extend(keys: Mapping[str, bytes], prev: bytes, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
-    """Chain hashes for (key_id, leaf) items following `prev`."""
-    # HMAC from SHA-256 states pre-fed with the padded keys: a copy per link instead of
-    # re-deriving the pads, about twice as fast as hmac.new for short messages.
-    states: dict[str, tuple] = {}
-    out = []
-    for key_id, leaf in items:
-        pads = states.get(key_id)
-        if pads is None:
-            ipad, opad = hmac_pads(keys[key_id])
-            pads = states[key_id] = (hashlib.sha256(ipad), hashlib.sha256(opad))
-        inner = pads[0].copy()
-        inner.update(prev)
-        inner.update(leaf)
-        outer = pads[1].copy()
-        outer.update(inner.digest())
-        prev = outer.digest()
-        out.append(prev)
-    return out
+def extend(keys: Mapping[str, bytes], prev: bytes, key_ids: Sequence[str], leaves: pa.Array | pa.ChunkedArray) -> bytes:
+    """The packed chain hashes of `leaves` following `prev`, leaf i linked with the key
+    keys[key_ids[i]] (a rotation changes the key mid-chain)."""
+    if leaves.null_count:
+        raise ValueError("leaves must not contain nulls")
+    if isinstance(leaves, pa.ChunkedArray):
+        leaves = leaves.combine_chunks()
+    out, start = [], 0
+    while start < len(leaves):
+        key_id = key_ids[start]
+        end = start + 1
+        while end < len(leaves) and key_ids[end] == key_id:
+            end += 1
+        for data, offsets in packed.buffers(leaves.slice(start, end - start)):
+            links = batch.hmac_chain(keys[key_id], prev, data, offsets)
+            out.append(links)
+            prev = links[-packed.HASH_SIZE:]
+        start = end
+    return b"".join(out)
 
 
-def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """HMAC-SHA-256 inner and outer padded keys: HMAC = SHA256(opad || SHA256(ipad || m))."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(64, b"\0")
-    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+def links(key: bytes, prevs: bytes, leaves: pa.Array) -> bytes:
+    """HMAC-SHA-256(key, prevs[i] || leaf i) of each leaf, packed: links checked one by one
+    against given previous hashes (packed), as a verifier reading rows in any order does."""
+    parts, at = [], 0
+    for data, offsets in packed.buffers(leaves):
+        n = len(offsets) - 1
+        parts.append(batch.hmacs(key, prevs[at:at + packed.HASH_SIZE * n], data, offsets))
+        at += packed.HASH_SIZE * n
+    if at != len(prevs):
+        raise ValueError("one previous hash per leaf")
+    return b"".join(parts)

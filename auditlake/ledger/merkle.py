@@ -1,8 +1,7 @@
 """RFC 6962 / RFC 9162 Merkle tree primitives for the auditlake ledger (LEDGER.md section 6).
 
-Pure functions, no I/O.  ``hashlib`` does the hashing everywhere except in the two
-vectorised helpers (``leaf_hashes_arrow``, ``root_arrow``), which use an in-memory
-DuckDB database (extension auto-install/auto-load disabled) for bulk SHA-256.
+Pure functions, no I/O.  ``hashlib`` hashes single nodes; many at once (``leaf_hashes``,
+``Frontier.extend``) go to the batch hasher (``_sha256.c``, OpenSSL, one call per level).
 
 Conventions (as in transparency-dev/merkle):
 
@@ -24,14 +23,15 @@ makes them return ``False``.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import hmac
 import operator
 import re
-import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
+
+from . import _sha256 as batch
+from . import packed
 
 __all__ = [
     "EMPTY_ROOT",
@@ -44,9 +44,8 @@ __all__ = [
     "inclusion_proof",
     "inclusion_proof_from",
     "leaf_hash",
-    "leaf_hashes_arrow",
+    "leaf_hashes",
     "node_hash",
-    "root_arrow",
     "root_from",
     "root_from_leaf_hashes",
     "verify_consistency",
@@ -191,15 +190,16 @@ class Frontier:
 
     def extend(
         self,
-        leaf_hashes: Iterable[bytes],
+        leaf_hashes: bytes | Iterable[bytes],
         *,
         min_level: int = 0,
         on_node: Callable[[int, int, bytes], None] | None = None,
     ) -> Frontier:
-        """Return the frontier after appending ``leaf_hashes`` (32-byte leaf hashes).
+        """Return the frontier after appending ``leaf_hashes``: 32-byte leaf hashes, or one
+        bytes-like object of them packed (concatenated).
 
-        Work is linear: each level is paired in one list pass (about one node hash per
-        appended leaf), so a million hashes in one call is fine.
+        Work is linear: each level is paired in one batch-hasher call (about one node hash
+        per appended leaf), so a million hashes in one call is fine.
 
         If ``on_node`` is given it is called as ``on_node(level, index, hash)`` once for every
         perfect subtree completed by this append whose ``level >= min_level`` (level 0 are
@@ -207,33 +207,39 @@ class Frontier:
         sequence of appends each perfect node of the final tree is reported exactly once,
         so a caller can persist inner nodes ("tiles") for ``*_proof_from``.
         """
-        row: list[bytes] = list(leaf_hashes)
-        if row and set(map(type, row)) != {bytes}:
-            row = [_as_hash(h) for h in row]
-        if row and set(map(len, row)) != {HASH_SIZE}:
-            raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes each")
+        if isinstance(leaf_hashes, (bytes, bytearray, memoryview)):
+            row = bytes(leaf_hashes)
+            if len(row) % HASH_SIZE:
+                raise ValueError(f"packed leaf hashes must be a multiple of {HASH_SIZE} bytes")
+        else:
+            hashes = list(leaf_hashes)
+            if hashes and set(map(type, hashes)) != {bytes}:
+                hashes = [_as_hash(h) for h in hashes]
+            if hashes and set(map(len, hashes)) != {HASH_SIZE}:
+                raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes each")
+            row = b"".join(hashes)
         old_size = self.size
-        new_size = old_size + len(row)
+        new_size = old_size + len(row) // HASH_SIZE
         if new_size > MAX_TREE_SIZE:
             raise ValueError("tree size would exceed 2**64 - 1")
         if on_node is not None:
             min_level = _as_size(min_level)
         old = dict(zip(_frontier_levels(old_size), self.hashes))
         kept: dict[int, bytes] = {}
-        sha = _sha256
         level = 0
-        # Invariant: ``row`` holds the nodes of ``level`` completed by this append, the first
+        # Invariant: ``row`` packs the nodes of ``level`` completed by this append, the first
         # one with index ``old_size >> level``.
         while row or old_size >> level:
             first = old_size >> level
             if on_node is not None and level >= min_level:
-                for i, h in enumerate(row, first):
-                    on_node(level, i, h)
-            if first & 1:  # the old frontier holds the left sibling of row[0]
-                row = [old[level], *row]
-            if len(row) & 1:  # the last node has no right sibling yet: it joins the frontier
-                kept[level] = row[-1]
-            row = [sha(_NODE_PREFIX + a + b).digest() for a, b in zip(row[0::2], row[1::2])]
+                for i, at in enumerate(range(0, len(row), HASH_SIZE), first):
+                    on_node(level, i, row[at:at + HASH_SIZE])
+            if first & 1:  # the old frontier holds the left sibling of the first node
+                row = old[level] + row
+            if len(row) // HASH_SIZE & 1:  # the last node has no right sibling yet: it joins the frontier
+                kept[level] = row[-HASH_SIZE:]
+                row = row[:-HASH_SIZE]
+            row = batch.node_hashes(row)
             level += 1
         return Frontier(new_size, tuple(kept[lv] for lv in _frontier_levels(new_size)))
 
@@ -522,194 +528,12 @@ def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: Sequ
 
 
 # ---------------------------------------------------------------------------
-# Vectorised (pyarrow + in-memory DuckDB)
-
-_db_lock = threading.Lock()
-_db = None
-_BATCH_ROWS = 1 << 16  # DuckDB scans arrow record batches in parallel
+# Batches (arrow arrays, packed hashes)
 
 
-def _duckdb_cursor():
-    """A cursor on a private in-memory DuckDB database (no extension install/load)."""
-    global _db
-    with _db_lock:
-        if _db is None:
-            import duckdb
-
-            _db = duckdb.connect(
-                ":memory:",
-                config={
-                    "autoinstall_known_extensions": False,
-                    "autoload_known_extensions": False,
-                    "preserve_insertion_order": True,
-                },
-            )
-        return _db.cursor()
-
-
-def _sha256_hex_query(table, expr: str) -> bytes:
-    """Evaluate ``sha256(expr)`` over ``table`` rows (in order); return the concatenated digests."""
-    import pyarrow as pa
-
-    table = pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS), table.schema)
-    cur = _duckdb_cursor()
-    try:
-        cur.register("merkle_input", table)
-        result = cur.sql(f"SELECT sha256({expr}) AS h FROM merkle_input").to_arrow_table()
-    finally:
-        cur.close()
-    if result.num_rows != table.num_rows:
-        raise RuntimeError("DuckDB returned a different number of rows")
-    parts = []
-    for chunk in result.column(0).chunks:
-        parts.append(_unhex_chunk(chunk))
-    return b"".join(parts)
-
-
-def _unhex_chunk(chunk) -> bytes:
-    """Decode an arrow string array of 64-char hex digests into raw concatenated bytes."""
-    import numpy as np
-    import pyarrow as pa
-
-    if chunk.null_count:
-        raise RuntimeError("DuckDB returned a null digest")
-    if pa.types.is_string_view(chunk.type):
-        chunk = chunk.cast(pa.large_string())
-    if pa.types.is_large_string(chunk.type):
-        dtype, width = np.int64, 8
-    elif pa.types.is_string(chunk.type):
-        dtype, width = np.int32, 4
-    else:
-        raise RuntimeError(f"unexpected DuckDB sha256 result type {chunk.type}")
-    n = len(chunk)
-    offsets = np.frombuffer(chunk.buffers()[1], dtype, n + 1, chunk.offset * width)
-    if n and not (np.diff(offsets) == 2 * HASH_SIZE).all():
-        raise RuntimeError("DuckDB sha256 returned a digest that is not 64 hex digits")
-    data = memoryview(chunk.buffers()[2])[int(offsets[0]) : int(offsets[-1])] if n else b""
-    return binascii.unhexlify(data)
-
-
-def _fixed32(raw) -> object:
-    """A FixedSizeBinary(32) arrow array over a bytes-like object (bytes or contiguous ndarray)."""
-    import pyarrow as pa
-
-    buf = pa.py_buffer(raw)
-    return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(HASH_SIZE), buf.size // HASH_SIZE, [None, buf]
-    )
-
-
-def leaf_hashes_arrow(leaves):
-    """RFC 6962 leaf hashes of a pyarrow array of leaves, as a ``FixedSizeBinary(32)`` array.
-
-    ``leaves``: a pyarrow (Chunked)Array of binary/large_binary/fixed_size_binary/binary_view
-    (hashed as is) or string/large_string/string_view (hashed as UTF-8); nulls are rejected.
-    Computed as ``sha256(0x00 || leaf)`` in DuckDB, in parallel, preserving order.
-    """
-    import pyarrow as pa
-
-    if not isinstance(leaves, (pa.Array, pa.ChunkedArray)):
-        leaves = pa.array(leaves)
-    t = leaves.type
-    if pa.types.is_string_view(t):
-        leaves, t = leaves.cast(pa.large_string()), pa.large_string()
-    elif pa.types.is_binary_view(t):
-        leaves, t = leaves.cast(pa.large_binary()), pa.large_binary()
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        expr = "from_hex('00') || encode(leaf)"  # encode(): VARCHAR -> its UTF-8 bytes
-    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        expr = "from_hex('00') || leaf"
-    else:
-        raise TypeError(f"leaves must be a binary or string arrow array, not {t}")
+def leaf_hashes(leaves) -> bytes:
+    """RFC 6962 leaf hashes of a pyarrow (Chunked)Array of binary or string leaves (strings
+    hashed as UTF-8), packed: n concatenated 32-byte digests, in order. Nulls are rejected."""
     if leaves.null_count:
         raise ValueError("leaves must not contain nulls")
-    if len(leaves) == 0:
-        return _fixed32(b"")
-    return _fixed32(_sha256_hex_query(pa.table({"leaf": leaves}), expr))
-
-
-def _hashes_as_bytes(leaf_hashes) -> bytes:
-    """The 32-byte hashes of an arrow array, concatenated (validated, no nulls)."""
-    import numpy as np
-    import pyarrow as pa
-
-    if not isinstance(leaf_hashes, (pa.Array, pa.ChunkedArray)):
-        leaf_hashes = pa.array(leaf_hashes, pa.binary())
-    chunks = leaf_hashes.chunks if isinstance(leaf_hashes, pa.ChunkedArray) else [leaf_hashes]
-    parts = []
-    for c in chunks:
-        if pa.types.is_binary_view(c.type):
-            c = c.cast(pa.large_binary())
-        fixed = pa.types.is_fixed_size_binary(c.type)
-        if fixed and c.type.byte_width != HASH_SIZE:
-            raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes, got {c.type.byte_width}")
-        if not (fixed or pa.types.is_binary(c.type) or pa.types.is_large_binary(c.type)):
-            raise TypeError(f"leaf hashes must be a binary arrow array, not {c.type}")
-        if c.null_count:
-            raise ValueError("leaf hashes must not contain nulls")
-        if not len(c):
-            continue
-        if fixed:
-            start = c.offset * HASH_SIZE
-            parts.append(memoryview(c.buffers()[1])[start : start + len(c) * HASH_SIZE])
-        else:
-            dtype, width = (np.int32, 4) if pa.types.is_binary(c.type) else (np.int64, 8)
-            offsets = np.frombuffer(c.buffers()[1], dtype, len(c) + 1, c.offset * width)
-            if not (np.diff(offsets) == HASH_SIZE).all():
-                raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes each")
-            parts.append(memoryview(c.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
-    return b"".join(parts)
-
-
-def _levels_sql(k: int) -> str:
-    """SHA-256 hex of the root of the perfect subtree over columns c0 .. c(2**k - 1)."""
-    exprs = [f"c{i}" for i in range(1 << k)]
-    for _ in range(k - 1):
-        exprs = [f"unhex(sha256(from_hex('01') || {a} || {b}))" for a, b in zip(exprs[0::2], exprs[1::2])]
-    return f"from_hex('01') || {exprs[0]} || {exprs[1]}"
-
-
-def root_arrow(leaf_hashes, *, levels_per_query: int = 3, duckdb_min_nodes: int = 1 << 14) -> bytes:
-    """RFC 6962 root of a pyarrow array of 32-byte leaf hashes (fixed_size_binary(32) or binary).
-
-    Level-wise pairing where a lone rightmost node is promoted unchanged to the next level;
-    this equals the RFC 6962 MTH.  A level of n >= ``duckdb_min_nodes`` nodes is reduced by
-    ``levels_per_query`` levels at once in DuckDB: the first q * 2**k nodes form q perfect
-    groups hashed in parallel (row i's columns c0..c(2**k-1) are nodes i*2**k ..), and the
-    fewer than 2**k trailing nodes reduce among themselves to one promoted node, exactly as
-    k rounds of pairing would.  Smaller levels are finished with hashlib.
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    k = _as_size(levels_per_query)
-    if not 1 <= k <= 8:
-        raise ValueError("levels_per_query must be in 1..8")
-    threshold = max(1, _as_size(duckdb_min_nodes))
-    group = 1 << k
-    level = np.frombuffer(_hashes_as_bytes(leaf_hashes), np.uint8).reshape(-1, HASH_SIZE)
-    while len(level) >= max(threshold, group):
-        q, tail = divmod(len(level), group)
-        blocks = level[: q * group].reshape(q, group * HASH_SIZE)
-        cols = {
-            f"c{j}": _fixed32(np.ascontiguousarray(blocks[:, j * HASH_SIZE : (j + 1) * HASH_SIZE]))
-            for j in range(group)
-        }
-        raw = _sha256_hex_query(pa.table(cols), _levels_sql(k))
-        if tail:
-            raw += _promoted_root([bytes(h) for h in level[q * group :]])
-        level = np.frombuffer(raw, np.uint8).reshape(-1, HASH_SIZE)
-    return _promoted_root([bytes(h) for h in level])
-
-
-def _promoted_root(row: list[bytes]) -> bytes:
-    """Level-wise pairing with promotion of a lone last node (hashlib)."""
-    if not row:
-        return EMPTY_ROOT
-    sha = _sha256
-    while len(row) > 1:
-        nxt = [sha(_NODE_PREFIX + a + b).digest() for a, b in zip(row[0::2], row[1::2])]
-        if len(row) & 1:
-            nxt.append(row[-1])
-        row = nxt
-    return row[0]
+    return b"".join(batch.leaf_hashes(data, offsets) for data, offsets in packed.buffers(leaves))
