@@ -265,9 +265,11 @@ def _aware(t):
 
 def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, per_frame=None):
     """(frame, row JSON, future of per_frame(frame, row JSON, i) or None) for each group of
-    ledger files, in seq order. Three stages overlap: one thread reads, redacts and encodes
-    the next frame, another runs `per_frame` (writing the part files) on the current one,
-    while the caller hashes it; polars and file I/O release the GIL."""
+    ledger files, in seq order. Three stages overlap: two threads read, redact and encode
+    the next two frames (the JSON encoding is one thread's work per frame), another runs
+    `per_frame` (writing the part files) on the current one, while the caller hashes it;
+    polars and file I/O release the GIL."""
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     dt = lake.delta("ledger")
@@ -279,12 +281,12 @@ def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, pe
     def encode(files):
         return _empty(red.cols) if files is None else _encoded(red.frame(files))
 
-    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
-        pending = reader.submit(encode, groups[0])
+    with ThreadPoolExecutor(max_workers=2) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        pending = deque(reader.submit(encode, g) for g in groups[:2])
         for i in range(len(groups)):
-            df, js = pending.result()
-            if i + 1 < len(groups):
-                pending = reader.submit(encode, groups[i + 1])
+            df, js = pending.popleft().result()
+            if i + 2 < len(groups):
+                pending.append(reader.submit(encode, groups[i + 2]))
             yield df, js, (writer.submit(per_frame, df, js, i) if per_frame else None)
 
 

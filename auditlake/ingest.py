@@ -52,6 +52,7 @@ BATCH_BYTES = 64 << 20
 CHUNK_LINES = 5_000
 WINDOW = 12
 PARALLEL_MIN_BYTES = 16 << 20  # below this much landing input, seal in-process
+DIRECT_LOOKUP_IDS = 2_000  # a first batch this small looks its event ids up instead of indexing the ledger
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 MAX_ATTEMPTS = 40
@@ -342,9 +343,14 @@ def _replays(lake: Lake, state: _State, sealed: pa.Table) -> tuple[np.ndarray, n
     """Which rows are replays: an event_id already in the ledger, or repeated within this
     batch (the first one wins): (replay mask, already-in-the-ledger mask)."""
     ids = sealed.column("event_id")
-    if state.event_index is None:
-        state.event_index = _EventIndex(lake, state.head.ledger_version)
-    in_ledger = _ids_in_ledger(lake, state.event_index.candidates(ids), state.head.ledger_version)
+    if state.event_index is None and len(ids) <= DIRECT_LOOKUP_IDS:
+        # A small run (a lake-written audit event, a trickle of lines): one filtered read
+        # of the event ids costs less than indexing them all.
+        in_ledger = _ids_in_ledger(lake, ids.to_pylist(), state.head.ledger_version)
+    else:
+        if state.event_index is None:
+            state.event_index = _EventIndex(lake, state.head.ledger_version)
+        in_ledger = _ids_in_ledger(lake, state.event_index.candidates(ids), state.head.ledger_version)
     repeated = ~pl.from_arrow(ids).is_first_distinct().to_numpy()
     known = np.zeros(len(ids), bool)
     if in_ledger:
@@ -418,7 +424,8 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
             had, lo, hi = state.file_rows.get(sha, (0, None, None))
             state.file_rows[sha] = (had + count, first if lo is None else min(lo, first), last if hi is None else max(hi, last))
         state.seen_ledger.update(by_file.column("source_sha256").to_pylist())
-        state.event_index.add(sealed["event_id"])
+        if state.event_index is not None:  # else the next batch reads the ledger, this commit included
+            state.event_index.add(sealed["event_id"])
 
     if batch.bad:
         for b in batch.bad:

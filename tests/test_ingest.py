@@ -59,7 +59,11 @@ def test_quarantined_raw_lines_have_no_plain_pii(lake, tmp_path):
     assert "***" in raws
 
 
-def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path):
+@pytest.mark.parametrize("direct_lookup_ids", [2_000, 0], ids=["looked-up", "indexed"])
+def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path, monkeypatch,
+                                                                             direct_lookup_ids):
+    """Replays are found both ways: a small batch looks its ids up, a big one indexes the ledger."""
+    monkeypatch.setattr("auditlake.ingest.DIRECT_LOOKUP_IDS", direct_lookup_ids)
     write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)])
     first = ingest(lake, [str(tmp_path / "in")])
     shutil.copy(tmp_path / "in" / "a.jsonl", tmp_path / "in" / "copy-of-a.jsonl")

@@ -822,6 +822,12 @@ def test_batch_hasher_checks_its_buffers():
         _sha256.leaf_hashes(data, b"\x00" * 12)  # not whole int64s
     with pytest.raises(ValueError):
         _sha256.node_hashes(b"\x00" * 63)
+    long_view = np.array([20, 0, 0, 0], np.int32).tobytes()  # 20 bytes at offset 0 of buffer 0
+    assert _sha256.leaf_hashes_views(long_view, (b"x" * 20,)) == leaf_hash(b"x" * 20)
+    for view, buffers in ((long_view, (b"x" * 19,)), (long_view, ()), (long_view[:15], (b"x" * 20,)),
+                          (np.array([-1, 0, 0, 0], np.int32).tobytes(), ())):
+        with pytest.raises(ValueError):
+            _sha256.leaf_hashes_views(view, buffers)
     with pytest.raises(ValueError):
         _sha256.hmacs(b"k", b"\x00" * 31, data, good)
     with pytest.raises(ValueError):

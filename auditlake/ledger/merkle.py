@@ -536,4 +536,7 @@ def leaf_hashes(leaves) -> bytes:
     hashed as UTF-8), packed: n concatenated 32-byte digests, in order. Nulls are rejected."""
     if leaves.null_count:
         raise ValueError("leaves must not contain nulls")
+    views = packed.views(leaves)
+    if views is not None:  # hashed in place: no copy of the rows
+        return b"".join(batch.leaf_hashes_views(v, data) for v, data in views)
     return b"".join(batch.leaf_hashes(data, offsets) for data, offsets in packed.buffers(leaves))

@@ -32,6 +32,22 @@ def buffers(items: pa.Array | pa.ChunkedArray) -> list[tuple[memoryview, np.ndar
     return out
 
 
+def views(items: pa.Array | pa.ChunkedArray) -> list[tuple[memoryview, tuple]] | None:
+    """(16-byte views, data buffers) of each chunk of a binary or string view array; None
+    for other types."""
+    if not (pa.types.is_binary_view(items.type) or pa.types.is_string_view(items.type)):
+        return None
+    chunks = items.chunks if isinstance(items, pa.ChunkedArray) else [items]
+    out = []
+    for c in chunks:
+        if not len(c):
+            continue
+        buffers = c.buffers()
+        out.append((memoryview(buffers[1])[16 * c.offset:16 * (c.offset + len(c))],
+                    tuple(memoryview(b if b is not None else b"") for b in buffers[2:])))
+    return out
+
+
 def split(packed: bytes) -> list[bytes]:
     """Packed hashes as a list of 32-byte digests."""
     return [packed[i:i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
