@@ -421,7 +421,7 @@ _CHANGED = " OR ".join([*_COLUMNS_BAD, _DATA_BAD, _TIME_BAD])
 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyReport, source: tuple,
-                start: int = 0, start_hash: str = ZERO_HASH) -> tuple[_Positions, bytes]:
+                start: int = 0, start_hash: str = ZERO_HASH) -> tuple[_Positions, memoryview]:
     """Row checks of the rows loaded (seq >= start, chained from start_hash): duplicated and
     missing seq, then one scan (see _scan; `source` is its (paths, filesystem)) for each
     row's chain link (see _Chain) and its sealed record against its seq and projection
@@ -450,7 +450,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
             future.result()
     links.bad.report(con, report)
     projection.report(con, report)
-    return pos, links.leaf_hashes.tobytes()
+    return pos, memoryview(links.leaf_hashes.reshape(-1))  # no copy: 32 bytes per event
 
 
 _SCAN_COLUMNS = ["seq", "key_id", "hash", "leaf", *PROJECTION, "data", "occurred_at"]
@@ -789,7 +789,7 @@ class _Tree:
 
     CHUNK = 1 << 16  # leaves appended per Frontier.extend call (bounds its copies)
 
-    def __init__(self, leaf_hashes: bytes, start: int = 0, frontier: merkle.Frontier | None = None):
+    def __init__(self, leaf_hashes: bytes | memoryview, start: int = 0, frontier: merkle.Frontier | None = None):
         self.start = start
         self.size = start + len(leaf_hashes) // 32
         self._leaves = leaf_hashes
