@@ -87,7 +87,7 @@ def record_events(lake: Lake, events: list[dict]) -> list[str]:
     rel = f"{AUDIT_DIR}/{day}/{events[0]['event_id']}.jsonl"
     body = b"".join(orjson.dumps(ev) + b"\n" for ev in events)
     lake.write_bytes(rel, body)
-    report = ingest(lake, [lake.child(rel)])
+    report = ingest(lake, [lake.child(rel)], fresh=True)  # a new file of new events: see ingest()
     if report.quarantined:
         raise AuditlakeError(f"the audit event file {rel} was quarantined; see the quarantine table")
     return [ev["event_id"] for ev in events]

@@ -119,6 +119,7 @@ class _State:
     quarantine_version: int | None
     log_version: int | None
     event_index: _EventIndex | None = None
+    fresh: bool = False  # see ingest(): no ledger row can come from these files
     # Ledger rows per file planned in this plan: (count, first seq, last seq), exact while
     # the ledger is at head.ledger_version (every commit since the plan is this run's own).
     file_rows: dict[str, tuple[int, int | None, int | None]] = field(default_factory=dict)
@@ -135,7 +136,7 @@ def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
     return shas, dt.version()
 
 
-def _load_state(lake: Lake, keys: KeyStore) -> _State:
+def _load_state(lake: Lake, keys: KeyStore, fresh: bool = False) -> _State:
     log_dt = lake.delta("ingest_log")
     done: set[str] = set()
     if log_dt is not None:
@@ -143,9 +144,9 @@ def _load_state(lake: Lake, keys: KeyStore) -> _State:
     q_sha, q_version = _distinct_sha(lake, "quarantine")
     head = load_head(lake, keys)
     l_sha = set()
-    if head.ledger_version is not None:
+    if head.ledger_version is not None and not fresh:
         l_sha, _ = _distinct_sha(lake, "ledger")
-    return _State(head, done, l_sha, q_sha, q_version, None if log_dt is None else log_dt.version())
+    return _State(head, done, l_sha, q_sha, q_version, None if log_dt is None else log_dt.version(), fresh=fresh)
 
 
 def _rows_of(lake: Lake, sha: str) -> pa.Table:
@@ -197,8 +198,9 @@ class _EventIndex:
     def add(self, ids: pa.ChunkedArray) -> None:
         self._recent.append(np.sort(self._hash(ids)))
         if len(self._recent) > 8:
-            self._sorted = np.sort(np.concatenate([self._sorted, *self._recent]))
-            self._recent = []
+            merged = np.concatenate([self._sorted, *self._recent])
+            merged.sort()  # in place: one copy of the index at a time besides the old one
+            self._sorted, self._recent = merged, []
 
     def candidates(self, ids: pa.ChunkedArray) -> list[str]:
         """The ids that may already be in the ledger (a superset of those that are)."""
@@ -343,7 +345,9 @@ def _replays(lake: Lake, state: _State, sealed: pa.Table) -> tuple[np.ndarray, n
     """Which rows are replays: an event_id already in the ledger, or repeated within this
     batch (the first one wins): (replay mask, already-in-the-ledger mask)."""
     ids = sealed.column("event_id")
-    if state.event_index is None and len(ids) <= DIRECT_LOOKUP_IDS:
+    if state.fresh:
+        in_ledger: set[str] = set()
+    elif state.event_index is None and len(ids) <= DIRECT_LOOKUP_IDS:
         # A small run (a lake-written audit event, a trickle of lines): one filtered read
         # of the event ids costs less than indexing them all.
         in_ledger = _ids_in_ledger(lake, ids.to_pylist(), state.head.ledger_version)
@@ -361,9 +365,9 @@ def _replays(lake: Lake, state: _State, sealed: pa.Table) -> tuple[np.ndarray, n
 def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, now: datetime
                  ) -> tuple[pa.Table, bytes, bytes]:
     """The ledger rows of the sealed events, numbered from the head: each record completed
-    with its seq and ingested_at, chained and leaf-hashed, chunk by chunk (so only one
-    chunk's records exist as Python bytes at a time). Returns the table, the RFC 6962 leaf
-    hashes (packed) and the new chain head."""
+    with its seq and ingested_at, chained and leaf-hashed by the batch hasher straight from
+    the arrow buffers, chunk by chunk. Returns the table, the RFC 6962 leaf hashes (packed)
+    and the new chain head."""
     key_id = keys.chain_key_id
     key = keys.chain_keys()[key_id]
     ingested = pa.scalar(orjson.dumps(_iso(now)).decode())
@@ -377,7 +381,7 @@ def _ledger_rows(keys: KeyStore, head: Head, sealed: pa.Table, batch_id: str, no
                                            rb["leaf_tail"], "")
         links = chain.extend({key_id: key}, prev, [key_id] * rb.num_rows, leaf)
         leaf_hashes.append(merkle.leaf_hashes(leaf))
-        pos, prev = pos + rb.num_rows, links[-32:]
+        pos, prev = pos + rb.num_rows, links[-packed.HASH_SIZE:]
         seqs.append(seq)
         leaves.append(leaf)
         hashes.append(packed.hex_array(links))
@@ -482,14 +486,19 @@ def _log_files(lake: Lake, state: _State, batch: _Batch, batch_id: str, now: dat
 
 
 # ----------------------------------------------------------------------------- entry
-def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str], None] | None = None) -> IngestReport:
-    """Ingest landing files (files or folders; default the lake's landing/)."""
+def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str], None] | None = None,
+           fresh: bool = False) -> IngestReport:
+    """Ingest landing files (files or folders; default the lake's landing/). `fresh` is for the
+    lake's own audit events: the caller has just written these files under new names with
+    new event ids, so no ledger row can come from them and the ledger is not searched for
+    their content hashes or event ids (seconds on a large ledger). Everything else, the
+    ingest log and the replays within the files included, is checked as usual."""
     started = time.monotonic()
     keys = open_lake_keys(lake, create=True)
     files = landing.find(lake, paths)
     sealers = _sealing(keys, files)
     try:
-        report, state, retries = _plan_and_commit(lake, keys, files, sealers, progress)
+        report, state, retries = _plan_and_commit(lake, keys, files, sealers, progress, fresh)
     finally:
         sealers.shutdown()
     _fill_report(lake, report, state)
@@ -501,13 +510,13 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
 
 def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile],
                      sealers: sealing.InlineSealing | sealing.WorkerSealing,
-                     progress: Callable[[str], None] | None) -> tuple[IngestReport, _State, int]:
+                     progress: Callable[[str], None] | None, fresh: bool = False) -> tuple[IngestReport, _State, int]:
     """Plan from the tables' state and commit batch by batch; on a lost commit race, re-plan."""
     retries = 0
     while True:
         report = IngestReport()
         try:
-            state = _load_state(lake, keys)
+            state = _load_state(lake, keys, fresh)
             head = state.head
             if head.tree_size > head.checkpoint_frontier_size:  # a crash left an unsealed tail
                 _checkpoint(lake, keys, head, "recovery")

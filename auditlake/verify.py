@@ -1,15 +1,16 @@
 """Full verification of a lake: Delta history, data files, rows, chain, Merkle roots,
 signed checkpoints and the trusted checkpoint (docs/LEDGER.md section 8).
 
-The rows are read in one batched scan in no particular order (DuckDB over the Parquet
-files; an S3 lake is first copied into a DuckDB table). Each row's HMAC is checked against
-the stored hash of the position before it, so no sort of the wide rows is needed:
-the batch hasher (OpenSSL over the arrow buffers, GIL released) computes the HMACs and leaf
-hashes in this thread while DuckDB, in its own threads, parses each sealed record once,
-compares it with the row's columns and reads the next batch. Per position only flat numpy
-arrays are kept (seq, first stored hash, leaf hash: about a hundred bytes per event, no
-Python object per row), and the Merkle roots the checkpoints need come from the leaf hashes
-through a frontier, which holds O(log n) hashes.
+The rows are read in one batched scan in no particular order (pyarrow's parallel Parquet
+reader; an S3 lake is first copied into a DuckDB table). Each row's HMAC is checked against
+the stored hash of the position before it, so no sort of the wide rows is needed. Two
+threads check batches side by side: the batch hasher (_sha256.c: OpenSSL over the arrow
+buffers, GIL released) computes the HMACs and leaf hashes, and the record matcher
+(_records.c) compares each row's columns with its sealed record as text; only the rows it
+does not clear are parsed as JSON, by DuckDB, to name the changed field. Per position only
+flat numpy arrays are kept (seq, first stored hash, leaf hash: about a hundred bytes per
+event, no Python object per row), and the Merkle roots the checkpoints need come from the
+leaf hashes through a frontier, which holds O(log n) hashes.
 """
 from __future__ import annotations
 
@@ -426,8 +427,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
     missing seq, then one scan (see _scan; `source` is its (paths, filesystem)) for each
     row's chain link (see _Chain) and its sealed record against its seq and projection
     columns (see _Projection). Returns the positions and their leaf hashes in seq order.
-    The reader fills the next batches in its own threads while this thread checks one (the
-    first ones are read while the positions are sorted out)."""
+    The reader fills the next batch in its own threads while two threads check batches."""
     projection = _Projection()
     pos = _Positions(con)
     _check_positions(con, pos, report, start)
@@ -482,7 +482,8 @@ def _scan(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem,
                         for f in tables.LEDGER if f.name != "event_date"])
     fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=_DICTIONARY_COLUMNS))
     scanner = pads.dataset(paths, schema=schema, format=fmt, filesystem=fs).scanner(
-        columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start, batch_size=65_536, fragment_readahead=1, batch_readahead=1)
+        columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start, batch_size=65_536,
+        fragment_readahead=1, batch_readahead=1)  # the checks are slower than the reader: read ahead little
     for tagged in scanner.scan_batches():
         batch = tagged.record_batch
         if batch.num_rows:
@@ -590,27 +591,6 @@ def _column_buffers(column: pa.Array) -> tuple:
         column = pa.concat_arrays([column])
     validity, offsets, data = column.buffers()
     return (data if data is not None else b""), offsets, validity, None
-
-
-class _ReadAhead:
-    """An iterator's items, each produced in a thread (the readers release the GIL) while
-    the caller works on the one before; reading starts on entering the context."""
-
-    def __init__(self, items):
-        self._items = iter(items)
-        self._pool = ThreadPoolExecutor(1)
-
-    def __enter__(self):
-        self._ahead = self._pool.submit(next, self._items, None)
-        return self._batches()
-
-    def __exit__(self, *exc) -> None:
-        self._pool.shutdown()
-
-    def _batches(self):
-        while (item := self._ahead.result()) is not None:
-            self._ahead = self._pool.submit(next, self._items, None)
-            yield item
 
 
 class _Chain:

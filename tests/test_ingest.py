@@ -59,6 +59,30 @@ def test_quarantined_raw_lines_have_no_plain_pii(lake, tmp_path):
     assert "***" in raws
 
 
+def test_lake_audit_events_do_not_search_the_ledger(lake, tmp_path, monkeypatch):
+    """The lake's own audit events (new files, new ids) skip the ledger-wide searches, yet
+    are chained, logged and verified like any event, and a repeat within them is still caught."""
+    from auditlake import ingest as ingest_module
+    from auditlake.audit_events import build_event, record_events
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)])
+    ingest(lake, [str(tmp_path / "in")])
+    searched = []
+    real = ingest_module._distinct_sha
+    monkeypatch.setattr(ingest_module, "_ids_in_ledger", lambda *a: searched.append("ids") or set())
+    monkeypatch.setattr(ingest_module, "_distinct_sha",
+                        lambda lake, name: searched.append(name) if name == "ledger" else real(lake, name))
+    ev = build_event("data.exported", {"export_id": "e-1", "rows": 5, "format": "parquet", "kind": "bundle"})
+    with pytest.raises(Exception, match="quarantined"):
+        record_events(lake, [ev, ev])  # the same event twice in one file: the repeat is quarantined
+    [event_id] = record_events(lake, [build_event("data.exported", {"export_id": "e-2", "rows": 5,
+                                                                     "format": "parquet", "kind": "bundle"})])
+    assert searched == []
+    ledger = _table(lake, "ledger")
+    assert ledger.num_rows == 7 and event_id in ledger.column("event_id").to_pylist()
+    assert verify(lake).ok
+
+
 @pytest.mark.parametrize("direct_lookup_ids", [2_000, 0], ids=["looked-up", "indexed"])
 def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path, monkeypatch,
                                                                              direct_lookup_ids):
