@@ -200,25 +200,29 @@ static PyObject *node_hashes(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* hmacs(key, prevs, data, offsets) -> HMAC-SHA-256(key, prevs[i] || item i) of each item:
- * independent links, prevs being n concatenated 32-byte hashes. */
-static PyObject *hmacs(PyObject *self, PyObject *args) {
+/* HMAC-SHA-256(key, prev_i || item i) of each item, concatenated. Chained: prev_0 = prevs (one
+ * hash) and prev_i = the link before; else prevs holds one hash per item (independent links,
+ * as a verifier reading rows in any order checks them). */
+static PyObject *links(PyObject *args, int chained) {
     Py_buffer key, prevs;
     PyObject *data, *offsets, *result = NULL;
     Items it;
     unsigned char *out;
     if (!PyArg_ParseTuple(args, "y*y*OO", &key, &prevs, &data, &offsets)) return NULL;
     if (items_get(data, offsets, &it) < 0) goto done;
-    if (prevs.len != it.n * HASH) {
-        PyErr_Format(PyExc_ValueError, "prevs must hold one %d-byte hash per item", HASH);
+    if (prevs.len != (chained ? 1 : it.n) * HASH) {
+        PyErr_Format(PyExc_ValueError, chained ? "prev must be a %d-byte hash" : "prevs must hold one %d-byte hash per item",
+                     HASH);
     } else if ((result = new_output(it.n, &out))) {
         SHA256_CTX inner, outer;
         hmac_pads(&key, &inner, &outer);
         const unsigned char *d = it.data.buf, *p = prevs.buf;
         const int64_t *o = it.offsets.buf;
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < it.n; i++)
-            hmac_link(&inner, &outer, p + i * HASH, d + o[i], (size_t)(o[i + 1] - o[i]), out + i * HASH);
+        for (Py_ssize_t i = 0; i < it.n; i++) {
+            const unsigned char *prev = chained ? (i ? out + (i - 1) * HASH : p) : p + i * HASH;
+            hmac_link(&inner, &outer, prev, d + o[i], (size_t)(o[i + 1] - o[i]), out + i * HASH);
+        }
         Py_END_ALLOW_THREADS
     }
     items_release(&it);
@@ -228,35 +232,11 @@ done:
     return result;
 }
 
-/* hmac_chain(key, prev, data, offsets) -> the chain hashes h_i = HMAC(key, h_{i-1} || item i),
- * h_{-1} = prev, concatenated. */
-static PyObject *hmac_chain(PyObject *self, PyObject *args) {
-    Py_buffer key, prev;
-    PyObject *data, *offsets, *result = NULL;
-    Items it;
-    unsigned char *out;
-    if (!PyArg_ParseTuple(args, "y*y*OO", &key, &prev, &data, &offsets)) return NULL;
-    if (items_get(data, offsets, &it) < 0) goto done;
-    if (prev.len != HASH) {
-        PyErr_Format(PyExc_ValueError, "prev must be a %d-byte hash", HASH);
-    } else if ((result = new_output(it.n, &out))) {
-        SHA256_CTX inner, outer;
-        hmac_pads(&key, &inner, &outer);
-        const unsigned char *d = it.data.buf, *p = prev.buf;
-        const int64_t *o = it.offsets.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < it.n; i++) {
-            hmac_link(&inner, &outer, p, d + o[i], (size_t)(o[i + 1] - o[i]), out + i * HASH);
-            p = out + i * HASH;
-        }
-        Py_END_ALLOW_THREADS
-    }
-    items_release(&it);
-done:
-    PyBuffer_Release(&key);
-    PyBuffer_Release(&prev);
-    return result;
-}
+/* hmacs(key, prevs, data, offsets): independent links, prevs being n concatenated hashes. */
+static PyObject *hmacs(PyObject *self, PyObject *args) { return links(args, 0); }
+
+/* hmac_chain(key, prev, data, offsets): the chain h_i = HMAC(key, h_{i-1} || item i), h_{-1} = prev. */
+static PyObject *hmac_chain(PyObject *self, PyObject *args) { return links(args, 1); }
 
 static PyMethodDef methods[] = {
     {"leaf_hashes", leaf_hashes, METH_VARARGS, "SHA-256(0x00 || item) of each item, concatenated."},
