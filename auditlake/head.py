@@ -52,7 +52,7 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
     if ledger is not None:
         ledger_version = ledger.version()
         tail = (
-            tables.dataset(lake, "ledger", ledger, min_seq=size)
+            tables.dataset(lake, "ledger", ledger, tables.files_for_seq_ranges(ledger, [(size, 1 << 63)]))
             .to_table(columns=["seq", "leaf", "hash", "key_id"], filter=pc.field("seq") >= size)
             .sort_by("seq")
         )

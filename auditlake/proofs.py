@@ -40,6 +40,7 @@ import pyarrow.dataset as ds
 
 from .errors import AuditlakeError, ConflictError
 from .keys import load_public_key, public_key_b64, signing_key_id
+from .lake import tables
 from .lake.store import Lake
 from .ledger import merkle, packed
 from .ledger.checkpoint import Checkpoint
@@ -92,20 +93,6 @@ def ledger_dataset(lake: Lake, dt=None, rel_paths: list[str] | None = None) -> d
     return table_dataset(lake, "ledger", rel_paths, _ledger_schema())
 
 
-def files_for_seq_ranges(dt, ranges: list[tuple[int, int]]) -> list[str]:
-    """Paths of the ledger files whose seq statistics overlap any [lo, hi)."""
-    acts = _add_actions(dt)
-    names = acts.column("path").to_pylist()
-    cols = acts.column_names
-    mins = acts.column("min.seq").to_pylist() if "min.seq" in cols else [None] * len(names)
-    maxs = acts.column("max.seq").to_pylist() if "max.seq" in cols else [None] * len(names)
-    return [
-        name
-        for name, lo_f, hi_f in zip(names, mins, maxs)
-        if lo_f is None or hi_f is None or any(lo_f < hi and hi_f >= lo for lo, hi in ranges)
-    ]
-
-
 def _ranges_filter(ranges: list[tuple[int, int]]):
     expr = None
     for lo, hi in ranges:
@@ -149,7 +136,7 @@ def read_seq_ranges(lake: Lake, ranges: list[tuple[int, int]], columns: list[str
     schema = _ledger_schema()
     if dt is None or not ranges:
         return pa.table({c: pa.array([], schema.field(c).type) for c in cols})
-    files = files_for_seq_ranges(dt, ranges)
+    files = tables.files_for_seq_ranges(dt, ranges)
     if not files:
         return pa.table({c: pa.array([], schema.field(c).type) for c in cols})
     try:
@@ -562,7 +549,7 @@ def _leaf_hashes_of_range(lake: Lake, dt, lo: int, hi: int) -> bytes | None:
     import polars as pl
 
     try:
-        df = (polars_scan(lake, "ledger", files_for_seq_ranges(dt, [(lo, hi)]))
+        df = (polars_scan(lake, "ledger", tables.files_for_seq_ranges(dt, [(lo, hi)]))
               .filter((pl.col("seq") >= lo) & (pl.col("seq") < hi)).select("seq", "leaf").collect().sort("seq"))
     except Exception:  # noqa: BLE001 - a cache: proofs read the leaves themselves
         return None
@@ -713,8 +700,6 @@ def _levels(level: list[bytes]) -> list[list[bytes]]:
 def write_tiles(lake: Lake, nodes: list[tuple[int, int, bytes]], lock: bool = False) -> bool:
     """Append perfect nodes to the tiles table; best effort (tiles are a cache). With `lock`
     the new objects are put under retention at once (ingest does that itself)."""
-    from .lake import tables
-
     if not nodes:
         return True
     rows = pa.table(

@@ -436,8 +436,9 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
     def check(item: tuple[pa.RecordBatch, np.ndarray]) -> None:
         batch, outside_partition = item
         seq = batch.column("seq").to_numpy()
-        links.check(seq, batch.column("key_id"), batch.column("hash"), batch.column("leaf"))
-        projection.check(seq, batch, outside_partition)
+        leaf = batch.column("leaf").cast(pa.large_binary()).fill_null(b"")  # as the C code reads it
+        links.check(seq, batch.column("key_id"), batch.column("hash"), leaf)
+        projection.check(seq, batch, leaf, outside_partition)
 
     # Two batches at a time: the hashing and matching release the GIL.
     with ThreadPoolExecutor(2) as pool:
@@ -543,10 +544,11 @@ class _Projection:
             (0, b',"tenant_id":'), string("tenant_id"), (0, b',"v":1}'),
         )
 
-    def check(self, seq: np.ndarray, batch: pa.RecordBatch, outside_partition: np.ndarray) -> None:
-        """Add the batch's rows that the text comparison does not clear to the suspects."""
+    def check(self, seq: np.ndarray, batch: pa.RecordBatch, leaf: pa.Array, outside_partition: np.ndarray) -> None:
+        """Add the batch's rows that the text comparison does not clear to the suspects
+        (`leaf`: the batch's leaves as large_binary, NULL as empty)."""
         columns = tuple(_column_buffers(batch.column(name)) for name in self.COLUMNS)
-        (data, offsets), = packed.buffers(batch.column("leaf"))
+        (data, offsets), = packed.buffers(leaf)
         ok = np.frombuffer(_records.match_records(self.template, data, offsets, columns), np.bool_) & ~outside_partition
         self.suspects.append(seq[~ok])
 
@@ -610,8 +612,8 @@ class _Chain:
         self.bad = _FirstRows()
 
     def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array, leaf: pa.Array) -> None:
+        """Check a batch's links (`leaf` as large_binary, NULL as empty)."""
         at = np.searchsorted(self.pos.seq, seq)
-        leaf = leaf.cast(pa.large_binary()).fill_null(b"")
         self._leaf_hashes(at, stored, leaf)
         prevs, has_prev, odd = self._prevs(seq, at)
         key_ids = key_id if pa.types.is_dictionary(key_id.type) else pc.dictionary_encode(key_id)

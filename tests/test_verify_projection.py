@@ -65,7 +65,8 @@ def _suspects(lake: Lake) -> tuple[set[int], dict[int, str]]:
     paths = sorted(str(p) for p in Path(lake.uri, "tables", "ledger").rglob("*.parquet"))
     projection = verify_module._Projection()
     for batch, outside in verify_module._scan(duckdb.connect(), paths, pafs.LocalFileSystem(), 0):
-        projection.check(batch.column("seq").to_numpy(), batch, outside)
+        leaf = batch.column("leaf").cast(pa.large_binary())
+        projection.check(batch.column("seq").to_numpy(), batch, leaf, outside)
     leaves = {}
     for p in paths:
         t = pq.read_table(p, columns=["seq", "leaf"])

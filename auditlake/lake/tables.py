@@ -190,12 +190,11 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
     return (read_version + 1) if read_version is not None else 0
 
 
-def dataset(lake: Lake, name: str, dt=None, min_seq: int | None = None):
-    """The live data files of table `name` (at `dt`'s version, else the latest) as a pyarrow
-    dataset without the partition columns. Much cheaper to open than
-    DeltaTable.to_pyarrow_dataset(), which builds a partition expression per file. With
-    `min_seq`, only the files whose commit statistics allow a seq >= min_seq: the others'
-    footers are not even opened (thousands of files in a large ledger)."""
+def dataset(lake: Lake, name: str, dt=None, rel_paths: list[str] | None = None):
+    """The live data files of table `name` (at `dt`'s version, else the latest; or just
+    `rel_paths` of them) as a pyarrow dataset without the partition columns. Much cheaper
+    to open than DeltaTable.to_pyarrow_dataset(), which builds a partition expression per
+    file."""
     import pyarrow.dataset as ds
     from urllib.parse import unquote
 
@@ -203,13 +202,25 @@ def dataset(lake: Lake, name: str, dt=None, min_seq: int | None = None):
     partitions = set(PARTITIONS.get(name, ()))
     schema = pa.schema([f for f in SCHEMAS[name] if f.name not in partitions])
     fs, root = lake.filesystem()
-    rel = []
-    if dt is not None:
-        acts = pa.table(dt.get_add_actions(flatten=True))
-        rel = acts.column("path").to_pylist()
-        if min_seq is not None and "max.seq" in acts.column_names:
-            rel = [p for p, hi in zip(rel, acts.column("max.seq").to_pylist()) if hi is None or hi >= min_seq]
-    return ds.dataset([f"{root}/tables/{name}/{unquote(p)}" for p in rel], schema=schema, format="parquet", filesystem=fs)
+    if rel_paths is None:
+        rel_paths = pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist() if dt is not None else []
+    return ds.dataset([f"{root}/tables/{name}/{unquote(p)}" for p in rel_paths], schema=schema, format="parquet",
+                      filesystem=fs)
+
+
+def files_for_seq_ranges(dt, ranges: list[tuple[int, int]]) -> list[str]:
+    """Paths of the ledger files whose seq statistics overlap any [lo, hi): the others'
+    footers need not even be opened (thousands of files in a large ledger)."""
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    names = acts.column("path").to_pylist()
+    cols = acts.column_names
+    mins = acts.column("min.seq").to_pylist() if "min.seq" in cols else [None] * len(names)
+    maxs = acts.column("max.seq").to_pylist() if "max.seq" in cols else [None] * len(names)
+    return [
+        name
+        for name, lo_f, hi_f in zip(names, mins, maxs)
+        if lo_f is None or hi_f is None or any(lo_f < hi and hi_f >= lo for lo, hi in ranges)
+    ]
 
 
 def version(lake: Lake, name: str) -> int | None:
