@@ -23,11 +23,31 @@
  *   None; indices None, or for a dictionary-encoded string column the rows' int32 indices
  *   into the strings given by data and offsets.
  * Returns n bytes, one flag per row: 1 = matched.
+ *
+ * json_objects(keys, columns, n) -> (data, offsets)
+ *
+ * Export's rows as RFC 8785 JSON text: row r is keys[0] value0 keys[1] value1 ... "}",
+ * where keys[i] is the literal text before column i's value (e.g. '{"a":' then ',"b":'),
+ * a string value is written with JCS escapes (only '"', '\\' and control characters are
+ * escaped; \b \t \n \f \r, else \u00xx), an int64 in decimal and NULL as null.
+ * Columns as above, without dictionaries. Returns the rows' UTF-8 bytes and their n + 1
+ * int64 offsets (an arrow large_string's buffers).
+ *
+ * json_leaf_hashes(keys, columns, n) -> hashes
+ *
+ * The RFC 6962 leaf hash SHA-256(0x00 || row) of each of those rows, packed (32 bytes per
+ * row), without keeping the text: each row is written to a small buffer and hashed there.
  */
 #define PY_SSIZE_T_CLEAN
+#define OPENSSL_API_COMPAT 10101
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
+#include <openssl/sha.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum { LITERAL, STRING, VERBATIM, INT64, ANY_STRING, OPTIONAL, INSTANT };
 #define MAX_STEPS 256
@@ -44,7 +64,7 @@ typedef struct {
 
 typedef struct {
     Py_buffer data, offsets, validity, indices;
-    int has_offsets, has_validity, has_indices;
+    int has_data, has_offsets, has_validity, has_indices;
     Py_ssize_t values;  /* strings in data/offsets */
 } Column;
 
@@ -208,15 +228,52 @@ static int match_row(const Step *steps, int nsteps, const Column *cols, Py_ssize
     return at == len;
 }
 
-static void release(Column *cols, int n, Py_buffer *leaf_data, Py_buffer *leaf_offsets) {
+/* Takes the buffers of one column (data, offsets, validity, indices) for n rows, checking
+ * that they fit: every offset inside the data, every row inside the bitmap and the indices,
+ * every index a string of the dictionary. The column's flags say what to release, also
+ * after a failure. */
+static int take_column(PyObject *c, Column *col, Py_ssize_t n) {
+    if (!PyTuple_Check(c) || PyTuple_Size(c) != 4) {
+        PyErr_SetString(PyExc_ValueError, "a column is (data, offsets, validity, indices)");
+        return -1;
+    }
+    if (PyObject_GetBuffer(PyTuple_GetItem(c, 0), &col->data, PyBUF_SIMPLE) < 0) return -1;
+    col->has_data = 1;
+    PyObject *off = PyTuple_GetItem(c, 1), *val = PyTuple_GetItem(c, 2), *idx = PyTuple_GetItem(c, 3);
+    if (off != Py_None && !(col->has_offsets = PyObject_GetBuffer(off, &col->offsets, PyBUF_SIMPLE) == 0)) return -1;
+    if (val != Py_None && !(col->has_validity = PyObject_GetBuffer(val, &col->validity, PyBUF_SIMPLE) == 0)) return -1;
+    if (idx != Py_None && !(col->has_indices = PyObject_GetBuffer(idx, &col->indices, PyBUF_SIMPLE) == 0)) return -1;
+    int ok = col->has_validity ? col->validity.len * 8 >= n : 1;
+    if (col->has_offsets) {
+        const int64_t *o = col->offsets.buf;
+        col->values = col->offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
+        ok = ok && col->values >= 0 && col->offsets.len % sizeof(int64_t) == 0 &&
+             (col->has_indices || col->values == n);
+        for (Py_ssize_t i = 0; ok && i < col->values; i++)
+            ok = o[i] >= 0 && o[i + 1] >= o[i] && o[i + 1] <= col->data.len;
+    } else {
+        ok = ok && !col->has_indices && col->data.len >= n * (Py_ssize_t)sizeof(int64_t);
+    }
+    if (ok && col->has_indices) {
+        const int32_t *ix = col->indices.buf;
+        ok = col->indices.len >= n * (Py_ssize_t)sizeof(int32_t);
+        for (Py_ssize_t i = 0; ok && i < n; i++)
+            ok = !is_valid(col, i) || (ix[i] >= 0 && ix[i] < col->values);
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "a column does not fit the rows");
+        return -1;
+    }
+    return 0;
+}
+
+static void release(Column *cols, int n) {
     for (int i = 0; i < n; i++) {
-        PyBuffer_Release(&cols[i].data);
+        if (cols[i].has_data) PyBuffer_Release(&cols[i].data);
         if (cols[i].has_offsets) PyBuffer_Release(&cols[i].offsets);
         if (cols[i].has_validity) PyBuffer_Release(&cols[i].validity);
         if (cols[i].has_indices) PyBuffer_Release(&cols[i].indices);
     }
-    PyBuffer_Release(leaf_data);
-    PyBuffer_Release(leaf_offsets);
 }
 
 static int parse_steps(PyObject *template, Step *steps, int *nsteps, int ncolumns) {
@@ -296,49 +353,11 @@ static PyObject *match_records(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "leaf offsets out of range");
             goto done;
         }
-    for (; got < ncolumns; got++) {
-        PyObject *c = PyTuple_GetItem(columns, got);
-        Column *col = &cols[got];
-        if (!PyTuple_Check(c) || PyTuple_Size(c) != 4) {
-            PyErr_SetString(PyExc_ValueError, "a column is (data, offsets, validity, indices)");
-            goto done;
-        }
-        /* got + 1 columns are released from here on: every buffer taken sets its flag. */
-        if (PyObject_GetBuffer(PyTuple_GetItem(c, 0), &col->data, PyBUF_SIMPLE) < 0) goto done;
-        PyObject *off = PyTuple_GetItem(c, 1), *val = PyTuple_GetItem(c, 2), *idx = PyTuple_GetItem(c, 3);
-        int ok = 1;
-        if (off != Py_None) ok = (col->has_offsets = PyObject_GetBuffer(off, &col->offsets, PyBUF_SIMPLE) == 0);
-        if (ok && val != Py_None) ok = (col->has_validity = PyObject_GetBuffer(val, &col->validity, PyBUF_SIMPLE) == 0);
-        if (ok && idx != Py_None) ok = (col->has_indices = PyObject_GetBuffer(idx, &col->indices, PyBUF_SIMPLE) == 0);
-        if (!ok) {
+    for (; got < ncolumns; got++)
+        if (take_column(PyTuple_GetItem(columns, got), &cols[got], n) < 0) {
             got++;
             goto done;
         }
-        /* Sizes: every offset inside the data, every row inside the bitmap and the indices,
-         * every index a string of the dictionary. */
-        ok = col->has_validity ? col->validity.len * 8 >= n : 1;
-        if (col->has_offsets) {
-            const int64_t *o = col->offsets.buf;
-            col->values = col->offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
-            ok = ok && col->values >= 0 && col->offsets.len % sizeof(int64_t) == 0 &&
-                 (col->has_indices || col->values == n);
-            for (Py_ssize_t i = 0; ok && i < col->values; i++)
-                ok = o[i] >= 0 && o[i + 1] >= o[i] && o[i + 1] <= col->data.len;
-        } else {
-            ok = ok && !col->has_indices && col->data.len >= n * (Py_ssize_t)sizeof(int64_t);
-        }
-        if (ok && col->has_indices) {
-            const int32_t *ix = col->indices.buf;
-            ok = col->indices.len >= n * (Py_ssize_t)sizeof(int32_t);
-            for (Py_ssize_t i = 0; ok && i < n; i++)
-                ok = !is_valid(col, i) || (ix[i] >= 0 && ix[i] < col->values);
-        }
-        if (!ok) {
-            PyErr_SetString(PyExc_ValueError, "a column does not fit the rows");
-            got++;
-            goto done;
-        }
-    }
     for (int i = 0; i < nsteps; i++) {
         const Step *st = &local[i];
         int need_offsets = st->kind == STRING || st->kind == VERBATIM;
@@ -358,15 +377,232 @@ static PyObject *match_records(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     result = flags;
 done:
-    release(cols, got, &leaf_data, &leaf_offsets);
+    release(cols, got);
+    PyBuffer_Release(&leaf_data);
+    PyBuffer_Release(&leaf_offsets);
     return result;
+}
+
+/* Per byte, the length of its JCS escape, or 0 when it stands for itself. */
+static unsigned char escape_len[256];
+
+static void init_escapes(void) {
+    for (int ch = 0; ch < 0x20; ch++) escape_len[ch] = 6; /* \u00xx */
+    escape_len['\b'] = escape_len['\t'] = escape_len['\n'] = escape_len['\f'] = escape_len['\r'] = 2;
+    escape_len['"'] = escape_len['\\'] = 2;
+}
+
+/* The index of the first byte at or after i that needs an escape ('"', '\\' or a control
+ * character), or n: 16 bytes at a time with SSE2. */
+static Py_ssize_t next_escape(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), control = _mm_set1_epi8(0x1f);
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                   _mm_cmpeq_epi8(_mm_min_epu8(v, control), v)); /* v <= 0x1f */
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return i + __builtin_ctz((unsigned)mask);
+    }
+#endif
+    for (; i < n; i++)
+        if (escape_len[s[i]]) return i;
+    return n;
+}
+
+/* The length of one string value's JCS text, quotes included. */
+static Py_ssize_t json_string_len(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t len = n + 2;
+    for (Py_ssize_t i = next_escape(s, 0, n); i < n; i = next_escape(s, i + 1, n)) len += escape_len[s[i]] - 1;
+    return len;
+}
+
+/* Writes one string value's JCS text (quoted) to out; its length. Runs of bytes that stand
+ * for themselves are copied whole. */
+static Py_ssize_t json_string(const unsigned char *s, Py_ssize_t n, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    char *at = out;
+    *at++ = '"';
+    Py_ssize_t run = 0;
+    for (Py_ssize_t i = next_escape(s, 0, n); i < n; i = next_escape(s, i + 1, n)) {
+        unsigned char ch = s[i];
+        memcpy(at, s + run, (size_t)(i - run));
+        at += i - run;
+        run = i + 1;
+        *at++ = '\\';
+        switch (ch) {
+        case '"': *at++ = '"'; break;
+        case '\\': *at++ = '\\'; break;
+        case '\b': *at++ = 'b'; break;
+        case '\t': *at++ = 't'; break;
+        case '\n': *at++ = 'n'; break;
+        case '\f': *at++ = 'f'; break;
+        case '\r': *at++ = 'r'; break;
+        default:
+            *at++ = 'u'; *at++ = '0'; *at++ = '0'; *at++ = hex[ch >> 4]; *at++ = hex[ch & 15];
+        }
+    }
+    memcpy(at, s + run, (size_t)(n - run));
+    at += n - run;
+    *at++ = '"';
+    return at - out;
+}
+
+/* Row r's text written to out (if not NULL); its length. */
+static Py_ssize_t json_row(const Column *cols, int ncols, const char *const *keys, const Py_ssize_t *key_lens,
+                           Py_ssize_t r, char *out) {
+    Py_ssize_t len = 0;
+    for (int c = 0; c < ncols; c++) {
+        const Column *col = &cols[c];
+        if (out) memcpy(out + len, keys[c], (size_t)key_lens[c]);
+        len += key_lens[c];
+        if (!is_valid(col, r)) {
+            if (out) memcpy(out + len, "null", 4);
+            len += 4;
+        } else if (col->has_offsets) {
+            const int64_t *o = col->offsets.buf;
+            const unsigned char *v = (const unsigned char *)col->data.buf + o[r];
+            Py_ssize_t k = (Py_ssize_t)(o[r + 1] - o[r]);
+            len += out ? json_string(v, k, out + len) : json_string_len(v, k);
+        } else {
+            char digits[24];
+            int k = snprintf(digits, sizeof digits, "%lld", (long long)((const int64_t *)col->data.buf)[r]);
+            if (out) memcpy(out + len, digits, (size_t)k);
+            len += k;
+        }
+    }
+    if (out) out[len] = '}';
+    return len + 1;
+}
+
+/* The arguments of json_objects and json_leaf_hashes: keys, columns and n. */
+typedef struct {
+    const char *keys[MAX_COLUMNS];
+    Py_ssize_t key_lens[MAX_COLUMNS];
+    Column cols[MAX_COLUMNS];
+    int ncols, got;
+    Py_ssize_t n;
+} Rows;
+
+static int take_rows(PyObject *args, Rows *rows) {
+    PyObject *keys, *columns;
+    memset(rows, 0, sizeof *rows);
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyTuple_Type, &keys, &PyTuple_Type, &columns, &rows->n)) return -1;
+    Py_ssize_t ncols = PyTuple_Size(columns);
+    if (ncols < 1 || ncols > MAX_COLUMNS || PyTuple_Size(keys) != ncols || rows->n < 0) {
+        PyErr_Format(PyExc_ValueError, "one key per column, 1 to %d columns, n >= 0", MAX_COLUMNS);
+        return -1;
+    }
+    rows->ncols = (int)ncols;
+    for (int c = 0; c < rows->ncols; c++) {
+        char *text;
+        if (PyBytes_AsStringAndSize(PyTuple_GetItem(keys, c), &text, &rows->key_lens[c]) < 0) return -1;
+        rows->keys[c] = text;
+    }
+    for (; rows->got < rows->ncols; rows->got++) {
+        Column *col = &rows->cols[rows->got];
+        if (take_column(PyTuple_GetItem(columns, rows->got), col, rows->n) < 0 || col->has_indices) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "no dictionary columns here");
+            rows->got++;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static Py_ssize_t rows_text(const Rows *rows, Py_ssize_t r, char *out) {
+    return json_row(rows->cols, rows->ncols, rows->keys, rows->key_lens, r, out);
+}
+
+/* An upper bound of row r's text length (every byte escaped as \u00xx), without a scan. */
+static Py_ssize_t rows_bound(const Rows *rows, Py_ssize_t r) {
+    Py_ssize_t len = 1;
+    for (int c = 0; c < rows->ncols; c++) {
+        const Column *col = &rows->cols[c];
+        len += rows->key_lens[c] + 24;
+        if (col->has_offsets) {
+            const int64_t *o = col->offsets.buf;
+            len += 6 * (Py_ssize_t)(o[r + 1] - o[r]);
+        }
+    }
+    return len;
+}
+
+static PyObject *json_objects(PyObject *self, PyObject *args) {
+    Rows rows;
+    PyObject *data = NULL, *offsets = NULL, *result = NULL;
+    if (take_rows(args, &rows) < 0) goto done;
+    Py_ssize_t n = rows.n;
+    offsets = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
+    if (!offsets) goto done;
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(offsets);
+    o[0] = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < n; r++) o[r + 1] = o[r] + rows_text(&rows, r, NULL);
+    Py_END_ALLOW_THREADS
+    data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)o[n]);
+    if (!data) goto done;
+    char *out = PyBytes_AS_STRING(data);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < n; r++) rows_text(&rows, r, out + o[r]);
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, data, offsets);
+done:
+    Py_XDECREF(data);
+    Py_XDECREF(offsets);
+    release(rows.cols, rows.got);
+    return result;
+}
+
+static PyObject *json_leaf_hashes(PyObject *self, PyObject *args) {
+    Rows rows;
+    PyObject *hashes = NULL;
+    char *buf = NULL;
+    if (take_rows(args, &rows) < 0) goto done;
+    hashes = PyBytes_FromStringAndSize(NULL, rows.n * SHA256_DIGEST_LENGTH);
+    if (!hashes) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(hashes);
+    Py_ssize_t cap = 0;
+    int no_memory = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows.n; r++) {
+        Py_ssize_t bound = rows_bound(&rows, r) + 1;
+        if (bound > cap) {
+            char *bigger = realloc(buf, (size_t)(cap = bound * 2));
+            if (!bigger) {
+                no_memory = 1;
+                break;
+            }
+            buf = bigger;
+        }
+        buf[0] = 0; /* RFC 6962 leaf prefix */
+        Py_ssize_t len = rows_text(&rows, r, buf + 1) + 1;
+        SHA256_CTX ctx; /* not the one-shot SHA256(): in OpenSSL 3 it looks the digest up per call */
+        SHA256_Init(&ctx);
+        SHA256_Update(&ctx, buf, (size_t)len);
+        SHA256_Final(out + r * SHA256_DIGEST_LENGTH, &ctx);
+    }
+    Py_END_ALLOW_THREADS
+    if (no_memory) {
+        Py_CLEAR(hashes);
+        PyErr_NoMemory();
+    }
+done:
+    free(buf);
+    release(rows.cols, rows.got);
+    return hashes;
 }
 
 static PyMethodDef methods[] = {
     {"match_records", match_records, METH_VARARGS, "Rows whose record is exactly the template's text."},
+    {"json_objects", json_objects, METH_VARARGS, "Rows of columns as RFC 8785 JSON objects."},
+    {"json_leaf_hashes", json_leaf_hashes, METH_VARARGS, "RFC 6962 leaf hashes of those rows."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_records", "Verify's record matcher.", -1, methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_records", "Record text: verify's matcher, export's JSON rows.", -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__records(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__records(void) {
+    init_escapes();
+    return PyModule_Create(&module);
+}

@@ -39,7 +39,8 @@ import pyarrow as pa
 from .errors import AuditlakeError
 from .keys import load_public_key, signing_key_id
 from .lake.store import Lake
-from .ledger import merkle
+from . import _records
+from .ledger import merkle, packed
 from .ledger.canonical import canonical_json
 from .redaction import MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
 
@@ -264,11 +265,10 @@ def _aware(t):
 
 
 def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, per_frame=None):
-    """(frame, row JSON, future of per_frame(frame, row JSON, i) or None) for each group of
-    ledger files, in seq order. Three stages overlap: two threads read, redact and encode
-    the next two frames (the JSON encoding is one thread's work per frame), another runs
-    `per_frame` (writing the part files) on the current one, while the caller hashes it;
-    polars and file I/O release the GIL."""
+    """(frame, its rows' packed leaf hashes, future of per_frame(frame, i) or None) for each
+    group of ledger files, in seq order. Three stages overlap: two threads read, redact and
+    hash the next two frames, another runs `per_frame` (writing the part files) on the
+    current one; polars, the C row hasher and file I/O release the GIL."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -278,27 +278,23 @@ def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, pe
     red = _Redactor(lake, filters, size, profile, keys)
     groups = _file_groups(lake, dt, size, filters) or [None]
 
-    def encode(files):
-        return _empty(red.cols) if files is None else _encoded(red.frame(files))
+    def hashed(files):
+        df = _empty(red.cols) if files is None else red.frame(files)
+        return df, row_leaf_hashes(df)
 
     with ThreadPoolExecutor(max_workers=2) as reader, ThreadPoolExecutor(max_workers=1) as writer:
-        pending = deque(reader.submit(encode, g) for g in groups[:2])
+        pending = deque(reader.submit(hashed, g) for g in groups[:2])
         for i in range(len(groups)):
-            df, js = pending.popleft().result()
+            df, hashes = pending.popleft().result()
             if i + 2 < len(groups):
-                pending.append(reader.submit(encode, groups[i + 2]))
-            yield df, js, (writer.submit(per_frame, df, js, i) if per_frame else None)
-
-
-def _encoded(df):
-    return df, row_json(df)
+                pending.append(reader.submit(hashed, groups[i + 2]))
+            yield df, hashes, (writer.submit(per_frame, df, i) if per_frame else None)
 
 
 def _empty(cols: list[str]):
     import polars as pl
 
-    df = pl.DataFrame({c: pl.Series(c, [], pl.Int64 if c == "seq" else pl.String) for c in cols})
-    return df, row_json(df)
+    return pl.DataFrame({c: pl.Series(c, [], pl.Int64 if c == "seq" else pl.String) for c in cols})
 
 
 def read_rows(lake: Lake, filters: dict, size: int, profile: Profile, keys):
@@ -309,33 +305,37 @@ def read_rows(lake: Lake, filters: dict, size: int, profile: Profile, keys):
     return pl.concat(frames) if len(frames) > 1 else frames[0]
 
 
-def row_json(df):
-    """Each row's canonical JSON (columns already in sorted order; strings, nulls and one
-    int, for which polars' JSON writer emits exactly RFC 8785)."""
-    import polars as pl
-
-    if df.height == 0:
-        return pl.Series("j", [], pl.String)
-    return df.select(pl.struct(pl.all()).struct.json_encode().alias("j")).to_series()
-
-
-def leaf_hashes(json_rows) -> bytes:
-    """Packed RFC 6962 leaf hashes SHA-256(0x00 || row) of canonical-JSON rows (a polars
-    Series or an arrow string array)."""
-    if hasattr(json_rows, "to_arrow"):
-        import polars as pl
-
-        # The string-view array is polars' own memory, not a copy of every row.
-        json_rows = json_rows.to_arrow(compat_level=pl.CompatLevel.newest())
-    if json_rows.null_count:
-        raise AuditlakeError("a null row in the export")
-    return merkle.leaf_hashes(json_rows)
+def _row_columns(rows) -> tuple[tuple, tuple, int]:
+    """A polars DataFrame or arrow Table (columns in sorted order, strings and integers only)
+    as the C row encoder's arguments: the text before each value, the columns' buffers and
+    the row count."""
+    table = rows.to_arrow() if hasattr(rows, "to_arrow") else rows
+    names = table.column_names
+    if not names:
+        raise AuditlakeError("an export needs at least one column")
+    keys = tuple((("{" if i == 0 else ",") + canonical_json(c).decode() + ":").encode() for i, c in enumerate(names))
+    columns = []
+    for name in names:
+        col = table.column(name)
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if not (pa.types.is_integer(col.type) or pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                or pa.types.is_string_view(col.type) or pa.types.is_null(col.type)):
+            raise AuditlakeError(f"export column {name} is {col.type}, not a string or an integer")
+        columns.append(packed.column_buffers(col.cast(pa.large_string()) if pa.types.is_null(col.type) else col))
+    return keys, tuple(columns), table.num_rows
 
 
-def merkle_root(json_rows) -> tuple[bytes, int]:
-    """RFC 6962 root over rows given as canonical-JSON strings (a polars Series / arrow)."""
-    frontier = merkle.Frontier.empty().extend(leaf_hashes(json_rows))
-    return frontier.root(), frontier.size
+def row_json(rows) -> pa.LargeStringArray:
+    """Each row's RFC 8785 JSON, written by the C encoder straight from the arrow buffers."""
+    keys, columns, n = _row_columns(rows)
+    data, offsets = _records.json_objects(keys, columns, n)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def row_leaf_hashes(rows) -> bytes:
+    """Packed RFC 6962 leaf hashes SHA-256(0x00 || row JSON) of each row, exactly those of
+    row_json's text, without keeping the text."""
+    return _records.json_leaf_hashes(*_row_columns(rows))
 
 
 # ============================================================================ writing
@@ -349,7 +349,7 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _write_parts(out: Path, fmts: list[str], df, json_rows, i: int, first_row: int) -> list[dict]:
+def _write_parts(out: Path, fmts: list[str], df, i: int, first_row: int) -> list[dict]:
     """Part `i` of each format: the same rows as Parquet, CSV (null unquoted-empty, "" quoted)
     and JSON Lines (each line the row's canonical JSON)."""
     entries = []
@@ -362,12 +362,24 @@ def _write_parts(out: Path, fmts: list[str], df, json_rows, i: int, first_row: i
             df.write_csv(path, quote_style="necessary", null_value="")
         else:
             with open(path, "wb") as f:
-                if df.height:
-                    f.write((json_rows.str.join("\n").item() + "\n").encode())
+                f.write(_jsonl(row_json(df)))
         sha, size = _sha256_file(path)
         entries.append({"path": rel, "format": fmt, "rows": df.height, "first_row": first_row, "bytes": size,
                         "sha256": sha})
     return entries
+
+
+def _jsonl(json_rows: pa.Array):
+    """The rows as JSON Lines: each row followed by a newline, as one buffer."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if not len(json_rows):
+        return b""
+    text = pa.large_string()
+    lines = pc.binary_join_element_wise(json_rows.cast(text), pa.scalar("\n", text), pa.scalar("", text))
+    offsets = np.frombuffer(lines.buffers()[1], np.int64, len(lines) + 1, 8 * lines.offset)
+    return memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]]
 
 
 def _formats(formats) -> list[str]:
@@ -426,20 +438,19 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     files: list[dict] = []
     first_row = [0]
 
-    def per_frame(df, json_rows, i):
+    def per_frame(df, i):
         if df.height == 0:
             return []
-        entries = _write_parts(out, fmts, df, json_rows, i, first_row[0])
+        entries = _write_parts(out, fmts, df, i, first_row[0])
         first_row[0] += df.height
         return entries
 
     try:
-        for _, json_rows, written in iter_frames(lake, flt, cp["tree_size"], prof, keys, per_frame):
-            frontier = frontier.extend(leaf_hashes(json_rows))
+        for _, hashes, written in iter_frames(lake, flt, cp["tree_size"], prof, keys, per_frame):
+            frontier = frontier.extend(hashes)
             files.extend(written.result())
         if not files:  # nothing matched: one empty part per format
-            df, js = _empty(prof.columns)
-            files = _write_parts(out, fmts, df, js, 0, 0)
+            files = _write_parts(out, fmts, _empty(prof.columns), 0, 0)
         files.sort(key=lambda e: (e["format"], e["path"]))
         n, root = frontier.size, frontier.root()
         who = current_actor(actor)
@@ -485,27 +496,27 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
 
 # ============================================================================ verifying
 def _leaves_of(path: Path, fmt: str, columns: list[str]):
-    """(canonical JSON of each row of a data file as a polars Series, None) or (None, why)."""
+    """(packed leaf hashes of a data file's rows, None) or (None, why)."""
     import polars as pl
+    import pyarrow.compute as pc
 
     try:
         if fmt == "jsonl":
             text = path.read_bytes().decode("utf-8")
             if text and not text.endswith("\n"):
                 return None, "the last line is not terminated"
-            lines = pl.Series("j", text.split("\n")[:-1] if text else [], pl.String)
-            if lines.len() == 0:
-                return lines, None
+            lines = pa.array(text.split("\n")[:-1] if text else [], pa.large_string())
+            if len(lines) == 0:
+                return b"", None
             dtype = pl.Struct({c: (pl.Int64 if c == "seq" else pl.String) for c in columns})
             try:
-                again = lines.str.json_decode(dtype).struct.json_encode()
+                again = row_json(pl.Series("j", lines).str.json_decode(dtype).struct.unnest())
             except Exception as exc:  # noqa: BLE001 - polars raises its own error types
                 return None, f"a line is not JSON ({str(exc).splitlines()[0][:120]})"
-            bad = (again != lines).fill_null(True)
+            bad = pc.invert(pc.equal(again, lines)).to_numpy(zero_copy_only=False)
             if bad.any():
-                i = int(bad.arg_true()[0]) + 1
-                return None, f"line {i} is not the canonical JSON of a row with the manifest's columns"
-            return lines, None
+                return None, f"line {int(bad.argmax()) + 1} is not the canonical JSON of a row with the manifest's columns"
+            return merkle.leaf_hashes(lines), None
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -521,8 +532,8 @@ def _leaves_of(path: Path, fmt: str, columns: list[str]):
         if table.column_names != columns:
             return None, f"columns {table.column_names} differ from the manifest's"
         table = table.cast(pa.schema([pa.field(c, pa.int64() if c == "seq" else pa.string()) for c in columns]))
-        return row_json(pl.from_arrow(table)), None
-    except (OSError, UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        return row_leaf_hashes(table), None
+    except (OSError, UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError, AuditlakeError) as exc:
         return None, f"unreadable: {str(exc).splitlines()[0][:160]}"
 
 
@@ -622,14 +633,15 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
         sha, size = _sha256_file(path)
         if sha != f.get("sha256") or size != f.get("bytes"):
             problems.append(f"{rel}: content differs from the manifest (SHA-256 {sha[:16]}..., {size} bytes)")
-        rows, why = _leaves_of(path, fmt, columns)
-        if rows is None:
+        hashes, why = _leaves_of(path, fmt, columns)
+        if hashes is None:
             problems.append(f"{rel}: {why}")
             complete[fmt] = False
             continue
-        if rows.len() != f.get("rows"):
-            problems.append(f"{rel}: {rows.len()} rows, the manifest says {f.get('rows')} (rows added or removed)")
-        by_format[fmt] = by_format.get(fmt, merkle.Frontier.empty()).extend(leaf_hashes(rows))
+        rows = len(hashes) // merkle.HASH_SIZE
+        if rows != f.get("rows"):
+            problems.append(f"{rel}: {rows} rows, the manifest says {f.get('rows')} (rows added or removed)")
+        by_format[fmt] = by_format.get(fmt, merkle.Frontier.empty()).extend(hashes)
     expect_root = (manifest.get("merkle") or {}).get("root")
     for fmt, frontier in sorted(by_format.items()):
         if not complete.get(fmt, True):

@@ -166,8 +166,10 @@ def _ids_in_ledger(lake: Lake, ids: list[str], version: int | None) -> set[str]:
     """Event ids already in the ledger as of `version`, the snapshot this batch will commit on
     (a newer snapshot could hold lines another writer just sealed: this batch's commit will
     fail and re-plan, but a batch of only "replays" would wrongly quarantine them)."""
+    if not ids or version is None:
+        return set()
     dt = lake.delta("ledger")
-    if dt is None or not ids or version is None:
+    if dt is None:
         return set()
     if dt.version() != version:
         dt.load_as_version(version)
@@ -175,44 +177,98 @@ def _ids_in_ledger(lake: Lake, ids: list[str], version: int | None) -> set[str]:
     return set(t.column("event_id").to_pylist())
 
 
-class _EventIndex:
-    """64-bit hashes of the event ids in the ledger at the planned snapshot plus this run's own
-    commits, sorted: a batch looks its ids up here and asks the ledger only about the hits
-    (replays, or a rare hash collision), instead of scanning every event id per batch."""
+_HEX = np.full(256, 255, np.uint8)  # ASCII byte -> its value as a lowercase hex digit, else 255
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_UUID_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
 
-    def __init__(self, lake: Lake, version: int | None):
-        self._sorted = np.empty(0, np.uint64)
-        self._recent: list[np.ndarray] = []
+
+def _uuid_words(ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(high 64 bits, low 64 bits, is a canonical lowercase UUID) of each id, vectorised
+    over the arrow string buffer (words are 0 where it is not)."""
+    arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64, n + 1, 8 * arr.offset)
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    ok = np.diff(offsets) == 36
+    if arr.null_count:
+        ok &= np.asarray(arr.is_valid())
+    if ok.all() and offsets[-1] - offsets[0] == 36 * n:  # the usual case: 36 bytes each, back to back
+        text = data[offsets[0]:offsets[-1]].reshape(n, 36)
+    else:
+        text = np.zeros((n, 36), np.uint8)
+        for i in np.flatnonzero(ok):
+            text[i] = data[offsets[i]:offsets[i] + 36]
+    nibbles = _HEX[text[:, _UUID_DIGITS]]
+    ok &= (text[:, [8, 13, 18, 23]] == ord("-")).all(axis=1) & (nibbles != 255).all(axis=1)
+    raw = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)  # 16 bytes per id
+    raw[~ok] = 0
+    words = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)
+    return words[:, 0], words[:, 1], ok
+
+
+class _EventIndex:
+    """The event ids in the ledger at the planned snapshot plus this run's own commits, held
+    exactly and compactly: a canonical UUID (the contract's event_id) is 16 bytes, two
+    uint64 words, so a batch's replays are found in memory instead of by a search of every
+    ledger file per batch. Sorted runs are merged by size, like a log-structured tree (two
+    sorted runs merge in one pass). An id that is not a canonical
+    UUID (none passes the contract; only a tampered ledger could hold one) is kept as text."""
+
+    def __init__(self, lake: Lake | None, version: int | None):
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (high, low) words, sorted by both
+        self._others: set[str] = set()
         if version is not None:
             dt = lake.delta("ledger")
             if dt.version() != version:
                 dt.load_as_version(version)
-            hashes = [self._hash(b.column(0)) for b in tables.dataset(lake, "ledger", dt).to_batches(columns=["event_id"])]
-            if hashes:
-                self._sorted = np.sort(np.concatenate(hashes))
+            for b in tables.dataset(lake, "ledger", dt).to_batches(columns=["event_id"]):
+                self.add(b.column(0))
 
-    @staticmethod
-    def _hash(ids) -> np.ndarray:
-        return pl.Series(ids, dtype=pl.Utf8).hash(seed=0).to_numpy()
+    def add(self, ids) -> None:
+        hi, lo, ok = _uuid_words(ids)
+        if not ok.all():
+            self._others.update(pa.chunked_array(ids).combine_chunks().filter(pa.array(~ok)).to_pylist()
+                                if isinstance(ids, pa.ChunkedArray) else ids.filter(pa.array(~ok)).to_pylist())
+        if not ok.any():
+            return
+        order = np.lexsort((lo[ok], hi[ok]))
+        self._runs.append((hi[ok][order], lo[ok][order]))
+        while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
+            (a_hi, a_lo), (b_hi, b_lo) = self._runs.pop(-2), self._runs.pop()
+            hi, lo = np.concatenate([a_hi, b_hi]), np.concatenate([a_lo, b_lo])
+            del a_hi, a_lo, b_hi, b_lo
+            order = np.argsort(hi, kind="stable")  # timsort: the two sorted runs merge in one pass
+            hi, lo = hi[order], lo[order]
+            # Equal high words (rare, unless made on purpose) get their low words sorted too.
+            tie = np.flatnonzero(hi[1:] == hi[:-1])
+            if len(tie):
+                at = np.union1d(tie, tie + 1)
+                lo[at] = lo[at][np.lexsort((lo[at], hi[at]))]
+            self._runs.append((hi, lo))
 
-    def add(self, ids: pa.ChunkedArray) -> None:
-        self._recent.append(np.sort(self._hash(ids)))
-        if len(self._recent) > 8:
-            merged = np.concatenate([self._sorted, *self._recent])
-            merged.sort()  # in place: one copy of the index at a time besides the old one
-            self._sorted, self._recent = merged, []
-
-    def candidates(self, ids: pa.ChunkedArray) -> list[str]:
-        """The ids that may already be in the ledger (a superset of those that are)."""
+    def known(self, ids) -> np.ndarray:
+        """Which ids are in the index (exactly)."""
+        found = np.zeros(len(ids), bool)
         if not len(ids):
-            return []
-        h = self._hash(ids)
+            return found
+        q_hi, q_lo, ok = _uuid_words(ids)
+        order = np.argsort(q_hi)  # sorted keys: searchsorted walks each run once
+        q_hi, q_lo, ok = q_hi[order], q_lo[order], ok[order]
         hit = np.zeros(len(ids), bool)
-        for arr in (self._sorted, *self._recent):
-            if len(arr):
-                pos = np.searchsorted(arr, h).clip(max=len(arr) - 1)
-                hit |= arr[pos] == h
-        return ids.filter(pa.array(hit)).to_pylist()
+        for r_hi, r_lo in self._runs:
+            first = np.searchsorted(r_hi, q_hi, "left")
+            last = np.searchsorted(r_hi, q_hi, "right")
+            one = ok & (last - first == 1)
+            hit[one] |= r_lo[first[one]] == q_lo[one]
+            for i in np.flatnonzero(ok & (last - first > 1)):  # equal high words: their low words are sorted
+                j = first[i] + np.searchsorted(r_lo[first[i]:last[i]], q_lo[i])
+                hit[i] |= j < last[i] and r_lo[j] == q_lo[i]
+        found[order] = hit
+        if self._others:
+            found |= np.array([x in self._others for x in pa.chunked_array(ids).to_pylist()], bool)
+        return found
 
 
 # ----------------------------------------------------------------------------- batches
@@ -345,20 +401,20 @@ def _replays(lake: Lake, state: _State, sealed: pa.Table) -> tuple[np.ndarray, n
     """Which rows are replays: an event_id already in the ledger, or repeated within this
     batch (the first one wins): (replay mask, already-in-the-ledger mask)."""
     ids = sealed.column("event_id")
+    known = np.zeros(len(ids), bool)
     if state.fresh:
-        in_ledger: set[str] = set()
+        pass
     elif state.event_index is None and len(ids) <= DIRECT_LOOKUP_IDS:
         # A small run (a lake-written audit event, a trickle of lines): one filtered read
         # of the event ids costs less than indexing them all.
         in_ledger = _ids_in_ledger(lake, ids.to_pylist(), state.head.ledger_version)
+        if in_ledger:
+            known = pc.is_in(ids, pa.array(sorted(in_ledger), pa.string())).to_numpy(zero_copy_only=False)
     else:
         if state.event_index is None:
             state.event_index = _EventIndex(lake, state.head.ledger_version)
-        in_ledger = _ids_in_ledger(lake, state.event_index.candidates(ids), state.head.ledger_version)
+        known = state.event_index.known(ids)
     repeated = ~pl.from_arrow(ids).is_first_distinct().to_numpy()
-    known = np.zeros(len(ids), bool)
-    if in_ledger:
-        known = pc.is_in(ids, pa.array(sorted(in_ledger), pa.string())).to_numpy(zero_copy_only=False)
     return known | repeated, known
 
 
@@ -419,6 +475,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
 
     if n:
         table, leaf_hashes, chain_head = _ledger_rows(keys, head, sealed, batch_id, now)
+        del sealed  # the record parts: the table holds the completed leaves (less memory while it is written)
         head.ledger_version = tables.append(lake, "ledger", table, head.ledger_version, {"batch_id": batch_id})
         head.frontier = proofs.extend_frontier(lake, head.frontier, leaf_hashes)  # also stores tiles
         head.chain_head = chain_head
@@ -429,7 +486,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
             state.file_rows[sha] = (had + count, first if lo is None else min(lo, first), last if hi is None else max(hi, last))
         state.seen_ledger.update(by_file.column("source_sha256").to_pylist())
         if state.event_index is not None:  # else the next batch reads the ledger, this commit included
-            state.event_index.add(sealed["event_id"])
+            state.event_index.add(table["event_id"])
 
     if batch.bad:
         for b in batch.bad:

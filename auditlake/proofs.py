@@ -747,7 +747,7 @@ def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaf_hashes: bytes) -
 
 def _tile_files(lake: Lake) -> list[tuple]:
     """(path, level, min idx, max idx) of the tiles table's files."""
-    dt = lake.delta("tiles")
+    dt = lake.latest("tiles")
     if dt is None:
         return []
     acts = _add_actions(dt)
@@ -785,7 +785,7 @@ class TreeNodes:
     @property
     def dt(self):
         if self._dt is None:
-            self._dt = self.lake.delta("ledger")
+            self._dt = self.lake.latest("ledger")
         return self._dt
 
     def seed(self, frontier_hex: list[str] | None) -> None:
@@ -995,7 +995,7 @@ def _checkpoints(lake: Lake, sizes: list[int] | None = None, latest: bool = Fals
     hold them are read (so the rows returned may be a subset)."""
     from .lake.tables import CHECKPOINTS
 
-    dt = lake.delta("checkpoints")
+    dt = lake.latest("checkpoints")
     if dt is None:
         return []
     try:
@@ -1062,7 +1062,7 @@ def inclusion_proof(lake: Lake, event_id: str) -> dict:
     if hit is not None:
         seq, file = hit
     else:  # not indexed (yet): the ledger table is needed
-        dt = lake.delta("ledger")
+        dt = lake.latest("ledger")
         seq, file = _locate_unindexed(lake, event_id, covered, dt), None
     if seq is None:
         raise AuditlakeError(f"no event {event_id} in the ledger")

@@ -32,7 +32,7 @@ from .keys import KeyStore
 from .lake.tables import LEDGER
 from .landing import Unreadable, records_of
 from .ledger.canonical import CanonicalError, canonical_json, canonical_with_fragments, fragment
-from .ledger.seal import aad, blind_index, seal
+from .ledger.seal import Nonces, aad, blind_indexes, seal
 from .masking import mask_raw
 
 # Marks the two gaps; a NUL byte never occurs in canonical JSON (control characters are
@@ -109,6 +109,7 @@ class Sealer:
         self.keys = keys
         self.bidx_key = keys.bidx_key
         self._ciphers: dict[str, AESGCM | None] = {}
+        self._nonces = Nonces()
 
     def _prepare(self, events: list[dict]) -> None:
         """Load (or create) the data keys of every person in these events, in bulk."""
@@ -143,17 +144,19 @@ class Sealer:
             else:
                 bad.append(quarantine_row(chunk.file, chunk.sha, line, reason, raw, event))
         self._prepare([g[2] for g in good])
+        phones = [(g[2].get("subject") or {}).get("phone") or None for g in good]
         rows = []
-        for line, raw, event, occurred in good:
+        for (line, raw, event, occurred), bidx in zip(good, blind_indexes(self.bidx_key, phones)):
             try:
-                rows.append(self._row(event, occurred, chunk, line, raw))
+                rows.append(self._row(event, occurred, chunk, line, raw, bidx))
             except CanonicalError as exc:
                 bad.append(quarantine_row(chunk.file, chunk.sha, line, f"data has no canonical JSON form: {exc}", raw, event))
         columns = zip(*rows) if rows else [[] for _ in SEALED]
         batch = pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, SEALED)], schema=SEALED)
         return SealedChunk(batch, bad, raw_bytes)
 
-    def _row(self, ev: dict, occurred: datetime, chunk: Chunk, line: int, raw) -> tuple:
+    def _row(self, ev: dict, occurred: datetime, chunk: Chunk, line: int, raw, bidx: str | None) -> tuple:
+        """One sealed row; `bidx` is the blind index of the subject's phone (None without one)."""
         event_id = ev["event_id"]
         actor = ev["actor"]
         subject = ev.get("subject")
@@ -163,16 +166,15 @@ class Sealer:
         if ip:
             pii_fields.append("actor.ip")
             cipher = self._ciphers[actor["id"]]
-            ip_sealed = seal(cipher, canonical_with_fragments({"ip": ip}), aad(event_id, "actor")) if cipher else None
+            ip_sealed = (seal(cipher, canonical_with_fragments({"ip": ip}), aad(event_id, "actor"), self._nonces.take())
+                         if cipher else None)
         subject_rec = None
-        bidx = None
         if subject is not None:
             pii = {k: subject[k] for k in ("email", "name", "phone") if subject.get(k)}
             pii_fields.extend(f"subject.{k}" for k in pii)
             cipher = self._ciphers[subject["id"]]
-            sealed = seal(cipher, canonical_with_fragments(pii), aad(event_id, "subject")) if pii and cipher else None
-            if subject.get("phone"):
-                bidx = blind_index(self.bidx_key, subject["phone"])
+            sealed = (seal(cipher, canonical_with_fragments(pii), aad(event_id, "subject"), self._nonces.take())
+                      if pii and cipher else None)
             subject_rec = {
                 "id": subject["id"],
                 "country": subject.get("country"),

@@ -547,7 +547,7 @@ class _Projection:
     def check(self, seq: np.ndarray, batch: pa.RecordBatch, leaf: pa.Array, outside_partition: np.ndarray) -> None:
         """Add the batch's rows that the text comparison does not clear to the suspects
         (`leaf`: the batch's leaves as large_binary, NULL as empty)."""
-        columns = tuple(_column_buffers(batch.column(name)) for name in self.COLUMNS)
+        columns = tuple(packed.column_buffers(batch.column(name)) for name in self.COLUMNS)
         (data, offsets), = packed.buffers(leaf)
         ok = np.frombuffer(_records.match_records(self.template, data, offsets, columns), np.bool_) & ~outside_partition
         self.suspects.append(seq[~ok])
@@ -568,31 +568,6 @@ class _Projection:
             changed = _lowest(changed, seq[batch.column(2).to_numpy(zero_copy_only=False)])
         con.unregister("suspects")
         _report_projection(report, _projection_details(con, sorted({*reordered.tolist(), *changed.tolist()})))
-
-
-def _column_buffers(column: pa.Array) -> tuple:
-    """(data, int64 offsets, validity bitmap or None, int32 indices or None) of a string or
-    dictionary-encoded string column, or (values, None, validity, None) of an int64 one (a
-    timestamp as microseconds), as _records.match_records takes them."""
-    if column.offset:
-        column = pa.concat_arrays([column])  # a copy starting at offset 0
-    if pa.types.is_timestamp(column.type):
-        column = column.cast(pa.timestamp("us", "UTC")).cast(pa.int64())
-    if pa.types.is_integer(column.type):
-        column = column.cast(pa.int64())
-        return column.buffers()[1], None, column.buffers()[0], None
-    if pa.types.is_dictionary(column.type) and not column.dictionary.null_count:
-        strings = column.dictionary.cast(pa.large_string())
-        if strings.offset:
-            strings = pa.concat_arrays([strings])
-        indices = column.indices.cast(pa.int32())
-        _, offsets, data = strings.buffers()
-        return (data if data is not None else b""), offsets, indices.buffers()[0], indices.buffers()[1]
-    column = column.cast(pa.large_string())
-    if column.offset:
-        column = pa.concat_arrays([column])
-    validity, offsets, data = column.buffers()
-    return (data if data is not None else b""), offsets, validity, None
 
 
 class _Chain:

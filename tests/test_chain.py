@@ -71,3 +71,14 @@ def test_hex_and_fixed_arrays_of_packed_hashes():
     assert packed.hex_array(joined).to_pylist() == [h.hex() for h in hashes]
     assert packed.fixed_array(joined).to_pylist() == hashes
     assert packed.hex_array(b"").to_pylist() == []
+
+
+def test_blind_indexes_match_hmac_of_each_phone():
+    from auditlake.ledger.seal import BIDX_PREFIX, blind_indexes
+
+    phones = ["+15551234567", None, "+4930123456", "+3361234567" * 10, None, "+15551234567"]
+    for key in KEYS.values():
+        want = [None if p is None else BIDX_PREFIX + hmac.new(key, p.encode(), hashlib.sha256).hexdigest() for p in phones]
+        assert blind_indexes(key, phones) == want
+    assert blind_indexes(KEYS["k1"], [None, None]) == [None, None]
+    assert blind_indexes(KEYS["k1"], []) == []

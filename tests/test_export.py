@@ -416,38 +416,33 @@ def test_export_after_erasure_reads_erased(lake, tmp_path):
     assert "person8@example.com" in text  # subj-1, revealed
 
 
-def test_polars_row_json_is_rfc8785():
-    import polars as pl
-
-    nasty = ["a\"b\\c", "tab\tnl\ncr\r\x01\x1f\x7f", "/", "é中文😀", "", None, "\u2028\u2029", "\x08\x0c"]
-    cols = {c: [nasty[(i + j) % len(nasty)] for i in range(16)] for j, c in enumerate(COLUMNS) if c != "seq"}
-    cols["seq"] = list(range(16))
-    df = pl.DataFrame({c: cols[c] for c in COLUMNS}, schema={c: (pl.Int64 if c == "seq" else pl.String) for c in COLUMNS})
-    got = export.row_json(df).to_list()
-    want = [canonical_json({c: cols[c][i] for c in COLUMNS}).decode() for i in range(16)]
-    assert got == want
-
-
-def test_leaf_hashes_read_every_arrow_string_layout():
-    """Short rows live inside a string view, long ones in its data buffers; slices keep an
-    offset; polars hands over its string views without a copy."""
+def test_row_json_and_its_leaf_hashes_are_rfc8785():
+    """The C encoder writes each row as the reference RFC 8785 implementation does (every
+    control character, quotes, backslashes, non-ASCII text, nulls, integers at the edges of
+    JSON's exact range, rows longer than the hasher's first buffer), from polars frames and
+    from arrow tables (sliced, chunked, string views); the fused hasher hashes exactly that
+    text."""
     import hashlib
 
     import polars as pl
 
-    rows = ["", "a", "x" * 12, "y" * 13, "é" * 40, '{"seq":1}', "z" * 5000] * 3
-    digests = [hashlib.sha256(b"\x00" + r.encode()).digest() for r in rows]
+    nasty = ["a\"b\\c", "tab\tnl\ncr\r\x01\x1f\x7f", "/", "é中文😀", "", None, "\u2028\u2029", "\x08\x0c",
+             "".join(map(chr, range(32))), "\\u0041", '{"k":"v"}', "x" * 300, "\"" * 5000 + "é" * 17]
+    cols = {c: [nasty[(i + j) % len(nasty)] for i in range(40)] for j, c in enumerate(COLUMNS) if c != "seq"}
+    cols["seq"] = [0, 1, -1, 2**53 - 1, -(2**53 - 1)] + list(range(5, 40))  # JSON's exact range
+    want = [canonical_json({c: cols[c][i] for c in COLUMNS}).decode() for i in range(40)]
+    digests = [hashlib.sha256(b"\x00" + w.encode()).digest() for w in want]
 
-    def want(lo=0, hi=len(rows)) -> bytes:
-        return b"".join(digests[lo:hi])
+    def check(rows, lo=0, hi=40):
+        assert export.row_json(rows).to_pylist() == want[lo:hi]
+        assert export.row_leaf_hashes(rows) == b"".join(digests[lo:hi])
 
-    series = pl.Series("j", rows)
-    views = series.to_arrow(compat_level=pl.CompatLevel.newest())
-    assert pa.types.is_string_view(views.type)
-    assert export.leaf_hashes(series) == want()
-    assert export.leaf_hashes(views.slice(2, 7)) == want(2, 9)
-    assert export.leaf_hashes(pa.array(rows, pa.large_string()).slice(4, 9)) == want(4, 13)
-    assert export.leaf_hashes(pa.chunked_array([pa.array(rows[:5]), pa.array(rows[5:])])) == want()
-    assert export.leaf_hashes(pl.Series("j", [], pl.String)) == b""
-    with pytest.raises(AuditlakeError):
-        export.leaf_hashes(pa.array(["a", None]))
+    check(pl.DataFrame({c: cols[c] for c in COLUMNS}, schema={c: (pl.Int64 if c == "seq" else pl.String) for c in COLUMNS}))
+    table = pa.table({c: pa.array(cols[c], pa.int64() if c == "seq" else pa.string()) for c in COLUMNS})
+    check(table.slice(7, 20), 7, 27)
+    check(pa.concat_tables([table.slice(0, 13), table.slice(13)]))
+    check(pa.table({c: (table[c].cast(pa.string_view()) if c != "seq" else table[c]) for c in COLUMNS}))
+    check(table.slice(0, 0), 0, 0)
+    for bad in (pa.table({"seq": pa.array([1.5])}), pa.table({"a": pa.array([b"x"])})):
+        with pytest.raises(AuditlakeError, match="not a string or an integer"):
+            export.row_leaf_hashes(bad)

@@ -104,6 +104,39 @@ def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake
     assert verify(lake).ok
 
 
+def test_event_index_is_exact():
+    """The replay index holds ids exactly: across merged runs, ids sharing their first 64
+    bits, and ids that are not canonical UUIDs (kept as text)."""
+    import random
+    import uuid
+
+    import numpy as np
+    import pyarrow as pa
+
+    from auditlake.ingest import _EventIndex
+
+    rng = random.Random(5)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(3000)]
+    twins = [ids[0][:19] + f"{i:04x}-{i:012x}" for i in range(3)]  # same high word as ids[0]
+    crowd = [f"00000000-0000-4000-8000-{i:012x}" for i in range(0, 4000, 2)]  # one high word, made on purpose
+    odd = ["not-a-uuid", "ABCDEF00-0000-0000-0000-000000000000"]
+    index = _EventIndex(None, None)
+    for i in range(0, len(ids), 250):  # more runs than are kept apart: merged on the way
+        index.add(pa.chunked_array([pa.array(ids[i:i + 250])]))
+    index.add(pa.chunked_array([pa.array(twins[:2] + odd)]))
+    for i in range(0, len(crowd), 500):
+        index.add(pa.chunked_array([pa.array(crowd[i:i + 500][::-1])]))
+    stored = set(ids) | set(twins[:2]) | set(odd) | set(crowd)
+    asked = (ids[::11] + twins + odd + ["abcdef00-0000-0000-0000-000000000000", "other"]
+             + [f"00000000-0000-4000-8000-{i:012x}" for i in range(0, 4000, 7)]
+             + [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(200)])
+    got = index.known(pa.chunked_array([pa.array(asked)]))
+    assert got.tolist() == [x in stored for x in asked]
+    sliced = pa.array([None, "x", *asked]).slice(2)  # an offset into the arrow buffers, nulls before it
+    assert index.known(pa.chunked_array([sliced])).tolist() == [x in stored for x in asked]
+    assert not index.known(pa.chunked_array([pa.array([], pa.string())])).any()
+
+
 def test_gzip_and_parquet_landing_files(lake, tmp_path):
     d = tmp_path / "in"
     d.mkdir()

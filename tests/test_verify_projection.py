@@ -15,6 +15,7 @@ import pytest
 from auditlake import _records, verify as verify_module
 from auditlake.ingest import ingest
 from auditlake.lake.store import Lake
+from auditlake.ledger import packed
 from auditlake.verify import verify
 from events import event, write_jsonl
 
@@ -157,7 +158,7 @@ def test_a_changed_seq_is_a_reordered_row(sealed_lake, tmp_path, monkeypatch):
 def _match(template, leaves: list[bytes], columns: list[pa.Array]) -> list[bool]:
     arr = pa.array(leaves, pa.large_binary())
     _, offsets, data = arr.buffers()
-    cols = tuple(verify_module._column_buffers(c) for c in columns)
+    cols = tuple(packed.column_buffers(c) for c in columns)
     return [bool(b) for b in _records.match_records(template, data, offsets, cols)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -161,6 +162,25 @@ class Lake:
         except OSError as exc:
             raise AuditlakeError(f"cannot open table {name} in {self.uri}: {exc}") from exc
 
+    def latest(self, name: str):
+        """The table at its latest version for reading, or None: a DeltaTable kept per thread
+        and table and brought up to date on each call (reading only the new log entries),
+        instead of opening it again (20-70 ms once the log is long; a proof needs three).
+        Callers never move it to another version: `delta()` gives a table of one's own."""
+        key = (self.table_uri(name), tuple(sorted((self.storage_options or {}).items())))
+        cache = _LATEST.__dict__.setdefault("tables", {})
+        dt = cache.get(key)
+        if dt is not None:
+            try:
+                dt.update_incremental()
+                return dt
+            except Exception:  # noqa: BLE001 - e.g. the table was removed: open it afresh
+                del cache[key]
+        dt = self.delta(name)
+        if dt is not None:
+            cache[key] = dt
+        return dt
+
     def dataset(self, name: str, schema: pa.Schema):
         """A pyarrow dataset over the table (empty with `schema` if it does not exist)."""
         import pyarrow.dataset as ds
@@ -202,3 +222,4 @@ class _LazyDeltaTable:
 
 
 _DeltaTable = _LazyDeltaTable()
+_LATEST = threading.local()  # Lake.latest's tables: deltalake's tables are not shared across threads

@@ -75,7 +75,7 @@ static void hmac_link(const SHA256_CTX *inner, const SHA256_CTX *outer, const un
                       const unsigned char *leaf, size_t len, unsigned char *out) {
     SHA256_CTX c = *inner;
     unsigned char mid[HASH];
-    SHA256_Update(&c, prev, HASH);
+    if (prev) SHA256_Update(&c, prev, HASH);
     SHA256_Update(&c, leaf, len);
     SHA256_Final(mid, &c);
     c = *outer;
@@ -210,8 +210,9 @@ static PyObject *links(PyObject *args, int chained) {
     unsigned char *out;
     if (!PyArg_ParseTuple(args, "y*y*OO", &key, &prevs, &data, &offsets)) return NULL;
     if (items_get(data, offsets, &it) < 0) goto done;
-    if (prevs.len != (chained ? 1 : it.n) * HASH) {
-        PyErr_Format(PyExc_ValueError, chained ? "prev must be a %d-byte hash" : "prevs must hold one %d-byte hash per item",
+    int plain = !chained && prevs.len == 0; /* HMAC of each item alone */
+    if (!plain && prevs.len != (chained ? 1 : it.n) * HASH) {
+        PyErr_Format(PyExc_ValueError, chained ? "prev must be a %d-byte hash" : "prevs must be empty or hold one %d-byte hash per item",
                      HASH);
     } else if ((result = new_output(it.n, &out))) {
         SHA256_CTX inner, outer;
@@ -220,7 +221,7 @@ static PyObject *links(PyObject *args, int chained) {
         const int64_t *o = it.offsets.buf;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < it.n; i++) {
-            const unsigned char *prev = chained ? (i ? out + (i - 1) * HASH : p) : p + i * HASH;
+            const unsigned char *prev = chained ? (i ? out + (i - 1) * HASH : p) : plain ? NULL : p + i * HASH;
             hmac_link(&inner, &outer, prev, d + o[i], (size_t)(o[i + 1] - o[i]), out + i * HASH);
         }
         Py_END_ALLOW_THREADS
@@ -232,7 +233,8 @@ done:
     return result;
 }
 
-/* hmacs(key, prevs, data, offsets): independent links, prevs being n concatenated hashes. */
+/* hmacs(key, prevs, data, offsets): independent links, prevs being n concatenated hashes;
+ * with prevs empty, HMAC-SHA-256(key, item) of each item. */
 static PyObject *hmacs(PyObject *self, PyObject *args) { return links(args, 0); }
 
 /* hmac_chain(key, prev, data, offsets): the chain h_i = HMAC(key, h_{i-1} || item i), h_{-1} = prev. */
@@ -242,7 +244,7 @@ static PyMethodDef methods[] = {
     {"leaf_hashes", leaf_hashes, METH_VARARGS, "SHA-256(0x00 || item) of each item, concatenated."},
     {"leaf_hashes_views", leaf_hashes_views, METH_VARARGS, "Leaf hashes of an Arrow view array's items."},
     {"node_hashes", node_hashes, METH_VARARGS, "SHA-256(0x01 || left || right) of each pair, concatenated."},
-    {"hmacs", hmacs, METH_VARARGS, "HMAC-SHA-256(key, prevs[i] || item i) of each item, concatenated."},
+    {"hmacs", hmacs, METH_VARARGS, "HMAC-SHA-256(key, prevs[i] || item i) (or of item i alone) of each item, concatenated."},
     {"hmac_chain", hmac_chain, METH_VARARGS, "Chained HMAC-SHA-256 links after prev, concatenated."},
     {NULL, NULL, 0, NULL},
 };

@@ -1,5 +1,6 @@
-"""Arrow binary arrays as the (data, offsets) buffers the batch hasher (_sha256.c) reads,
-and packed hashes (n concatenated 32-byte digests) as the form its results take."""
+"""Arrow arrays as the buffers the C helpers read: (data, offsets) for the batch hasher
+(_sha256.c), columns for the record text helpers (_records.c); and packed hashes (n
+concatenated 32-byte digests) as the form the hasher's results take."""
 from __future__ import annotations
 
 import binascii
@@ -64,3 +65,28 @@ def hex_array(packed: bytes) -> pa.Array:
 def fixed_array(packed: bytes) -> pa.FixedSizeBinaryArray:
     """Packed hashes as an arrow fixed_size_binary(32) array over the same bytes."""
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(HASH_SIZE), len(packed) // HASH_SIZE, [None, pa.py_buffer(packed)])
+
+
+def column_buffers(column: pa.Array) -> tuple:
+    """(data, int64 offsets, validity bitmap or None, int32 indices or None) of a string or
+    dictionary-encoded string column, or (values, None, validity, None) of an integer one
+    (a timestamp as microseconds), as the _records helpers take a column."""
+    if column.offset:
+        column = pa.concat_arrays([column])  # a copy starting at offset 0
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp("us", "UTC")).cast(pa.int64())
+    if pa.types.is_integer(column.type):
+        column = column.cast(pa.int64())
+        return column.buffers()[1], None, column.buffers()[0], None
+    if pa.types.is_dictionary(column.type) and not column.dictionary.null_count:
+        strings = column.dictionary.cast(pa.large_string())
+        if strings.offset:
+            strings = pa.concat_arrays([strings])
+        indices = column.indices.cast(pa.int32())
+        _, offsets, data = strings.buffers()
+        return (data if data is not None else b""), offsets, indices.buffers()[0], indices.buffers()[1]
+    column = column.cast(pa.large_string())
+    if column.offset:
+        column = pa.concat_arrays([column])
+    validity, offsets, data = column.buffers()
+    return (data if data is not None else b""), offsets, validity, None

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
+import binascii
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -13,8 +12,24 @@ SEAL_PREFIX = "k1."
 BIDX_PREFIX = "b1."
 
 
-def seal(cipher: AESGCM, plaintext: bytes, aad: bytes) -> str:
-    nonce = os.urandom(12)
+class Nonces:
+    """Fresh random 96-bit GCM nonces, drawn from the OS in blocks (one system call per 1,024)."""
+
+    _BLOCK = 1024
+
+    def __init__(self):
+        self._pool, self._at = b"", 0
+
+    def take(self) -> bytes:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(12 * self._BLOCK), 0
+        self._at += 12
+        return self._pool[self._at - 12:self._at]
+
+
+def seal(cipher: AESGCM, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> str:
+    """AES-256-GCM under a fresh random nonce (os.urandom, or one taken from a Nonces pool)."""
+    nonce = nonce or os.urandom(12)
     return SEAL_PREFIX + base64.urlsafe_b64encode(nonce + cipher.encrypt(nonce, plaintext, aad)).decode()
 
 
@@ -33,5 +48,20 @@ def aad(event_id: str, part: str) -> bytes:
     return f"{event_id}|{part}".encode()
 
 
-def blind_index(key: bytes, phone: str) -> str:
-    return BIDX_PREFIX + hmac.new(key, phone.encode(), hashlib.sha256).hexdigest()
+def blind_indexes(key: bytes, phones: list[str | None]) -> list[str | None]:
+    """The keyed blind index "b1." + hex HMAC-SHA-256(key, phone) of each phone (None stays
+    None), computed by the batch hasher in one call."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ._sha256 import hmacs
+
+    present = [p for p in phones if p is not None]
+    if not present:
+        return list(phones)
+    arr = pa.array(present, pa.large_binary())
+    digests = hmacs(key, b"", arr.buffers()[2] or b"", np.frombuffer(arr.buffers()[1], np.int64))
+    hexed = binascii.hexlify(digests).decode()
+    found = iter(BIDX_PREFIX + hexed[i:i + 64] for i in range(0, len(hexed), 64))
+    return [None if p is None else next(found) for p in phones]
+
