@@ -183,9 +183,10 @@ _HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
 _UUID_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
 
 
-def _uuid_words(ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(high 64 bits, low 64 bits, is a canonical lowercase UUID) of each id, vectorised
-    over the arrow string buffer (words are 0 where it is not)."""
+def _uuid_keys(ids) -> tuple[np.ndarray, np.ndarray]:
+    """(16-byte key, is a canonical lowercase UUID) of each id: the UUID's bytes as numpy
+    'S16', whose order and equality are those of the bytes (zeros where not a UUID).
+    Vectorised over the arrow string buffer."""
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     arr = arr.cast(pa.large_string())
     n = len(arr)
@@ -204,70 +205,80 @@ def _uuid_words(ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ok &= (text[:, [8, 13, 18, 23]] == ord("-")).all(axis=1) & (nibbles != 255).all(axis=1)
     raw = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)  # 16 bytes per id
     raw[~ok] = 0
-    words = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)
-    return words[:, 0], words[:, 1], ok
+    return np.ascontiguousarray(raw).view("S16").ravel(), ok
 
 
 class _EventIndex:
     """The event ids in the ledger at the planned snapshot plus this run's own commits, held
-    exactly and compactly: a canonical UUID (the contract's event_id) is 16 bytes, two
-    uint64 words, so a batch's replays are found in memory instead of by a search of every
-    ledger file per batch. Sorted runs are merged by size, like a log-structured tree (two
-    sorted runs merge in one pass). An id that is not a canonical
-    UUID (none passes the contract; only a tampered ledger could hold one) is kept as text."""
+    exactly and compactly: a canonical UUID (the contract's event_id) is 16 bytes, so a
+    batch's replays are found in memory instead of by a search of every ledger file per
+    batch. Sorted runs are merged by size, like a log-structured tree (a stable sort merges
+    two sorted runs in one pass). An id that is not a canonical UUID (none passes the
+    contract; only a tampered ledger could hold one) is kept as text."""
 
     def __init__(self, lake: Lake | None, version: int | None):
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (high, low) words, sorted by both
+        self._runs: list[np.ndarray] = []  # sorted 'S16' keys
         self._others: set[str] = set()
         if version is not None:
             dt = lake.delta("ledger")
             if dt.version() != version:
                 dt.load_as_version(version)
-            for b in tables.dataset(lake, "ledger", dt).to_batches(columns=["event_id"]):
-                self.add(b.column(0))
+            ledger = tables.dataset(lake, "ledger", dt)
+            run = np.empty(ledger.count_rows(), "S16")  # filled in place: no second copy of the index
+            filled, pending, rows = 0, [], 0
+
+            def convert():  # a million ids at a time: a call per ledger file costs more than the work
+                nonlocal filled
+                ids = pa.concat_arrays(pending)
+                pending.clear()
+                keys, ok = _uuid_keys(ids)
+                if not ok.all():
+                    self._others.update(ids.filter(pa.array(~ok)).to_pylist())
+                keys = keys[ok]
+                run[filled:filled + len(keys)] = keys
+                filled += len(keys)
+
+            for b in ledger.to_batches(columns=["event_id"]):
+                pending.append(b.column(0))
+                rows += b.num_rows
+                if rows >= 1 << 20:
+                    convert()
+                    rows = 0
+            if pending:
+                convert()
+            if filled:
+                run = run[:filled]
+                run.sort()  # in place
+                self._runs.append(run)
 
     def add(self, ids) -> None:
-        hi, lo, ok = _uuid_words(ids)
+        keys, ok = _uuid_keys(ids)
         if not ok.all():
-            self._others.update(pa.chunked_array(ids).combine_chunks().filter(pa.array(~ok)).to_pylist()
-                                if isinstance(ids, pa.ChunkedArray) else ids.filter(pa.array(~ok)).to_pylist())
+            ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+            self._others.update(ids.filter(pa.array(~ok)).to_pylist())
         if not ok.any():
             return
-        order = np.lexsort((lo[ok], hi[ok]))
-        self._runs.append((hi[ok][order], lo[ok][order]))
-        while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
-            (a_hi, a_lo), (b_hi, b_lo) = self._runs.pop(-2), self._runs.pop()
-            hi, lo = np.concatenate([a_hi, b_hi]), np.concatenate([a_lo, b_lo])
-            del a_hi, a_lo, b_hi, b_lo
-            order = np.argsort(hi, kind="stable")  # timsort: the two sorted runs merge in one pass
-            hi, lo = hi[order], lo[order]
-            # Equal high words (rare, unless made on purpose) get their low words sorted too.
-            tie = np.flatnonzero(hi[1:] == hi[:-1])
-            if len(tie):
-                at = np.union1d(tie, tie + 1)
-                lo[at] = lo[at][np.lexsort((lo[at], hi[at]))]
-            self._runs.append((hi, lo))
+        self._runs.append(np.sort(keys[ok]))
+        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            merged = np.concatenate([self._runs.pop(-2), self._runs.pop()])
+            merged.sort(kind="stable")  # timsort: the two sorted runs merge in one pass
+            self._runs.append(merged)
 
     def known(self, ids) -> np.ndarray:
         """Which ids are in the index (exactly)."""
         found = np.zeros(len(ids), bool)
         if not len(ids):
             return found
-        q_hi, q_lo, ok = _uuid_words(ids)
-        order = np.argsort(q_hi)  # sorted keys: searchsorted walks each run once
-        q_hi, q_lo, ok = q_hi[order], q_lo[order], ok[order]
+        keys, ok = _uuid_keys(ids)
+        order = np.argsort(keys)  # sorted keys: searchsorted walks each run once
+        keys, ok = keys[order], ok[order]
         hit = np.zeros(len(ids), bool)
-        for r_hi, r_lo in self._runs:
-            first = np.searchsorted(r_hi, q_hi, "left")
-            last = np.searchsorted(r_hi, q_hi, "right")
-            one = ok & (last - first == 1)
-            hit[one] |= r_lo[first[one]] == q_lo[one]
-            for i in np.flatnonzero(ok & (last - first > 1)):  # equal high words: their low words are sorted
-                j = first[i] + np.searchsorted(r_lo[first[i]:last[i]], q_lo[i])
-                hit[i] |= j < last[i] and r_lo[j] == q_lo[i]
+        for run in self._runs:
+            at = np.searchsorted(run, keys).clip(max=len(run) - 1)
+            hit |= ok & (run[at] == keys)
         found[order] = hit
         if self._others:
-            found |= np.array([x in self._others for x in pa.chunked_array(ids).to_pylist()], bool)
+            found |= np.array([x in self._others for x in ids.to_pylist()], bool)
         return found
 
 
@@ -279,6 +290,7 @@ class _Batch:
     finished: list[tuple[landing.LandingFile, str, int]] = field(default_factory=list)  # (file, sha, lines)
     lines: int = 0
     raw_bytes: int = 0
+    last: bool = False  # the run's last batch
 
 
 @dataclass
@@ -344,6 +356,7 @@ def _batches(lake: Lake, files: list[landing.LandingFile], state: _State, report
                 yield batch
                 batch = _Batch()
         if batch.lines or batch.finished:
+            batch.last = True
             yield batch
     finally:
         for p in pending:  # a re-plan abandons chunks sealed for this plan
@@ -397,16 +410,17 @@ def _checkpoint(lake: Lake, keys: KeyStore, head: Head, batch_id: str) -> Checkp
     return cp
 
 
-def _replays(lake: Lake, state: _State, sealed: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+def _replays(lake: Lake, state: _State, sealed: pa.Table, last: bool) -> tuple[np.ndarray, np.ndarray]:
     """Which rows are replays: an event_id already in the ledger, or repeated within this
     batch (the first one wins): (replay mask, already-in-the-ledger mask)."""
     ids = sealed.column("event_id")
     known = np.zeros(len(ids), bool)
     if state.fresh:
         pass
-    elif state.event_index is None and len(ids) <= DIRECT_LOOKUP_IDS:
-        # A small run (a lake-written audit event, a trickle of lines): one filtered read
-        # of the event ids costs less than indexing them all.
+    elif state.event_index is None and (last or len(ids) <= DIRECT_LOOKUP_IDS):
+        # A run of one batch (a lake-written audit event, a trickle of lines, a day's file)
+        # or a small first batch: one filtered read of the ledger's event ids costs less
+        # than indexing them all.
         in_ledger = _ids_in_ledger(lake, ids.to_pylist(), state.head.ledger_version)
         if in_ledger:
             known = pc.is_in(ids, pa.array(sorted(in_ledger), pa.string())).to_numpy(zero_copy_only=False)
@@ -462,7 +476,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
     sealed = pa.Table.from_batches(batch.sealed, schema=sealing.SEALED)
     batch.sealed = []
     if sealed.num_rows:
-        replay, known = _replays(lake, state, sealed)
+        replay, known = _replays(lake, state, sealed, batch.last)
         for i in np.flatnonzero(replay):
             reason = "replay: event_id already in the ledger" if known[i] else "replay: event_id repeated in this batch"
             batch.bad.append(sealing.quarantine_row(

@@ -82,3 +82,21 @@ def test_blind_indexes_match_hmac_of_each_phone():
         assert blind_indexes(key, phones) == want
     assert blind_indexes(KEYS["k1"], [None, None]) == [None, None]
     assert blind_indexes(KEYS["k1"], []) == []
+
+
+def test_nonces_are_fresh_and_not_shared_with_a_forked_child():
+    import os
+
+    from auditlake.ledger.seal import Nonces
+
+    nonces = Nonces()
+    taken = [nonces.take() for _ in range(3000)]  # across blocks
+    assert len(set(taken)) == 3000 and all(len(n) == 12 for n in taken)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child takes the next nonce from what it inherited
+        os.write(write, nonces.take())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 12)
+    assert child != nonces.take() and child not in taken

@@ -83,11 +83,20 @@ def test_lake_audit_events_do_not_search_the_ledger(lake, tmp_path, monkeypatch)
     assert verify(lake).ok
 
 
-@pytest.mark.parametrize("direct_lookup_ids", [2_000, 0], ids=["looked-up", "indexed"])
-def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path, monkeypatch,
-                                                                             direct_lookup_ids):
-    """Replays are found both ways: a small batch looks its ids up, a big one indexes the ledger."""
-    monkeypatch.setattr("auditlake.ingest.DIRECT_LOOKUP_IDS", direct_lookup_ids)
+@pytest.mark.parametrize("per_batch", [75_000, 1], ids=["looked-up", "indexed"])
+def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path, monkeypatch, per_batch):
+    """Replays are found both ways: a run of one batch looks its ids up in the ledger, a run
+    of several indexes the ledger's ids once (here: one line per batch)."""
+    from auditlake import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "BATCH_LINES", per_batch)
+    monkeypatch.setattr(ingest_module, "CHUNK_LINES", min(per_batch, ingest_module.CHUNK_LINES))
+    if per_batch == 1:
+        monkeypatch.setattr(ingest_module, "DIRECT_LOOKUP_IDS", 0)  # else a first batch this small looks up too
+    used = []
+    looked_up, indexed = ingest_module._ids_in_ledger, ingest_module._EventIndex.known
+    monkeypatch.setattr(ingest_module, "_ids_in_ledger", lambda *a: used.append("looked-up") or looked_up(*a))
+    monkeypatch.setattr(ingest_module._EventIndex, "known", lambda self, ids: used.append("indexed") or indexed(self, ids))
     write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)])
     first = ingest(lake, [str(tmp_path / "in")])
     shutil.copy(tmp_path / "in" / "a.jsonl", tmp_path / "in" / "copy-of-a.jsonl")
@@ -95,9 +104,11 @@ def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake
     assert first.accepted == 5 and second.accepted == 0 and second.quarantined == 0
     assert all(f.skipped for f in second.files)
     # A new file replaying one old event: the replay is quarantined, the new one accepted.
+    used.clear()
     write_jsonl(tmp_path / "in" / "b.jsonl", [event(n=2), event(n=50)])
     third = ingest(lake, [str(tmp_path / "in")])
     assert (third.accepted, third.quarantined) == (1, 1)
+    assert set(used) == {"looked-up" if per_batch > 1 else "indexed"}
     ledger = _table(lake, "ledger")
     assert sorted(ledger.column("seq").to_pylist()) == list(range(6))
     assert len(set(ledger.column("event_id").to_pylist())) == 6

@@ -13,16 +13,17 @@ BIDX_PREFIX = "b1."
 
 
 class Nonces:
-    """Fresh random 96-bit GCM nonces, drawn from the OS in blocks (one system call per 1,024)."""
+    """Fresh random 96-bit GCM nonces, drawn from the OS in blocks (one system call per 1,024).
+    A forked child never reuses its parent's block: a repeated nonce would break GCM."""
 
     _BLOCK = 1024
 
     def __init__(self):
-        self._pool, self._at = b"", 0
+        self._pool, self._at, self._pid = b"", 0, os.getpid()
 
     def take(self) -> bytes:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(12 * self._BLOCK), 0
+        if self._at >= len(self._pool) or self._pid != os.getpid():
+            self._pool, self._at, self._pid = os.urandom(12 * self._BLOCK), 0, os.getpid()
         self._at += 12
         return self._pool[self._at - 12:self._at]
 
@@ -64,4 +65,3 @@ def blind_indexes(key: bytes, phones: list[str | None]) -> list[str | None]:
     hexed = binascii.hexlify(digests).decode()
     found = iter(BIDX_PREFIX + hexed[i:i + 64] for i in range(0, len(hexed), 64))
     return [None if p is None else next(found) for p in phones]
-
