@@ -53,6 +53,9 @@ CHUNK_LINES = 5_000
 WINDOW = 12
 PARALLEL_MIN_BYTES = 16 << 20  # below this much landing input, seal in-process
 DIRECT_LOOKUP_IDS = 2_000  # a first batch this small looks its event ids up instead of indexing the ledger
+# The replay index's runs stop merging at this many ids (64 MB): a merge holds both runs and
+# their union at once, so bigger runs would raise the peak memory of a large run by hundreds of MB.
+RUN_MAX_IDS = 1 << 22
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 MAX_ATTEMPTS = 40
@@ -212,8 +215,8 @@ class _EventIndex:
     """The event ids in the ledger at the planned snapshot plus this run's own commits, held
     exactly and compactly: a canonical UUID (the contract's event_id) is 16 bytes, so a
     batch's replays are found in memory instead of by a search of every ledger file per
-    batch. Sorted runs are merged by size, like a log-structured tree (a stable sort merges
-    two sorted runs in one pass). An id that is not a canonical UUID (none passes the
+    batch. Sorted runs are merged by size up to RUN_MAX_IDS, like a log-structured tree (a
+    stable sort merges two sorted runs in one pass). An id that is not a canonical UUID (none passes the
     contract; only a tampered ledger could hold one) is kept as text."""
 
     def __init__(self, lake: Lake | None, version: int | None):
@@ -259,7 +262,8 @@ class _EventIndex:
         if not ok.any():
             return
         self._runs.append(np.sort(keys[ok]))
-        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+        while (len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2])
+               and len(self._runs[-1]) + len(self._runs[-2]) <= RUN_MAX_IDS):
             merged = np.concatenate([self._runs.pop(-2), self._runs.pop()])
             merged.sort(kind="stable")  # timsort: the two sorted runs merge in one pass
             self._runs.append(merged)

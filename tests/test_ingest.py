@@ -115,9 +115,10 @@ def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake
     assert verify(lake).ok
 
 
-def test_event_index_is_exact():
-    """The replay index holds ids exactly: across merged runs, ids sharing their first 64
-    bits, and ids that are not canonical UUIDs (kept as text)."""
+@pytest.mark.parametrize("run_max", [1 << 22, 1_000], ids=["merged", "capped"])
+def test_event_index_is_exact(monkeypatch, run_max):
+    """The replay index holds ids exactly: across merged runs (or runs left apart at the
+    cap), ids sharing their first 64 bits, and ids that are not canonical UUIDs (kept as text)."""
     import random
     import uuid
 
@@ -126,6 +127,7 @@ def test_event_index_is_exact():
 
     from auditlake.ingest import _EventIndex
 
+    monkeypatch.setattr("auditlake.ingest.RUN_MAX_IDS", run_max)
     rng = random.Random(5)
     ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(3000)]
     twins = [ids[0][:19] + f"{i:04x}-{i:012x}" for i in range(3)]  # same high word as ids[0]
@@ -143,6 +145,7 @@ def test_event_index_is_exact():
              + [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(200)])
     got = index.known(pa.chunked_array([pa.array(asked)]))
     assert got.tolist() == [x in stored for x in asked]
+    assert max(len(run) for run in index._runs) <= run_max
     sliced = pa.array([None, "x", *asked]).slice(2)  # an offset into the arrow buffers, nulls before it
     assert index.known(pa.chunked_array([sliced])).tolist() == [x in stored for x in asked]
     assert not index.known(pa.chunked_array([pa.array([], pa.string())])).any()
