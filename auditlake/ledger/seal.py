@@ -28,9 +28,8 @@ class Nonces:
         return self._pool[self._at - 12:self._at]
 
 
-def seal(cipher: AESGCM, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> str:
-    """AES-256-GCM under a fresh random nonce (os.urandom, or one taken from a Nonces pool)."""
-    nonce = nonce or os.urandom(12)
+def seal(cipher: AESGCM, plaintext: bytes, aad: bytes, nonce: bytes) -> str:
+    """AES-256-GCM under `nonce`, a fresh random one (from a Nonces pool)."""
     return SEAL_PREFIX + base64.urlsafe_b64encode(nonce + cipher.encrypt(nonce, plaintext, aad)).decode()
 
 
