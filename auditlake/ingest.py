@@ -216,8 +216,8 @@ class _EventIndex:
     exactly and compactly: a canonical UUID (the contract's event_id) is 16 bytes, so a
     batch's replays are found in memory instead of by a search of every ledger file per
     batch. Sorted runs are merged by size up to RUN_MAX_IDS, like a log-structured tree (a
-    stable sort merges two sorted runs in one pass). An id that is not a canonical UUID (none passes the
-    contract; only a tampered ledger could hold one) is kept as text."""
+    stable sort merges two sorted runs in one pass). An id that is not a canonical UUID (none
+    passes the contract; only a tampered ledger could hold one) is kept as text."""
 
     def __init__(self, lake: Lake | None, version: int | None):
         self._runs: list[np.ndarray] = []  # sorted 'S16' keys
@@ -232,12 +232,8 @@ class _EventIndex:
 
             def convert():  # a million ids at a time: a call per ledger file costs more than the work
                 nonlocal filled
-                ids = pa.concat_arrays(pending)
+                keys = self._keys(pa.concat_arrays(pending))
                 pending.clear()
-                keys, ok = _uuid_keys(ids)
-                if not ok.all():
-                    self._others.update(ids.filter(pa.array(~ok)).to_pylist())
-                keys = keys[ok]
                 run[filled:filled + len(keys)] = keys
                 filled += len(keys)
 
@@ -254,14 +250,19 @@ class _EventIndex:
                 run.sort()  # in place
                 self._runs.append(run)
 
-    def add(self, ids) -> None:
+    def _keys(self, ids) -> np.ndarray:
+        """The keys of the canonical UUIDs among ids; the other ids go to the text set."""
         keys, ok = _uuid_keys(ids)
         if not ok.all():
             ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
             self._others.update(ids.filter(pa.array(~ok)).to_pylist())
-        if not ok.any():
+        return keys[ok]
+
+    def add(self, ids) -> None:
+        keys = self._keys(ids)
+        if not len(keys):
             return
-        self._runs.append(np.sort(keys[ok]))
+        self._runs.append(np.sort(keys))
         while (len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2])
                and len(self._runs[-1]) + len(self._runs[-2]) <= RUN_MAX_IDS):
             merged = np.concatenate([self._runs.pop(-2), self._runs.pop()])
