@@ -23,6 +23,10 @@ class Head:
     frontier: merkle.Frontier
     checkpoint: Checkpoint | None
     checkpoint_frontier_size: int
+    # The frontier at the latest checkpoint and the leaf hashes of the tail after it (a
+    # crash's unsealed batch), so that recovery can store the tail's tiles.
+    checkpoint_frontier: merkle.Frontier
+    tail_leaf_hashes: bytes
 
 
 def read_checkpoints(lake: Lake, dt=None) -> list[dict]:
@@ -49,6 +53,7 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
     ledger = lake.delta("ledger")
     ledger_version = None
     tree_size = size
+    checkpoint_frontier, tail_leaf_hashes = frontier, b""
     if ledger is not None:
         ledger_version = ledger.version()
         tail = (
@@ -67,7 +72,8 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
                 recomputed = b""
             if packed.hex_array(recomputed).to_pylist() != tail.column("hash").to_pylist():
                 raise AuditlakeError("the ledger's tail after the last checkpoint does not chain; run `auditlake verify`")
-            frontier = frontier.extend(merkle.leaf_hashes(leaves))
+            tail_leaf_hashes = merkle.leaf_hashes(leaves)
+            frontier = frontier.extend(tail_leaf_hashes)
             head_hash = recomputed[-packed.HASH_SIZE:]
             tree_size = size + len(seqs)
     return Head(
@@ -78,6 +84,8 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
         frontier=frontier,
         checkpoint=cp,
         checkpoint_frontier_size=size,
+        checkpoint_frontier=checkpoint_frontier,
+        tail_leaf_hashes=tail_leaf_hashes,
     )
 
 

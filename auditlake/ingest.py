@@ -415,6 +415,16 @@ def _checkpoint(lake: Lake, keys: KeyStore, head: Head, batch_id: str) -> Checkp
     return cp
 
 
+def _recover(lake: Lake, keys: KeyStore, head: Head) -> None:
+    """Seal the tail a crash left after the last checkpoint. Its tiles are stored again
+    first: the crashed run may have died with their data file written but not committed, a
+    file that only a later commit to the tiles table lets `retention.sweep` remove, and the
+    rerun may have no batch of its own to make one. (Tiles the crashed run did commit are
+    stored twice; readers take the first of equal hashes.)"""
+    proofs.extend_frontier(lake, head.checkpoint_frontier, head.tail_leaf_hashes)
+    _checkpoint(lake, keys, head, "recovery")
+
+
 def _replays(lake: Lake, state: _State, sealed: pa.Table, last: bool) -> tuple[np.ndarray, np.ndarray]:
     """Which rows are replays: an event_id already in the ledger, or repeated within this
     batch (the first one wins): (replay mask, already-in-the-ledger mask)."""
@@ -595,7 +605,7 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
             state = _load_state(lake, keys, fresh)
             head = state.head
             if head.tree_size > head.checkpoint_frontier_size:  # a crash left an unsealed tail
-                _checkpoint(lake, keys, head, "recovery")
+                _recover(lake, keys, head)
             retention.lock_new(lake, keys)  # objects a crash left unlocked
             for batch in _batches(lake, files, state, report, sealers):
                 a, q = _commit_batch(lake, keys, state, batch)

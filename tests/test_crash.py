@@ -150,3 +150,59 @@ def test_ingest_memory_is_bounded_by_the_batch_not_the_file(tmp_path):
     assert (n_small, n_big) == (2_000, 20_000) and b_big >= 10 > b_small
     print(f"peak RSS: {small:.0f} MB for 2k lines, {big:.0f} MB for 20k lines (batches of 2k)")
     assert big - small < 100, (small, big)
+
+
+_DIE_AT_TILES = """
+import os, sys, uuid
+import pyarrow as pa, pyarrow.parquet as pq
+from auditlake import proofs
+
+def write_then_die(lake, nodes, lock=False):
+    # As a SIGKILL between delta-rs writing the tiles' data file and committing it.
+    if nodes:
+        level = nodes[0][0]
+        folder = os.path.join(lake.uri, "tables", "tiles", f"level={level}")
+        os.makedirs(folder, exist_ok=True)
+        pq.write_table(pa.table({"idx": [n[1] for n in nodes], "hash": [n[2].hex() for n in nodes]}),
+                       os.path.join(folder, f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"))
+        os._exit(9)
+    return True
+
+proofs.write_tiles = write_then_die
+from auditlake.ingest import ingest
+from auditlake.lake.store import Lake
+ingest(Lake.open(sys.argv[1]), [sys.argv[2]])
+"""
+
+
+def test_a_crash_between_the_ledger_and_its_tiles_leaves_no_stray_file(tmp_path):
+    """Killed after the ledger commit, with the batch's tile file written but not committed:
+    the rerun has no line left to ingest, yet it stores the tail's tiles, which sweeps the
+    dead writer's file, so verify finds nothing and proofs still work."""
+    from auditlake.ingest import ingest
+    from auditlake.lake.store import Lake
+    from auditlake.proofs import inclusion_proof, verify_proof_doc
+    from auditlake.verify import verify
+
+    lake_uri, folder = str(tmp_path / "lake"), tmp_path / "in"
+    first = write_landing(folder / "a.jsonl", lines=600, seed=71)  # 600 leaves complete tiles of level 8
+    ingest(Lake.open(lake_uri), [str(folder)])
+    second = write_landing(folder / "b.jsonl", lines=600, seed=72)
+    tiles_dir = tmp_path / "lake" / "tables" / "tiles"
+    committed = set(tiles_dir.rglob("*.parquet"))
+    r = subprocess.run([sys.executable, "-c", _DIE_AT_TILES, lake_uri, str(folder)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 9, r.stderr
+    lake = Lake.open(lake_uri)
+    stray = set(tiles_dir.rglob("*.parquet")) - committed
+    assert len(stray) == 1  # the dead writer's file
+
+    ledger_version = lake.delta("ledger").version()
+    ingest(lake, [str(folder)])
+    assert lake.delta("ledger").version() == ledger_version  # the killed run committed every line
+    assert_exact(lake_uri, 1200, first["event_ids"] + second["event_ids"], files=2)
+    found = verify(lake, update_trust=False)
+    assert found.ok, found.findings
+    assert not any(f.exists() for f in stray)
+    ok, why = verify_proof_doc(inclusion_proof(lake, second["event_ids"][300]))
+    assert ok, why
