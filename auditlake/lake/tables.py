@@ -161,7 +161,7 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
     from deltalake.exceptions import CommitFailedError, DeltaError
 
     rows = rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
-    dt = lake.delta(name)
+    dt = lake.latest(name)  # brought up to date: a commit by another writer is seen here
     if (dt.version() if dt is not None else None) != read_version:
         raise ConflictError(f"table {name} moved past version {read_version}")
     props = CommitProperties(max_commit_retries=0, custom_metadata={"auditlake": "append", **(metadata or {})})
@@ -224,5 +224,5 @@ def files_for_seq_ranges(dt, ranges: list[tuple[int, int]]) -> list[str]:
 
 
 def version(lake: Lake, name: str) -> int | None:
-    dt = lake.delta(name)
+    dt = lake.latest(name)
     return None if dt is None else dt.version()
