@@ -251,6 +251,12 @@ def _tamper_cases():
         t = pq.read_table(p)
         pq.write_table(t.slice(1), p)
 
+    def break_utf8(out):
+        p = out / "data" / "part-00000.jsonl"
+        raw = bytearray(p.read_bytes())
+        raw[raw.index(b"call.")] = 0xFF
+        p.write_bytes(bytes(raw))
+
     def add_file(out):
         shutil.copy(out / "data" / "part-00000.csv", out / "data" / "part-00001.csv")
 
@@ -262,6 +268,11 @@ def _tamper_cases():
         m["rows"] += 1
         (out / "manifest.json").write_text(json.dumps(m))
 
+    def odd_columns(out):
+        m = json.loads((out / "manifest.json").read_text())
+        m["columns"] = [1, None, "seq", "seq"]
+        (out / "manifest.json").write_text(json.dumps(m))
+
     def rehash_manifest(out):
         # Edit a row and fix up its file's hash in the manifest: the signature catches it.
         edit_jsonl(out)
@@ -271,8 +282,8 @@ def _tamper_cases():
                 f["sha256"], f["bytes"] = export._sha256_file(out / f["path"])
         (out / "manifest.json").write_text(json.dumps(m))
 
-    return [edit_jsonl, edit_csv, edit_parquet, add_row, remove_row, remove_parquet_row, add_file, remove_file,
-            edit_manifest, rehash_manifest]
+    return [edit_jsonl, edit_csv, edit_parquet, add_row, remove_row, remove_parquet_row, break_utf8, add_file,
+            remove_file, edit_manifest, odd_columns, rehash_manifest]
 
 
 def test_verify_export_catches_every_tampering(glake, tmp_path, capsys):
@@ -293,6 +304,13 @@ def test_verify_export_catches_every_tampering(glake, tmp_path, capsys):
     shutil.copytree(clean, broken)
     (broken / "manifest.json").write_text("{")
     assert main(["verify-export", str(broken)]) == 2
+
+
+def test_jsonl_lines_are_cut_as_the_text_splits():
+    for text in ["", "a\n", "a\n\nb\n", '{"x":"\u00e9"}\n{"y":"\\u0000 \u2028"}\n']:
+        assert export._jsonl_lines(text.encode()).to_pylist() == text.split("\n")[:-1]
+    with pytest.raises(pa.ArrowInvalid):
+        export._jsonl_lines(b"{}\n\xff\n")
 
 
 def test_verify_export_pins_the_public_key(glake, tmp_path, capsys):
