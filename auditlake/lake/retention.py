@@ -250,7 +250,7 @@ def committed(lake: Lake, table: str, versions: list[int] | None = None, listing
 def _referenced(lake: Lake, table: str) -> set[str] | None:
     import pyarrow as pa
 
-    dt = lake.delta(table)
+    dt = lake.latest(table)  # up to date (so never older than the listing); the writer reuses it
     if dt is None:
         return None
     paths = pa.table(dt.get_add_actions(flatten=False)).column("path").to_pylist()
