@@ -80,13 +80,14 @@ class LandingFile:
                         return
                 if not chunk:
                     break
-                lines = (pending + chunk).split(b"\n")
+                text = pending + chunk
+                lines = text.split(b"\n")
                 pending = lines.pop()
                 if lines:
-                    yield n + 1, [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+                    yield n + 1, _without_cr(lines) if b"\r" in text else lines
                     n += len(lines)
         if pending:
-            yield n + 1, [pending[:-1] if pending.endswith(b"\r") else pending]
+            yield n + 1, _without_cr([pending])
 
     def _parquet_blocks(self, max_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
         import pyarrow.parquet as pq
@@ -96,6 +97,11 @@ class LandingFile:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=max_rows):
                 yield n + 1, batch
                 n += batch.num_rows
+
+
+def _without_cr(lines: list[bytes]) -> list[bytes]:
+    """Lines ended by CRLF lose their CR (scanned for only when the text holds one)."""
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
 
 
 def block_size(block: list[bytes] | pa.RecordBatch | Unreadable) -> int:

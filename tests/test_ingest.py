@@ -169,6 +169,21 @@ def test_gzip_and_parquet_landing_files(lake, tmp_path):
     assert verify(lake).ok
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_crlf_line_ends_are_cut_wherever_the_read_splits(lake, tmp_path, monkeypatch, suffix):
+    from auditlake import landing
+
+    lines = [json.dumps(event(n=i)).encode() for i in range(40)]
+    text = b"".join(ln + (b"\r\n" if i % 3 else b"\n") for i, ln in enumerate(lines))
+    text += b'{"not": "a\rline"}\r\n' + lines[0][:20]  # a CR inside a line stays; no end of line on the last
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / f"a{suffix}").write_bytes(gzip.compress(text) if suffix.endswith(".gz") else text)
+    monkeypatch.setattr(landing, "_CHUNK", 97)  # reads end anywhere, between a CR and its LF too
+    (found,) = landing.find(lake, [str(d)])
+    assert [raw for _, raw in found.records()] == lines + [b'{"not": "a\rline"}', lines[0][:20]]
+
+
 def test_no_plain_pii_at_rest(lake, tmp_path):
     events = [event(n=i) for i in range(30)]
     write_jsonl(tmp_path / "in" / "a.jsonl", events)
@@ -275,6 +290,8 @@ def test_a_failing_sealing_worker_is_a_clear_error(lake):
             workers.submit(sealing.Chunk("f.jsonl", "0" * 64, 1, [12345])).result(timeout=60)
         ok = workers.submit(sealing.Chunk("f.jsonl", "0" * 64, 1, [json.dumps(event(n=1)).encode()])).result(timeout=60)
         assert ok.rows.num_rows == 1 and not ok.bad  # the worker lives on after a failed chunk
+        # pyarrow would load pandas (about 55 MB) on the first array built from a list
+        assert "pandas" not in open(f"/proc/{workers._procs[0].pid}/maps").read()
     finally:
         workers.shutdown()
 

@@ -7,13 +7,11 @@ the reference implementation (`rfc8785`), so the output is always JCS.
 """
 from __future__ import annotations
 
-import re
-
 import orjson
 import rfc8785
 
 _MAX_EXACT_INT = 2**53 - 1
-_FLOAT_TOKEN = re.compile(rb"(?:\A|[:,\[])-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)(?:\Z|[,\]}])")
+_PLAIN = frozenset({str, bool, type(None)})
 
 
 class CanonicalError(ValueError):
@@ -21,14 +19,17 @@ class CanonicalError(ValueError):
 
 
 def _needs_reference(value) -> bool:
+    """True if orjson's text of `value` may not be JCS: it holds a float, an integer beyond
+    2^53 or a key outside ASCII."""
     stack = [value]
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
-            for k, item in v.items():
-                if not k.isascii():
-                    return True
-                stack.append(item)
+            if not "".join(v).isascii():
+                return True
+            # The usual object (strings, booleans, nulls) is settled without a walk.
+            if not _PLAIN.issuperset(map(type, v.values())):
+                stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
         elif isinstance(v, float):
@@ -45,11 +46,7 @@ def canonical_json(value) -> bytes:
     except orjson.JSONEncodeError:
         out = None  # an integer beyond 2^53 (or no JSON at all): the reference decides
     try:
-        # Cheap screens before the exact walk: orjson writes a finite float as a token with
-        # a '.' or an exponent and NaN/infinity as null (strings can match too: that only
-        # costs the walk), and keys outside ASCII need non-ASCII output.
-        suspect = out is None or b"null" in out or not out.isascii() or _FLOAT_TOKEN.search(out)
-        if suspect and (out is None or _needs_reference(value)):
+        if out is None or _needs_reference(value):
             return rfc8785.dumps(value)
         return out
     except (rfc8785.CanonicalizationError, orjson.JSONEncodeError, TypeError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
@@ -27,12 +28,11 @@ def extend(keys: Mapping[str, bytes], prev: bytes, key_ids: Sequence[str], leave
         raise ValueError("leaves must not contain nulls")
     if isinstance(leaves, pa.ChunkedArray):
         leaves = leaves.combine_chunks()
+    if len(key_ids) != len(leaves):
+        raise ValueError("one key id per leaf")
     out, start = [], 0
-    while start < len(leaves):
-        key_id = key_ids[start]
-        end = start + 1
-        while end < len(leaves) and key_ids[end] == key_id:
-            end += 1
+    for key_id, run in itertools.groupby(key_ids):  # runs of one key, found in C
+        end = start + len(list(run))
         for data, offsets in packed.buffers(leaves.slice(start, end - start)):
             links = batch.hmac_chain(keys[key_id], prev, data, offsets)
             out.append(links)
