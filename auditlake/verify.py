@@ -266,10 +266,13 @@ class _Positions:
     Python objects per row, so memory stays small."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
+        n, lo, hi = con.execute("SELECT count(*), min(seq), max(seq) FROM ledger").fetchone()
+        if n and hi - lo + 1 == n and self._placed(con, n, lo):
+            return
         # Two narrow columns sorted in numpy: several times cheaper than DuckDB grouping
         # a million string hashes by seq.
         seqs, raws, odd, n = [], [], {}, 0
-        for batch in con.execute("SELECT seq, hash FROM ledger").to_arrow_reader(1 << 20):
+        for batch in self._read(con):
             raw, bad = _decode_hashes(batch.column(1))
             odd.update((n + i, h) for i, h in bad.items())
             seqs.append(batch.column(0).to_numpy())
@@ -277,8 +280,7 @@ class _Positions:
             n += batch.num_rows
         seq = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
         raw = np.concatenate(raws) if raws else np.zeros((0, 32), np.uint8)
-        if self._permutation(seq, raw, odd):
-            return
+        del seqs, raws
         order = np.argsort(seq, kind="stable")
         seq = seq[order]
         starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
@@ -290,23 +292,25 @@ class _Positions:
             rows = order[starts[p]:starts[p] + self.count[p]].tolist()
             self._set_first(p, [odd[r] if r in odd else raw[r].tobytes().hex() for r in rows])
 
-    def _permutation(self, seq: np.ndarray, raw: np.ndarray, odd: dict[int, str | None]) -> bool:
-        """The usual case, each seq of a range once: placed by seq - first, no sort."""
-        if not len(seq):
+    @staticmethod
+    def _read(con: duckdb.DuckDBPyConnection):
+        return con.execute("SELECT seq, hash FROM ledger").to_arrow_reader(1 << 20)
+
+    def _placed(self, con: duckdb.DuckDBPyConnection, n: int, lo: int) -> bool:
+        """The usual case, each seq of lo..lo+n-1 once: every row's hash is put in its place
+        as it is read, so the only copy is the result. False on a repeated seq."""
+        raw, placed, odd = np.zeros((n, 32), np.uint8), np.zeros(n, bool), {}
+        for batch in self._read(con):
+            at = batch.column(0).to_numpy() - lo
+            placed[at] = True
+            rows, bad = _decode_hashes(batch.column(1))
+            raw[at] = rows
+            odd.update((int(at[i]), h) for i, h in bad.items())
+        if not placed.all():  # n rows in n places: a repeated seq leaves one empty
             return False
-        lo = int(seq.min())
-        at = seq - lo
-        if int(at.max()) != len(seq) - 1:
-            return False
-        placed = np.zeros(len(seq), bool)
-        placed[at] = True
-        if not placed.all():
-            return False
-        self.seq = np.arange(lo, lo + len(seq), dtype=np.int64)
-        self.count = np.ones(len(seq), np.int64)
-        self.raw = np.empty_like(raw)
-        self.raw[at] = raw
-        self.odd = {int(at[r]): h for r, h in odd.items()}
+        self.seq = np.arange(lo, lo + n, dtype=np.int64)
+        self.count = np.broadcast_to(np.int64(1), n)  # every count is 1: no memory per event
+        self.raw, self.odd = raw, odd
         return True
 
     def _set_first(self, p: int, hashes: list[str | None]) -> None:
@@ -482,13 +486,15 @@ def _scan(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem,
     schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in _DICTIONARY_COLUMNS else f
                         for f in tables.LEDGER if f.name != "event_date"])
     fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=_DICTIONARY_COLUMNS))
-    scanner = pads.dataset(paths, schema=schema, format=fmt, filesystem=fs).scanner(
-        columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start, batch_size=65_536,
-        fragment_readahead=1, batch_readahead=1)  # the checks are slower than the reader: read ahead little
-    for tagged in scanner.scan_batches():
-        batch = tagged.record_batch
-        if batch.num_rows:
-            yield batch, _outside_partition(batch.column("occurred_at"), tagged.fragment.path)
+    # File by file, each fragment dropped after its read: a dataset's scanner reads ahead of
+    # the slower checks with no bound on memory (about 900 MB at 10M events), and a dataset
+    # keeps every file's parsed footer. The caller's few pending batches bound this.
+    for path in paths:
+        fragment = fmt.make_fragment(path, filesystem=fs)
+        for batch in fragment.to_batches(schema=schema, columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start,
+                                         batch_size=65_536, batch_readahead=1):
+            if batch.num_rows:
+                yield batch, _outside_partition(batch.column("occurred_at"), path)
 
 
 def _outside_partition(occurred: pa.Array, path: str) -> np.ndarray:
