@@ -462,6 +462,7 @@ _SCAN_COLUMNS = ["seq", "key_id", "hash", "leaf", *PROJECTION, "data", "occurred
 # Columns with a few distinct values, read dictionary-encoded: no string per row to build.
 _DICTIONARY_COLUMNS = ["key_id", "event_type", "source", "tenant_id", "actor_type", "actor_role", "subject_country",
                        "subject_region", "subject_timezone", "pii_fields", "lawful_basis"]
+_SCAN_FILES = 32  # files per dataset scanned: bounds what it reads ahead
 _EVENT_DATE = re.compile(r"event_date=([^/]+)")  # as the ledger view's regexp_extract
 
 
@@ -486,15 +487,17 @@ def _scan(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem,
     schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in _DICTIONARY_COLUMNS else f
                         for f in tables.LEDGER if f.name != "event_date"])
     fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=_DICTIONARY_COLUMNS))
-    # File by file, each fragment dropped after its read: a dataset's scanner reads ahead of
-    # the slower checks with no bound on memory (about 900 MB at 10M events), and a dataset
-    # keeps every file's parsed footer. The caller's few pending batches bound this.
-    for path in paths:
-        fragment = fmt.make_fragment(path, filesystem=fs)
-        for batch in fragment.to_batches(schema=schema, columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start,
-                                         batch_size=65_536, batch_readahead=1):
+    # A few files at a time: a dataset's scanner reads ahead of the slower checks with no
+    # bound on memory (about 900 MB at 10M events) and keeps every file's parsed footer.
+    for at in range(0, len(paths), _SCAN_FILES):
+        group = paths[at:at + _SCAN_FILES]
+        scanner = pads.dataset(group, schema=schema, format=fmt, filesystem=fs).scanner(
+            columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start, batch_size=65_536,
+            fragment_readahead=2, batch_readahead=1)
+        for tagged in scanner.scan_batches():
+            batch = tagged.record_batch
             if batch.num_rows:
-                yield batch, _outside_partition(batch.column("occurred_at"), path)
+                yield batch, _outside_partition(batch.column("occurred_at"), tagged.fragment.path)
 
 
 def _outside_partition(occurred: pa.Array, path: str) -> np.ndarray:
