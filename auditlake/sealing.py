@@ -326,7 +326,7 @@ def _receive(stream):
 
 class _NoPandas(importlib.abc.MetaPathFinder):
     """pa.array() of a Python list imports pandas to look for pandas values, which costs
-    each worker about 55 MB and 0.5 s; a worker never meets one, so for it pandas is not
+    each worker 40-55 MB and about 0.5 s; a worker never meets one, so for it pandas is not
     installed."""
 
     def find_spec(self, name, path, target=None):
