@@ -267,7 +267,7 @@ class _Positions:
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         n, lo, hi = con.execute("SELECT count(*), min(seq), max(seq) FROM ledger").fetchone()
-        if n and hi - lo + 1 == n and self._placed(con, n, lo):
+        if n and lo is not None and hi - lo + 1 == n and self._placed(con, n, lo):
             return
         # Two narrow columns sorted in numpy: several times cheaper than DuckDB grouping
         # a million string hashes by seq.
