@@ -283,13 +283,21 @@ def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, pe
         table = df.to_arrow()  # one conversion for the hasher and the Parquet writer
         return df, table, row_leaf_hashes(table)
 
-    with ThreadPoolExecutor(max_workers=2) as reader, ThreadPoolExecutor(max_workers=1) as writer:
-        pending = deque(reader.submit(hashed, g) for g in groups[:2])
-        for i in range(len(groups)):
-            df, table, hashes = pending.popleft().result()
-            if i + 2 < len(groups):
-                pending.append(reader.submit(hashed, groups[i + 2]))
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for i, (df, table, hashes) in enumerate(_in_order(hashed, groups)):
             yield df, hashes, (writer.submit(per_frame, df, table, i) if per_frame else None)
+
+
+def _in_order(fn, items: list, ahead: int = 2):
+    """fn(item) of each item, in order, computed in `ahead` threads at most that many items
+    ahead of the caller (pool.map would run them all and hold every result)."""
+    with ThreadPoolExecutor(max_workers=ahead) as pool:
+        pending = deque(pool.submit(fn, item) for item in items[:ahead])
+        for i in range(len(items)):
+            result = pending.popleft().result()
+            if i + ahead < len(items):
+                pending.append(pool.submit(fn, items[i + ahead]))
+            yield result
 
 
 def _empty(cols: list[str]):
@@ -667,19 +675,18 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
         return _sha256_file(root / rel), _leaves_of(root / rel, f.get("format"), columns)
 
     # Two files at a time (reading, parsing and hashing release the GIL), taken in order.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for (rel, f), ((sha, size), (hashes, why)) in zip(readable, pool.map(examine, readable)):
-            fmt = f.get("format")
-            if sha != f.get("sha256") or size != f.get("bytes"):
-                problems.append(f"{rel}: content differs from the manifest (SHA-256 {sha[:16]}..., {size} bytes)")
-            if hashes is None:
-                problems.append(f"{rel}: {why}")
-                complete[fmt] = False
-                continue
-            rows = len(hashes) // merkle.HASH_SIZE
-            if rows != f.get("rows"):
-                problems.append(f"{rel}: {rows} rows, the manifest says {f.get('rows')} (rows added or removed)")
-            by_format[fmt] = by_format.get(fmt, merkle.Frontier.empty()).extend(hashes)
+    for (rel, f), ((sha, size), (hashes, why)) in zip(readable, _in_order(examine, readable)):
+        fmt = f.get("format")
+        if sha != f.get("sha256") or size != f.get("bytes"):
+            problems.append(f"{rel}: content differs from the manifest (SHA-256 {sha[:16]}..., {size} bytes)")
+        if hashes is None:
+            problems.append(f"{rel}: {why}")
+            complete[fmt] = False
+            continue
+        rows = len(hashes) // merkle.HASH_SIZE
+        if rows != f.get("rows"):
+            problems.append(f"{rel}: {rows} rows, the manifest says {f.get('rows')} (rows added or removed)")
+        by_format[fmt] = by_format.get(fmt, merkle.Frontier.empty()).extend(hashes)
     expect_root = (manifest.get("merkle") or {}).get("root")
     for fmt, frontier in sorted(by_format.items()):
         if not complete.get(fmt, True):
