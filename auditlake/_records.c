@@ -37,6 +37,13 @@
  *
  * The RFC 6962 leaf hash SHA-256(0x00 || row) of each of those rows, packed (32 bytes per
  * row), without keeping the text: each row is written to a small buffer and hashed there.
+ *
+ * instants_text(column, n) -> (data, offsets) or None
+ *
+ * An int64 column (microseconds since the epoch, UTC; as above, without offsets or
+ * indices) as RFC 3339 text with six decimals and Z, "2026-03-01T12:00:00.000000Z" (27
+ * bytes; strftime's "%Y-%m-%dT%H:%M:%S%.6fZ"), a NULL row as empty text. None when a
+ * valid row's year is outside 0000-9999, which that form cannot spell.
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_API_COMPAT 10101
@@ -593,10 +600,94 @@ done:
     return hashes;
 }
 
+/* A proleptic Gregorian date from days since 1970-01-01 (H. Hinnant's civil_from_days). */
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static void put_digits(char *out, int64_t v, int width) {
+    for (int k = width - 1; k >= 0; k--, v /= 10) out[k] = (char)('0' + v % 10);
+}
+
+#define INSTANT_LEN 27
+
+static PyObject *instants_text(PyObject *self, PyObject *args) {
+    PyObject *column, *data = NULL, *offsets = NULL, *result = NULL;
+    Column col;
+    Py_ssize_t n;
+    memset(&col, 0, sizeof col);
+    if (!PyArg_ParseTuple(args, "On", &column, &n)) return NULL;
+    if (n < 0 || take_column(column, &col, n) < 0) goto done;
+    if (col.has_offsets || col.has_indices) {
+        PyErr_SetString(PyExc_ValueError, "instants_text takes an int64 column");
+        goto done;
+    }
+    offsets = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
+    data = offsets ? PyBytes_FromStringAndSize(NULL, n * INSTANT_LEN) : NULL;
+    if (!data) goto done;
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(offsets);
+    char *out = PyBytes_AS_STRING(data);
+    const int64_t *us = col.data.buf;
+    int out_of_range = 0;
+    Py_BEGIN_ALLOW_THREADS
+    o[0] = 0;
+    for (Py_ssize_t r = 0; r < n && !out_of_range; r++) {
+        if (!is_valid(&col, r)) {
+            o[r + 1] = o[r];
+            continue;
+        }
+        /* floor division: an instant before 1970 has a negative day and a positive time */
+        int64_t v = us[r], days = v / 86400000000LL, rem = v % 86400000000LL;
+        if (rem < 0) {
+            rem += 86400000000LL;
+            days--;
+        }
+        int64_t y;
+        int m, d;
+        civil_from_days(days, &y, &m, &d);
+        if (y < 0 || y > 9999) {
+            out_of_range = 1;
+            break;
+        }
+        int64_t sec = rem / 1000000;
+        char *t = out + o[r];
+        memcpy(t, "0000-00-00T00:00:00.000000Z", INSTANT_LEN);
+        put_digits(t, y, 4);
+        put_digits(t + 5, m, 2);
+        put_digits(t + 8, d, 2);
+        put_digits(t + 11, sec / 3600, 2);
+        put_digits(t + 14, sec / 60 % 60, 2);
+        put_digits(t + 17, sec % 60, 2);
+        put_digits(t + 20, rem % 1000000, 6);
+        o[r + 1] = o[r] + INSTANT_LEN;
+    }
+    Py_END_ALLOW_THREADS
+    if (out_of_range) {
+        result = Py_None;
+        Py_INCREF(result);
+    } else if (_PyBytes_Resize(&data, (Py_ssize_t)o[n]) == 0) {
+        result = PyTuple_Pack(2, data, offsets);
+    }
+done:
+    Py_XDECREF(data);
+    Py_XDECREF(offsets);
+    release(&col, 1);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"match_records", match_records, METH_VARARGS, "Rows whose record is exactly the template's text."},
     {"json_objects", json_objects, METH_VARARGS, "Rows of columns as RFC 8785 JSON objects."},
     {"json_leaf_hashes", json_leaf_hashes, METH_VARARGS, "RFC 6962 leaf hashes of those rows."},
+    {"instants_text", instants_text, METH_VARARGS, "int64 microseconds as RFC 3339 UTC text."},
     {NULL, NULL, 0, NULL},
 };
 

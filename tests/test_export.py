@@ -464,3 +464,27 @@ def test_row_json_and_its_leaf_hashes_are_rfc8785():
     for bad in (pa.table({"seq": pa.array([1.5])}), pa.table({"a": pa.array([b"x"])})):
         with pytest.raises(AuditlakeError, match="not a string or an integer"):
             export.row_leaf_hashes(bad)
+
+
+def test_instants_are_written_as_polars_strftime_writes_them():
+    """The C formatter of exported instants spells each one as polars' strftime with the
+    export's format: the epoch and either side of it, leap days, the ends of years 0000 and
+    9999, chunked and sliced columns, NULLs; a year that form cannot spell is left to polars."""
+    import random
+
+    import polars as pl
+
+    rnd = random.Random(3)
+    edges = [0, -1, 1, 86_399_999_999, -86_400_000_000, 951_782_400_000_000, 4_107_542_400_000_000,
+             253_402_300_799_999_999, -62_167_219_200_000_000, -62_135_596_800_000_000, None]
+    values = edges + [rnd.randrange(-62_167_219_200_000_000, 253_402_300_800_000_000) for _ in range(5000)]
+    col = pa.chunked_array([pa.array(values[:7], pa.timestamp("us", "UTC")),
+                            pa.array(values[7:], pa.timestamp("us", "UTC"))]).slice(1)
+    table = export._arrow(pl.DataFrame({"occurred_at": col, "seq": range(len(col))}))
+    want = pl.from_arrow(col).dt.strftime(export._TS_FORMAT).to_list()
+    assert table.column("occurred_at").to_pylist() == want
+    assert want[:3] == ["1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00.000001Z", "1970-01-01T23:59:59.999999Z"]
+    assert table.column("occurred_at").null_count == 1
+    before_year_0 = pl.DataFrame({"occurred_at": pa.array([0, -62_167_219_200_000_001], pa.timestamp("us", "UTC"))})
+    assert export._arrow(before_year_0).column("occurred_at").to_pylist() == \
+        before_year_0.get_column("occurred_at").dt.strftime(export._TS_FORMAT).to_list()
