@@ -69,6 +69,15 @@ class LocalKeyWrapper:
         return self._aead.decrypt(wrapped[:12], wrapped[12:], subject_id.encode())
 
 
+def _insert_keys(con: sqlite3.Connection, rows: list[tuple[str, bytes]]) -> bool:
+    """Store new wrapped data keys unless the subject has one; True if all were stored."""
+    before = con.total_changes
+    con.execute("BEGIN IMMEDIATE")
+    con.executemany("INSERT OR IGNORE INTO datakeys VALUES (?, ?)", rows)
+    con.execute("COMMIT")
+    return con.total_changes - before == len(rows)
+
+
 def _private_temp(path: Path, text: str) -> Path:
     """A fully written, fsynced 0600 file beside `path`, with a name no other writer uses."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -194,13 +203,10 @@ class KeyStore:
             missing = [s for s in ids if s not in found]
             if create and missing:
                 fresh = {s: secrets.token_bytes(32) for s in missing}
-                con.execute("BEGIN IMMEDIATE")
-                con.executemany(
-                    "INSERT OR IGNORE INTO datakeys VALUES (?, ?)",
-                    [(s, self.wrapper.wrap(s, k)) for s, k in fresh.items()],
-                )
-                con.execute("COMMIT")
-                # A concurrent writer may have created some first: read back what won.
+                if _insert_keys(con, [(s, self.wrapper.wrap(s, k)) for s, k in fresh.items()]):
+                    found.update(fresh)
+                    return found
+                # A concurrent writer created some first: read back what won.
                 for i in range(0, len(missing), 900):
                     chunk = missing[i : i + 900]
                     q = f"SELECT subject_id, wrapped FROM datakeys WHERE subject_id IN ({','.join('?' * len(chunk))})"

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import AuditlakeError
-from .keys import KeyStore, KeyWrapper, _write_private, auditlake_home
+from .keys import KeyStore, KeyWrapper, _insert_keys, _write_private, auditlake_home
 
 ENV_KEY_ID = "AUDITLAKE_KMS_KEY_ID"
 PREFIX = b"kms1:"
@@ -143,11 +143,10 @@ class KmsKeyStore(KeyStore):
                         fresh = list(pool.map(self.kms.generate, missing))
                 else:
                     fresh = [self.kms.generate(s) for s in missing]
-                con.execute("BEGIN IMMEDIATE")
-                con.executemany("INSERT OR IGNORE INTO datakeys VALUES (?, ?)",
-                                [(s, w) for s, (_, w) in zip(missing, fresh)])
-                con.execute("COMMIT")
-                read(missing)  # a concurrent writer may have won: use what is stored
+                if _insert_keys(con, [(s, w) for s, (_, w) in zip(missing, fresh)]):
+                    found.update((s, k) for s, (k, _) in zip(missing, fresh))
+                else:
+                    read(missing)  # a concurrent writer won: use what is stored
         finally:
             con.close()
         return found

@@ -300,9 +300,21 @@ def test_the_bounded_key_cache_never_drops_a_key_the_chunk_needs(lake, monkeypat
     from auditlake import sealing
     from auditlake.lake.meta import open_lake_keys
 
-    monkeypatch.setattr(sealing, "_CIPHER_CACHE", 4)
-    sealer = sealing.Sealer(open_lake_keys(lake, create=True))
+    monkeypatch.setattr(sealing, "_KEY_CACHE", 4)
+    keys = open_lake_keys(lake, create=True)
+    loaded: list[set] = []
+    read = keys.data_keys
+    monkeypatch.setattr(keys, "data_keys", lambda ids, create=True: loaded.append(set(ids)) or read(ids, create))
+    sealer = sealing.Sealer(keys)
+    # Seven people (subj-0..6) and the actor: overlapping chunks meet cached people and new
+    # ones past the bound.
     lines = [json.dumps(event(n=i)).encode() for i in range(12)]
-    for start in (0, 2, 5, 0, 9):  # overlapping chunks: cached people meet new ones past the bound
+    for start in (0, 2, 5, 0, 9, 7):
         out = sealer.seal_chunk(sealing.Chunk("a.jsonl", "0" * 64, 1, lines[start:start + 3]))
         assert out.rows.num_rows == 3 and not out.bad
+        people = {"router"} | {f"subj-{n % 7}" for n in range(start, start + 3)}
+        assert len(sealer._keys) <= max(4, len(people))
+        assert {sid: sealer._keys[sid] for sid in people} == read(people, create=False)
+    # Only people not cached were read: the first chunk's three and the actor, then the new ones.
+    assert loaded[0] == {"router", "subj-0", "subj-1", "subj-2"} and loaded[1] == {"subj-3", "subj-4"}
+    assert sum(map(len, loaded)) < 6 * 4

@@ -291,3 +291,26 @@ def test_subject_rows_read_only_the_indexed_files_and_survive_a_stale_pointer(la
     # A pointer to a file that does not hold the row (compacted away, say): read by seq.
     stale = {s: "event_date=2000-01-01/gone.parquet" for s in located}
     assert proofs.read_located(lake, stale, ["event_id"]).column("seq").to_pylist() == truth
+
+
+def test_a_data_key_another_writer_made_first_is_the_one_used(tmp_path, monkeypatch):
+    """Two keystore users create a person's key at once: the stored key wins for both, and
+    keys created without a race are returned without reading them back."""
+    from auditlake import keys as keys_module
+
+    mine, theirs = keys_module.KeyStore("log-race", root=tmp_path), keys_module.KeyStore("log-race", root=tmp_path)
+    insert = keys_module._insert_keys
+    raced: list[dict] = []
+
+    def other_writer_first(con, rows):  # once: the other writer's own insert is the real one
+        monkeypatch.setattr(keys_module, "_insert_keys", insert)
+        raced.append(theirs.data_keys(["s-1"]))
+        return insert(con, rows)
+
+    monkeypatch.setattr(keys_module, "_insert_keys", other_writer_first)
+    got = mine.data_keys(["s-1", "s-2"])
+    assert got["s-1"] == raced[0]["s-1"]
+    assert got == theirs.data_keys(["s-1", "s-2"], create=False)
+    monkeypatch.setattr(mine.wrapper, "unwrap", lambda *a: pytest.fail("a key just stored was read back"))
+    fresh = mine.data_keys(["s-3"])
+    assert fresh == theirs.data_keys(["s-3"], create=False)
