@@ -164,6 +164,21 @@ static int parse_instant(const char *s, Py_ssize_t n, int64_t *micros) {
     return 1;
 }
 
+/* An int64 in decimal, as printf's %lld, to out (room for 20 bytes); its length. */
+static int decimal(int64_t v, char *out) {
+    char tmp[20];
+    int n = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    int len = 0;
+    if (v < 0) out[len++] = '-';
+    while (n) out[len++] = tmp[--n];
+    return len;
+}
+
 static int match_row(const Step *steps, int nsteps, const Column *cols, Py_ssize_t row,
                      const char *leaf, Py_ssize_t len) {
     Py_ssize_t at = 0;
@@ -200,7 +215,7 @@ static int match_row(const Step *steps, int nsteps, const Column *cols, Py_ssize
             const Column *c = &cols[st->arg];
             if (!is_valid(c, row)) return 0;
             char digits[24];
-            int n = snprintf(digits, sizeof digits, "%lld", (long long)((const int64_t *)c->data.buf)[row]);
+            int n = decimal(((const int64_t *)c->data.buf)[row], digits);
             if (len - at < n || memcmp(leaf + at, digits, (size_t)n)) return 0;
             at += n;
             break;
@@ -473,7 +488,7 @@ static Py_ssize_t json_row(const Column *cols, int ncols, const char *const *key
             len += out ? json_string(v, k, out + len) : json_string_len(v, k);
         } else {
             char digits[24];
-            int k = snprintf(digits, sizeof digits, "%lld", (long long)((const int64_t *)col->data.buf)[r]);
+            int k = decimal(((const int64_t *)col->data.buf)[r], digits);
             if (out) memcpy(out + len, digits, (size_t)k);
             len += k;
         }
@@ -613,8 +628,14 @@ static void civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
     *y = yoe + era * 400 + (*m <= 2);
 }
 
-static void put_digits(char *out, int64_t v, int width) {
-    for (int k = width - 1; k >= 0; k--, v /= 10) out[k] = (char)('0' + v % 10);
+static const char DIGIT_PAIRS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* v (0-99) as two digits. */
+static void put2(char *out, int64_t v) {
+    memcpy(out, DIGIT_PAIRS + 2 * v, 2);
 }
 
 #define INSTANT_LEN 27
@@ -660,13 +681,17 @@ static PyObject *instants_text(PyObject *self, PyObject *args) {
         int64_t sec = rem / 1000000;
         char *t = out + o[r];
         memcpy(t, "0000-00-00T00:00:00.000000Z", INSTANT_LEN);
-        put_digits(t, y, 4);
-        put_digits(t + 5, m, 2);
-        put_digits(t + 8, d, 2);
-        put_digits(t + 11, sec / 3600, 2);
-        put_digits(t + 14, sec / 60 % 60, 2);
-        put_digits(t + 17, sec % 60, 2);
-        put_digits(t + 20, rem % 1000000, 6);
+        int64_t us = rem % 1000000;
+        put2(t, y / 100);
+        put2(t + 2, y % 100);
+        put2(t + 5, m);
+        put2(t + 8, d);
+        put2(t + 11, sec / 3600);
+        put2(t + 14, sec / 60 % 60);
+        put2(t + 17, sec % 60);
+        put2(t + 20, us / 10000);
+        put2(t + 22, us / 100 % 100);
+        put2(t + 24, us % 100);
         o[r + 1] = o[r] + INSTANT_LEN;
     }
     Py_END_ALLOW_THREADS

@@ -461,6 +461,9 @@ def test_row_json_and_its_leaf_hashes_are_rfc8785():
     check(pa.concat_tables([table.slice(0, 13), table.slice(13)]))
     check(pa.table({c: (table[c].cast(pa.string_view()) if c != "seq" else table[c]) for c in COLUMNS}))
     check(table.slice(0, 0), 0, 0)
+    extremes = [-2**63, 2**63 - 1, -10, 10, 9, -9, 0]
+    assert export.row_json(pa.table({"seq": pa.array(extremes, pa.int64())})).to_pylist() == \
+        [f'{{"seq":{v}}}' for v in extremes]
     for bad in (pa.table({"seq": pa.array([1.5])}), pa.table({"a": pa.array([b"x"])})):
         with pytest.raises(AuditlakeError, match="not a string or an integer"):
             export.row_leaf_hashes(bad)
