@@ -491,3 +491,24 @@ def test_instants_are_written_as_polars_strftime_writes_them():
     before_year_0 = pl.DataFrame({"occurred_at": pa.array([0, -62_167_219_200_000_001], pa.timestamp("us", "UTC"))})
     assert export._arrow(before_year_0).column("occurred_at").to_pylist() == \
         before_year_0.get_column("occurred_at").dt.strftime(export._TS_FORMAT).to_list()
+
+
+def test_leaf_hashes_sixteen_rows_at_a_time_are_sha256():
+    """The AVX-512 hasher (16 rows at once, where the CPU has it) and the one-row-at-a-time
+    path give hashlib's digests for rows of every length across SHA-256's block and padding
+    boundaries, in whole groups of 16 and a remainder, long rows among short ones."""
+    import hashlib
+
+    from auditlake import _records
+
+    texts = ["x" * k for k in range(300)] + ["é" * 5000, "", "y" * 70_000] + ['"\\\n' * 40] * 20
+    table = pa.table({"a": pa.array(texts), "seq": pa.array(range(len(texts)), pa.int64())})
+    want = b"".join(hashlib.sha256(b"\x00" + canonical_json({"a": t, "seq": i})).digest() for i, t in enumerate(texts))
+    had = _records.simd()
+    try:
+        for enabled in (True, False):
+            assert _records.simd(enabled) == (enabled and had)
+            assert export.row_leaf_hashes(table) == want
+            assert export.row_leaf_hashes(table.slice(5, 37)) == want[5 * 32:42 * 32]
+    finally:
+        _records.simd(had)
