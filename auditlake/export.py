@@ -310,15 +310,15 @@ def _arrow(df) -> pa.Table:
     for i, f in enumerate(table.schema):
         if pa.types.is_timestamp(f.type):
             col = table.column(i).combine_chunks()
-            text = _records.instants_text(packed.column_buffers(col), len(col))
+            values = packed.column_buffers(col)  # from offset 0, its validity too
+            text = _records.instants_text(values, len(col))
             if text is None:  # a year outside 0000-9999: polars spells it
                 import polars as pl
 
                 strings = pl.from_arrow(col).dt.strftime(_TS_FORMAT).to_arrow()
             else:
-                validity = col.cast(pa.int64()).buffers()[0]
                 strings = pa.LargeStringArray.from_buffers(len(col), pa.py_buffer(text[1]), pa.py_buffer(text[0]),
-                                                           validity, col.null_count)
+                                                           values[2], col.null_count)
             table = table.set_column(i, f.name, strings)
     return table
 
@@ -384,9 +384,7 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 # would build per page only to drop it.
 _DISTINCT_COLUMNS = frozenset({"seq", "event_id", "occurred_at", "ingested_at", "data", "subject_id", "actor_id"})
 # Columns a reader of the bundle filters on: the only ones given min/max statistics, which
-# cost a sixth of the Parquet writer's time when every column has them. Also written to
-# save the writer's time at no cost in size: event_id (random hex) uncompressed, seq (one
-# more each row) delta-encoded.
+# cost a sixth of the Parquet writer's time when every column has them.
 _STATISTICS_COLUMNS = frozenset({"seq", "event_id", "occurred_at", "event_type", "tenant_id", "subject_id"})
 
 
@@ -402,6 +400,8 @@ def _write_parts(out: Path, fmts: list[str], table: pa.Table, i: int, first_row:
         path = out / rel
         if fmt == "parquet":
             # pyarrow: about a third less CPU than polars' writer for these files, of the same size.
+            # event_id (random hex) is left uncompressed and seq (one more each row) delta-encoded:
+            # less of the writer's time for the same size.
             names = table.column_names
             pq.write_table(table, path, compression={c: "none" if c == "event_id" else "snappy" for c in names},
                            use_dictionary=[c for c in names if c not in _DISTINCT_COLUMNS],

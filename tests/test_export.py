@@ -488,6 +488,9 @@ def test_instants_are_written_as_polars_strftime_writes_them():
     assert table.column("occurred_at").to_pylist() == want
     assert want[:3] == ["1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00.000001Z", "1970-01-01T23:59:59.999999Z"]
     assert table.column("occurred_at").null_count == 1
+    sliced = pl.DataFrame({"occurred_at": pa.array(values, pa.timestamp("us", "UTC"))}).slice(3)  # arrow offset 3
+    assert export._arrow(sliced).column("occurred_at").to_pylist() == \
+        sliced.get_column("occurred_at").dt.strftime(export._TS_FORMAT).to_list()
     before_year_0 = pl.DataFrame({"occurred_at": pa.array([0, -62_167_219_200_000_001], pa.timestamp("us", "UTC"))})
     assert export._arrow(before_year_0).column("occurred_at").to_pylist() == \
         before_year_0.get_column("occurred_at").dt.strftime(export._TS_FORMAT).to_list()
