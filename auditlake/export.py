@@ -47,7 +47,13 @@ from .ledger.canonical import canonical_json
 from .redaction import MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
 
 FORMATS = ("parquet", "csv", "jsonl")
-FRAME_ROWS = 250_000  # rows read, redacted and written at a time (one part file per format)
+# Rows read, redacted and written at a time (one part file per format): whole batches of the
+# ledger, up to FRAME_ROWS, and no more than a _MIN_FRAMES-th of the export (down to
+# SMALL_FRAME_ROWS), since the readers, the hasher and the writer overlap only across
+# frames: at 1M rows, frames of one 75K-row batch took 7% less time than frames of three.
+FRAME_ROWS = 250_000
+SMALL_FRAME_ROWS = 50_000
+_MIN_FRAMES = 12
 MANIFEST = "manifest.json"
 JSONL_BLOCK = 16 << 20  # bytes per block of arrow's JSON reader, which must hold whole lines (a row is far smaller)
 DATA_DIR = "data"
@@ -248,13 +254,15 @@ def _file_groups(lake: Lake, dt, size: int, filters: dict) -> list[list[str]]:
         else:
             groups.append([p])
             end = b
-    # Small groups (small batches) are read together, up to FRAME_ROWS rows.
+    # Small groups (small batches) are read together, up to the frame size (see FRAME_ROWS).
     rows_of = dict(zip(paths, get("num_records")))
+    total = sum(rows_of.get(p) or 0 for _, _, p in items)
+    limit = min(FRAME_ROWS, max(SMALL_FRAME_ROWS, total // _MIN_FRAMES))
     merged: list[list[str]] = []
     merged_rows = 0
     for g in groups:
         g_rows = sum(rows_of.get(p) or 0 for p in g)
-        if merged and merged_rows + g_rows <= FRAME_ROWS:
+        if merged and merged_rows + g_rows <= limit:
             merged[-1].extend(g)
             merged_rows += g_rows
         else:

@@ -515,3 +515,30 @@ def test_leaf_hashes_sixteen_rows_at_a_time_are_sha256():
             assert export.row_leaf_hashes(table.slice(5, 37)) == want[5 * 32:42 * 32]
     finally:
         _records.simd(had)
+
+
+def test_frames_merge_batches_up_to_a_twelfth_of_the_export(lake, tmp_path, monkeypatch):
+    """Part files follow the frames: batches (files whose seq ranges overlap) are merged up
+    to the frame size, which is at most a twelfth of the export (down to SMALL_FRAME_ROWS)
+    and at most FRAME_ROWS; rows stay in seq order across parts and the bundle verifies."""
+    from events import event, write_jsonl
+
+    day = "2026-03-01T14:00:00.000Z"  # one file per batch
+    for b in range(3):
+        ingest(lake, [str(write_jsonl(tmp_path / f"in{b}" / "a.jsonl",
+                                      [event(n=10 * b + i, occurred_at=day) for i in range(10)]))])
+
+    def parts(name):  # each export adds its own one-row batch (its audit event)
+        m = export.build_export(lake, str(tmp_path / name), ["jsonl"], {})
+        seqs = [json.loads(line)["seq"] for f in m["files"] for line in (tmp_path / name / f["path"]).read_text().splitlines()]
+        assert seqs == sorted(seqs) and len(seqs) == m["rows"]
+        assert [f["first_row"] for f in m["files"]] == [sum(g["rows"] for g in m["files"][:i]) for i in range(len(m["files"]))]
+        assert export.verify_export(str(tmp_path / name))["ok"]
+        return [f["rows"] for f in m["files"]]
+
+    assert parts("small") == [30]  # under SMALL_FRAME_ROWS: one frame
+    monkeypatch.setattr(export, "SMALL_FRAME_ROWS", 1)
+    assert parts("twelfths") == [10, 10, 10, 1]  # a twelfth of 31 rows is 2: no batches merged
+    monkeypatch.setattr(export, "_MIN_FRAMES", 1)
+    monkeypatch.setattr(export, "FRAME_ROWS", 20)
+    assert parts("capped") == [20, 12]
