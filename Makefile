@@ -9,7 +9,7 @@ export AUDITLAKE_LAKE ?= $(CURDIR)/lake
 
 setup: $(VENV)/.installed
 
-# The two C extensions (batch SHA-256, verify's record matcher) build against OpenSSL's
+# The two C extensions (batch SHA-256; verify's record matcher and export's row text) build against OpenSSL's
 # libcrypto and Python's headers; Debian packages them as below.
 NATIVE := auditlake/ledger/_sha256.c auditlake/_records.c
 

@@ -642,8 +642,6 @@ static void sha256_x16(const uint8_t *buf, const int32_t off[16], const int32_t 
     for (int i = 0; i < 16; i++) for (int k = 0; k < 8; k++) memcpy(out[i] + 4 * k, &tmp[k][i], 4);
 }
 
-
-
 /* SHA-256 padding after a message of len bytes at m (room for len + 72 bytes); its blocks. */
 static int32_t sha256_pad(unsigned char *m, Py_ssize_t len) {
     Py_ssize_t total = (len + 9 + 63) / 64 * 64;
@@ -806,7 +804,7 @@ static PyObject *instants_text(PyObject *self, PyObject *args) {
         int64_t sec = rem / 1000000;
         char *t = out + o[r];
         memcpy(t, "0000-00-00T00:00:00.000000Z", INSTANT_LEN);
-        int64_t us = rem % 1000000;
+        int64_t fraction = rem % 1000000;
         put2(t, y / 100);
         put2(t + 2, y % 100);
         put2(t + 5, m);
@@ -814,9 +812,9 @@ static PyObject *instants_text(PyObject *self, PyObject *args) {
         put2(t + 11, sec / 3600);
         put2(t + 14, sec / 60 % 60);
         put2(t + 17, sec % 60);
-        put2(t + 20, us / 10000);
-        put2(t + 22, us / 100 % 100);
-        put2(t + 24, us % 100);
+        put2(t + 20, fraction / 10000);
+        put2(t + 22, fraction / 100 % 100);
+        put2(t + 24, fraction % 100);
         o[r + 1] = o[r] + INSTANT_LEN;
     }
     Py_END_ALLOW_THREADS
