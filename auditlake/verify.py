@@ -189,10 +189,11 @@ def _unquote(p: str) -> str:
 
 
 # ----------------------------------------------------------------------------- ledger rows
-def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tuple[list[str], pafs.FileSystem]:
-    """The readable committed ledger files; row counts checked against the log's stats."""
+def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tuple[list[str], pafs.FileSystem, int]:
+    """The readable committed ledger files and their rows in all; row counts checked against
+    the log's stats."""
     fs, root = lake.filesystem()
-    paths = []
+    paths, total = [], 0
     for rel, add in sorted(live.items()):
         path = f"{root}/tables/ledger/{rel}"
         try:
@@ -207,7 +208,24 @@ def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tu
         if "numRecords" in stats and stats["numRecords"] != rows:
             report.add("data_file_replaced", "ledger", f"{rows} rows != committed {stats['numRecords']}", file=rel)
         paths.append(path)
-    return paths, fs
+        total += rows
+    return paths, fs, total
+
+
+def _check_unsequenced(report: VerifyReport, paths: list[str], fs: pafs.FileSystem, root: str) -> None:
+    """Rows with no seq, which no seq range selects: each is outside the chain, as a row
+    whose record's seq differs from its column (reordered_row). Only looked for when the
+    files hold more rows than the checks read, so an untouched ledger is not read again."""
+    prefix = f"{root}/tables/ledger/"
+    found = 0
+    for path in paths:
+        rows = pq.read_table(fs.open_input_file(path), columns=["seq", "event_id"])
+        for event_id in rows.filter(pc.is_null(rows.column("seq"))).column("event_id").to_pylist():
+            report.add("reordered_row", "ledger", "a row with no seq: outside the chain", file=path[len(prefix):],
+                       event_id=event_id)
+            found += 1
+            if found == FINDINGS_PER_KIND:
+                return
 
 
 def _sql_str(s: str) -> str:
@@ -869,7 +887,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     cps = _read_checkpoints(lake, live["checkpoints"])
     base = _incremental_base(trusted, cps, report) if incremental else None
     start = base.size if base else 0
-    paths, fs = _ledger_files(lake, live["ledger"], report)
+    paths, fs, stored_rows = _ledger_files(lake, live["ledger"], report)
     # A private spill folder: two verifies started in one directory must not share ./.tmp.
     spill = tempfile.TemporaryDirectory(prefix="auditlake-verify-")
     con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False,
@@ -884,6 +902,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
             report.add("deleted_row" if below < start else "duplicate_row", "ledger",
                        f"{below} rows before the trusted checkpoint, which covers {start}")
         report.events += below
+    if stored_rows > report.events:
+        _check_unsequenced(report, paths, fs, lake.filesystem()[1])
     tree = _Tree(leaf_hashes, start, base)
     _check_checkpoints(keys, positions, tree, report, trusted, cps)
     report.tree_size = tree.size

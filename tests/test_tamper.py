@@ -109,6 +109,18 @@ def tamper_inserted_row(lake, seq):
     return {"changed_row", "deleted_row", "reordered_row"}
 
 
+def tamper_unsequenced_row(lake, seq):
+    """A blind append of a copy of a row with no seq: no seq range reads it."""
+    from deltalake import write_deltalake
+
+    f, i = _row_file(lake, seq)
+    row = _set(_set(pq.read_table(f).slice(i, 1), "seq", 0, None), "event_id", 0, "forged-unsequenced")
+    day = f.parent.name.split("=", 1)[1]
+    write_deltalake(lake.table_uri("ledger"), row.append_column("event_date", pa.array([day])), mode="append",
+                    partition_by=["event_date"])
+    return {"reordered_row"}
+
+
 def tamper_reordered_rows(lake, seq):
     """Swap the positions of two neighbouring events (possibly in different files)."""
     other = seq + 1 if seq + 1 < N_FILES * PER_FILE else seq - 1
@@ -211,6 +223,8 @@ def test_any_single_tamper_is_detected_and_located(pristine, tmp_path, monkeypat
     assert all(f.table and f.detail for f in located)
     if tamper in (tamper_changed_field, tamper_changed_leaf):
         assert any(f.seq == seq for f in located), (seq, report.findings)
+    if tamper is tamper_unsequenced_row:
+        assert any(f.event_id == "forged-unsequenced" and f.file.startswith("event_date=") for f in located)
     if tamper in (tamper_removed_file, tamper_replaced_file):
         assert any(f.file and f.file.startswith("event_date=") for f in located)
 
@@ -236,3 +250,18 @@ def test_incremental_verify_catches_a_truncated_log(pristine, tmp_path, monkeypa
     tamper_truncated_tail(lake, 0)
     report = verify(lake, trusted_file=str(trusted), update_trust=False, incremental=True)
     assert {f.kind for f in report.findings} & {"truncated_tail", "missing_checkpoint"}
+
+
+def test_a_row_without_seq_is_found_after_the_next_ingest_seals_it(pristine, tmp_path, monkeypatch):
+    """A row appended with no seq is outside every seq range that verify reads; once the next
+    ingest has put its file under retention, only the row count gives it away."""
+    from events import event, write_jsonl
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    tamper_unsequenced_row(lake, 3)
+    ingest(lake, [str(write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)]))])
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert {f.kind for f in report.findings} == {"reordered_row"}, report.findings
+    (found,) = report.findings
+    assert found.event_id == "forged-unsequenced" and found.file.startswith("event_date=")
