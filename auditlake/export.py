@@ -284,7 +284,7 @@ def iter_frames(lake: Lake, filters: dict, size: int, profile: Profile, keys, pe
     each group of ledger files, in seq order. Three stages overlap: two threads
     read, redact and hash the next two frames, another runs `per_frame` (writing the part
     files) on the current one; polars, the C row hasher and file I/O release the GIL."""
-    dt = lake.delta("ledger")
+    dt = lake.latest("ledger")
     if dt is None:
         raise AuditlakeError("the lake has no ledger yet; nothing to export")
     red = _Redactor(lake, filters, size, profile, keys)

@@ -30,7 +30,7 @@ class Head:
 
 
 def read_checkpoints(lake: Lake, dt=None) -> list[dict]:
-    dt = dt if dt is not None else lake.delta("checkpoints")
+    dt = dt if dt is not None else lake.latest("checkpoints")
     if dt is None:
         return []
     rows = tables.dataset(lake, "checkpoints", dt).to_table(columns=tables.CHECKPOINTS.names).to_pylist()
@@ -38,7 +38,8 @@ def read_checkpoints(lake: Lake, dt=None) -> list[dict]:
 
 
 def load_head(lake: Lake, keys: KeyStore) -> Head:
-    cps_dt = lake.delta("checkpoints")
+    cps_dt = lake.latest("checkpoints")
+    checkpoints_version = None if cps_dt is None else cps_dt.version()
     cps = read_checkpoints(lake, cps_dt)
     latest = cps[-1] if cps else None
     if latest:
@@ -50,7 +51,7 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
         cp = Checkpoint.from_dict(latest)
     else:
         size, frontier, head_hash, cp = 0, merkle.Frontier.empty(), chain.GENESIS, None
-    ledger = lake.delta("ledger")
+    ledger = lake.latest("ledger")
     ledger_version = None
     tree_size = size
     checkpoint_frontier, tail_leaf_hashes = frontier, b""
@@ -78,7 +79,7 @@ def load_head(lake: Lake, keys: KeyStore) -> Head:
             tree_size = size + len(seqs)
     return Head(
         ledger_version=ledger_version,
-        checkpoints_version=None if cps_dt is None else cps_dt.version(),
+        checkpoints_version=checkpoints_version,
         tree_size=tree_size,
         chain_head=head_hash,
         frontier=frontier,

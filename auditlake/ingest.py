@@ -130,7 +130,7 @@ class _State:
 
 def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
     """The landing files (content hashes) with rows in table `name`, and its version."""
-    dt = lake.delta(name)
+    dt = lake.latest(name)
     if dt is None:
         return set(), None
     shas: set[str] = set()
@@ -140,7 +140,10 @@ def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
 
 
 def _load_state(lake: Lake, keys: KeyStore, fresh: bool = False) -> _State:
-    log_dt = lake.delta("ingest_log")
+    # Lake.latest: tables already open in this process (an export's audit event) are only
+    # brought up to date; each version is taken before anything else can update its table.
+    log_dt = lake.latest("ingest_log")
+    log_version = None if log_dt is None else log_dt.version()
     done: set[str] = set()
     if log_dt is not None:
         done = set(tables.dataset(lake, "ingest_log", log_dt).to_table(columns=["source_sha256"]).column(0).to_pylist())
@@ -149,7 +152,7 @@ def _load_state(lake: Lake, keys: KeyStore, fresh: bool = False) -> _State:
     l_sha = set()
     if head.ledger_version is not None and not fresh:
         l_sha, _ = _distinct_sha(lake, "ledger")
-    return _State(head, done, l_sha, q_sha, q_version, None if log_dt is None else log_dt.version(), fresh=fresh)
+    return _State(head, done, l_sha, q_sha, q_version, log_version, fresh=fresh)
 
 
 def _rows_of(lake: Lake, sha: str) -> pa.Table:
@@ -536,7 +539,7 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
 
 
 def _counts(lake: Lake, name: str, shas: list[str], extra: str | None = None) -> dict[str, tuple[int, int | None, int | None]]:
-    dt = lake.delta(name)
+    dt = lake.latest(name)
     if dt is None or not shas:
         return {}
     cols = ["source_sha256"] + ([extra] if extra else [])
@@ -622,7 +625,7 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
 
 
 def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:
-    log = lake.delta("ingest_log")
+    log = lake.latest("ingest_log")
     by_sha = {}
     if log is not None:
         shas = [f.sha256 for f in report.files]
