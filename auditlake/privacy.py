@@ -136,7 +136,7 @@ def subject_rows(lake: Lake, subject_id: str, include_actor: bool = True, keys: 
 
     from .proofs import _ledger_schema, read_located, subject_locations
 
-    dt = lake.delta("ledger")
+    dt = lake.latest("ledger")
     if dt is None:
         schema = _ledger_schema()
         return pa.table({c: pa.array([], schema.field(c).type) for c in EVENT_COLUMNS})
