@@ -90,6 +90,25 @@ def test_concurrent_ingest_into_a_busy_lake(lake_dir, tmp_path):
     assert sorted(set(c["event_ids"])) == sorted(set(ids + first["event_ids"]))
 
 
+def test_a_process_that_read_the_tables_sees_another_writers_commits(lake, lake_dir, tmp_path):
+    """Ingest keeps each table open per thread and brings it up to date (Lake.latest), as a
+    long-lived process (the Dagster code server, the explorer) does: another process's
+    commits in between are seen when the next run plans, not only when its commit loses."""
+    from auditlake.ingest import ingest
+
+    a = write_landing(tmp_path / "a" / "a.jsonl", 60, seed=31, bad_every=9)
+    b = write_landing(tmp_path / "b" / "b.jsonl", 60, seed=32, bad_every=9)
+    c = write_landing(tmp_path / "c" / "c.jsonl", 60, seed=33, bad_every=9)
+    ingest(lake, [str(tmp_path / "a")])
+    run_cli("--lake", str(lake_dir), "ingest", str(tmp_path / "b"), check=True)
+    report = ingest(lake, [str(tmp_path / d) for d in "abc"])
+    assert report.retries == 0  # planned on the other writer's commits: no lost commit race
+    assert sorted(f.skipped for f in report.files) == [False, True, True]
+    assert report.accepted == c["lines"] - c["bad"] and report.quarantined == c["bad"]
+    assert run_cli("--lake", str(lake_dir), "verify").returncode == 0
+    assert_exact(str(lake_dir), a["lines"] + b["lines"] + c["lines"], files=3)
+
+
 def _append_at(uri: str, opts: dict, start: float, q, i: int) -> None:
     import pyarrow as pa
     from deltalake import CommitProperties, DeltaTable, write_deltalake

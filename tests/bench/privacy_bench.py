@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -168,7 +169,10 @@ def main() -> int:
 
     if "export" not in skip:
         import polars  # noqa: F401 - imported before timing
+        out = None
         for fmt in ("parquet", "parquet,csv,jsonl"):
+            if out is not None:  # a 10M bundle in three formats is about 11 GB: one at a time
+                shutil.rmtree(out, ignore_errors=True)
             out = base / f"export-{uuid.uuid4().hex[:6]}"
             c0 = time.process_time()
             audit.take()
@@ -180,6 +184,7 @@ def main() -> int:
                   f"data.exported audit event, without it {manifest['rows'] / (t - t_audit):,.0f} events/s", flush=True)
         res, t = _timed(verify_export, str(out))
         print(f"verify-export: ok={res['ok']} in {t:.2f}s", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
 
     if "dsar" not in skip:
         from auditlake.privacy import subject_rows
@@ -194,6 +199,7 @@ def main() -> int:
             doc, t = _timed(dsar, lake, sid, str(out), actor="bench")
             print(f"dsar {sid}: {doc['events']} events in {t:.2f}s (finding the rows alone: {t_find:.2f}s; recording "
                   f"the data.exported audit event: {audit.take():.2f}s; the rest is decrypting and writing)", flush=True)
+            shutil.rmtree(out, ignore_errors=True)
 
     if "prove" not in skip:
         eids = [ids.column("event_id")[rng.randrange(n)].as_py() for _ in range(args.proofs)]
