@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import AuditlakeError
@@ -29,18 +30,29 @@ class Head:
     tail_leaf_hashes: bytes
 
 
-def read_checkpoints(lake: Lake, dt=None) -> list[dict]:
+def read_checkpoints(lake: Lake, dt=None, sizes: list[int] | None = None, latest: bool = False) -> list[dict]:
+    """Checkpoint rows (of `dt`'s version, else the latest) in (tree size, time) order. With
+    `sizes` or `latest`, only the files whose tree_size statistics can hold those sizes or the
+    largest one are read, so the rows may be a subset: a batch commits one checkpoint file,
+    and the head must not read them all (one a batch, for years)."""
     dt = dt if dt is not None else lake.latest("checkpoints")
     if dt is None:
         return []
-    rows = tables.dataset(lake, "checkpoints", dt).to_table(columns=tables.CHECKPOINTS.names).to_pylist()
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    paths = acts.column("path").to_pylist()
+    if (sizes or latest) and {"min.tree_size", "max.tree_size"} <= set(acts.column_names):
+        lo, hi = acts.column("min.tree_size").to_pylist(), acts.column("max.tree_size").to_pylist()
+        top = max((h for h in hi if h is not None), default=None)
+        paths = [p for p, a, b in zip(paths, lo, hi)
+                 if a is None or b is None or (latest and b == top) or any(a <= x <= b for x in sizes or [])]
+    rows = tables.dataset(lake, "checkpoints", dt, paths).to_table(columns=tables.CHECKPOINTS.names).to_pylist()
     return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
 
 
 def load_head(lake: Lake, keys: KeyStore) -> Head:
     cps_dt = lake.latest("checkpoints")
     checkpoints_version = None if cps_dt is None else cps_dt.version()
-    cps = read_checkpoints(lake, cps_dt)
+    cps = read_checkpoints(lake, cps_dt, latest=True)
     latest = cps[-1] if cps else None
     if latest:
         size = latest["tree_size"]

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from .errors import AuditlakeError, ConflictError
+from .head import read_checkpoints
 from .keys import load_public_key, public_key_b64, signing_key_id
 from .lake import tables
 from .lake.store import Lake
@@ -989,36 +990,8 @@ def backfill_tiles(lake: Lake, size: int | None = None) -> int:
 
 
 # ============================================================================ building proofs
-def _checkpoints(lake: Lake, sizes: list[int] | None = None, latest: bool = False) -> list[dict]:
-    """Checkpoint rows in tree-size order (as head.read_checkpoints, read directly from the
-    table's files). With `sizes` or `latest`, only the files whose tree_size statistics can
-    hold them are read (so the rows returned may be a subset)."""
-    from .lake.tables import CHECKPOINTS
-
-    dt = lake.latest("checkpoints")
-    if dt is None:
-        return []
-    try:
-        acts = _add_actions(dt)
-        paths = acts.column("path").to_pylist()
-        if (sizes or latest) and {"min.tree_size", "max.tree_size"} <= set(acts.column_names):
-            lo, hi = acts.column("min.tree_size").to_pylist(), acts.column("max.tree_size").to_pylist()
-            top = max((h for h in hi if h is not None), default=None)
-            keep = []
-            for p, a, b in zip(paths, lo, hi):
-                if a is None or b is None or (latest and b == top) or any(a <= x <= b for x in sizes or []):
-                    keep.append(p)
-            paths = keep
-        rows = table_dataset(lake, "checkpoints", paths, CHECKPOINTS).to_table().to_pylist()
-    except (OSError, pa.ArrowInvalid):
-        from .head import read_checkpoints
-
-        return read_checkpoints(lake, dt)
-    return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
-
-
 def latest_checkpoint(lake: Lake) -> dict | None:
-    rows = _checkpoints(lake, latest=True)
+    rows = read_checkpoints(lake, latest=True)
     return rows[-1] if rows else None
 
 
@@ -1066,7 +1039,7 @@ def inclusion_proof(lake: Lake, event_id: str) -> dict:
         seq, file = _locate_unindexed(lake, event_id, covered, dt), None
     if seq is None:
         raise AuditlakeError(f"no event {event_id} in the ledger")
-    rows = _checkpoints(lake, latest=True)
+    rows = read_checkpoints(lake, latest=True)
     if not rows or rows[-1]["tree_size"] <= seq:
         raise AuditlakeError(f"event {event_id} (seq {seq}) is not yet covered by a signed checkpoint; run ingest")
     row = rows[-1]
@@ -1118,11 +1091,11 @@ def consistency_proof(lake: Lake, old_size: int, new_size: int) -> dict:
     """A consistency proof between the signed checkpoints of these two tree sizes."""
     if old_size > new_size:
         raise AuditlakeError(f"the old tree size {old_size} is larger than the new one {new_size}")
-    rows = _checkpoints(lake, sizes=[old_size, new_size])
+    rows = read_checkpoints(lake, sizes=[old_size, new_size])
     by_size = {r["tree_size"]: r for r in rows}
     for s in (old_size, new_size):
         if s not in by_size:
-            sizes = [r["tree_size"] for r in _checkpoints(lake)]
+            sizes = [r["tree_size"] for r in read_checkpoints(lake)]
             shown = ", ".join(map(str, sizes[-10:])) + (" ..." if len(sizes) > 10 else "")
             raise AuditlakeError(f"no signed checkpoint of tree size {s} (checkpoints: {shown or 'none'})")
     old, new = _cp_dict(by_size[old_size]), _cp_dict(by_size[new_size])

@@ -83,6 +83,26 @@ def test_lake_audit_events_do_not_search_the_ledger(lake, tmp_path, monkeypatch)
     assert verify(lake).ok
 
 
+def test_the_head_reads_only_the_latest_checkpoints_file(lake, tmp_path, monkeypatch):
+    """Every batch commits a checkpoint file; the next ingest's head picks the latest one by
+    the files' tree_size statistics instead of reading them all (one a batch, for years)."""
+    from auditlake import head as head_module
+    from auditlake.lake import tables
+    from auditlake.lake.meta import open_lake_keys
+
+    for n in range(3):
+        write_jsonl(tmp_path / f"in{n}" / "a.jsonl", [event(n=10 * n + i) for i in range(4)])
+        ingest(lake, [str(tmp_path / f"in{n}")])
+    read = []
+    real = tables.dataset
+    monkeypatch.setattr(tables, "dataset", lambda lake, name, dt=None, rel_paths=None: (
+        read.append((name, rel_paths)) or real(lake, name, dt, rel_paths)))
+    head = head_module.load_head(lake, open_lake_keys(lake))
+    [paths] = [p for name, p in read if name == "checkpoints"]
+    assert len(lake.delta("checkpoints").file_uris()) == 3 and len(paths) == 1
+    assert head.checkpoint.tree_size == head.tree_size == 12
+
+
 @pytest.mark.parametrize("per_batch", [75_000, 1], ids=["looked-up", "indexed"])
 def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path, monkeypatch, per_batch):
     """Replays are found both ways: a run of one batch looks its ids up in the ledger, a run

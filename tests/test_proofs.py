@@ -6,6 +6,7 @@ import pytest
 
 from auditlake import proofs
 from auditlake.cli import main
+from auditlake.head import read_checkpoints
 from auditlake.ingest import ingest
 from auditlake.ledger import merkle
 from auditlake.verify import verify
@@ -241,7 +242,7 @@ def test_every_corrupted_field_of_a_proof_is_rejected(lake3, tmp_path):
 
 
 def test_consistency_proofs_between_checkpoints(lake3, tmp_path, capsys):
-    sizes = [r["tree_size"] for r in proofs._checkpoints(lake3)]
+    sizes = [r["tree_size"] for r in read_checkpoints(lake3)]
     assert sizes == [300, 520, 700]
     _, leaves = _ids(lake3)
     hashes = [merkle.leaf_hash(x) for x in leaves]
