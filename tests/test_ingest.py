@@ -103,6 +103,23 @@ def test_the_head_reads_only_the_latest_checkpoints_file(lake, tmp_path, monkeyp
     assert head.checkpoint.tree_size == head.tree_size == 12
 
 
+def test_a_lake_removed_and_made_again_at_its_path_is_read_afresh(lake_dir, tmp_path):
+    """A long-lived process (the explorer, the Dagster code server) keeps tables and log
+    entries open; a local lake removed and made again under it is read afresh, not through
+    files that are gone, and its new objects are put under retention."""
+    from auditlake.lake.store import Lake
+
+    for n in range(3):
+        write_jsonl(tmp_path / f"old{n}" / "a.jsonl", [event(n=10 * n + i) for i in range(4)])
+        ingest(Lake.open(str(lake_dir)), [str(tmp_path / f"old{n}")])
+    shutil.rmtree(lake_dir)
+    write_jsonl(tmp_path / "new" / "a.jsonl", [event(n=100 + i) for i in range(5)])
+    report = ingest(Lake.open(str(lake_dir)), [str(tmp_path / "new")])
+    assert report.accepted == 5 and report.tree_size == 5
+    result = verify(Lake.open(str(lake_dir)))
+    assert result.ok, result.findings
+
+
 @pytest.mark.parametrize("per_batch", [75_000, 1], ids=["looked-up", "indexed"])
 def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake, tmp_path, monkeypatch, per_batch):
     """Replays are found both ways: a run of one batch looks its ids up in the ledger, a run

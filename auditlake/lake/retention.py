@@ -191,13 +191,14 @@ def log_rel(table: str, version: int) -> str:
     return f"tables/{table}/_delta_log/{version:020d}.json"
 
 
-_entries: dict[tuple[str, str, int], list[Obj]] = {}
+_entries: dict[tuple, list[Obj]] = {}
 
 
-def read_entry(lake: Lake, table: str, version: int, cache: bool = True) -> list[Obj]:
+def read_entry(lake: Lake, table: str, version: int, cache: bool = True, info: pafs.FileInfo | None = None) -> list[Obj]:
     """The log entry and the data files it adds (cached for writers: a log entry never
-    changes; `check` reads afresh)."""
-    ck = (lake.uri, table, version)
+    changes; `check` reads afresh). The cache knows an entry by its file's write time and
+    size (`info`, from the listing) too: a table made again at its path has new entries."""
+    ck = (lake.uri, table, version, info.mtime_ns if info else None, info.size if info else None)
     if not cache:
         return _read_entry(lake, table, version)
     if ck not in _entries:
@@ -240,7 +241,7 @@ def committed(lake: Lake, table: str, versions: list[int] | None = None, listing
     vs = sorted(listing.entries) if versions is None else versions
     out: list[Obj] = []
     for v in vs:
-        out.extend(read_entry(lake, table, v, cache))
+        out.extend(read_entry(lake, table, v, cache, listing.entries.get(v)))
     for rel, (v, _) in listing.checkpoints.items():
         out.append(Obj(rel, table, v, "checkpoint"))
     return out

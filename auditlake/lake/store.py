@@ -169,17 +169,32 @@ class Lake:
         Callers never move it to another version: `delta()` gives a table of one's own."""
         key = (self.table_uri(name), tuple(sorted((self.storage_options or {}).items())))
         cache = _LATEST.__dict__.setdefault("tables", {})
-        dt = cache.get(key)
-        if dt is not None:
+        identity = self._table_identity(name)
+        dt, known = cache.get(key, (None, None))
+        if dt is not None and known == identity:
             try:
                 dt.update_incremental()
                 return dt
             except Exception:  # noqa: BLE001 - e.g. the table was removed: open it afresh
-                del cache[key]
+                pass
+        cache.pop(key, None)
         dt = self.delta(name)
         if dt is not None:
-            cache[key] = dt
+            cache[key] = (dt, identity)
         return dt
+
+    def _table_identity(self, name: str) -> tuple | None:
+        """What tells a table from one made again at its path since it was opened: its first
+        commit file's inode and change time. A local folder can be removed and made again
+        (a kept table would then read files that are gone); S3 objects are retention-locked,
+        so there it is None (no request per call)."""
+        if self.is_s3:
+            return None
+        try:
+            st = os.stat(f"{self.table_uri(name)}/_delta_log/{0:020d}.json")
+        except OSError:
+            return None
+        return st.st_ino, st.st_ctime_ns
 
     def dataset(self, name: str, schema: pa.Schema):
         """A pyarrow dataset over the table (empty with `schema` if it does not exist)."""
