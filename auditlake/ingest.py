@@ -19,6 +19,7 @@ multi-core machine, while this process numbers, chains and commits them in order
 """
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import time
@@ -128,30 +129,44 @@ class _State:
     file_rows: dict[str, tuple[int, int | None, int | None]] = field(default_factory=dict)
 
 
-def _distinct_sha(lake: Lake, name: str) -> tuple[set[str], int | None]:
-    """The landing files (content hashes) with rows in table `name`, and its version."""
+def _distinct_sha(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], int | None]:
+    """Which of these landing files (content hashes) have rows in table `name`, and the
+    table's version. Only the data files whose source_sha256 statistics can hold one of them
+    are read: the tables gain files with every batch, and an ingest of a few files into a
+    large lake must not read them all (the ledger's 4,000 files at 10M events took 2-4 s)."""
     dt = lake.latest(name)
     if dt is None:
         return set(), None
-    shas: set[str] = set()
-    for b in tables.dataset(lake, name, dt).to_batches(columns=["source_sha256"]):  # bounded memory
-        shas.update(pc.unique(b.column(0)).to_pylist())
-    return shas, dt.version()
+    version = dt.version()
+    wanted = sorted(shas)
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    paths = acts.column("path").to_pylist()
+    if {"min.source_sha256", "max.source_sha256"} <= set(acts.column_names):
+        lo, hi = acts.column("min.source_sha256").to_pylist(), acts.column("max.source_sha256").to_pylist()
+        paths = [p for p, a, b in zip(paths, lo, hi) if a is None or b is None or _any_between(wanted, a, b)]
+    found: set[str] = set()
+    if wanted and paths:
+        for b in tables.dataset(lake, name, dt, paths).to_batches(  # bounded memory
+                columns=["source_sha256"], filter=pc.field("source_sha256").isin(wanted)):
+            found.update(pc.unique(b.column(0)).to_pylist())
+    return found, version
 
 
-def _load_state(lake: Lake, keys: KeyStore, fresh: bool = False) -> _State:
-    # Lake.latest: tables already open in this process (an export's audit event) are only
-    # brought up to date; each version is taken before anything else can update its table.
-    log_dt = lake.latest("ingest_log")
-    log_version = None if log_dt is None else log_dt.version()
-    done: set[str] = set()
-    if log_dt is not None:
-        done = set(tables.dataset(lake, "ingest_log", log_dt).to_table(columns=["source_sha256"]).column(0).to_pylist())
-    q_sha, q_version = _distinct_sha(lake, "quarantine")
+def _any_between(ordered: list[str], lo: str, hi: str) -> bool:
+    i = bisect.bisect_left(ordered, lo)
+    return i < len(ordered) and ordered[i] <= hi
+
+
+def _load_state(lake: Lake, keys: KeyStore, shas: set[str], fresh: bool = False) -> _State:
+    """The plan's state for landing files with these content hashes. Lake.latest: tables
+    already open in this process (an export's audit event) are only brought up to date; each
+    version is taken before anything else can update its table."""
+    done, log_version = _distinct_sha(lake, "ingest_log", shas)
+    q_sha, q_version = _distinct_sha(lake, "quarantine", shas)
     head = load_head(lake, keys)
     l_sha = set()
     if head.ledger_version is not None and not fresh:
-        l_sha, _ = _distinct_sha(lake, "ledger")
+        l_sha, _ = _distinct_sha(lake, "ledger", shas)
     return _State(head, done, l_sha, q_sha, q_version, log_version, fresh=fresh)
 
 
@@ -605,7 +620,7 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
     while True:
         report = IngestReport()
         try:
-            state = _load_state(lake, keys, fresh)
+            state = _load_state(lake, keys, {lf.sha256() for lf in files}, fresh)
             head = state.head
             if head.tree_size > head.checkpoint_frontier_size:  # a crash left an unsealed tail
                 _recover(lake, keys, head)

@@ -6,7 +6,7 @@ import hashlib
 import posixpath
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import pyarrow as pa
@@ -32,17 +32,22 @@ class LandingFile:
     path: str
     name: str  # as shown in the ingest log and quarantine: the path relative to the landing root or given path
     size: int
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def format(self) -> str:
         return next(s for s in SUFFIXES if self.name.endswith(s)).lstrip(".")
 
     def sha256(self) -> str:
-        h = hashlib.sha256()
-        with self.fs.open_input_stream(self.path, compression=None) as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+        """The file's content hash, read once per LandingFile (an ingest plans with it before
+        it reads the lines)."""
+        if "sha256" not in self._memo:
+            h = hashlib.sha256()
+            with self.fs.open_input_stream(self.path, compression=None) as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+            self._memo["sha256"] = h.hexdigest()
+        return self._memo["sha256"]
 
     def records(self) -> Iterator[tuple[int, bytes | dict | Unreadable]]:
         """(1-based line, raw line bytes) for JSONL; (1-based row, row dict) for Parquet."""

@@ -71,7 +71,7 @@ def test_lake_audit_events_do_not_search_the_ledger(lake, tmp_path, monkeypatch)
     real = ingest_module._distinct_sha
     monkeypatch.setattr(ingest_module, "_ids_in_ledger", lambda *a: searched.append("ids") or set())
     monkeypatch.setattr(ingest_module, "_distinct_sha",
-                        lambda lake, name: searched.append(name) if name == "ledger" else real(lake, name))
+                        lambda lake, name, shas: searched.append(name) if name == "ledger" else real(lake, name, shas))
     ev = build_event("data.exported", {"export_id": "e-1", "rows": 5, "format": "parquet", "kind": "bundle"})
     with pytest.raises(Exception, match="quarantined"):
         record_events(lake, [ev, ev])  # the same event twice in one file: the repeat is quarantined
@@ -101,6 +101,44 @@ def test_the_head_reads_only_the_latest_checkpoints_file(lake, tmp_path, monkeyp
     [paths] = [p for name, p in read if name == "checkpoints"]
     assert len(lake.delta("checkpoints").file_uris()) == 3 and len(paths) == 1
     assert head.checkpoint.tree_size == head.tree_size == 12
+
+
+def test_the_plan_reads_only_the_files_that_can_hold_its_landing_files(lake, tmp_path, monkeypatch):
+    """An ingest looks its landing files' content hashes up in the ingest log, quarantine and
+    ledger, reading only the data files whose source_sha256 statistics can hold one (the
+    ledger gains files with every batch: a small ingest into a large lake reads few)."""
+    import hashlib
+
+    import pyarrow.dataset as ds
+
+    from auditlake import ingest as ingest_module
+    from auditlake.lake import tables
+
+    shas = []
+    for n in range(4):
+        path = tmp_path / f"in{n}" / "a.jsonl"
+        write_jsonl(path, [event(n=10 * n + i) for i in range(3)] + ["not json"])
+        ingest(lake, [str(path.parent)])
+        shas.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    pair = []  # two landing files in one batch: its data files hold both
+    for n in range(2):
+        path = tmp_path / "pair" / f"p{n}.jsonl"
+        write_jsonl(path, [event(n=100 + 10 * n + i) for i in range(3)] + ["not json"])
+        pair.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    ingest(lake, [str(tmp_path / "pair")])
+    read = []
+    real = tables.dataset
+    monkeypatch.setattr(tables, "dataset", lambda lake, name, dt=None, rel_paths=None: (
+        read.append(rel_paths) or real(lake, name, dt, rel_paths)))
+    for name in ("ingest_log", "quarantine", "ledger"):
+        files = lake.delta(name).file_uris()
+        holding = [f for f in files
+                   if shas[2] in ds.dataset(f).to_table(columns=["source_sha256"]).column(0).to_pylist()]
+        read.clear()
+        found, version = ingest_module._distinct_sha(lake, name, {shas[2], "0" * 64})  # and one no file holds
+        assert found == {shas[2]} and version == lake.delta(name).version()
+        assert len(read[0]) == len(holding) < len(files)
+        assert ingest_module._distinct_sha(lake, name, {pair[0]})[0] == {pair[0]}
 
 
 def test_a_lake_removed_and_made_again_at_its_path_is_read_afresh(lake_dir, tmp_path):
