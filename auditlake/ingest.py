@@ -129,7 +129,7 @@ class _State:
     file_rows: dict[str, tuple[int, int | None, int | None]] = field(default_factory=dict)
 
 
-def _distinct_sha(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], int | None]:
+def _shas_with_rows(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], int | None]:
     """Which of these landing files (content hashes) have rows in table `name`, and the
     table's version. Only the data files whose source_sha256 statistics can hold one of them
     are read: the tables gain files with every batch, and an ingest of a few files into a
@@ -161,12 +161,12 @@ def _load_state(lake: Lake, keys: KeyStore, shas: set[str], fresh: bool = False)
     """The plan's state for landing files with these content hashes. Lake.latest: tables
     already open in this process (an export's audit event) are only brought up to date; each
     version is taken before anything else can update its table."""
-    done, log_version = _distinct_sha(lake, "ingest_log", shas)
-    q_sha, q_version = _distinct_sha(lake, "quarantine", shas)
+    done, log_version = _shas_with_rows(lake, "ingest_log", shas)
+    q_sha, q_version = _shas_with_rows(lake, "quarantine", shas)
     head = load_head(lake, keys)
     l_sha = set()
     if head.ledger_version is not None and not fresh:
-        l_sha, _ = _distinct_sha(lake, "ledger", shas)
+        l_sha, _ = _shas_with_rows(lake, "ledger", shas)
     return _State(head, done, l_sha, q_sha, q_version, log_version, fresh=fresh)
 
 

@@ -68,9 +68,9 @@ def test_lake_audit_events_do_not_search_the_ledger(lake, tmp_path, monkeypatch)
     write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)])
     ingest(lake, [str(tmp_path / "in")])
     searched = []
-    real = ingest_module._distinct_sha
+    real = ingest_module._shas_with_rows
     monkeypatch.setattr(ingest_module, "_ids_in_ledger", lambda *a: searched.append("ids") or set())
-    monkeypatch.setattr(ingest_module, "_distinct_sha",
+    monkeypatch.setattr(ingest_module, "_shas_with_rows",
                         lambda lake, name, shas: searched.append(name) if name == "ledger" else real(lake, name, shas))
     ev = build_event("data.exported", {"export_id": "e-1", "rows": 5, "format": "parquet", "kind": "bundle"})
     with pytest.raises(Exception, match="quarantined"):
@@ -135,10 +135,10 @@ def test_the_plan_reads_only_the_files_that_can_hold_its_landing_files(lake, tmp
         holding = [f for f in files
                    if shas[2] in ds.dataset(f).to_table(columns=["source_sha256"]).column(0).to_pylist()]
         read.clear()
-        found, version = ingest_module._distinct_sha(lake, name, {shas[2], "0" * 64})  # and one no file holds
+        found, version = ingest_module._shas_with_rows(lake, name, {shas[2], "0" * 64})  # and one no file holds
         assert found == {shas[2]} and version == lake.delta(name).version()
         assert len(read[0]) == len(holding) < len(files)
-        assert ingest_module._distinct_sha(lake, name, {pair[0]})[0] == {pair[0]}
+        assert ingest_module._shas_with_rows(lake, name, {pair[0]})[0] == {pair[0]}
 
 
 def test_a_lake_removed_and_made_again_at_its_path_is_read_afresh(lake_dir, tmp_path):
