@@ -42,12 +42,18 @@ class LandingFile:
         """The file's content hash, read once per LandingFile (an ingest plans with it before
         it reads the lines)."""
         if "sha256" not in self._memo:
-            h = hashlib.sha256()
-            with self.fs.open_input_stream(self.path, compression=None) as f:
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
-            self._memo["sha256"] = h.hexdigest()
+            try:
+                self._memo["sha256"] = self._content_sha256()
+            except OSError as exc:
+                raise AuditlakeError(f"cannot read landing file {self.name}: {' '.join(str(exc).split())}") from exc
         return self._memo["sha256"]
+
+    def _content_sha256(self) -> str:
+        h = hashlib.sha256()
+        with self.fs.open_input_stream(self.path, compression=None) as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
 
     def records(self) -> Iterator[tuple[int, bytes | dict | Unreadable]]:
         """(1-based line, raw line bytes) for JSONL; (1-based row, row dict) for Parquet."""
@@ -59,10 +65,13 @@ class LandingFile:
         """(1-based number of the first line, consecutive records), in bounded memory: lists
         of raw lines for JSONL, record batches of up to `max_rows` for Parquet; Unreadable
         (counted as one line) ends a file that cannot be read further."""
-        if self.format == "parquet":
-            yield from self._parquet_blocks(max_rows)
-        else:
-            yield from self._line_blocks()
+        try:
+            if self.format == "parquet":
+                yield from self._parquet_blocks(max_rows)
+            else:
+                yield from self._line_blocks()
+        except OSError as exc:
+            raise AuditlakeError(f"cannot read landing file {self.name}: {' '.join(str(exc).split())}") from exc
 
     def _line_blocks(self) -> Iterator[tuple[int, list[bytes] | Unreadable]]:
         gz = self.format == "jsonl.gz"
@@ -94,14 +103,41 @@ class LandingFile:
         if pending:
             yield n + 1, _without_cr([pending])
 
-    def _parquet_blocks(self, max_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    def _parquet_blocks(self, max_rows: int) -> Iterator[tuple[int, pa.RecordBatch | Unreadable]]:
+        """A file that fails to parse at the same row on a second read, while its bytes still
+        read back as hashed, is damaged: the rest of it is one Unreadable line. (A failed read
+        of the storage is raised, not quarantined: the file may be whole.)"""
+        n = 0
+        for _attempt in range(2):
+            try:
+                for batch in self._parquet_batches(max_rows, skip=n):
+                    yield n + 1, batch
+                    n += batch.num_rows
+                return
+            except MemoryError:
+                raise
+            except (pa.ArrowException, OSError) as exc:
+                error = " ".join(str(exc).split())
+        if self._content_sha256() != self.sha256():
+            raise AuditlakeError(f"{self.name}: changed while it was read (landing files are immutable)")
+        yield n + 1, Unreadable(f"unreadable Parquet after row {n}: {error}")
+
+    def _parquet_batches(self, max_rows: int, skip: int) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
         with self.fs.open_input_file(self.path) as f:
-            n = 0
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=max_rows):
-                yield n + 1, batch
-                n += batch.num_rows
+            pf = pq.ParquetFile(f)
+            for group in range(pf.num_row_groups):  # a read never spans two: damage is found at its row group
+                rows = pf.metadata.row_group(group).num_rows
+                if skip >= rows:
+                    skip -= rows
+                    continue
+                for batch in pf.iter_batches(batch_size=max_rows, row_groups=[group]):
+                    if skip >= batch.num_rows:
+                        skip -= batch.num_rows
+                        continue
+                    yield batch.slice(skip) if skip else batch
+                    skip = 0
 
 
 def _without_cr(lines: list[bytes]) -> list[bytes]:

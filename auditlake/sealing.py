@@ -35,7 +35,7 @@ from .lake.tables import LEDGER
 from .landing import Unreadable, records_of
 from .ledger.canonical import CanonicalError, canonical_json, canonical_with_fragments, fragment
 from .ledger.seal import Nonces, aad, blind_indexes, seal
-from .masking import mask_raw
+from .masking import mask_raw, mask_text
 
 # Marks the two gaps; a NUL byte never occurs in canonical JSON (control characters are
 # escaped inside strings), so splitting a sealed record on it yields exactly three parts.
@@ -90,7 +90,7 @@ def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
     if isinstance(raw, dict):
         return raw, None
     if isinstance(raw, Unreadable):
-        return None, raw.reason
+        return None, mask_text(raw.reason)  # a reader's message could quote the file's bytes
     if len(raw) > MAX_LINE_BYTES:
         return None, f"line larger than 64 KiB ({len(raw)} bytes)"
     if not raw.strip():

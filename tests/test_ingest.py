@@ -244,6 +244,99 @@ def test_gzip_and_parquet_landing_files(lake, tmp_path):
     assert verify(lake).ok
 
 
+def _parquet_torn_at_row(path, rows, torn_group):
+    """`rows` as Parquet in row groups of two, with row group `torn_group`'s pages overwritten."""
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+    group = pq.ParquetFile(path).metadata.row_group(torn_group)
+    cols = [group.column(i) for i in range(group.num_columns)]
+    start = min(c.dictionary_page_offset or c.data_page_offset for c in cols)
+    end = max((c.dictionary_page_offset or c.data_page_offset) + c.total_compressed_size for c in cols)
+    data = bytearray(path.read_bytes())
+    data[start:end] = b"\xff" * (end - start)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_parquet_file_is_quarantined_from_where_it_breaks(lake, tmp_path):
+    d = tmp_path / "in"
+    write_jsonl(d / "a.jsonl", [json.dumps(event(n=i)) for i in range(2)])
+    (d / "b.parquet").write_bytes(b"PAR1 not parquet at all PAR1")
+    _parquet_torn_at_row(d / "c.parquet", [event(n=i) for i in range(10, 16)], torn_group=2)
+    report = ingest(lake, [str(d)])
+    assert (report.accepted, report.quarantined) == (2 + 4, 2)
+    bad = {(r["source_file"], r["line"]): r["reason"] for r in _table(lake, "quarantine").to_pylist()}
+    assert set(bad) == {("b.parquet", 1), ("c.parquet", 5)}
+    assert bad["b.parquet", 1].startswith("unreadable Parquet after row 0: ")
+    assert bad["c.parquet", 5].startswith("unreadable Parquet after row 4: ")
+    log = {r["source_file"]: (r["lines_read"], r["accepted"], r["quarantined"]) for r in _table(lake, "ingest_log").to_pylist()}
+    assert log == {"a.jsonl": (2, 2, 0), "b.parquet": (1, 0, 1), "c.parquet": (5, 4, 1)}
+    assert ingest(lake, [str(d)]).accepted == 0
+    assert verify(lake).ok
+
+
+def test_a_parquet_read_error_that_does_not_repeat_loses_and_repeats_no_row(lake, tmp_path, monkeypatch):
+    from auditlake.landing import LandingFile
+
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.Table.from_pylist([event(n=i) for i in range(10, 16)]), d / "c.parquet", row_group_size=2)
+    read = LandingFile._parquet_batches
+    calls = []
+
+    def dropped_once(self, max_rows, skip):
+        calls.append(skip)
+        batches = read(self, max_rows, skip)
+        if len(calls) > 1:
+            yield from batches
+            return
+        yield next(batches).slice(0, 2)
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(LandingFile, "_parquet_batches", dropped_once)
+    report = ingest(lake, [str(d)])
+    assert calls == [0, 2]  # read again from the row where it broke
+    assert (report.accepted, report.quarantined) == (6, 0)
+    assert verify(lake).ok
+
+
+def test_a_reason_from_a_file_reader_is_masked():
+    from auditlake.landing import Unreadable
+    from auditlake.sealing import parse
+
+    _, reason = parse(Unreadable("bad bytes near dm@example.net, +15551234567"))
+    assert "dm@example.net" not in reason and "+15551234567" not in reason
+
+
+@pytest.mark.parametrize("reread", ["fails", "differs"])
+def test_a_parquet_file_whose_bytes_cannot_be_read_back_is_not_quarantined(lake, tmp_path, monkeypatch, reread):
+    from auditlake.errors import AuditlakeError
+    from auditlake.landing import LandingFile
+
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.Table.from_pylist([event(n=i) for i in range(3)]), d / "c.parquet")
+    hashed = LandingFile._content_sha256
+    hashes = []
+
+    def storage_gone(self, max_rows, skip):
+        raise OSError("connection refused")
+        yield
+
+    def rehash(self):
+        hashes.append(self.name)
+        if len(hashes) == 1:
+            return hashed(self)
+        if reread == "fails":
+            raise OSError("connection refused")
+        return "0" * 64
+
+    monkeypatch.setattr(LandingFile, "_parquet_batches", storage_gone)
+    monkeypatch.setattr(LandingFile, "_content_sha256", rehash)
+    with pytest.raises(AuditlakeError, match="cannot read landing file c.parquet: connection refused"
+                       if reread == "fails" else "c.parquet: changed while it was read"):
+        ingest(lake, [str(d)])
+    assert lake.delta("quarantine") is None and lake.delta("ingest_log") is None
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
 def test_crlf_line_ends_are_cut_wherever_the_read_splits(lake, tmp_path, monkeypatch, suffix):
     from auditlake import landing
