@@ -107,8 +107,8 @@ class LandingFile:
         """A file that fails to parse at the same row on a second read, while its bytes still
         read back as hashed, is damaged: the rest of it is one Unreadable line. (A failed read
         of the storage is raised, not quarantined: the file may be whole.)"""
-        n = 0
-        for _attempt in range(2):
+        n, failed_at = 0, None
+        while True:  # a read that fails further on than the last one gets a second read too
             try:
                 for batch in self._parquet_batches(max_rows, skip=n):
                     yield n + 1, batch
@@ -118,6 +118,9 @@ class LandingFile:
                 raise
             except (pa.ArrowException, OSError) as exc:
                 error = " ".join(str(exc).split())
+                if failed_at == n:
+                    break
+                failed_at = n
         if self._content_sha256() != self.sha256():
             raise AuditlakeError(f"{self.name}: changed while it was read (landing files are immutable)")
         yield n + 1, Unreadable(f"unreadable Parquet after row {n}: {error}")

@@ -282,18 +282,18 @@ def test_a_parquet_read_error_that_does_not_repeat_loses_and_repeats_no_row(lake
     read = LandingFile._parquet_batches
     calls = []
 
-    def dropped_once(self, max_rows, skip):
+    def dropped_twice(self, max_rows, skip):
         calls.append(skip)
         batches = read(self, max_rows, skip)
-        if len(calls) > 1:
+        if len(calls) > 2:
             yield from batches
             return
-        yield next(batches).slice(0, 2)
+        yield next(batches).slice(0, 2)  # each failed read gets two rows further
         raise OSError("connection reset by peer")
 
-    monkeypatch.setattr(LandingFile, "_parquet_batches", dropped_once)
+    monkeypatch.setattr(LandingFile, "_parquet_batches", dropped_twice)
     report = ingest(lake, [str(d)])
-    assert calls == [0, 2]  # read again from the row where it broke
+    assert calls == [0, 2, 4]  # read again from the row where it broke, each time
     assert (report.accepted, report.quarantined) == (6, 0)
     assert verify(lake).ok
 
