@@ -45,7 +45,7 @@ class LandingFile:
             try:
                 self._memo["sha256"] = self._content_sha256()
             except OSError as exc:
-                raise AuditlakeError(f"cannot read landing file {self.name}: {' '.join(str(exc).split())}") from exc
+                raise self._read_error(exc) from exc
         return self._memo["sha256"]
 
     def _content_sha256(self) -> str:
@@ -71,7 +71,10 @@ class LandingFile:
             else:
                 yield from self._line_blocks()
         except OSError as exc:
-            raise AuditlakeError(f"cannot read landing file {self.name}: {' '.join(str(exc).split())}") from exc
+            raise self._read_error(exc) from exc
+
+    def _read_error(self, exc: OSError) -> AuditlakeError:
+        return AuditlakeError(f"cannot read landing file {self.name}: {_one_line(exc)}")
 
     def _line_blocks(self) -> Iterator[tuple[int, list[bytes] | Unreadable]]:
         gz = self.format == "jsonl.gz"
@@ -117,7 +120,7 @@ class LandingFile:
             except MemoryError:
                 raise
             except (pa.ArrowException, OSError) as exc:
-                error = " ".join(str(exc).split())
+                error = _one_line(exc)
                 if failed_at == n:
                     break
                 failed_at = n
@@ -141,6 +144,10 @@ class LandingFile:
                         continue
                     yield batch.slice(skip) if skip else batch
                     skip = 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _without_cr(lines: list[bytes]) -> list[bytes]:

@@ -36,3 +36,18 @@ def write_jsonl(path: Path, lines: list) -> Path:
         for item in lines:
             f.write((item if isinstance(item, str) else json.dumps(item)) + "\n")
     return path
+
+
+def parquet_torn_at_row(path, rows, torn_group):
+    """`rows` as Parquet in row groups of two, with row group `torn_group`'s pages overwritten."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+    group = pq.ParquetFile(path).metadata.row_group(torn_group)
+    cols = [group.column(i) for i in range(group.num_columns)]
+    start = min(c.dictionary_page_offset or c.data_page_offset for c in cols)
+    end = max((c.dictionary_page_offset or c.data_page_offset) + c.total_compressed_size for c in cols)
+    data = bytearray(path.read_bytes())
+    data[start:end] = b"\xff" * (end - start)
+    path.write_bytes(bytes(data))

@@ -10,7 +10,7 @@ import pytest
 
 from auditlake.ingest import ingest
 from auditlake.verify import verify
-from events import event, write_jsonl
+from events import event, parquet_torn_at_row, write_jsonl
 
 
 def _table(lake, name):
@@ -244,23 +244,11 @@ def test_gzip_and_parquet_landing_files(lake, tmp_path):
     assert verify(lake).ok
 
 
-def _parquet_torn_at_row(path, rows, torn_group):
-    """`rows` as Parquet in row groups of two, with row group `torn_group`'s pages overwritten."""
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
-    group = pq.ParquetFile(path).metadata.row_group(torn_group)
-    cols = [group.column(i) for i in range(group.num_columns)]
-    start = min(c.dictionary_page_offset or c.data_page_offset for c in cols)
-    end = max((c.dictionary_page_offset or c.data_page_offset) + c.total_compressed_size for c in cols)
-    data = bytearray(path.read_bytes())
-    data[start:end] = b"\xff" * (end - start)
-    path.write_bytes(bytes(data))
-
-
 def test_a_damaged_parquet_file_is_quarantined_from_where_it_breaks(lake, tmp_path):
     d = tmp_path / "in"
     write_jsonl(d / "a.jsonl", [json.dumps(event(n=i)) for i in range(2)])
     (d / "b.parquet").write_bytes(b"PAR1 not parquet at all PAR1")
-    _parquet_torn_at_row(d / "c.parquet", [event(n=i) for i in range(10, 16)], torn_group=2)
+    parquet_torn_at_row(d / "c.parquet", [event(n=i) for i in range(10, 16)], torn_group=2)
     report = ingest(lake, [str(d)])
     assert (report.accepted, report.quarantined) == (2 + 4, 2)
     bad = {(r["source_file"], r["line"]): r["reason"] for r in _table(lake, "quarantine").to_pylist()}

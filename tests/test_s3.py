@@ -12,6 +12,7 @@ from auditlake.ingest import ingest
 from auditlake.lake.admin import init_lake, set_hold
 from auditlake.lake.store import Lake
 from auditlake.verify import verify
+from events import event, parquet_torn_at_row
 from fixtures_s3 import (ACCESS_KEY, REGION, SECRET_KEY, assert_exact, create_worm_bucket, run_cli, s3_client,
                          write_landing, write_landing_set)
 
@@ -43,6 +44,18 @@ def test_landing_folder_inside_the_s3_lake(s3_lake_uri, s3_env, tmp_path):
     assert [f.file for f in report.files] == ["2026/a.jsonl"]
     assert verify(lake, update_trust=False).ok
     assert_exact(s3_lake_uri, data["lines"], data["event_ids"], files=1)
+
+
+def test_a_damaged_parquet_file_in_the_s3_landing_is_quarantined_from_where_it_breaks(s3_lake_uri, s3_env, tmp_path):
+    parquet_torn_at_row(tmp_path / "c.parquet", [event(n=i) for i in range(6)], torn_group=1)
+    bucket = s3_lake_uri.removeprefix("s3://").split("/")[0]
+    s3_client(s3_env.endpoint).upload_file(str(tmp_path / "c.parquet"), bucket, "lake/landing/c.parquet")
+    lake = Lake.open(s3_lake_uri)
+    report = ingest(lake)
+    assert (report.accepted, report.quarantined) == (2, 1)
+    (row,) = lake.delta("quarantine").to_pyarrow_table(columns=["line", "reason"]).to_pylist()
+    assert row["line"] == 3 and row["reason"].startswith("unreadable Parquet after row 2: ")
+    assert verify(lake, update_trust=False).ok
 
 
 @pytest.mark.s3
