@@ -64,12 +64,13 @@ class LandingFile:
     def blocks(self, max_rows: int = 10_000) -> Iterator[tuple[int, list[bytes] | pa.RecordBatch | Unreadable]]:
         """(1-based number of the first line, consecutive records), in bounded memory: lists
         of raw lines for JSONL, record batches of up to `max_rows` for Parquet; Unreadable
-        (counted as one line) ends a file that cannot be read further."""
+        (counted as one line) ends a file that cannot be read further: its bytes read back as
+        hashed, so the damage is the file's (a file that changed is an error, not quarantined)."""
         try:
-            if self.format == "parquet":
-                yield from self._parquet_blocks(max_rows)
-            else:
-                yield from self._line_blocks()
+            for first, block in self._parquet_blocks(max_rows) if self.format == "parquet" else self._line_blocks():
+                if isinstance(block, Unreadable) and self._content_sha256() != self.sha256():
+                    raise AuditlakeError(f"{self.name}: changed while it was read (landing files are immutable)")
+                yield first, block
         except OSError as exc:
             raise self._read_error(exc) from exc
 
@@ -107,9 +108,8 @@ class LandingFile:
             yield n + 1, _without_cr([pending])
 
     def _parquet_blocks(self, max_rows: int) -> Iterator[tuple[int, pa.RecordBatch | Unreadable]]:
-        """A file that fails to parse at the same row on a second read, while its bytes still
-        read back as hashed, is damaged: the rest of it is one Unreadable line. (A failed read
-        of the storage is raised, not quarantined: the file may be whole.)"""
+        """A file that fails to parse at the same row on a second read is damaged: the rest of
+        it is one Unreadable line. (A read error that does not repeat resumes at its row.)"""
         n, failed_at = 0, None
         while True:  # a read that fails further on than the last one gets a second read too
             try:
@@ -124,8 +124,6 @@ class LandingFile:
                 if failed_at == n:
                     break
                 failed_at = n
-        if self._content_sha256() != self.sha256():
-            raise AuditlakeError(f"{self.name}: changed while it was read (landing files are immutable)")
         yield n + 1, Unreadable(f"unreadable Parquet after row {n}: {error}")
 
     def _parquet_batches(self, max_rows: int, skip: int) -> Iterator[pa.RecordBatch]:

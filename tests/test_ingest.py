@@ -248,15 +248,17 @@ def test_a_damaged_parquet_file_is_quarantined_from_where_it_breaks(lake, tmp_pa
     d = tmp_path / "in"
     write_jsonl(d / "a.jsonl", [json.dumps(event(n=i)) for i in range(2)])
     (d / "b.parquet").write_bytes(b"PAR1 not parquet at all PAR1")
+    (d / "g.jsonl.gz").write_bytes(b'{"not": "gzip"}\n')
     parquet_torn_at_row(d / "c.parquet", [event(n=i) for i in range(10, 16)], torn_group=2)
     report = ingest(lake, [str(d)])
-    assert (report.accepted, report.quarantined) == (2 + 4, 2)
+    assert (report.accepted, report.quarantined) == (2 + 4, 3)
     bad = {(r["source_file"], r["line"]): r["reason"] for r in _table(lake, "quarantine").to_pylist()}
-    assert set(bad) == {("b.parquet", 1), ("c.parquet", 5)}
+    assert set(bad) == {("b.parquet", 1), ("c.parquet", 5), ("g.jsonl.gz", 1)}
+    assert bad["g.jsonl.gz", 1].startswith("corrupt gzip stream after line 0: ")
     assert bad["b.parquet", 1].startswith("unreadable Parquet after row 0: ")
     assert bad["c.parquet", 5].startswith("unreadable Parquet after row 4: ")
     log = {r["source_file"]: (r["lines_read"], r["accepted"], r["quarantined"]) for r in _table(lake, "ingest_log").to_pylist()}
-    assert log == {"a.jsonl": (2, 2, 0), "b.parquet": (1, 0, 1), "c.parquet": (5, 4, 1)}
+    assert log == {"a.jsonl": (2, 2, 0), "b.parquet": (1, 0, 1), "c.parquet": (5, 4, 1), "g.jsonl.gz": (1, 0, 1)}
     assert ingest(lake, [str(d)]).accepted == 0
     assert verify(lake).ok
 
@@ -294,20 +296,25 @@ def test_a_reason_from_a_file_reader_is_masked():
     assert "dm@example.net" not in reason and "+15551234567" not in reason
 
 
-@pytest.mark.parametrize("reread", ["fails", "differs"])
-def test_a_parquet_file_whose_bytes_cannot_be_read_back_is_not_quarantined(lake, tmp_path, monkeypatch, reread):
+@pytest.mark.parametrize("name, reread", [("c.parquet", "fails"), ("c.parquet", "differs"), ("g.jsonl.gz", "differs")])
+def test_a_damaged_file_whose_bytes_do_not_read_back_is_not_quarantined(lake, tmp_path, monkeypatch, name, reread):
     from auditlake.errors import AuditlakeError
     from auditlake.landing import LandingFile
 
     d = tmp_path / "in"
     d.mkdir()
-    pq.write_table(pa.Table.from_pylist([event(n=i) for i in range(3)]), d / "c.parquet")
+    if name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pylist([event(n=i) for i in range(3)]), d / name)
+
+        def storage_gone(self, max_rows, skip):
+            raise OSError("connection refused")
+            yield
+
+        monkeypatch.setattr(LandingFile, "_parquet_batches", storage_gone)
+    else:
+        (d / name).write_bytes(b'{"not": "gzip"}\n')
     hashed = LandingFile._content_sha256
     hashes = []
-
-    def storage_gone(self, max_rows, skip):
-        raise OSError("connection refused")
-        yield
 
     def rehash(self):
         hashes.append(self.name)
@@ -317,10 +324,9 @@ def test_a_parquet_file_whose_bytes_cannot_be_read_back_is_not_quarantined(lake,
             raise OSError("connection refused")
         return "0" * 64
 
-    monkeypatch.setattr(LandingFile, "_parquet_batches", storage_gone)
     monkeypatch.setattr(LandingFile, "_content_sha256", rehash)
-    with pytest.raises(AuditlakeError, match="cannot read landing file c.parquet: connection refused"
-                       if reread == "fails" else "c.parquet: changed while it was read"):
+    with pytest.raises(AuditlakeError, match=f"cannot read landing file {name}: connection refused"
+                       if reread == "fails" else f"{name}: changed while it was read"):
         ingest(lake, [str(d)])
     assert lake.delta("quarantine") is None and lake.delta("ingest_log") is None
 
