@@ -107,7 +107,7 @@ def parse_instant(s: str) -> datetime | None:
         s = s.upper()
     try:
         return datetime.fromisoformat(s).astimezone(timezone.utc)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an offset moves it past year 1 or 9999 in UTC
         return None
 
 

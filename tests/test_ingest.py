@@ -24,6 +24,7 @@ BAD_LINES = [
     (json.dumps(event(n=90) | {"event_type": "call.teleported"}), "unknown event_type"),
     (json.dumps(event(n=91) | {"event_id": "NOT-A-UUID"}), "bad event_id"),
     (json.dumps(event(n=92) | {"occurred_at": "2026-03-02 14:03"}), "bad occurred_at"),
+    (json.dumps(event(n=98) | {"occurred_at": "9999-12-31T23:59:59-01:00"}), "bad occurred_at"),  # no UTC date
     (json.dumps(event(n=93) | {"subject": None}), "missing required field: subject"),
     (json.dumps(event(n=94) | {"data": {"call_id": "x", "direction": "sideways", "purpose": "telemarketing",
                                        "campaign_id": "c", "publisher_id": "p"}}), "bad data.direction"),
@@ -47,6 +48,18 @@ def test_every_line_is_accepted_or_quarantined_with_its_reason(lake, tmp_path):
     log = _table(lake, "ingest_log").to_pylist()
     assert log[0]["lines_read"] == len(lines) == log[0]["accepted"] + log[0]["quarantined"]
     assert verify(lake).ok
+
+
+def test_events_at_the_ends_of_the_calendar_are_sealed_and_retained(lake, tmp_path):
+    times = ["0001-01-01T00:00:00Z", "0001-01-01T05:00:00+04:00", "9999-12-31T23:59:59.999999999Z",
+             "9999-12-31T10:00:00-13:00"]
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i, occurred_at=t) for i, t in enumerate(times)])
+    report = ingest(lake, [str(tmp_path / "in")])
+    assert (report.accepted, report.quarantined) == (4, 0)
+    dates = sorted(r["event_date"] for r in _table(lake, "ledger").to_pylist())
+    assert dates == ["0001-01-01", "0001-01-01", "9999-12-31", "9999-12-31"]
+    result = verify(lake)
+    assert result.ok, result.findings  # includes every object's retention seal
 
 
 def test_quarantined_raw_lines_have_no_plain_pii(lake, tmp_path):

@@ -326,6 +326,9 @@ def test_required_until_is_at_least_occurred_at_plus_the_period():
     assert retention.required_until(date(2026, 3, 1), [date(2026, 1, 5)], 7) == date(2033, 3, 2)
     assert retention.required_until(date(2026, 3, 1), [date(2027, 1, 5)], 7) == date(2034, 1, 6)
     assert retention.required_until(date(2028, 2, 28), [], 7) == date(2035, 3, 1)  # 29 Feb + 7y
+    # An event dated within the period of year 9999 is kept as long as a date can say.
+    assert retention.required_until(date(2026, 3, 1), [date(9993, 1, 1)], 7) == date.max
+    assert retention.required_until(date(2026, 3, 1), [date.max], 7) == date.max
 
 
 # ----------------------------------------------------------------------------- legal holds

@@ -96,6 +96,9 @@ def set_policy(lake: Lake, years: int, cold_after_days: int, archive_after_days:
 
 
 def add_years(d: date, years: int) -> date:
+    """`d` plus `years`; the last representable day (9999-12-31) when that is later."""
+    if d.year + years > date.max.year:
+        return date.max
     try:
         return d.replace(year=d.year + years)
     except ValueError:  # 29 February: the next day, so the period is never short
@@ -104,8 +107,10 @@ def add_years(d: date, years: int) -> date:
 
 def required_until(created: date, dates: tuple[date, ...] | list[date], years: int) -> date:
     """The earliest retain-until date RET-WORM accepts for an object written on `created`
-    holding events of `dates`: the end of the latest such day, plus the period."""
-    return add_years(max([created, *dates]) + timedelta(days=1), years)
+    holding events of `dates`: the end of the latest such day, plus the period (at most
+    9999-12-31: an event a producer dated near year 9999 is kept as long as a date goes)."""
+    latest = max([created, *dates])
+    return add_years(latest + timedelta(days=1), years) if latest < date.max else date.max
 
 
 def retain_until(rel: str, now: datetime, years: int | None = None, dates: tuple[date, ...] = ()) -> str:
