@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from . import _records
 from .errors import AuditlakeError
 from .keys import KeyStore, auditlake_home, load_public_key
-from .lake import tables
+from .lake import retention, tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
 from .ledger import chain, merkle, packed
@@ -175,6 +175,8 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
             report.add("data_file_removed", name, "a committed data file is missing", partition=partition, file=rel)
         elif on_disk[rel] != add["size"]:
             report.add("data_file_replaced", name, f"size {on_disk[rel]} != committed {add['size']}", partition=partition, file=rel)
+    for rel, why in sorted(retention.checkpoint_problems(lake, name, retention.list_log(lake, name), cache=False).items()):
+        report.add("history_forged", name, why, file=rel)
     committed = {_unquote(p) for p in live}
     for rel in sorted(set(on_disk) - committed):
         report.add("data_file_inserted", name, "a data file that no commit added", file=rel,
@@ -908,8 +910,6 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     _check_checkpoints(keys, positions, tree, report, trusted, cps)
     report.tree_size = tree.size
     report.root = (tree.root(tree.size) or b"").hex()
-    from .lake import retention
-
     for f in retention.check(lake, keys):
         report.add(f["kind"], f["table"], f["detail"], file=f.get("file"), partition=f.get("partition"))
     report.ok = not report.findings

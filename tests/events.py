@@ -1,4 +1,5 @@
-"""Hand-made landing events for tests that need exact control (the generator makes bulk data)."""
+"""Hand-made landing events for tests that need exact control (the generator makes bulk data),
+and the damaged or forged files some tests put in a landing zone or a lake."""
 from __future__ import annotations
 
 import json
@@ -51,3 +52,19 @@ def parquet_torn_at_row(path, rows, torn_group):
     data = bytearray(path.read_bytes())
     data[start:end] = b"\xff" * (end - start)
     path.write_bytes(bytes(data))
+
+
+def forge_delta_checkpoint(table_dir: Path, leave_out: str) -> Path:
+    """A Delta checkpoint of the table as its log stands, minus the data file `leave_out`
+    (relative to the table), with the `_last_checkpoint` hint that makes readers start there.
+    Returns the checkpoint's path."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    DeltaTable(str(table_dir)).create_checkpoint()
+    checkpoint = max(table_dir.glob("_delta_log/*.checkpoint.parquet"))
+    t = pq.read_table(checkpoint)
+    keep = [not (a and a["path"] == leave_out) for a in t.column("add").to_pylist()]
+    assert not all(keep), leave_out
+    pq.write_table(t.filter(keep), checkpoint)
+    return checkpoint

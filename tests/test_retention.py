@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from events import forge_delta_checkpoint
 from fixtures_s3 import assert_exact, run_cli, s3_client, write_landing
 from auditlake.errors import AuditlakeError
 from auditlake.lake import admin, retention
@@ -239,6 +240,45 @@ def test_local_verify_reports_what_breaks_the_seal(lake_dir, tmp_path):
     m.write_text(json.dumps(body))
     f = _findings(uri)
     assert any(x["kind"] == "RET-WORM" and "manifest signature does not verify" in x["detail"] for x in f)
+
+
+def _rows_readers_see(lake_dir: Path) -> int:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(lake_dir / "tables" / "ledger")).to_pyarrow_dataset().count_rows()
+
+
+def test_a_delta_checkpoint_that_leaves_out_a_file_is_reported_never_sealed_or_swept_and_repaired(lake_dir, tmp_path):
+    from deltalake import DeltaTable
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in1", 40, seed=1)
+    # A genuine checkpoint (delta-rs writes one every 100 commits) is no finding and is sealed.
+    DeltaTable(str(lake_dir / "tables" / "ledger")).create_checkpoint()
+    found = _findings(uri)
+    assert found and all(x["file"].endswith(".checkpoint.parquet") and "not under retention" in x["detail"] for x in found)
+    _ingest(uri, tmp_path / "in2", 40, seed=2)
+    assert _findings(uri) == []
+    total = _rows_readers_see(lake_dir)
+    hidden = next(o for o in _committed(uri) if o.table == "ledger" and o.kind == "data")
+    checkpoint = forge_delta_checkpoint(lake_dir / "tables" / "ledger", hidden.rel.split("/", 2)[2])
+    assert _rows_readers_see(lake_dir) < total  # readers start from the forged checkpoint
+
+    # A new process reads the table from the forged checkpoint; its sweep goes by the log.
+    write_landing(tmp_path / "in3" / "f3.jsonl", 40, seed=3)
+    run_cli("ingest", str(tmp_path / "in3"), "--lake", uri, check=True)
+    assert (lake_dir / hidden.rel).exists()
+    forged = {str(checkpoint.relative_to(lake_dir)), "tables/ledger/_delta_log/_last_checkpoint"}
+    found = _findings(uri)
+    assert {(x["kind"], x["file"]) for x in found} == {("history_forged", rel) for rel in forged}, found
+    sealed = {rel for m in (lake_dir / "_retention").glob("*.json") for rel in json.loads(m.read_text())["objects"]}
+    assert not forged & sealed
+
+    result = admin.repair(Lake.open(uri))
+    assert result["ok"], result
+    assert not any((lake_dir / rel).exists() for rel in forged)
+    assert _rows_readers_see(lake_dir) == total + 40
+    assert _findings(uri) == []
 
 
 def test_local_commit_without_seal_is_reported(lake_dir, tmp_path):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from auditlake.ingest import ingest
 from auditlake.lake.store import Lake
 from auditlake.verify import verify
-from events import event, write_jsonl
+from events import event, forge_delta_checkpoint, write_jsonl
 
 N_FILES, PER_FILE = 3, 12
 
@@ -176,6 +176,12 @@ def tamper_table_property(lake, seq):
     return {"table_property_changed", "non_append_commit"}
 
 
+def tamper_forged_delta_checkpoint(lake, seq):
+    table = Path(lake.uri, "tables", "ledger")
+    forge_delta_checkpoint(table, str(_row_file(lake, seq)[0].relative_to(table)))
+    return {"history_forged"}
+
+
 def tamper_truncated_tail(lake, seq):
     """Drop the last batch with its checkpoint, history and all: only the trusted checkpoint tells."""
     for table in ("ledger", "checkpoints", "ingest_log"):
@@ -227,6 +233,8 @@ def test_any_single_tamper_is_detected_and_located(pristine, tmp_path, monkeypat
         assert any(f.event_id == "forged-unsequenced" and f.file.startswith("event_date=") for f in located)
     if tamper in (tamper_removed_file, tamper_replaced_file):
         assert any(f.file and f.file.startswith("event_date=") for f in located)
+    if tamper is tamper_forged_delta_checkpoint:
+        assert {f.file.rsplit("/", 1)[1] for f in located} == {"00000000000000000002.checkpoint.parquet", "_last_checkpoint"}
 
 
 def test_incremental_verify_reads_only_the_new_tail_and_still_catches_tampering(pristine, tmp_path, monkeypatch):
@@ -255,7 +263,7 @@ def test_incremental_verify_catches_a_truncated_log(pristine, tmp_path, monkeypa
 def test_a_row_without_seq_is_found_after_the_next_ingest_seals_it(pristine, tmp_path, monkeypatch):
     """A row appended with no seq is outside every seq range that verify reads; once the next
     ingest has put its file under retention, only the row count gives it away."""
-    from events import event, write_jsonl
+    from events import event, forge_delta_checkpoint, write_jsonl
 
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
     tamper_unsequenced_row(lake, 3)

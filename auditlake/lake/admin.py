@@ -329,6 +329,24 @@ def _repair_local(lake: Lake) -> tuple[list[dict], list[str]]:
     return incidents, failed
 
 
+def _remove_forged_checkpoints(lake: Lake, failed: list[str]) -> list[dict]:
+    """Remove the Delta checkpoints (and `_last_checkpoint` hints) that disagree with their
+    table's log: readers then rebuild the table from the log entries. A local one a manifest
+    seals (an older auditlake sealed whatever delta-rs wrote) is left and reported."""
+    sealed = set() if lake.is_s3 else {rel for m in retention._manifests(lake).values() if m for rel in m.get("objects", {})}
+    incidents = []
+    for table in retention.table_names(lake):
+        problems = retention.checkpoint_problems(lake, table, retention.list_log(lake, table), cache=False)
+        for rel, why in sorted(problems.items()):
+            if rel in sealed:
+                failed.append(f"{rel}: {why}; it is sealed, so it stays (restore the table from a backup)")
+                incidents.append(_incident("restore_failed", rel, why))
+                continue
+            retention._remove(lake, rel)
+            incidents.append(_incident("checkpoint_removed", rel, f"removed: {why}"))
+    return incidents
+
+
 def repair(lake: Lake) -> dict:
     """Verify, restore what can be restored, record each repair in the incidents table,
     seal anything committed but not sealed, and verify again."""
@@ -340,6 +358,7 @@ def repair(lake: Lake) -> dict:
     if before.ok:
         return {"ok": True, "repaired": [], "failed": [], "findings_before": 0, "findings_after": 0, "incidents": 0}
     incidents, failed = _repair_s3(lake) if lake.is_s3 else _repair_local(lake)
+    incidents += _remove_forged_checkpoints(lake, failed)
     sealed = retention.lock_new(lake, keys)
     if sealed:
         incidents.append(_incident("object_locked", None, f"put {sealed} committed object(s) under retention that were not"))

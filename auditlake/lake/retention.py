@@ -241,28 +241,125 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
 
 def committed(lake: Lake, table: str, versions: list[int] | None = None, listing: LogListing | None = None,
               cache: bool = True) -> list[Obj]:
-    """Objects committed by the given versions of a table (default: all), plus its checkpoints."""
+    """Objects committed by the given versions of a table (default: all), plus its Delta
+    checkpoints that agree with the log (see checkpoint_problems)."""
     listing = listing or list_log(lake, table)
     vs = sorted(listing.entries) if versions is None else versions
     out: list[Obj] = []
     for v in vs:
         out.extend(read_entry(lake, table, v, cache, listing.entries.get(v)))
+    forged = checkpoint_problems(lake, table, listing, cache) if listing.checkpoints else {}
     for rel, (v, _) in listing.checkpoints.items():
-        out.append(Obj(rel, table, v, "checkpoint"))
+        if rel not in forged:
+            out.append(Obj(rel, table, v, "checkpoint"))
     return out
 
 
+# ----------------------------------------------------------------------------- Delta checkpoints
+_verdicts: dict[tuple, str | None] = {}
+
+
+def checkpoint_problems(lake: Lake, table: str, listing: LogListing, cache: bool = True) -> dict[str, str]:
+    """{rel: why} for the Delta checkpoints in the table's `_delta_log` that do not hold
+    exactly the table its log entries up to their version make (the files those entries
+    added, no remove, version 0's metaData and protocol), and for a `_last_checkpoint` hint
+    that points at no such checkpoint. Readers (delta-rs, DuckDB) start from the latest
+    checkpoint, so a forged one hides committed files from them and from the sweep: it is
+    never sealed, verify reports it and repair removes it."""
+    parts: dict[int, list[str]] = {}
+    for rel, (v, _) in listing.checkpoints.items():
+        parts.setdefault(v, []).append(rel)
+    out: dict[str, str] = {}
+    for v, rels in parts.items():
+        key = (lake.uri, table, v, tuple(sorted((r, listing.checkpoints[r][1].mtime_ns, listing.checkpoints[r][1].size)
+                                              for r in rels)))
+        why = _verdicts[key] if cache and key in _verdicts else _checkpoint_problem(lake, table, v, sorted(rels), listing, cache)
+        _verdicts[key] = why
+        if why:
+            out.update(dict.fromkeys(rels, why))
+    hint = next((i for i in listing.others if posixpath.basename(i.path) == "_last_checkpoint"), None)
+    if hint is not None:
+        rel = f"tables/{table}/_delta_log/_last_checkpoint"
+        try:
+            fs, root = _root(lake)
+            with fs.open_input_stream(f"{root}/{rel}") as f:
+                version = json.loads(f.read())["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            out[rel] = "the _last_checkpoint hint is unreadable"
+        else:
+            if version not in parts or any(r in out for r in parts[version]):
+                out[rel] = f"the _last_checkpoint hint points at version {version}, which has no checkpoint that agrees with the log"
+    return out
+
+
+def _checkpoint_problem(lake: Lake, table: str, version: int, rels: list[str], listing: LogListing,
+                        cache: bool) -> str | None:
+    import pyarrow.parquet as pq
+
+    m = CHECKPOINT_RE.match(posixpath.basename(rels[0]))
+    expected_parts = int(m.group(2).rsplit(".", 1)[1]) if m and m.group(2) else 1
+    if len(rels) != expected_parts:
+        return f"checkpoint of version {version} has {len(rels)} of its {expected_parts} part(s)"
+    if version not in listing.entries:
+        return f"checkpoint of version {version}, which the log does not have"
+    fs, root = _root(lake)
+    rows: dict[str, list] = {}
+    try:
+        for rel in rels:
+            t = pq.read_table(f"{root}/{rel}", filesystem=fs)
+            for name in t.column_names:
+                rows.setdefault(name, []).extend(r for r in t.column(name).to_pylist() if r is not None)
+    except (OSError, ValueError) as exc:
+        return f"checkpoint of version {version} is unreadable: {str(exc).splitlines()[0][:200]}"
+    added = {f"tables/{table}/{unquote(a['path'])}" for a in rows.get("add", []) if a.get("path")}
+    expected = _data_files(lake, table, listing, version, cache)
+    if added != expected or len(rows.get("add", [])) != len(expected):
+        return (f"checkpoint of version {version} lists {len(rows.get('add', []))} data file(s) where the log has "
+                f"{len(expected)} ({len(expected - added)} left out, {len(added - expected)} not in the log)")
+    extra = sorted(name for name, found in rows.items() if found and name not in ("add", "metaData", "protocol"))
+    if extra:
+        return f"checkpoint of version {version} has {extra[0]} actions, which the log does not"
+    first = _first_entry(lake, table)
+    meta, protocol = rows.get("metaData", []), rows.get("protocol", [])
+    if len(meta) != 1 or len(protocol) != 1:
+        return f"checkpoint of version {version} does not hold one metaData and one protocol action"
+    fields = ("id", "schemaString", "partitionColumns")
+    config = meta[0].get("configuration") or {}
+    if isinstance(config, list):  # a Parquet map reads as (key, value) pairs
+        config = dict(config)
+    if ({f: meta[0].get(f) for f in fields} != {f: first.get("metaData", {}).get(f) for f in fields}
+            or config != (first.get("metaData", {}).get("configuration") or {})):
+        return f"checkpoint of version {version} has a table metaData other than version 0's"
+    if any(protocol[0].get(f) != first.get("protocol", {}).get(f) for f in ("minReaderVersion", "minWriterVersion")):
+        return f"checkpoint of version {version} has a protocol other than version 0's"
+    return None
+
+
+def _first_entry(lake: Lake, table: str) -> dict:
+    """The metaData and protocol actions of the table's log entry 0."""
+    fs, root = _root(lake)
+    out: dict = {}
+    try:
+        with fs.open_input_stream(f"{root}/{log_rel(table, 0)}") as f:
+            for line in f.read().decode().splitlines():
+                action = json.loads(line) if line.strip() else {}
+                for kind in ("metaData", "protocol"):
+                    if isinstance(action, dict) and kind in action:
+                        out[kind] = action[kind]
+    except (OSError, ValueError):
+        pass  # verify's history check reports a missing or damaged entry 0
+    return out
+
+
+def _data_files(lake: Lake, table: str, listing: LogListing, through: int, cache: bool = True) -> set[str]:
+    """The data files the listed log entries up to version `through` add: read from the
+    entries themselves, never from a Delta checkpoint, which someone could have forged to
+    leave a file out."""
+    return {o.rel for v in sorted(listing.entries) if v <= through
+            for o in read_entry(lake, table, v, cache, listing.entries[v]) if o.kind == "data"}
+
+
 # ----------------------------------------------------------------------------- uncommitted files
-def _referenced(lake: Lake, table: str) -> set[str] | None:
-    import pyarrow as pa
-
-    dt = lake.latest(table)  # up to date (so never older than the listing); the writer reuses it
-    if dt is None:
-        return None
-    paths = pa.table(dt.get_add_actions(flatten=False)).column("path").to_pylist()
-    return {f"tables/{table}/{unquote(p)}" for p in paths}
-
-
 def _mtime_key(lake: Lake, info: pafs.FileInfo) -> float:
     """Comparable write time. S3 keeps LastModified to the second (and it is the time the
     upload started), so on S3 only whole seconds count."""
@@ -318,7 +415,7 @@ def sweep(lake: Lake, tables: list[str] | None = None, force: bool = False,
             files = [i for i in fs.get_file_info(pafs.FileSelector(tdir, recursive=True, allow_not_found=True))
                      if i.type == pafs.FileType.File]
             newest = _mtime_key(lake, listing.entries[listing.latest])
-            referenced = _referenced(lake, table) or set()
+            referenced = _data_files(lake, table, listing, listing.latest)
             for i in files:
                 rel = posixpath.relpath(i.path, root)
                 name = posixpath.basename(rel)
@@ -355,7 +452,8 @@ def discard_uncommitted(lake: Lake, table: str, rows) -> list[str]:
     removed = []
     try:
         fs, root = _root(lake)
-        referenced = _referenced(lake, table) or set()
+        listing = list_log(lake, table)
+        referenced = _data_files(lake, table, listing, listing.latest)
         infos = fs.get_file_info(pafs.FileSelector(f"{root}/tables/{table}", recursive=True, allow_not_found=True))
         row_sets: dict[tuple[str, ...], set] = {}
         for i in infos:
