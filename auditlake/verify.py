@@ -125,11 +125,15 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
     entries = _list(fs, log_path)
     if not entries:
         return None
-    versions = sorted(
-        int(posixpath.basename(i.path)[:20])
-        for i in entries
-        if posixpath.basename(i.path).endswith(".json") and posixpath.basename(i.path)[:20].isdigit()
-    )
+    versions = []
+    for i in entries:
+        rel = posixpath.relpath(i.path, log_path)
+        if m := retention.LOG_RE.match(rel):
+            versions.append(int(m.group(1)))
+        elif not (retention.CHECKPOINT_RE.match(rel) or rel == "_last_checkpoint" or retention.STAGING_RE.search(rel)):
+            report.add("data_file_inserted", name, "a file in the Delta log that no commit or checkpoint makes",
+                       file=f"_delta_log/{rel}")
+    versions.sort()
     if not versions or versions[0] != 0:
         report.add("history_missing", name, "the Delta log does not start at version 0")
     for a, b in zip(versions, versions[1:]):

@@ -182,6 +182,13 @@ def tamper_forged_delta_checkpoint(lake, seq):
     return {"history_forged"}
 
 
+def tamper_unknown_log_file(lake, seq):
+    """A log compaction file (today's readers ignore it; a later one might not), numbered like a version."""
+    log = Path(lake.uri, "tables", "ledger", "_delta_log")
+    (log / f"{0:020d}.{N_FILES - 1:020d}.compacted.json").write_text((log / f"{0:020d}.json").read_text())
+    return {"data_file_inserted"}
+
+
 def tamper_truncated_tail(lake, seq):
     """Drop the last batch with its checkpoint, history and all: only the trusted checkpoint tells."""
     for table in ("ledger", "checkpoints", "ingest_log"):
@@ -233,6 +240,8 @@ def test_any_single_tamper_is_detected_and_located(pristine, tmp_path, monkeypat
         assert any(f.event_id == "forged-unsequenced" and f.file.startswith("event_date=") for f in located)
     if tamper in (tamper_removed_file, tamper_replaced_file):
         assert any(f.file and f.file.startswith("event_date=") for f in located)
+    if tamper is tamper_unknown_log_file:
+        assert "history_missing" not in kinds, report.findings  # it is no version
     if tamper is tamper_forged_delta_checkpoint:
         assert {f.file.rsplit("/", 1)[1] for f in located} == {"00000000000000000002.checkpoint.parquet", "_last_checkpoint"}
 
