@@ -180,7 +180,7 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
         elif on_disk[rel] != add["size"]:
             report.add("data_file_replaced", name, f"size {on_disk[rel]} != committed {add['size']}", partition=partition, file=rel)
     for rel, why in sorted(retention.checkpoint_problems(lake, name, retention.list_log(lake, name), cache=False).items()):
-        report.add("history_forged", name, why, file=rel)
+        report.add("history_forged", name, why, file=rel.split("/", 2)[2])  # table-relative, as the other findings
     committed = {_unquote(p) for p in live}
     for rel in sorted(set(on_disk) - committed):
         report.add("data_file_inserted", name, "a data file that no commit added", file=rel,

@@ -270,7 +270,8 @@ def test_a_delta_checkpoint_that_leaves_out_a_file_is_reported_never_sealed_or_s
     assert (lake_dir / hidden.rel).exists()
     forged = {str(checkpoint.relative_to(lake_dir)), "tables/ledger/_delta_log/_last_checkpoint"}
     found = _findings(uri)
-    assert {(x["kind"], x["file"]) for x in found} == {("history_forged", rel) for rel in forged}, found
+    assert {(x["kind"], x["table"], f"tables/ledger/{x['file']}") for x in found} == {
+        ("history_forged", "ledger", rel) for rel in forged}, found
     sealed = {rel for m in (lake_dir / "_retention").glob("*.json") for rel in json.loads(m.read_text())["objects"]}
     assert not forged & sealed
 
