@@ -62,6 +62,20 @@ def test_events_at_the_ends_of_the_calendar_are_sealed_and_retained(lake, tmp_pa
     assert result.ok, result.findings  # includes every object's retention seal
 
 
+def test_valid_text_that_line_splitters_and_casts_trip_on_is_sealed_and_verifies(lake, tmp_path):
+    # U+2028 ends a line for str.splitlines (it reaches the Delta log's statistics raw);
+    # RFC 3339 allows a lower-case 't' and 'z', which DuckDB's timestamp cast does not.
+    lines = [event(n=1) | {"tenant_id": "a\u2028b"}, event(n=2, event_type="user.login") | {"data": {"method": "p\u2029w\x85"}},
+             event(n=3, occurred_at="2026-03-01t12:00:00z"), event(n=4, occurred_at="2026-03-01t23:30:00.5-05:00")]
+    write_jsonl(tmp_path / "in" / "a.jsonl", [json.dumps(e, ensure_ascii=False) for e in lines])
+    report = ingest(lake, [str(tmp_path / "in")])
+    assert (report.accepted, report.quarantined) == (4, 0)
+    result = verify(lake)
+    assert result.ok, result.findings
+    dates = sorted(r["event_date"] for r in _table(lake, "ledger").to_pylist())
+    assert dates == ["2026-03-01", "2026-03-02", "2026-03-02", "2026-03-03"]
+
+
 def test_quarantined_raw_lines_have_no_plain_pii(lake, tmp_path):
     bad = event(n=5) | {"event_type": "nope"}
     write_jsonl(tmp_path / "in" / "a.jsonl", [json.dumps(bad), "garbage +13125550199 mail me@example.org 10.0.0.9"])

@@ -217,7 +217,7 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
     with fs.open_input_stream(f"{root}/{rel}") as f:
         text = f.read().decode()
     adds: list[Obj] = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line.strip():
             continue
         try:
@@ -341,7 +341,7 @@ def _first_entry(lake: Lake, table: str) -> dict:
     out: dict = {}
     try:
         with fs.open_input_stream(f"{root}/{log_rel(table, 0)}") as f:
-            for line in f.read().decode().splitlines():
+            for line in f.read().decode().split("\n"):
                 action = json.loads(line) if line.strip() else {}
                 for kind in ("metaData", "protocol"):
                     if isinstance(action, dict) and kind in action:
