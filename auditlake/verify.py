@@ -140,6 +140,7 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
         if b != a + 1:
             report.add("history_missing", name, f"Delta log versions {a + 1}..{b - 1} are missing")
     live: dict[str, dict] = {}
+    added_in: dict[str, int] = {}  # by path as stored: one file under two spellings of its path is read twice by other readers
     for v in versions:
         fname = f"{log_path}/{v:020d}.json"
         with fs.open_input_stream(fname) as f:
@@ -151,7 +152,13 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
             kind = next(iter(action))
             body = action[kind]
             if kind == "add":
-                live[body["path"]] = body | {"version": v}
+                rel = _unquote(body["path"])
+                if rel in added_in:
+                    report.add("non_append_commit", name, f"version {v} adds a file that version {added_in[rel]} added",
+                               file=rel, partition=rel.split("/")[0] if "/" in rel else None)
+                else:
+                    added_in[rel] = v
+                    live[body["path"]] = body | {"version": v}
             elif kind == "commitInfo":
                 op, mode = body.get("operation"), (body.get("operationParameters") or {}).get("mode")
                 if not (op == "WRITE" and mode in ("Append", "ErrorIfExists" if v == 0 else "Append")):
@@ -219,16 +226,19 @@ def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tu
 
 
 def _check_unsequenced(report: VerifyReport, paths: list[str], fs: pafs.FileSystem, root: str) -> None:
-    """Rows with no seq, which no seq range selects: each is outside the chain, as a row
-    whose record's seq differs from its column (reordered_row). Only looked for when the
-    files hold more rows than the checks read, so an untouched ledger is not read again."""
+    """Rows with no seq or a negative one, which the full pass does not select: each is
+    outside the chain, as a row whose record's seq differs from its column (reordered_row).
+    Only looked for when the files hold more rows than the checks read, so an untouched
+    ledger is not read again."""
     prefix = f"{root}/tables/ledger/"
     found = 0
     for path in paths:
         rows = pq.read_table(fs.open_input_file(path), columns=["seq", "event_id"])
-        for event_id in rows.filter(pc.is_null(rows.column("seq"))).column("event_id").to_pylist():
-            report.add("reordered_row", "ledger", "a row with no seq: outside the chain", file=path[len(prefix):],
-                       event_id=event_id)
+        seq = rows.column("seq")
+        outside = rows.filter(pc.or_kleene(pc.is_null(seq), pc.less(seq, 0)))
+        for seq, event_id in zip(outside.column("seq").to_pylist(), outside.column("event_id").to_pylist()):
+            report.add("reordered_row", "ledger", f"a row with {'no seq' if seq is None else f'seq {seq}'}: outside the chain",
+                       file=path[len(prefix):], event_id=event_id)
             found += 1
             if found == FINDINGS_PER_KIND:
                 return

@@ -54,17 +54,24 @@ def parquet_torn_at_row(path, rows, torn_group):
     path.write_bytes(bytes(data))
 
 
-def forge_delta_checkpoint(table_dir: Path, leave_out: str) -> Path:
-    """A Delta checkpoint of the table as its log stands, minus the data file `leave_out`
-    (relative to the table), with the `_last_checkpoint` hint that makes readers start there.
-    Returns the checkpoint's path."""
+def forge_delta_checkpoint(table_dir: Path, victim: str, edit=None) -> Path:
+    """A Delta checkpoint of the table as its log stands, with the add action of the data
+    file `victim` (relative to the table) changed by `edit` or, without one, left out, and
+    the `_last_checkpoint` hint that makes readers start there. Returns the checkpoint's path."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
     DeltaTable(str(table_dir)).create_checkpoint()
     checkpoint = max(table_dir.glob("_delta_log/*.checkpoint.parquet"))
     t = pq.read_table(checkpoint)
-    keep = [not (a and a["path"] == leave_out) for a in t.column("add").to_pylist()]
-    assert not all(keep), leave_out
-    pq.write_table(t.filter(keep), checkpoint)
+    adds = t.column("add").to_pylist()
+    hit = [bool(a and a["path"] == victim) for a in adds]
+    assert any(hit), victim
+    if edit is None:
+        t = t.filter([not h for h in hit])
+    else:
+        forged = pa.array([edit(dict(a)) if h else a for a, h in zip(adds, hit)], t.schema.field("add").type)
+        t = t.set_column(t.schema.get_field_index("add"), "add", forged)
+    pq.write_table(t, checkpoint)
     return checkpoint

@@ -248,7 +248,12 @@ def _rows_readers_see(lake_dir: Path) -> int:
     return DeltaTable(str(lake_dir / "tables" / "ledger")).to_pyarrow_dataset().count_rows()
 
 
-def test_a_delta_checkpoint_that_leaves_out_a_file_is_reported_never_sealed_or_swept_and_repaired(lake_dir, tmp_path):
+def _moved_to_2031(add: dict) -> dict:
+    return add | {"partitionValues": [("event_date", "2031-01-01")]}
+
+
+@pytest.mark.parametrize("edit", [None, _moved_to_2031], ids=["file-left-out", "partition-moved"])
+def test_a_forged_delta_checkpoint_is_reported_never_sealed_or_swept_and_repaired(lake_dir, tmp_path, edit):
     from deltalake import DeltaTable
 
     uri = str(lake_dir)
@@ -261,8 +266,13 @@ def test_a_delta_checkpoint_that_leaves_out_a_file_is_reported_never_sealed_or_s
     assert _findings(uri) == []
     total = _rows_readers_see(lake_dir)
     hidden = next(o for o in _committed(uri) if o.table == "ledger" and o.kind == "data")
-    checkpoint = forge_delta_checkpoint(lake_dir / "tables" / "ledger", hidden.rel.split("/", 2)[2])
-    assert _rows_readers_see(lake_dir) < total  # readers start from the forged checkpoint
+    checkpoint = forge_delta_checkpoint(lake_dir / "tables" / "ledger", hidden.rel.split("/", 2)[2], edit)
+    # Readers start from the forged checkpoint.
+    if edit is None:
+        assert _rows_readers_see(lake_dir) < total
+    else:
+        moved = DeltaTable(str(lake_dir / "tables" / "ledger")).to_pyarrow_table(filters=[("event_date", "=", "2031-01-01")])
+        assert moved.num_rows > 0
 
     # A new process reads the table from the forged checkpoint; its sweep goes by the log.
     write_landing(tmp_path / "in3" / "f3.jsonl", 40, seed=3)

@@ -121,6 +121,32 @@ def tamper_unsequenced_row(lake, seq):
     return {"reordered_row"}
 
 
+def tamper_negative_seq_row(lake, seq):
+    """A blind append of a copy of a row with a negative seq, below every seq range."""
+    from deltalake import write_deltalake
+
+    f, i = _row_file(lake, seq)
+    row = _set(_set(pq.read_table(f).slice(i, 1), "seq", 0, -1 - seq), "event_id", 0, "forged-unsequenced")
+    day = f.parent.name.split("=", 1)[1]
+    write_deltalake(lake.table_uri("ledger"), row.append_column("event_date", pa.array([day])), mode="append",
+                    partition_by=["event_date"])
+    return {"reordered_row"}
+
+
+def tamper_readded_file(lake, seq):
+    """A blind-append commit that adds a sealed file again under a percent-encoded path: one
+    file to the lake, two to a reader that does not decode paths (every row counted twice)."""
+    log = Path(lake.uri, "tables", "ledger", "_delta_log")
+    last = max(int(p.name[:20]) for p in log.glob("*.json"))
+    victim = str(_row_file(lake, seq)[0].relative_to(Path(lake.uri, "tables", "ledger")))
+    add = next(a["add"] for v in range(last + 1) for a in map(json.loads, (log / f"{v:020d}.json").read_text().splitlines())
+               if "add" in a and a["add"]["path"] == victim)
+    actions = [{"commitInfo": {"timestamp": 1, "operation": "WRITE", "operationParameters": {"mode": "Append"}}},
+               {"add": add | {"path": victim.replace("=", "%3D")}}]
+    (log / f"{last + 1:020d}.json").write_text("\n".join(json.dumps(a) for a in actions) + "\n")
+    return {"non_append_commit"}
+
+
 def tamper_reordered_rows(lake, seq):
     """Swap the positions of two neighbouring events (possibly in different files)."""
     other = seq + 1 if seq + 1 < N_FILES * PER_FILE else seq - 1
@@ -176,9 +202,21 @@ def tamper_table_property(lake, seq):
     return {"table_property_changed", "non_append_commit"}
 
 
+CHECKPOINT_FORGERIES = [
+    None,  # the file left out
+    lambda add: add | {"partitionValues": [("event_date", "2031-01-01")]},
+    lambda add: add | {"deletionVector": {"storageType": "i", "pathOrInlineDv": "wi5b=000010000siXQKl0rr91000f55c8Xg0@@D72lkbi5=-{L",
+                                           "offset": None, "sizeInBytes": 40, "cardinality": 3}},
+    lambda add: add | {"stats": add["stats"].replace('"numRecords":', '"numRecords":1') },
+]
+
+
 def tamper_forged_delta_checkpoint(lake, seq):
+    """A Delta checkpoint, which readers start from, that leaves out a file or says something
+    else of it than the log: its partition, a deletion vector hiding rows, its statistics."""
     table = Path(lake.uri, "tables", "ledger")
-    forge_delta_checkpoint(table, str(_row_file(lake, seq)[0].relative_to(table)))
+    forge_delta_checkpoint(table, str(_row_file(lake, seq)[0].relative_to(table)),
+                           CHECKPOINT_FORGERIES[seq % len(CHECKPOINT_FORGERIES)])
     return {"history_forged"}
 
 
@@ -236,9 +274,9 @@ def test_any_single_tamper_is_detected_and_located(pristine, tmp_path, monkeypat
     assert all(f.table and f.detail for f in located)
     if tamper in (tamper_changed_field, tamper_changed_leaf):
         assert any(f.seq == seq for f in located), (seq, report.findings)
-    if tamper is tamper_unsequenced_row:
+    if tamper in (tamper_unsequenced_row, tamper_negative_seq_row):
         assert any(f.event_id == "forged-unsequenced" and f.file.startswith("event_date=") for f in located)
-    if tamper in (tamper_removed_file, tamper_replaced_file):
+    if tamper in (tamper_removed_file, tamper_replaced_file, tamper_readded_file):
         assert any(f.file and f.file.startswith("event_date=") for f in located)
     if tamper is tamper_unknown_log_file:
         assert "history_missing" not in kinds, report.findings  # it is no version
@@ -269,16 +307,17 @@ def test_incremental_verify_catches_a_truncated_log(pristine, tmp_path, monkeypa
     assert {f.kind for f in report.findings} & {"truncated_tail", "missing_checkpoint"}
 
 
-def test_a_row_without_seq_is_found_after_the_next_ingest_seals_it(pristine, tmp_path, monkeypatch):
-    """A row appended with no seq is outside every seq range that verify reads; once the next
-    ingest has put its file under retention, only the row count gives it away."""
-    from events import event, forge_delta_checkpoint, write_jsonl
-
+@pytest.mark.parametrize("tamper", [tamper_unsequenced_row, tamper_negative_seq_row, tamper_readded_file])
+def test_what_is_outside_the_chain_is_found_after_the_next_ingest_seals_it(pristine, tmp_path, monkeypatch, tamper):
+    """A row appended with no seq or a negative one is outside every seq range that verify
+    reads, a file added twice is read once; the next ingest puts what they added under
+    retention, after which only the row count or the history gives them away."""
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
-    tamper_unsequenced_row(lake, 3)
+    expected = tamper(lake, 3)
     ingest(lake, [str(write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)]))])
     _relock(lake)
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
-    assert {f.kind for f in report.findings} == {"reordered_row"}, report.findings
+    assert {f.kind for f in report.findings} == expected, report.findings
     (found,) = report.findings
-    assert found.event_id == "forged-unsequenced" and found.file.startswith("event_date=")
+    assert found.file.startswith("event_date=")
+    assert found.event_id == (None if tamper is tamper_readded_file else "forged-unsequenced")

@@ -31,7 +31,7 @@ import re
 import stat
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import unquote
 
@@ -140,6 +140,7 @@ class Obj:
     version: int  # the commit that wrote it
     kind: str  # "log", "data" or "checkpoint"
     dates: tuple[date, ...] = ()  # event dates it holds (ledger)
+    add: dict | None = field(default=None, compare=False, repr=False)  # a data file's add action
 
     @property
     def partition(self) -> str | None:
@@ -234,7 +235,7 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
                     dates.append(date.fromisoformat(ev))
                 except ValueError:
                     pass
-            adds.append(Obj(f"tables/{table}/{path}", table, version, "data", tuple(dates) or _partition_dates(path)))
+            adds.append(Obj(f"tables/{table}/{path}", table, version, "data", tuple(dates) or _partition_dates(path), add))
     entry_dates = tuple(sorted({d for a in adds for d in a.dates}))
     return [Obj(rel, table, version, "log", entry_dates), *adds]
 
@@ -312,10 +313,14 @@ def _checkpoint_problem(lake: Lake, table: str, version: int, rels: list[str], l
     except (OSError, ValueError) as exc:
         return f"checkpoint of version {version} is unreadable: {str(exc).splitlines()[0][:200]}"
     added = {f"tables/{table}/{unquote(a['path'])}" for a in rows.get("add", []) if a.get("path")}
-    expected = _data_files(lake, table, listing, version, cache)
+    log_adds = _log_adds(lake, table, listing, version, cache)
+    expected = set(log_adds)
     if added != expected or len(rows.get("add", [])) != len(expected):
         return (f"checkpoint of version {version} lists {len(rows.get('add', []))} data file(s) where the log has "
                 f"{len(expected)} ({len(expected - added)} left out, {len(added - expected)} not in the log)")
+    for a in rows.get("add", []):
+        if not _same_add(a, log_adds[f"tables/{table}/{unquote(a['path'])}"]):
+            return f"checkpoint of version {version} describes {unquote(a['path'])} otherwise than the log does"
     extra = sorted(name for name, found in rows.items() if found and name not in ("add", "metaData", "protocol"))
     if extra:
         return f"checkpoint of version {version} has {extra[0]} actions, which the log does not"
@@ -355,8 +360,33 @@ def _data_files(lake: Lake, table: str, listing: LogListing, through: int, cache
     """The data files the listed log entries up to version `through` add: read from the
     entries themselves, never from a Delta checkpoint, which someone could have forged to
     leave a file out."""
-    return {o.rel for v in sorted(listing.entries) if v <= through
+    return set(_log_adds(lake, table, listing, through, cache))
+
+
+def _log_adds(lake: Lake, table: str, listing: LogListing, through: int, cache: bool = True) -> dict[str, dict]:
+    """The add actions of the listed log entries up to version `through`, by data file."""
+    return {o.rel: o.add for v in sorted(listing.entries) if v <= through
             for o in read_entry(lake, table, v, cache, listing.entries[v]) if o.kind == "data"}
+
+
+def _same_add(checkpoint: dict, log: dict) -> bool:
+    """Whether a checkpoint's add action says what the log's does: a reader takes the
+    partition values, statistics (which let it skip the file), deletion vector and the rest
+    from the checkpoint alone. Only dataChange, which no reader acts on, may differ."""
+    def value(action: dict, key: str):
+        v = action.get(key)
+        if key in ("partitionValues", "tags") and isinstance(v, list):  # a Parquet map reads as pairs
+            v = dict(v)
+        if key == "tags" and not v:
+            return None
+        if key == "stats" and isinstance(v, str):
+            try:
+                return json.loads(v)
+            except ValueError:
+                return v
+        return v
+
+    return all(value(checkpoint, k) == value(log, k) for k in (set(checkpoint) | set(log)) - {"dataChange"})
 
 
 # ----------------------------------------------------------------------------- uncommitted files
