@@ -14,8 +14,16 @@ _PATTERNS = [
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
     re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b"),  # IPv6
 ]
-# A PII member in text that is not parseable JSON (a truncated or broken line).
-_PII_MEMBER = re.compile(r'("(?:name|phone|email|ip)"\s*:\s*)"(?:[^"\\]|\\.)*"?')
+# A PII member in text that is not parseable JSON (a truncated or broken line, a Python
+# repr) or inside a string that holds JSON: the key in any quotes, the value in double,
+# single or escaped double quotes (cut off or not), or unquoted up to the next separator.
+_PII_MEMBER = re.compile(
+    r"""((?:\\*["'])(?:name|phone|email|ip)(?:\\*["'])\s*:\s*)"""
+    r"""(?:\\+"(?:(?!\\+").)*(?:\\+")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|(?!null\b)[^,}\]\s][^,}\]]*)""",
+    re.IGNORECASE | re.DOTALL,
+)
+# A letter written as a \u escape ("n\u0061me"), read as the letter so that _PII_MEMBER sees the key.
+_ESCAPED_LETTER = re.compile(r"\\+u00(4[1-9a-fA-F]|5[0-9aA]|6[1-9a-fA-F]|7[0-9aA])")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 RAW_LIMIT = 4096
 
@@ -29,6 +37,7 @@ def mask_text(text: str) -> str:
         keep[token] = m.group(0)
         return token
 
+    text = _ESCAPED_LETTER.sub(lambda m: chr(int(m.group(1), 16)), text)
     text = _PII_MEMBER.sub(lambda m: m.group(1) + '"' + MASK + '"', text)
     text = _UUID.sub(protect, text)
     text = re.sub(r"\d{4}-\d{2}-\d{2}[Tt ][\d:.]+([Zz]|[+-]\d{2}:\d{2})?", protect, text)
@@ -47,7 +56,7 @@ def mask_event(ev):
     for part, fields in (("actor", ("ip",)), ("subject", ("phone", "email", "name"))):
         obj = out.get(part)
         if isinstance(obj, dict):
-            out[part] = {k: (MASK if k in fields and v not in (None, "") else v) for k, v in obj.items()}
+            out[part] = {k: (MASK if k.lower() in fields and v not in (None, "") else v) for k, v in obj.items()}
         elif isinstance(obj, str):
             out[part] = MASK
     return out
