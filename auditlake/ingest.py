@@ -647,7 +647,7 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
 def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:
     log = lake.latest("ingest_log")
     by_sha = {}
-    if log is not None:
+    if log is not None and report.files:
         shas = [f.sha256 for f in report.files]
         t = tables.dataset(lake, "ingest_log", log).to_table(filter=pc.field("source_sha256").isin(shas))
         by_sha = {r["source_sha256"]: r for r in t.to_pylist()}

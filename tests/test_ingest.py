@@ -418,6 +418,20 @@ def test_key_rotation_keeps_old_rows_verifying(lake, tmp_path):
     assert verify(lake).ok
 
 
+def test_a_run_with_nothing_to_ingest_changes_nothing(lake, tmp_path, capsys):
+    from auditlake.cli import main
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=1)])
+    (tmp_path / "empty").mkdir()
+    ingest(lake, [str(tmp_path / "in")])
+    before = lake.latest("ledger")
+    capsys.readouterr()
+    assert main(["--lake", lake.uri, "ingest", str(tmp_path / "empty"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["accepted"], out["quarantined"], out["files"]) == (0, 0, [])
+    assert lake.latest("ledger") == before
+
+
 def test_bad_paths_are_one_line_errors(lake, tmp_path):
     from auditlake.cli import main
 
