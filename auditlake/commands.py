@@ -24,9 +24,13 @@ def ingest(args) -> int:
     progress = None if args.json else (lambda msg: print(msg, file=sys.stderr))
     report = run(lake, args.paths or None, progress=progress)
     skipped = sum(1 for f in report.files if f.skipped)
+    if not args.json:
+        for item in report.ignored:
+            print(f"auditlake: ignored {item['file']}: {item['reason']}", file=sys.stderr)
     emit(
         args,
-        f"ingested {len(report.files) - skipped} file(s) ({skipped} already ingested): {report.accepted} accepted, "
+        f"ingested {len(report.files) - skipped} file(s) ({skipped} already ingested, {len(report.ignored)} ignored): "
+        f"{report.accepted} accepted, "
         f"{report.quarantined} quarantined; tree size {report.tree_size}, root {report.root[:16]}... "
         f"in {report.duration_s:.1f}s",
         report.to_dict(),

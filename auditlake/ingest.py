@@ -84,6 +84,7 @@ class IngestReport:
     duration_s: float = 0.0
     retries: int = 0
     workers: int = 0  # sealing worker processes (0: sealed in the ingest process)
+    ignored: list[dict] = field(default_factory=list)  # what the landing folders hold that is no landing file
 
     @property
     def lines_read(self) -> int:
@@ -102,6 +103,7 @@ class IngestReport:
             "duration_s": round(self.duration_s, 3),
             "retries": self.retries,
             "workers": self.workers,
+            "ignored": self.ignored,
         }
 
 
@@ -604,7 +606,8 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     ingest log and the replays within the files included, is checked as usual."""
     started = time.monotonic()
     keys = open_lake_keys(lake, create=True)
-    files = landing.find(lake, paths)
+    ignored: list[dict] = []
+    files = landing.find(lake, paths, ignored)
     sealers = _sealing(keys, files)
     try:
         report, state, retries = _plan_and_commit(lake, keys, files, sealers, progress, fresh)
@@ -612,6 +615,7 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
         sealers.shutdown()
     _fill_report(lake, report, state)
     report.retries = retries
+    report.ignored = ignored
     report.workers = getattr(sealers, "workers", 0)
     report.duration_s = time.monotonic() - started
     return report

@@ -3,6 +3,7 @@ as (line number, raw bytes or row dict) in bounded memory."""
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import zlib
 from collections.abc import Iterator
@@ -186,11 +187,15 @@ def _parquet_row(row: dict, struct_cols: set[str]) -> dict:
     return out
 
 
-def find(lake: Lake, paths: list[str] | None) -> list[LandingFile]:
-    """Landing files under the given files/folders, or the lake's landing/ when none."""
+def find(lake: Lake, paths: list[str] | None, ignored: list[dict] | None = None) -> list[LandingFile]:
+    """Landing files under the given files/folders, or the lake's landing/ when none. What a
+    folder holds that is no landing file is added to `ignored` ({"file", "reason"}), except
+    hidden files (in-progress uploads): other suffixes, symbolic links (never followed out of
+    a folder: they could reach any file on the machine, or loop), names that are not UTF-8."""
     landing_root = lake.fs_path(lake.child("landing"))[1] + "/"
     roots = paths or [lake.child("landing")]
     found: dict[str, LandingFile] = {}
+    ignored = [] if ignored is None else ignored
 
     def name_of(path: str, base: str) -> str:
         # Inside the lake's landing/ a file is named by its path there (day folders kept).
@@ -208,10 +213,53 @@ def find(lake: Lake, paths: list[str] | None) -> list[LandingFile]:
                 raise AuditlakeError(f"not a landing file (.jsonl, .jsonl.gz or .parquet): {root}")
             found[path] = LandingFile(fs, path, name_of(path, posixpath.dirname(path)), info.size)
             continue
-        for item in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
-            if item.type == pafs.FileType.File and item.path.endswith(SUFFIXES):
-                rel = posixpath.relpath(item.path, path)
-                if any(p.startswith(".") for p in rel.split("/")):
-                    continue  # hidden and in-progress uploads
-                found[item.path] = LandingFile(fs, item.path, name_of(item.path, path), item.size)
+        for item_path, size, why in _walk(fs, path):
+            name = name_of(item_path, path)
+            if why is None and not item_path.endswith(SUFFIXES):
+                why = "not a landing file (.jsonl, .jsonl.gz or .parquet)"
+            if why is not None:
+                ignored.append({"file": name, "reason": why})
+            else:
+                found[item_path] = LandingFile(fs, item_path, name, size)
     return sorted(found.values(), key=lambda f: (f.name, f.path))
+
+
+def _walk(fs: pafs.FileSystem, path: str) -> Iterator[tuple[str, int, str | None]]:
+    """(path, size, why it is no landing file or None) of the files in a folder, hidden
+    files and folders left out."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        for item in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+            if item.type == pafs.FileType.File and not _hidden(posixpath.relpath(item.path, path)):
+                yield item.path, item.size, None
+        return
+    for folder, dirs, files in os.walk(path, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))] + sorted(files):
+            full = os.path.join(folder, name)
+            if name.startswith("."):
+                continue
+            if os.path.islink(full):
+                yield _printable(full), 0, "a symbolic link: not followed"
+            elif not _utf8(name):
+                yield _printable(full), 0, "the file name is not UTF-8"
+            else:
+                try:
+                    yield full, os.stat(full).st_size, None
+                except FileNotFoundError:
+                    continue  # removed since it was listed
+
+
+def _hidden(rel: str) -> bool:
+    return any(p.startswith(".") for p in rel.split("/"))
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os.walk keeps undecodable bytes as lone surrogates
+        return False
+
+
+def _printable(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

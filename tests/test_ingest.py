@@ -432,6 +432,29 @@ def test_a_run_with_nothing_to_ingest_changes_nothing(lake, tmp_path, capsys):
     assert lake.latest("ledger") == before
 
 
+def test_a_landing_folder_is_read_without_following_links_and_what_it_skips_is_said(lake, tmp_path):
+    land, outside = tmp_path / "in", tmp_path / "outside"
+    write_jsonl(land / "real.jsonl", [event(n=1)])
+    write_jsonl(outside / "secret.jsonl", [event(n=2)])
+    (land / "out.jsonl").symlink_to(outside / "secret.jsonl")
+    (land / "outdir").symlink_to(outside)
+    (land / "loop").symlink_to(land)
+    (land / "dangling.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (land / "notes.txt").write_text("not an event")
+    (land / "events.JSONL").write_text(json.dumps(event(n=3)))
+    os.close(os.open(os.path.join(os.fsencode(land), b"bad\xff.jsonl"), os.O_CREAT | os.O_WRONLY))
+    (land / ".uploading.jsonl").write_text("half")
+    report = ingest(lake, [str(land)])
+    assert [f.file for f in report.files] == ["real.jsonl"] and report.accepted == 1
+    assert {i["file"]: i["reason"] for i in report.ignored} == {
+        "out.jsonl": "a symbolic link: not followed", "outdir": "a symbolic link: not followed",
+        "loop": "a symbolic link: not followed", "dangling.jsonl": "a symbolic link: not followed",
+        "notes.txt": "not a landing file (.jsonl, .jsonl.gz or .parquet)",
+        "events.JSONL": "not a landing file (.jsonl, .jsonl.gz or .parquet)",
+        "bad\ufffd.jsonl": "the file name is not UTF-8",
+    }
+
+
 def test_bad_paths_are_one_line_errors(lake, tmp_path):
     from auditlake.cli import main
 
