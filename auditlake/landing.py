@@ -79,32 +79,22 @@ class LandingFile:
         return AuditlakeError(f"cannot read landing file {self.name}: {_one_line(exc)}")
 
     def _line_blocks(self) -> Iterator[tuple[int, list[bytes] | Unreadable]]:
-        gz = self.format == "jsonl.gz"
-        inflate = zlib.decompressobj(wbits=47) if gz else None
         pending = b""
         n = 0
         with self.fs.open_input_stream(self.path, compression=None) as f:
-            while True:
-                chunk = f.read(_CHUNK)
-                if gz:
-                    try:
-                        chunk = inflate.decompress(chunk) if chunk else inflate.flush()
-                        # A gzip file may hold several members; continue with the next one.
-                        while inflate.eof and inflate.unused_data:
-                            rest = inflate.unused_data
-                            inflate = zlib.decompressobj(wbits=47)
-                            chunk += inflate.decompress(rest)
-                    except zlib.error as exc:
-                        yield n + 1, Unreadable(f"corrupt gzip stream after line {n}: {exc}")
-                        return
-                if not chunk:
-                    break
-                text = pending + chunk
-                lines = text.split(b"\n")
-                pending = lines.pop()
-                if lines:
-                    yield n + 1, _without_cr(lines) if b"\r" in text else lines
-                    n += len(lines)
+            chunks = _gunzip(f) if self.format == "jsonl.gz" else iter(lambda: f.read(_CHUNK), b"")
+            try:
+                for chunk in chunks:
+                    text = pending + chunk
+                    lines = text.split(b"\n")
+                    pending = lines.pop()
+                    if lines:
+                        yield n + 1, _without_cr(lines) if b"\r" in text else lines
+                        n += len(lines)
+            except _GzipDamage as exc:  # the lines before it are whole and read; the rest is one line
+                what, why = exc.args
+                yield n + 1, Unreadable(f"{what} after line {n}: {why}")
+                return
         if pending:
             yield n + 1, _without_cr([pending])
 
@@ -247,6 +237,39 @@ def _walk(fs: pafs.FileSystem, path: str) -> Iterator[tuple[str, int, str | None
                     yield full, os.stat(full).st_size, None
                 except FileNotFoundError:
                     continue  # removed since it was listed
+
+
+class _GzipDamage(Exception):
+    """Where a gzip file stops being readable: what (args[0]) and why (args[1])."""
+
+
+_GZIP_SLICE = 1 << 16  # input per inflate call: a call that fails loses its output, so keep it small
+
+
+def _gunzip(f) -> Iterator[bytes]:
+    """The inflated bytes of a gzip file of one or more members, up to _GzipDamage where it
+    is corrupt (a bad CRC fails the whole last slice of its member), holds something after
+    a member that is no member, or ends inside a member."""
+    inflate, fed, members = zlib.decompressobj(wbits=47), False, 0
+    while data := f.read(_CHUNK):
+        for i in range(0, len(data), _GZIP_SLICE):
+            piece = data[i:i + _GZIP_SLICE]
+            while piece:
+                try:
+                    out = inflate.decompress(piece)
+                except zlib.error as exc:
+                    raise _GzipDamage("data after the end of the gzip stream" if members and not fed
+                                      else "corrupt gzip stream", str(exc)) from None
+                fed = True
+                if out:
+                    yield out
+                if not inflate.eof:
+                    break
+                # A gzip file may hold several members; whatever follows one must be the next.
+                members += 1
+                piece, inflate, fed = inflate.unused_data, zlib.decompressobj(wbits=47), False
+    if fed:
+        raise _GzipDamage("gzip stream cut off", "the file ends inside a member")
 
 
 def _hidden(rel: str) -> bool:

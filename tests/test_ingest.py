@@ -271,6 +271,29 @@ def test_gzip_and_parquet_landing_files(lake, tmp_path):
     assert verify(lake).ok
 
 
+def test_a_damaged_gzip_file_is_read_up_to_the_damage_and_the_rest_is_one_line(lake, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    member = gzip.compress(b"".join(json.dumps(event(n=i)).encode() + b"\n" for i in range(3)))
+    two = gzip.compress(b"".join(json.dumps(event(n=i)).encode() + b"\n" for i in range(3, 5)))
+    (d / "members.jsonl.gz").write_bytes(member + two)  # two members are one file
+    (d / "zeros.jsonl.gz").write_bytes(gzip.compress(json.dumps(event(n=10)).encode() + b"\n") + bytes(512))
+    (d / "garbage.jsonl.gz").write_bytes(gzip.compress(json.dumps(event(n=11)).encode() + b"\n") + b"garbage")
+    big = gzip.compress(b"".join(json.dumps(event(n=i)).encode() + b"\n" for i in range(20, 40)))
+    (d / "cut.jsonl.gz").write_bytes(big[:-8])  # no trailer: the stream does not end
+    report = ingest(lake, [str(d)])
+    bad = {r["source_file"]: (r["line"], r["reason"]) for r in _table(lake, "quarantine").to_pylist()}
+    assert bad["zeros.jsonl.gz"][0] == bad["garbage.jsonl.gz"][0] == 2
+    assert bad["zeros.jsonl.gz"][1].startswith("data after the end of the gzip stream after line 1: ")
+    assert bad["cut.jsonl.gz"][1].startswith("gzip stream cut off after line ")
+    log = {r["source_file"]: (r["lines_read"], r["accepted"], r["quarantined"]) for r in _table(lake, "ingest_log").to_pylist()}
+    assert log["members.jsonl.gz"] == (5, 5, 0) and log["zeros.jsonl.gz"] == log["garbage.jsonl.gz"] == (2, 1, 1)
+    cut_read, cut_accepted, _ = log["cut.jsonl.gz"]
+    assert cut_read == cut_accepted + 1 and cut_accepted >= 15  # whole lines before the cut are read
+    assert report.accepted == 5 + 2 + cut_accepted
+    assert verify(lake).ok
+
+
 def test_a_damaged_parquet_file_is_quarantined_from_where_it_breaks(lake, tmp_path):
     d = tmp_path / "in"
     write_jsonl(d / "a.jsonl", [json.dumps(event(n=i)) for i in range(2)])
