@@ -41,6 +41,7 @@ from .lake import retention, tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
 from .ledger import chain, merkle, packed
+from .ledger import commits as ledger_commits
 from .ledger.checkpoint import ZERO_HASH, Checkpoint
 
 FINDINGS_PER_KIND = 50
@@ -116,9 +117,10 @@ def _list(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
         return []
 
 
-def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict] | None:
-    """Replay the table's _delta_log: only blind appends, appendOnly from version 0, no gaps.
-    Returns the live data files {relative path: add action} or None if there is no table."""
+def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -> dict[str, dict] | None:
+    """Replay the table's _delta_log: only blind appends, appendOnly from version 0, no gaps,
+    each commit signed where the table's commits are (see _check_signed_commits). Returns
+    the live data files {relative path: add action} or None if there is no table."""
     fs, root = lake.filesystem()
     table_path = f"{root}/tables/{name}"
     log_path = f"{table_path}/_delta_log"
@@ -141,6 +143,7 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
             report.add("history_missing", name, f"Delta log versions {a + 1}..{b - 1} are missing")
     live: dict[str, dict] = {}
     added_in: dict[str, int] = {}  # by path as stored: one file under two spellings of its path is read twice by other readers
+    commits: dict[int, tuple[dict, list[str]]] = {}  # version -> (commitInfo, the paths it adds)
     for v in versions:
         fname = f"{log_path}/{v:020d}.json"
         with fs.open_input_stream(fname) as f:
@@ -151,7 +154,9 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
             action = json.loads(line)
             kind = next(iter(action))
             body = action[kind]
+            info, paths = commits.setdefault(v, ({}, []))
             if kind == "add":
+                paths.append(body["path"])
                 rel = _unquote(body["path"])
                 if rel in added_in:
                     report.add("non_append_commit", name, f"version {v} adds a file that version {added_in[rel]} added",
@@ -160,6 +165,7 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
                     added_in[rel] = v
                     live[body["path"]] = body | {"version": v}
             elif kind == "commitInfo":
+                info.update(body)
                 op, mode = body.get("operation"), (body.get("operationParameters") or {}).get("mode")
                 if not (op == "WRITE" and mode in ("Append", "ErrorIfExists" if v == 0 else "Append")):
                     report.add("non_append_commit", name, f"version {v} is {op} {mode or ''}".strip())
@@ -192,7 +198,32 @@ def check_history(lake: Lake, name: str, report: VerifyReport) -> dict[str, dict
     for rel in sorted(set(on_disk) - committed):
         report.add("data_file_inserted", name, "a data file that no commit added", file=rel,
                    partition=rel.split("/")[0] if "/" in rel else None)
+    if name in tables.SIGNED_COMMITS:
+        _check_signed_commits(fs, table_path, name, commits, keys, report)
     return {_unquote(p): a for p, a in live.items()}
+
+
+def _check_signed_commits(fs: pafs.FileSystem, table_path: str, name: str, commits: dict[int, tuple[dict, list[str]]],
+                          keys: KeyStore, report: VerifyReport) -> None:
+    """Each commit carries the lake's signature of the rows it adds (ledger.commits): one
+    without it was not made by the lake (a forged findings evaluation, an ingest log row
+    that would make ingest skip a landing file), one whose rows differ had a file swapped."""
+    public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
+    names = tables.SCHEMAS[name].names
+    for v, (info, paths) in sorted(commits.items()):
+        where = f"_delta_log/{v:020d}.json"
+        key_id, signature = info.get(ledger_commits.KEY_ID), info.get(ledger_commits.SIGNATURE)
+        if not isinstance(signature, str) or key_id not in public:
+            report.add("unsigned_commit", name, f"version {v} carries no signature of the lake", file=where)
+            continue
+        try:
+            rows = [pq.read_table(fs.open_input_file(f"{table_path}/{_unquote(p)}")).select(names) for p in paths]
+        except (OSError, KeyError, pa.ArrowInvalid):
+            continue  # a missing or damaged file: reported with the data files
+        digest = ledger_commits.rows_digest(r for t in rows for r in zip(*(c.to_pylist() for c in t.columns)))
+        body = ledger_commits.commit_body(keys.log_id, name, v, digest, key_id)
+        if digest != info.get(ledger_commits.ROWS) or not ledger_commits.signature_valid(public[key_id], signature, body):
+            report.add("unsigned_commit", name, f"version {v}: its rows are not the ones the lake signed", file=where)
 
 
 def _unquote(p: str) -> str:
@@ -901,7 +932,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     trusted = load_trusted(trusted_file) if trusted_file else (load_trusted(tpath) if tpath.exists() else None)
     live: dict[str, dict[str, dict]] = {}
     for name in tables.SCHEMAS:
-        live[name] = check_history(lake, name, report) or {}
+        live[name] = check_history(lake, name, report, keys) or {}
     cps = _read_checkpoints(lake, live["checkpoints"])
     base = _incremental_base(trusted, cps, report) if incremental else None
     start = base.size if base else 0

@@ -216,9 +216,11 @@ def test_the_loser_of_a_commit_race_removes_its_files(lake_uri, table):
     from deltalake.exceptions import CommitFailedError
 
     from auditlake.lake import retention, tables
+    from auditlake.lake.meta import open_lake_keys
     from auditlake.lake.store import Lake
 
     lake = Lake.open(lake_uri)
+    open_lake_keys(lake, create=True)  # the keys that sign the lake's commits
     schema = tables.SCHEMAS[table]
 
     def rows(n: int) -> pa.Table:

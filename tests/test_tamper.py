@@ -147,6 +147,24 @@ def tamper_readded_file(lake, seq):
     return {"non_append_commit"}
 
 
+def tamper_forged_ingest_log_row(lake, seq):
+    """A blind append to the ingest log, which would make ingest skip a landing file as done."""
+    from deltalake import write_deltalake
+
+    from auditlake.lake.tables import INGEST_LOG
+
+    row = {"source_file": "a.jsonl", "source_sha256": f"{seq:064x}", "format": "jsonl", "lines_read": 0, "accepted": 0,
+           "quarantined": 0, "first_seq": None, "last_seq": None, "completed_at": None, "batch_id": "forged"}
+    write_deltalake(lake.table_uri("ingest_log"), pa.Table.from_pylist([row], schema=INGEST_LOG), mode="append")
+    return {"unsigned_commit"}
+
+
+def tamper_changed_ingest_log_row(lake, seq):
+    f = _files(lake, "ingest_log")[seq % N_FILES]
+    _rewrite(f, lambda t: _set(t, "lines_read", 0, t.column("lines_read")[0].as_py() + 1))
+    return {"unsigned_commit"}
+
+
 def tamper_reordered_rows(lake, seq):
     """Swap the positions of two neighbouring events (possibly in different files)."""
     other = seq + 1 if seq + 1 < N_FILES * PER_FILE else seq - 1
@@ -276,6 +294,8 @@ def test_any_single_tamper_is_detected_and_located(pristine, tmp_path, monkeypat
         assert any(f.seq == seq for f in located), (seq, report.findings)
     if tamper in (tamper_unsequenced_row, tamper_negative_seq_row):
         assert any(f.event_id == "forged-unsequenced" and f.file.startswith("event_date=") for f in located)
+    if tamper in (tamper_forged_ingest_log_row, tamper_changed_ingest_log_row):
+        assert all(f.table == "ingest_log" and f.file.startswith("_delta_log/") for f in located)
     if tamper in (tamper_removed_file, tamper_replaced_file, tamper_readded_file):
         assert any(f.file and f.file.startswith("event_date=") for f in located)
     if tamper is tamper_unknown_log_file:
@@ -321,3 +341,13 @@ def test_what_is_outside_the_chain_is_found_after_the_next_ingest_seals_it(prist
     (found,) = report.findings
     assert found.file.startswith("event_date=")
     assert found.event_id == (None if tamper is tamper_readded_file else "forged-unsequenced")
+
+
+def test_a_commit_the_lake_did_not_sign_stays_reported_after_the_next_ingest_seals_it(pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    tamper_forged_ingest_log_row(lake, 7)
+    ingest(lake, [str(write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)]))])
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert [(f.kind, f.table, f.file) for f in report.findings] == [
+        ("unsigned_commit", "ingest_log", f"_delta_log/{N_FILES:020d}.json")], report.findings

@@ -128,6 +128,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "tiles": TILES,
 }
 PARTITIONS = {"ledger": ["event_date"], "tiles": ["level"]}
+# Tables whose rows no chain or signed checkpoint seals: each commit to one is signed (ledger.commits).
+SIGNED_COMMITS = ("quarantine", "ingest_log", "findings", "incidents")
 # Old log entries are the audit trail of the tables: never let delta-rs clean them up.
 TABLE_CONFIG = {"delta.appendOnly": "true", "delta.enableExpiredLogCleanup": "false"}
 # Columns with a value per row: dictionary encoding only costs time there (about a third of
@@ -164,7 +166,10 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
     dt = lake.latest(name)  # brought up to date: a commit by another writer is seen here
     if (dt.version() if dt is not None else None) != read_version:
         raise ConflictError(f"table {name} moved past version {read_version}")
-    props = CommitProperties(max_commit_retries=0, custom_metadata={"auditlake": "append", **(metadata or {})})
+    metadata = {"auditlake": "append", **(metadata or {})}
+    if name in SIGNED_COMMITS:
+        metadata.update(_commit_signature(lake, name, rows, read_version + 1 if read_version is not None else 0))
+    props = CommitProperties(max_commit_retries=0, custom_metadata=metadata)
     try:
         write_deltalake(
             dt if dt is not None else lake.table_uri(name),
@@ -188,6 +193,19 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
     except OSError as exc:
         raise AuditlakeError(f"cannot append to table {name}: {exc}") from exc
     return (read_version + 1) if read_version is not None else 0
+
+
+def _commit_signature(lake: Lake, name: str, rows: pa.Table, version: int) -> dict[str, str]:
+    """The commitInfo entries that sign `rows` as version `version` of table `name`. (Without
+    retries a commit lands at exactly that version or not at all.)"""
+    from ..ledger import commits
+    from .meta import open_lake_keys
+
+    keys = open_lake_keys(lake)
+    digest = commits.rows_digest(zip(*(c.to_pylist() for c in rows.columns)))
+    body = commits.commit_body(keys.log_id, name, version, digest, keys.signing_key_id)
+    return {commits.ROWS: digest, commits.KEY_ID: keys.signing_key_id,
+            commits.SIGNATURE: commits.sign(keys.signing_key(), body)}
 
 
 def dataset(lake: Lake, name: str, dt=None, rel_paths: list[str] | None = None):
