@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     vp = cmd("verify-proof", "check a proof offline")
     vp.add_argument("file")
-    vp.add_argument("--public-key", help="public key file (JSON from `auditlake keys export-public`)")
+    vp.add_argument("--public-key", help="public key file (JSON from `auditlake keys export-public`; default: the keys "
+                    "of the lake named with --lake, else the proof's own key, which shows integrity, not origin)")
 
     er = cmd("erase", "GDPR/CCPA erasure by crypto-shredding the subject's data key")
     er.add_argument("subject_id")

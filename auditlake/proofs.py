@@ -1340,6 +1340,7 @@ def cli_prove(args) -> int:
 
 def cli_verify_proof(args) -> int:
     from .cli import emit
+    from .lake.meta import open_lake_keys
 
     try:
         raw = Path(args.file).read_bytes()
@@ -1349,7 +1350,12 @@ def cli_verify_proof(args) -> int:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AuditlakeError(f"{args.file} is not JSON: {exc}") from exc
-    pinned = load_public_key_file(args.public_key) if args.public_key else None
+    if args.public_key:
+        pinned = load_public_key_file(args.public_key)
+    elif getattr(args, "lake", None):  # a lake named on the command line: trust only its keys
+        pinned = open_lake_keys(Lake.open(args.lake)).public_keys()
+    else:
+        pinned = None
     ok, reason = verify_proof_doc(doc, pinned)
     kind = doc.get("type") if isinstance(doc, dict) else None
     emit(args, f"{'valid' if ok else 'INVALID'}: {reason}", {"ok": ok, "type": kind, "reason": reason, "pinned": bool(pinned)})

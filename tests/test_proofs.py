@@ -149,6 +149,23 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify-proof", str(out), "--public-key", str(other)]) == 1
     assert "pinned" in capsys.readouterr().out
+    # A proof re-signed with someone else's key, which it carries: its own key vouches for it;
+    # the keys of the lake named with --lake do not.
+    from dataclasses import replace
+
+    from auditlake.keys import signing_key_id
+    from auditlake.ledger.checkpoint import Checkpoint
+
+    forger = Ed25519PrivateKey.generate()
+    cp = replace(Checkpoint.from_dict(doc["checkpoint"]), key_id=signing_key_id(forger.public_key())).signed(forger)
+    forged = {k: v for k, v in doc.items() if k != "public_keys"} | {
+        "checkpoint": cp.to_dict(), "public_key": public_key_b64(forger.public_key())}
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    assert main(["verify-proof", str(tmp_path / "forged.json")]) == 0
+    assert "not pinned" in capsys.readouterr().out
+    assert main([*lake_arg, "verify-proof", str(tmp_path / "forged.json")]) == 1
+    assert main([*lake_arg, "verify-proof", str(out)]) == 0
+    capsys.readouterr()
     # --json and stdout output
     assert main([*lake_arg, "--json", "prove", ids[5]]) == 0
     printed = json.loads(capsys.readouterr().out)
