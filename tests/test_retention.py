@@ -432,3 +432,25 @@ def test_a_forged_lift_does_not_lift_a_hold(lake_dir, tmp_path):
     forged = {**rec, "action": "lift", "hold_id": "f" * 32, "at": "2999-01-01T00:00:00.000000Z"}
     (lake_dir / "_holds" / "29990101T000000000000-forged.json").write_text(json.dumps(forged))
     assert admin.legal_hold_active(lake)
+
+
+def test_a_deleted_hold_record_still_holds_and_is_reported(lake_dir, tmp_path):
+    """Each hold record is also a sealed audit event in the ledger: deleting the record from
+    _holds/ lifts nothing, and verify says it is gone."""
+    from auditlake.privacy import erase
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    s1 = _subjects(uri)[0]
+    admin.set_hold(Lake.open(uri), s1, "case 7")
+    assert _findings(uri) == []
+    for record in (lake_dir / "_holds").glob("*.json"):
+        record.unlink()
+    lake = Lake.open(uri)
+    assert admin.legal_hold_active(lake, s1)
+    with pytest.raises(AuditlakeError, match="hold"):
+        erase(lake, s1)
+    found = _findings(uri)
+    assert [(x["kind"], x["table"]) for x in found] == [("RET-WORM", "_holds")] and s1 in found[0]["detail"]
+    admin.lift_hold(lake, s1, "settled")  # a lift signed by the lake still lifts it
+    assert not admin.legal_hold_active(lake, s1)

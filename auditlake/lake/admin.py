@@ -3,7 +3,9 @@ legal holds, and restoring tampered objects from their sealed versions.
 
 Legal holds are recorded in the lake itself, as write-once signed records under `_holds/`
 (`set` and `lift`, the latest record per scope wins; an unsigned or forged `lift` is
-ignored, so a hold can only be lifted with the lake's signing key). On S3 the held objects
+ignored, so a hold can only be lifted with the lake's signing key), and each as a
+`config.changed` audit event in the ledger (setting `legal_hold`), which is sealed: a
+deleted record still holds for erasure and is a RET-WORM finding. On S3 the held objects
 also carry an S3 legal hold, which blocks deleting them and their expiry even after the
 retention period. `legal_hold_active(lake, subject_id)` is what erasure asks.
 """
@@ -27,6 +29,7 @@ from . import retention
 from .store import Lake
 
 HOLDS_DIR = "_holds"
+HOLD_SETTING = "legal_hold"  # data.setting of the ledger's config.changed event of a hold record
 
 
 def _now() -> datetime:
@@ -94,11 +97,41 @@ def _hold_records(lake: Lake) -> list[tuple[dict, bool]]:
     return out
 
 
-def active_holds(lake: Lake) -> list[dict]:
+def _ledger_holds(lake: Lake) -> list[dict]:
+    """The hold records as the ledger's audit events tell them (hold_id, action, scope,
+    subject_id, at), whatever `_holds/` still holds."""
+    import pyarrow.compute as pc
+
+    from ..audit_events import SOURCE
+    from . import tables
+
+    dt = lake.latest("ledger")
+    if dt is None:
+        return []
+    events = tables.dataset(lake, "ledger", dt).to_table(
+        columns=["data"], filter=(pc.field("source") == SOURCE) & (pc.field("event_type") == "config.changed"))
+    out = []
+    for text in events.column("data").to_pylist():
+        data = json.loads(text)
+        if data.get("setting") == HOLD_SETTING:
+            out.append({k: data.get(k) for k in ("hold_id", "scope", "subject_id", "at")}
+                       | {"action": "set" if data.get("new_value") == "on" else "lift"})
+    return out
+
+
+def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
     """The holds in force: per scope (the lake, or one subject) the latest valid record is a
-    `set`. A `lift` counts only if it is signed by the lake."""
+    `set`. A `lift` counts only if it is signed by the lake. `with_ledger` also counts the
+    records the ledger's audit events tell of that `_holds/` no longer has: deleting a
+    record must not lift a hold."""
+    records = _hold_records(lake)
+    if with_ledger:
+        kept = {rec.get("hold_id") for rec, ok in records if ok}
+        lost = [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"}, True)
+                for h in _ledger_holds(lake) if h["hold_id"] not in kept]
+        records = sorted(records + lost, key=lambda r: (r[0].get("at") or "", r[0].get("hold_id") or ""))
     state: dict[tuple[str, str | None], dict | None] = {}
-    for rec, ok in _hold_records(lake):
+    for rec, ok in records:
         scope = (rec.get("scope"), rec.get("subject_id"))
         if rec.get("action") == "set":
             state[scope] = rec
@@ -133,7 +166,24 @@ def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None
     rec["signature"] = keys.signing_key().sign(canonical_json(rec)).hex()
     name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{rec['hold_id'][:8]}.json"
     _write_once(lake, f"{HOLDS_DIR}/{name}", json.dumps(rec, indent=1, sort_keys=True).encode())
+    from ..audit_events import record_audit_event
+
+    record_audit_event(lake, "config.changed", {
+        "setting": HOLD_SETTING, "category": "other", "old_value": "on" if action == "lift" else "off",
+        "new_value": "on" if action == "set" else "off", **{k: rec[k] for k in ("hold_id", "scope", "subject_id", "at")},
+    }, subject=subject_id)
     return rec
+
+
+def hold_problems(lake: Lake) -> list[dict]:
+    """RET-WORM findings: hold records the ledger tells of that `_holds/` does not hold
+    with a valid signature (a deleted record would otherwise lift its hold in silence)."""
+    kept = {rec.get("hold_id") for rec, ok in _hold_records(lake) if ok}
+    return [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
+             "detail": f"the legal hold record {h['hold_id']} ({h['action']} on "
+                       f"{'subject ' + str(h['subject_id']) if h['scope'] == 'subject' else 'the lake'} at {h['at']}) "
+                       "that the ledger records is missing from _holds/ or not signed by the lake"}
+            for h in _ledger_holds(lake) if h["hold_id"] not in kept]
 
 
 def _committed_rels(lake: Lake) -> list[str]:

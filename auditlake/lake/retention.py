@@ -691,7 +691,9 @@ def _held(lake: Lake):
     """A predicate: should this new object carry a legal hold (S3)?"""
     from .admin import active_holds
 
-    holds = active_holds(lake)
+    # From _holds/ only: reading the ledger on every S3 commit would cost more than the
+    # records it could add; a deleted record is a verify finding (admin.hold_problems).
+    holds = active_holds(lake, with_ledger=False)
     if any(h["scope"] == "lake" for h in holds):
         return lambda rel: True
     subjects = {h["subject_id"] for h in holds if h["scope"] == "subject"}
@@ -844,6 +846,9 @@ def check(lake: Lake, keys: KeyStore) -> list[dict]:
     findings = []
     if years < MIN_YEARS:
         findings.append(_f("lake", "auditlake.json", f"the retention policy is {years} years; RET-WORM needs at least {MIN_YEARS}"))
+    from .admin import hold_problems
+
+    findings += hold_problems(lake)
     if lake.is_s3:
         return findings + _check_s3(lake, years)
     return findings + _check_local(lake, keys, years)
