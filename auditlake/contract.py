@@ -10,12 +10,13 @@ from datetime import datetime, timezone
 
 MAX_LINE_BYTES = 64 * 1024
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
-E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
-COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-DECIMAL_RE = re.compile(r"^-?\d+(\.\d+)?$")
+# ASCII digits only, and \Z: `$` would also match before a trailing newline.
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.ASCII)
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII)
+E164_RE = re.compile(r"^\+[1-9]\d{1,14}\Z", re.ASCII)
+COUNTRY_RE = re.compile(r"^[A-Z]{2}\Z", re.ASCII)
+CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z", re.ASCII)
+DECIMAL_RE = re.compile(r"^-?\d+(\.\d+)?\Z", re.ASCII)
 
 ENVELOPE_FIELDS = frozenset(
     {"event_id", "occurred_at", "event_type", "source", "tenant_id", "actor", "subject", "lawful_basis", "data"}

@@ -106,7 +106,8 @@ REASON_FAMILIES: dict[str, str] = {
     "unknown_event_type": r"^unknown event_type: ",
     "replay": r"^replay: ",
     "not_canonical": r"^data has no canonical JSON form",
-    "unreadable": r"^(unreadable|cannot read|corrupt|truncated|not a valid|invalid (gzip|parquet))",
+    "unreadable": r"^(unreadable|cannot read|corrupt|truncated|not a valid|invalid (gzip|parquet)|gzip stream cut off"
+                  r"|data after the end of the gzip stream)",
 }
 # Personal data that must never be left in quarantine text (masking.py masks it). Bare
 # digit runs are not listed: UUIDs and hashes, which the masker keeps, contain them.

@@ -88,7 +88,9 @@ class IngestReport:
 
     @property
     def lines_read(self) -> int:
-        return sum(f.lines_read for f in self.files)
+        """Of the files this run ingested: accepted + quarantined (skipped files show their
+        first ingest's counts in `files`)."""
+        return sum(f.lines_read for f in self.files if not f.skipped)
 
     def to_dict(self) -> dict:
         return {

@@ -88,7 +88,10 @@ class SealedChunk:
 
 
 def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
-    if isinstance(raw, dict):
+    if isinstance(raw, dict):  # a Parquet row: as large as the JSON line it stands for
+        size = len(orjson.dumps(raw, default=str))
+        if size > MAX_LINE_BYTES:
+            return None, f"line larger than 64 KiB ({size} bytes as JSON)"
         return raw, None
     if isinstance(raw, Unreadable):
         return None, mask_text(raw.reason)  # a reader's message could quote the file's bytes
@@ -99,6 +102,8 @@ def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
     try:
         return orjson.loads(raw), None
     except orjson.JSONDecodeError:
+        if raw.startswith(b"\xef\xbb\xbf"):
+            return None, "not JSON: starts with a UTF-8 byte order mark, which JSON Lines does not allow"
         return None, "not JSON (invalid syntax or UTF-8)"
 
 

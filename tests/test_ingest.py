@@ -17,8 +17,19 @@ def _table(lake, name):
     return lake.delta(name).to_pyarrow_dataset().to_table()
 
 
+def _assert_reasons_have_families(lake):
+    """The quality suite sorts quarantine reasons into families: every reason must have one."""
+    import re
+
+    from auditlake.expectations import REASON_FAMILIES
+
+    for reason in _table(lake, "quarantine").column("reason").to_pylist():
+        assert any(re.search(p, reason) for p in REASON_FAMILIES.values()), reason
+
+
 BAD_LINES = [
     ("not json", "not JSON"),
+    ("\ufeff" + json.dumps(event(n=86)), "byte order mark"),
     ("", "empty line"),
     ('{"event_id": 5}', "missing required field"),
     (json.dumps(event(n=90) | {"event_type": "call.teleported"}), "unknown event_type"),
@@ -31,6 +42,13 @@ BAD_LINES = [
     (json.dumps(event(n=95) | {"tenant_id": 17}), "wrong type"),
     (json.dumps(event(n=96) | {"data": {"pad": "x" * 70_000}}), "larger than 64 KiB"),
     (json.dumps(event(n=97, event_type="user.login") | {"data": {"method": "pw", "ratio": 2**60}}), "canonical"),
+    (json.dumps(event(n=99) | {"event_id": event(n=99)["event_id"] + "\n"}), "bad event_id"),  # `$` would pass it
+    (json.dumps(event(n=89, event_type="user.login") | {"occurred_at": "2026-03-0\u0663T14:00:00Z"}), "bad occurred_at"),
+    (json.dumps(event(n=88) | {"subject": event(n=88)["subject"] | {"phone": "+1312555\u0660\u0661\u0662\u0663"}}),
+     "subject.phone"),
+    (json.dumps(event(n=87) | {"event_type": "bid.placed", "data": {"bid_id": "b1", "call_id": "c1", "buyer_id": "x",
+                                                                   "amount": "\u0661\u0662.50", "currency": "USD"}}),
+     "data.amount"),
 ]
 
 
@@ -45,6 +63,7 @@ def test_every_line_is_accepted_or_quarantined_with_its_reason(lake, tmp_path):
     for i, (_, expected) in enumerate(BAD_LINES):
         assert expected in by_line[11 + i], (expected, by_line[11 + i])
     assert "replay" in by_line[len(lines)]
+    _assert_reasons_have_families(lake)
     log = _table(lake, "ingest_log").to_pylist()
     assert log[0]["lines_read"] == len(lines) == log[0]["accepted"] + log[0]["quarantined"]
     assert verify(lake).ok
@@ -210,6 +229,7 @@ def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake
     write_jsonl(tmp_path / "in" / "b.jsonl", [event(n=2), event(n=50)])
     third = ingest(lake, [str(tmp_path / "in")])
     assert (third.accepted, third.quarantined) == (1, 1)
+    assert second.lines_read == 0 and third.lines_read == 2  # skipped files count in neither total
     assert set(used) == {"looked-up" if per_batch > 1 else "indexed"}
     ledger = _table(lake, "ledger")
     assert sorted(ledger.column("seq").to_pylist()) == list(range(6))
@@ -291,7 +311,18 @@ def test_a_damaged_gzip_file_is_read_up_to_the_damage_and_the_rest_is_one_line(l
     cut_read, cut_accepted, _ = log["cut.jsonl.gz"]
     assert cut_read == cut_accepted + 1 and cut_accepted >= 15  # whole lines before the cut are read
     assert report.accepted == 5 + 2 + cut_accepted
+    _assert_reasons_have_families(lake)
     assert verify(lake).ok
+
+
+def test_a_parquet_row_larger_than_64_kib_is_quarantined_like_a_line(lake, tmp_path):
+    rows = [event(n=1), event(n=2, event_type="user.login") | {"data": {"method": "pw", "pad": "x" * 70_000}}]
+    pq.write_table(pa.table({k: [json.dumps(r[k]) if isinstance(r[k], dict) else r[k] for r in rows] for k in rows[0]}),
+                   tmp_path / "big.parquet")
+    report = ingest(lake, [str(tmp_path / "big.parquet")])
+    assert (report.accepted, report.quarantined) == (1, 1)
+    (bad,) = _table(lake, "quarantine").to_pylist()
+    assert bad["line"] == 2 and bad["reason"].startswith("line larger than 64 KiB (")
 
 
 def test_a_damaged_parquet_file_is_quarantined_from_where_it_breaks(lake, tmp_path):

@@ -97,9 +97,11 @@ def _hold_records(lake: Lake) -> list[tuple[dict, bool]]:
     return out
 
 
-def _ledger_holds(lake: Lake) -> list[dict]:
+def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
     """The hold records as the ledger's audit events tell them (hold_id, action, scope,
-    subject_id, at), whatever `_holds/` still holds."""
+    subject_id, at), whatever `_holds/` still holds. A ledger file that cannot be read is an
+    error (erasure must not go ahead on a partial answer), or skipped for verify, which
+    reports it anyway."""
     import pyarrow.compute as pc
 
     from ..audit_events import SOURCE
@@ -108,10 +110,24 @@ def _ledger_holds(lake: Lake) -> list[dict]:
     dt = lake.latest("ledger")
     if dt is None:
         return []
-    events = tables.dataset(lake, "ledger", dt).to_table(
-        columns=["data"], filter=(pc.field("source") == SOURCE) & (pc.field("event_type") == "config.changed"))
+    wanted = (pc.field("source") == SOURCE) & (pc.field("event_type") == "config.changed")
+
+    def read(paths: list[str] | None) -> list[str]:
+        return tables.dataset(lake, "ledger", dt, paths).to_table(columns=["data"], filter=wanted).column("data").to_pylist()
+
+    try:
+        texts = read(None)
+    except (OSError, pa.ArrowException) as exc:
+        if not skip_unreadable:
+            raise AuditlakeError(f"cannot read the ledger to look for legal holds ({exc})") from exc
+        texts = []
+        for path in pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist():  # file by file
+            try:
+                texts += read([path])
+            except (OSError, pa.ArrowException):
+                continue
     out = []
-    for text in events.column("data").to_pylist():
+    for text in texts:
         data = json.loads(text)
         if data.get("setting") == HOLD_SETTING:
             out.append({k: data.get(k) for k in ("hold_id", "scope", "subject_id", "at")}
@@ -128,7 +144,7 @@ def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
     if with_ledger:
         kept = {rec.get("hold_id") for rec, ok in records if ok}
         lost = [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"}, True)
-                for h in _ledger_holds(lake) if h["hold_id"] not in kept]
+                for h in _ledger_holds(lake, skip_unreadable=True) if h["hold_id"] not in kept]
         records = sorted(records + lost, key=lambda r: (r[0].get("at") or "", r[0].get("hold_id") or ""))
     state: dict[tuple[str, str | None], dict | None] = {}
     for rec, ok in records:
@@ -183,7 +199,7 @@ def hold_problems(lake: Lake) -> list[dict]:
              "detail": f"the legal hold record {h['hold_id']} ({h['action']} on "
                        f"{'subject ' + str(h['subject_id']) if h['scope'] == 'subject' else 'the lake'} at {h['at']}) "
                        "that the ledger records is missing from _holds/ or not signed by the lake"}
-            for h in _ledger_holds(lake) if h["hold_id"] not in kept]
+            for h in _ledger_holds(lake, skip_unreadable=True) if h["hold_id"] not in kept]
 
 
 def _committed_rels(lake: Lake) -> list[str]:
