@@ -247,9 +247,28 @@ _GZIP_SLICE = 1 << 16  # input per inflate call: a call that fails loses its out
 
 
 def _gunzip(f) -> Iterator[bytes]:
-    """The inflated bytes of a gzip file of one or more members, up to _GzipDamage where it
-    is corrupt (a bad CRC fails the whole last slice of its member), holds something after
-    a member that is no member, or ends inside a member."""
+    """The inflated bytes of a gzip file of one or more members in pieces of about _CHUNK
+    (ingest seals a piece's lines as one chunk or more), up to _GzipDamage where it is
+    corrupt (a bad CRC fails the whole last slice of its member), holds something after a
+    member that is no member, or ends inside a member."""
+    pieces, size = [], 0
+    try:
+        for out in _inflate(f):
+            pieces.append(out)
+            size += len(out)
+            if size >= _CHUNK:
+                yield b"".join(pieces)
+                pieces, size = [], 0
+    except _GzipDamage:
+        if pieces:
+            yield b"".join(pieces)
+        raise
+    if pieces:
+        yield b"".join(pieces)
+
+
+def _inflate(f) -> Iterator[bytes]:
+    """_gunzip's inflated bytes as each slice of input gives them."""
     inflate, fed, members = zlib.decompressobj(wbits=47), False, 0
     while data := f.read(_CHUNK):
         for i in range(0, len(data), _GZIP_SLICE):
