@@ -75,4 +75,7 @@ def mask_raw(raw: bytes | dict) -> str:
         if text is None:
             text = head.decode("utf-8", errors="replace")
     text = mask_text(text)
-    return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + f"... [{len(text) - RAW_LIMIT} more characters]"
+    if len(text) <= RAW_LIMIT and (isinstance(raw, dict) or len(raw) <= RAW_LIMIT * 4):
+        return text
+    size = f"{len(text)} characters" if isinstance(raw, dict) else f"{len(raw)} bytes"
+    return text[:RAW_LIMIT] + f"... [cut; the whole line has {size}]"

@@ -63,6 +63,9 @@ def test_every_line_is_accepted_or_quarantined_with_its_reason(lake, tmp_path):
     for i, (_, expected) in enumerate(BAD_LINES):
         assert expected in by_line[11 + i], (expected, by_line[11 + i])
     assert "replay" in by_line[len(lines)]
+    raws = {r["line"]: r["raw"] for r in q}
+    big = next(i for i, (_, why) in enumerate(BAD_LINES) if why == "larger than 64 KiB")
+    assert raws[11 + big].endswith(f"... [cut; the whole line has {len(BAD_LINES[big][0].encode())} bytes]")
     _assert_reasons_have_families(lake)
     log = _table(lake, "ingest_log").to_pylist()
     assert log[0]["lines_read"] == len(lines) == log[0]["accepted"] + log[0]["quarantined"]
