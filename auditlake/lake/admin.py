@@ -107,21 +107,25 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
     from ..audit_events import SOURCE
     from . import tables
 
-    dt = lake.latest("ledger")
-    if dt is None:
-        return []
     wanted = (pc.field("source") == SOURCE) & (pc.field("event_type") == "config.changed")
+    listing = retention.list_log(lake, "ledger")
+    # From the log entries (read once per process), only the files whose statistics allow
+    # such an event: opening the table and scanning every file took most of a second at 1M.
+    paths = [o.rel.split("/", 2)[2] for v, info in sorted(listing.entries.items())
+             for o in retention.read_entry(lake, "ledger", v, True, info) if o.kind == "data" and _may_hold_event(o.add)]
+    if not paths:
+        return []
 
-    def read(paths: list[str] | None) -> list[str]:
-        return tables.dataset(lake, "ledger", dt, paths).to_table(columns=["data"], filter=wanted).column("data").to_pylist()
+    def read(some: list[str]) -> list[str]:
+        return tables.dataset(lake, "ledger", rel_paths=some).to_table(columns=["data"], filter=wanted).column("data").to_pylist()
 
     try:
-        texts = read(None)
+        texts = read(paths)
     except (OSError, pa.ArrowException) as exc:
         if not skip_unreadable:
             raise AuditlakeError(f"cannot read the ledger to look for legal holds ({exc})") from exc
         texts = []
-        for path in pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist():  # file by file
+        for path in paths:  # file by file
             try:
                 texts += read([path])
             except (OSError, pa.ArrowException):
@@ -133,6 +137,18 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
             out.append({k: data.get(k) for k in ("hold_id", "scope", "subject_id", "at")}
                        | {"action": "set" if data.get("new_value") == "on" else "lift"})
     return out
+
+
+def _may_hold_event(add: dict | None) -> bool:
+    """Whether a ledger file's statistics allow a lake audit event of type config.changed in it."""
+    from ..audit_events import SOURCE
+
+    try:
+        stats = json.loads((add or {}).get("stats") or "{}")
+        low, high = stats["minValues"], stats["maxValues"]
+        return all(low[c] <= value <= high[c] for c, value in (("source", SOURCE), ("event_type", "config.changed")))
+    except (ValueError, KeyError, TypeError):
+        return True  # no usable statistics: read the file
 
 
 def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:

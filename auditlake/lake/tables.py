@@ -216,11 +216,11 @@ def dataset(lake: Lake, name: str, dt=None, rel_paths: list[str] | None = None):
     import pyarrow.dataset as ds
     from urllib.parse import unquote
 
-    dt = dt if dt is not None else lake.delta(name)
     partitions = set(PARTITIONS.get(name, ()))
     schema = pa.schema([f for f in SCHEMAS[name] if f.name not in partitions])
     fs, root = lake.filesystem()
     if rel_paths is None:
+        dt = dt if dt is not None else lake.delta(name)
         rel_paths = pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist() if dt is not None else []
     return ds.dataset([f"{root}/tables/{name}/{unquote(p)}" for p in rel_paths], schema=schema, format="parquet",
                       filesystem=fs)
