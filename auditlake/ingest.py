@@ -156,6 +156,39 @@ def _shas_with_rows(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], in
     return found, version
 
 
+def _unsigned_only(lake: Lake, keys: KeyStore, name: str, shas: set[str]) -> set[str]:
+    """Of these content hashes found in table `name`, those that only commits the lake did
+    not sign hold: a forged ingest log row must not make ingest skip a landing file (verify
+    reports the commit as unsigned_commit)."""
+    if not shas:
+        return set()
+    from .keys import load_public_key
+
+    public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
+    wanted, signed = pa.array(sorted(shas)), set()
+    listing = retention.list_log(lake, name)
+    for v, info in sorted(listing.entries.items()):
+        paths = [o.rel.split("/", 2)[2] for o in retention.read_entry(lake, name, v, True, info) if o.kind == "data"]
+        if not paths:
+            continue
+        held = set(tables.dataset(lake, name, rel_paths=paths).to_table(
+            columns=["source_sha256"], filter=pc.field("source_sha256").isin(wanted)).column(0).to_pylist())
+        if held - signed and _signed(lake, keys, name, v, info, public):
+            signed |= held
+    return shas - signed
+
+
+_signed_verdicts: dict[tuple, bool] = {}  # a log entry never changes: known by its write time and size
+
+
+def _signed(lake: Lake, keys: KeyStore, name: str, version: int, info, public: dict) -> bool:
+    key = (lake.uri, name, version, info.mtime_ns, info.size)
+    if key not in _signed_verdicts:
+        _signed_verdicts[key] = not tables.commit_signature_problem(
+            lake, name, version, *tables.commit_actions(lake, name, version), public, keys.log_id)
+    return _signed_verdicts[key]
+
+
 def _any_between(ordered: list[str], lo: str, hi: str) -> bool:
     i = bisect.bisect_left(ordered, lo)
     return i < len(ordered) and ordered[i] <= hi
@@ -171,6 +204,7 @@ def _load_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fr
     looked_up = any(lake.latest(name) is not None for name in ("ingest_log", "quarantine", "ledger"))
     shas = {lf.sha256() for lf in files} if looked_up else set()
     done, log_version = _shas_with_rows(lake, "ingest_log", shas)
+    done -= _unsigned_only(lake, keys, "ingest_log", done)
     q_sha, q_version = _shas_with_rows(lake, "quarantine", shas)
     head = load_head(lake, keys)
     l_sha = set()

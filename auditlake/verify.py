@@ -41,7 +41,6 @@ from .lake import retention, tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
 from .ledger import chain, merkle, packed
-from .ledger import commits as ledger_commits
 from .ledger.checkpoint import ZERO_HASH, Checkpoint
 
 FINDINGS_PER_KIND = 50
@@ -199,31 +198,19 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
         report.add("data_file_inserted", name, "a data file that no commit added", file=rel,
                    partition=rel.split("/")[0] if "/" in rel else None)
     if name in tables.SIGNED_COMMITS:
-        _check_signed_commits(fs, table_path, name, commits, keys, report)
+        _check_signed_commits(lake, name, commits, keys, report)
     return {_unquote(p): a for p, a in live.items()}
 
 
-def _check_signed_commits(fs: pafs.FileSystem, table_path: str, name: str, commits: dict[int, tuple[dict, list[str]]],
-                          keys: KeyStore, report: VerifyReport) -> None:
+def _check_signed_commits(lake: Lake, name: str, commits: dict[int, tuple[dict, list[str]]], keys: KeyStore,
+                          report: VerifyReport) -> None:
     """Each commit carries the lake's signature of the rows it adds (ledger.commits): one
     without it was not made by the lake (a forged findings evaluation, an ingest log row
     that would make ingest skip a landing file), one whose rows differ had a file swapped."""
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
-    names = tables.SCHEMAS[name].names
     for v, (info, paths) in sorted(commits.items()):
-        where = f"_delta_log/{v:020d}.json"
-        key_id, signature = info.get(ledger_commits.KEY_ID), info.get(ledger_commits.SIGNATURE)
-        if not isinstance(signature, str) or key_id not in public:
-            report.add("unsigned_commit", name, f"version {v} carries no signature of the lake", file=where)
-            continue
-        try:
-            rows = [pq.read_table(fs.open_input_file(f"{table_path}/{_unquote(p)}")).select(names) for p in paths]
-        except (OSError, KeyError, pa.ArrowInvalid):
-            continue  # a missing or damaged file: reported with the data files
-        digest = ledger_commits.rows_digest(r for t in rows for r in zip(*(c.to_pylist() for c in t.columns)))
-        body = ledger_commits.commit_body(keys.log_id, name, v, digest, key_id)
-        if digest != info.get(ledger_commits.ROWS) or not ledger_commits.signature_valid(public[key_id], signature, body):
-            report.add("unsigned_commit", name, f"version {v}: its rows are not the ones the lake signed", file=where)
+        if why := tables.commit_signature_problem(lake, name, v, info, paths, public, keys.log_id):
+            report.add("unsigned_commit", name, why, file=f"_delta_log/{v:020d}.json")
 
 
 def _unquote(p: str) -> str:

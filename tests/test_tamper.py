@@ -351,3 +351,24 @@ def test_a_commit_the_lake_did_not_sign_stays_reported_after_the_next_ingest_sea
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     assert [(f.kind, f.table, f.file) for f in report.findings] == [
         ("unsigned_commit", "ingest_log", f"_delta_log/{N_FILES:020d}.json")], report.findings
+
+
+def test_a_forged_ingest_log_row_does_not_make_ingest_skip_its_file(pristine, tmp_path, monkeypatch):
+    import hashlib
+
+    from deltalake import write_deltalake
+
+    from auditlake.lake.tables import INGEST_LOG
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
+    forged = {"source_file": "a.jsonl", "source_sha256": hashlib.sha256(landing.read_bytes()).hexdigest(),
+              "format": "jsonl", "lines_read": 3, "accepted": 3, "quarantined": 0, "first_seq": 0, "last_seq": 2,
+              "completed_at": None, "batch_id": "forged"}
+    write_deltalake(lake.table_uri("ingest_log"), pa.Table.from_pylist([forged], schema=INGEST_LOG), mode="append")
+    report = ingest(lake, [str(landing)])
+    assert report.accepted == 3 and not any(f.skipped for f in report.files)
+    assert ingest(lake, [str(landing)]).files[0].skipped  # the lake's own row counts
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert {f.kind for f in report.findings} == {"unsigned_commit"}, report.findings
