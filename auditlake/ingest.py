@@ -24,7 +24,7 @@ import os
 import random
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -123,7 +123,9 @@ class _State:
     head: Head
     done: set[str]  # source_sha256 of logged (finished) files
     seen_ledger: set[str]  # source_sha256 with any ledger row
-    seen_quarantine: set[str]
+    # Per source_sha256, its lines in the quarantine as the plan began (signed commits only),
+    # and how many rows it has there now (the plan's own commits added).
+    quarantined_lines: dict[str, set[int]]
     quarantine_version: int | None
     log_version: int | None
     event_index: _EventIndex | None = None
@@ -131,6 +133,10 @@ class _State:
     # Ledger rows per file planned in this plan: (count, first seq, last seq), exact while
     # the ledger is at head.ledger_version (every commit since the plan is this run's own).
     file_rows: dict[str, tuple[int, int | None, int | None]] = field(default_factory=dict)
+    quarantine_rows: Counter = field(default_factory=Counter)
+
+    def __post_init__(self):
+        self.quarantine_rows.update({sha: len(lines) for sha, lines in self.quarantined_lines.items()})
 
 
 def _shas_with_rows(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], int | None]:
@@ -156,26 +162,27 @@ def _shas_with_rows(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], in
     return found, version
 
 
-def _unsigned_only(lake: Lake, keys: KeyStore, name: str, shas: set[str]) -> set[str]:
-    """Of these content hashes found in table `name`, those that only commits the lake did
-    not sign hold: a forged ingest log row must not make ingest skip a landing file (verify
-    reports the commit as unsigned_commit)."""
-    if not shas:
-        return set()
+def _signed_rows(lake: Lake, keys: KeyStore, name: str, shas: set[str], columns: list[str]) -> pa.Table:
+    """The rows of table `name` of these landing files (content hashes) that commits the lake
+    signed hold (source_sha256 and `columns`): a forged ingest log or quarantine row must not
+    make ingest skip a landing file or line (verify reports its commit as unsigned_commit)."""
     from .keys import load_public_key
 
+    out = [pa.table({c: pa.array([], tables.SCHEMAS[name].field(c).type) for c in ["source_sha256", *columns]})]
+    if not shas:
+        return out[0]
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
-    wanted, signed = pa.array(sorted(shas)), set()
+    wanted = pa.array(sorted(shas))
     listing = retention.list_log(lake, name)
     for v, info in sorted(listing.entries.items()):
         paths = [o.rel.split("/", 2)[2] for o in retention.read_entry(lake, name, v, True, info) if o.kind == "data"]
         if not paths:
             continue
-        held = set(tables.dataset(lake, name, rel_paths=paths).to_table(
-            columns=["source_sha256"], filter=pc.field("source_sha256").isin(wanted)).column(0).to_pylist())
-        if held - signed and _signed(lake, keys, name, v, info, public):
-            signed |= held
-    return shas - signed
+        rows = tables.dataset(lake, name, rel_paths=paths).to_table(
+            columns=["source_sha256", *columns], filter=pc.field("source_sha256").isin(wanted))
+        if rows.num_rows and _signed(lake, keys, name, v, info, public):
+            out.append(rows)
+    return pa.concat_tables(out)
 
 
 _signed_verdicts: dict[tuple, bool] = {}  # a log entry never changes: known by its write time and size
@@ -204,26 +211,21 @@ def _load_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fr
     looked_up = any(lake.latest(name) is not None for name in ("ingest_log", "quarantine", "ledger"))
     shas = {lf.sha256() for lf in files} if looked_up else set()
     done, log_version = _shas_with_rows(lake, "ingest_log", shas)
-    done -= _unsigned_only(lake, keys, "ingest_log", done)
+    done = set(_signed_rows(lake, keys, "ingest_log", done, []).column("source_sha256").to_pylist())
     q_sha, q_version = _shas_with_rows(lake, "quarantine", shas)
+    quarantined: dict[str, set[int]] = {}
+    for row in _signed_rows(lake, keys, "quarantine", q_sha, ["line"]).to_pylist():
+        quarantined.setdefault(row["source_sha256"], set()).add(row["line"])
     head = load_head(lake, keys)
     l_sha = set()
     if head.ledger_version is not None and not fresh:
         l_sha, _ = _shas_with_rows(lake, "ledger", shas)
-    return _State(head, done, l_sha, q_sha, q_version, log_version, fresh=fresh)
+    return _State(head, done, l_sha, quarantined, q_version, log_version, fresh=fresh)
 
 
 def _rows_of(lake: Lake, sha: str) -> pa.Table:
     """(source_line, seq) of the ledger rows of one landing file."""
     return tables.dataset(lake, "ledger").to_table(columns=["source_line", "seq"], filter=pc.field("source_sha256") == sha)
-
-
-def _lines_of(lake: Lake, name: str, sha: str, column: str) -> set[int]:
-    dt = lake.delta(name)
-    if dt is None:
-        return set()
-    t = tables.dataset(lake, name, dt).to_table(columns=[column], filter=pc.field("source_sha256") == sha)
-    return set(t.column(column).to_pylist())
 
 
 def _ids_in_ledger(lake: Lake, ids: list[str], version: int | None) -> set[str]:
@@ -390,8 +392,7 @@ def _chunks(lake: Lake, files: list[landing.LandingFile], state: _State, report:
             if rows.num_rows:
                 seqs = rows.column("seq")
                 state.file_rows[sha] = (rows.num_rows, pc.min(seqs).as_py(), pc.max(seqs).as_py())
-        quarantined = _lines_of(lake, "quarantine", sha, "line") if sha in state.seen_quarantine else set()
-        skip = frozenset(committed | quarantined)
+        skip = frozenset(committed | state.quarantined_lines.get(sha, set()))
         lines = 0
         for first, block in lf.blocks(CHUNK_LINES):
             size = landing.block_size(block)
@@ -584,10 +585,10 @@ def _commit_batch(lake: Lake, keys: KeyStore, state: _State, batch: _Batch) -> t
             b["batch_id"] = batch_id
         qt = pa.Table.from_pylist(batch.bad, schema=tables.QUARANTINE)
         state.quarantine_version = tables.append(lake, "quarantine", qt, state.quarantine_version, {"batch_id": batch_id})
-        state.seen_quarantine.update(b["source_sha256"] for b in batch.bad)
+        state.quarantine_rows.update(b["source_sha256"] for b in batch.bad)
 
     if batch.finished:
-        _log_files(lake, state, batch, batch_id, now)
+        _log_files(lake, keys, state, batch, batch_id, now)
 
     if head.tree_size > head.checkpoint_frontier_size:
         _checkpoint(lake, keys, head, batch_id)
@@ -609,17 +610,20 @@ def _counts(lake: Lake, name: str, shas: list[str], extra: str | None = None) ->
     return {r["source_sha256"]: (r["source_sha256_count"], None, None) for r in g.to_pylist()}
 
 
-def _log_files(lake: Lake, state: _State, batch: _Batch, batch_id: str, now: datetime) -> None:
+def _log_files(lake: Lake, keys: KeyStore, state: _State, batch: _Batch, batch_id: str, now: datetime) -> None:
     shas = [sha for _, sha, _ in batch.finished]
     if tables.version(lake, "ledger") == state.head.ledger_version:
         acc = {sha: state.file_rows[sha] for sha in shas if state.file_rows.get(sha, (0,))[0]}
     else:  # another writer committed since: count what the ledger holds now
         acc = _counts(lake, "ledger", shas, "seq")
-    quar = _counts(lake, "quarantine", shas)
+    if tables.version(lake, "quarantine") == state.quarantine_version:
+        quar = state.quarantine_rows
+    else:  # another writer committed since: count what the lake signed
+        quar = Counter(_signed_rows(lake, keys, "quarantine", set(shas), []).column("source_sha256").to_pylist())
     rows = []
     for lf, sha, lines in batch.finished:
         a, first, last = acc.get(sha, (0, None, None))
-        q = quar.get(sha, (0, None, None))[0]
+        q = quar[sha]
         if a + q != lines:
             raise AuditlakeError(
                 f"{lf.name}: {lines} lines read but {a} accepted + {q} quarantined; not logging it (run ingest again)"

@@ -372,3 +372,24 @@ def test_a_forged_ingest_log_row_does_not_make_ingest_skip_its_file(pristine, tm
     _relock(lake)
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     assert {f.kind for f in report.findings} == {"unsigned_commit"}, report.findings
+
+
+def test_a_forged_quarantine_row_does_not_make_ingest_skip_its_line(pristine, tmp_path, monkeypatch):
+    import hashlib
+
+    from deltalake import write_deltalake
+
+    from auditlake.lake.tables import QUARANTINE
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
+    forged = {"source_file": "a.jsonl", "source_sha256": hashlib.sha256(landing.read_bytes()).hexdigest(), "line": 2,
+              "reason": "not JSON", "raw": "", "event_id": None, "quarantined_at": None, "batch_id": "forged"}
+    write_deltalake(lake.table_uri("quarantine"), pa.Table.from_pylist([forged], schema=QUARANTINE), mode="append")
+    report = ingest(lake, [str(landing)])
+    assert (report.accepted, report.quarantined) == (3, 0)
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    # The forged commit made the table, without its properties: reported too.
+    assert {f.kind for f in report.findings} == {"unsigned_commit", "table_property_changed"}, report.findings
+    assert {f.table for f in report.findings} == {"quarantine"}
