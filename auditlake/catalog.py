@@ -37,6 +37,7 @@ import secrets
 import shutil
 import sqlite3
 import sys
+import tempfile
 import threading
 import tomllib
 import uuid
@@ -280,6 +281,64 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
         _prune_snapshots(db)
     return {"db": str(db), "lake": lake.uri, "mode": mode, "views": list(VIEWS), "counts": counts,
             "versions": versions, "delta_extension": delta_extension_path()}
+
+
+_VIEWS_SQL = "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal"
+_MACROS_SQL = ("SELECT function_name, macro_definition FROM duckdb_functions() "
+               "WHERE NOT internal AND function_type IN ('macro', 'table_macro')")
+
+
+def catalog_problems(lake: Lake) -> list[str]:
+    """Where a local lake's catalog file (what analysts and the explorer open) defines a view
+    or macro otherwise than `auditlake catalog` writes it: a view redefined could hide events
+    or findings from everyone who reads through it. Compared as DuckDB itself normalizes
+    them, a table's view either over the table or empty (built before the table existed).
+    S3 catalogs live outside the lake, in the user's home."""
+    import duckdb
+
+    db = default_db_path(lake)
+    if lake.is_s3 or not db.exists():
+        return []
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as exc:
+        return [f"the catalog cannot be opened: {str(exc).splitlines()[0][:160]}"]
+    try:
+        found = {**dict(con.execute(_VIEWS_SQL).fetchall()), **dict(con.execute(_MACROS_SQL).fetchall())}
+    finally:
+        con.close()
+    expected: dict[str, set[str]] = {}
+    present = {t: f"delta_scan('{_sql_str(p)}')" for t in TABLE_OF_VIEW.values() if (p := _local_table_path(lake, t))}
+    with tempfile.TemporaryDirectory(prefix="auditlake-catalog-") as scratch:
+        for i, refs in enumerate((present, {})):
+            # Written and read back: DuckDB prints a definition it loaded from a file otherwise
+            # than one it has just parsed (type names quoted or not).
+            path = f"{scratch}/{i}.duckdb"
+            ref = duckdb.connect(path)
+            try:
+                install_delta_extension(ref)
+                store_erased(ref, [])
+                for stmt in view_statements(refs):
+                    ref.execute(stmt)
+            finally:
+                ref.close()
+            ref = duckdb.connect(path, read_only=True)
+            try:
+                for name, sql in [*ref.execute(_VIEWS_SQL).fetchall(), *ref.execute(_MACROS_SQL).fetchall()]:
+                    expected.setdefault(name, set()).add(sql)
+            finally:
+                ref.close()
+            if found.keys() == expected.keys() and all(found[k] in expected[k] for k in found):
+                return []  # the usual case, settled by the first variant
+    problems = []
+    for name in sorted(set(found) | set(expected)):
+        if name not in found:
+            problems.append(f"{name} is missing from the catalog")
+        elif name not in expected:
+            problems.append(f"{name} is in the catalog, but auditlake writes no such view or macro")
+        elif found[name] not in expected[name]:
+            problems.append(f"{name} is not defined as auditlake writes it")
+    return [f"{p} (rebuild it with `auditlake catalog`)" for p in problems]
 
 
 def _snapshot_root(db: Path) -> Path:

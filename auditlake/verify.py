@@ -35,6 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import _records
+from .catalog import catalog_problems
 from .errors import AuditlakeError
 from .keys import KeyStore, auditlake_home, load_public_key
 from .lake import retention, tables
@@ -946,6 +947,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     report.root = (tree.root(tree.size) or b"").hex()
     for f in retention.check(lake, keys):
         report.add(f["kind"], f["table"], f["detail"], file=f.get("file"), partition=f.get("partition"))
+    for why in catalog_problems(lake):
+        report.add("catalog_changed", "catalog", why, file="catalog.duckdb")
     report.ok = not report.findings
     if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

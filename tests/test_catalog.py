@@ -361,3 +361,25 @@ def test_catalog_command_json(tiny, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["mode"] == "live" and doc["counts"]["events"] == 6 and doc["counts"]["quarantine"] == 1
     assert set(doc["views"]) >= {"events", "findings", "quarantine", "checkpoints"}
+
+
+def test_verify_reports_a_catalog_view_that_is_not_the_one_auditlake_writes(tiny):
+    """A view redefined in the lake's catalog file would hide events or findings from every
+    analyst and auditor who reads through it."""
+    from auditlake.verify import verify
+
+    lake = tiny["lake"]
+    db = catalog.build_catalog(lake)["db"]  # built before the findings table exists: an empty view
+    assert verify(lake, update_trust=False).ok
+    con = duckdb.connect(db)
+    catalog.install_delta_extension(con)
+    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'events'").fetchone()[0]
+    con.execute(sql.replace("CREATE VIEW events AS", "CREATE OR REPLACE VIEW events AS SELECT * FROM (").rstrip(";")
+                + ") WHERE event_type <> 'call.started'")
+    con.execute("CREATE MACRO helper(x) AS x + 1")
+    con.close()
+    report = verify(lake, update_trust=False)
+    assert {(f.kind, f.table, f.file) for f in report.findings} == {("catalog_changed", "catalog", "catalog.duckdb")}
+    assert sorted(f.detail.split(" ")[0] for f in report.findings) == ["events", "helper"]
+    catalog.build_catalog(lake)
+    assert verify(lake, update_trust=False).ok
