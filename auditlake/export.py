@@ -43,7 +43,7 @@ from .keys import load_public_key, signing_key_id
 from .lake.store import Lake
 from . import _records
 from .ledger import merkle, packed
-from .ledger.canonical import canonical_json
+from .ledger.canonical import canonical_json, loads_noting_repeats
 from .redaction import MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
 
 FORMATS = ("parquet", "csv", "jsonl")
@@ -625,7 +625,7 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
     root = Path(bundle_dir)
     mpath = root / MANIFEST
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest, repeated = loads_noting_repeats(mpath.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise AuditlakeError(f"{bundle_dir} has no {MANIFEST}") from exc
     except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -633,6 +633,8 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise AuditlakeError(f"{mpath} is not an auditlake export manifest")
     problems: list[str] = []
+    if repeated:
+        problems.append(f"the manifest repeats the key(s) {', '.join(sorted(set(repeated)))}")
     # -- signature ----------------------------------------------------------------------
     body = {k: v for k, v in manifest.items() if k != "signature"}
     kid = manifest.get("key_id")

@@ -44,6 +44,7 @@ from .keys import load_public_key, public_key_b64, signing_key_id
 from .lake import tables
 from .lake.store import Lake
 from .ledger import merkle, packed
+from .ledger.canonical import loads_noting_repeats
 from .ledger.checkpoint import Checkpoint
 
 TILE_LEVEL = 8
@@ -1347,7 +1348,7 @@ def cli_verify_proof(args) -> int:
     except OSError as exc:
         raise AuditlakeError(f"cannot read {args.file}: {exc}") from exc
     try:
-        doc = json.loads(raw)
+        doc, repeated = loads_noting_repeats(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AuditlakeError(f"{args.file} is not JSON: {exc}") from exc
     if args.public_key:
@@ -1357,6 +1358,8 @@ def cli_verify_proof(args) -> int:
     else:
         pinned = None
     ok, reason = verify_proof_doc(doc, pinned)
+    if ok and repeated:
+        ok, reason = False, f"the proof repeats the key(s) {', '.join(sorted(set(repeated)))}"
     kind = doc.get("type") if isinstance(doc, dict) else None
     emit(args, f"{'valid' if ok else 'INVALID'}: {reason}", {"ok": ok, "type": kind, "reason": reason, "pinned": bool(pinned)})
     return 0 if ok else 1

@@ -282,8 +282,14 @@ def _tamper_cases():
                 f["sha256"], f["bytes"] = export._sha256_file(out / f["path"])
         (out / "manifest.json").write_text(json.dumps(m))
 
+    def repeated_key(out):
+        # A key given twice: this parser takes the last value, which the signature covers;
+        # another parser takes the first.
+        text = (out / "manifest.json").read_text()
+        (out / "manifest.json").write_text(text.replace("{", '{\n  "rows": 999999,', 1))
+
     return [edit_jsonl, edit_csv, edit_parquet, add_row, remove_row, remove_parquet_row, break_utf8, add_file,
-            remove_file, edit_manifest, odd_columns, rehash_manifest]
+            remove_file, edit_manifest, odd_columns, rehash_manifest, repeated_key]
 
 
 def test_verify_export_catches_every_tampering(glake, tmp_path, capsys):

@@ -165,6 +165,9 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys):
     assert "not pinned" in capsys.readouterr().out
     assert main([*lake_arg, "verify-proof", str(tmp_path / "forged.json")]) == 1
     assert main([*lake_arg, "verify-proof", str(out)]) == 0
+    # A key given twice: the last value is the signed one, another reader takes the first.
+    (tmp_path / "twice.json").write_text(out.read_text().replace("{", '{"leaf_index": 7, ', 1))
+    assert main(["verify-proof", str(tmp_path / "twice.json")]) == 1
     capsys.readouterr()
     # --json and stdout output
     assert main([*lake_arg, "--json", "prove", ids[5]]) == 0

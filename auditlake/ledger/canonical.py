@@ -62,3 +62,18 @@ def canonical_with_fragments(obj: dict) -> bytes:
     """JCS of a dict whose keys are ASCII and whose values are plain strings, ints, None,
     dicts of those, or `fragment`s of canonical JSON. Used for the ledger record."""
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def loads_noting_repeats(text: str | bytes) -> tuple[object, list[str]]:
+    """json.loads, and the object keys the text gives more than once: a signature covers one
+    reading of such a text (the last value), another reader may take the first."""
+    import json
+
+    repeated: list[str] = []
+
+    def pairs_to_dict(pairs: list[tuple]) -> dict:
+        keys = [k for k, _ in pairs]
+        repeated.extend(k for i, k in enumerate(keys) if k in keys[:i])
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=pairs_to_dict), repeated
