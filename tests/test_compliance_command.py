@@ -149,6 +149,15 @@ def test_an_evaluation_without_findings_is_the_latest(lake):
     con = duckdb.connect()
     con.register("f", lake.delta("findings").to_pyarrow_dataset().to_table())
     assert con.execute(latest_findings_sql("f")).fetchall() == []
+    # An evaluation dated in the future (only a forger writes one) never becomes the latest:
+    # in an append-only table it would hide every later evaluation for good.
+    ahead = datetime(2999, 1, 1, tzinfo=timezone.utc)
+    append_findings(lake, _findings_table(base.clear(), "{}", "29990101T000000000000Z-cccccccc", ahead, ahead, "v", 1))
+    t3 = datetime.now(timezone.utc)
+    append_findings(lake, _findings_table(base, "{}", t3.strftime("%Y%m%dT%H%M%S%fZ") + "-dddddddd", t3, t3, "v", 1))
+    assert latest_findings(lake)["event_id"].to_list() == [fid]
+    con.register("f", lake.delta("findings").to_pyarrow_dataset().to_table())
+    assert [r[1] for r in con.execute(latest_findings_sql("f")).fetchall()] == [fid]
 
 
 def _ev(n: int, kind: str, at: str, data: dict, subject: dict | None = None, actor: str = "u-1") -> dict:

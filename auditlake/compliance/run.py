@@ -16,7 +16,9 @@ Every row carries `evaluation_id`, `as_of`, `evaluated_at`, `code_version` (pack
 
 Evaluations are kept forever (the table is append-only). "The findings view shows the
 latest": the latest evaluation is the one with the greatest `(evaluated_at,
-evaluation_id)`; `evaluation_id` itself sorts by time (`YYYYMMDDTHHMMSSffffffZ-<hex8>`).
+evaluation_id)`, `evaluated_at` not in the future (a row dated ahead, which only a forger
+writes, would otherwise hide every later evaluation for good in an append-only table);
+`evaluation_id` itself sorts by time (`YYYYMMDDTHHMMSSffffffZ-<hex8>`).
 `latest_findings` (polars) and `latest_findings_sql` (DuckDB, for the catalog view) apply
 exactly that rule and drop the marker row.
 """
@@ -240,11 +242,13 @@ def _iso(t: datetime | None) -> str | None:
 # ------------------------------------------------------------------------ the latest
 
 def latest_evaluation_id(lake: Lake) -> str | None:
-    """The id of the latest evaluation: greatest (evaluated_at, evaluation_id)."""
+    """The id of the latest evaluation: greatest (evaluated_at, evaluation_id), not dated in
+    the future."""
     dt = lake.delta("findings")
     if dt is None:
         return None
-    t = pl.scan_pyarrow_dataset(dt.to_pyarrow_dataset()).select("evaluation_id", "evaluated_at")
+    t = (pl.scan_pyarrow_dataset(dt.to_pyarrow_dataset()).select("evaluation_id", "evaluated_at")
+         .filter(pl.col("evaluated_at").is_null() | (pl.col("evaluated_at") <= datetime.now(timezone.utc))))
     top = t.unique().sort(["evaluated_at", "evaluation_id"], descending=True, nulls_last=True).head(1).collect()
     return top["evaluation_id"][0] if top.height else None
 
@@ -287,8 +291,8 @@ def evaluations(lake: Lake) -> pl.DataFrame:
 def latest_findings_sql(table_ref: str) -> str:
     """DuckDB SELECT of the latest evaluation's findings from the findings table
     `table_ref` (a table name, a view or e.g. `delta_scan('<uri>')`). The latest
-    evaluation is the greatest (evaluated_at, evaluation_id); its marker row (rule_id
-    null) is dropped. Columns: rule_id, event_id, tenant_id, occurred_at, severity,
+    evaluation is the greatest (evaluated_at, evaluation_id) not dated in the future; its
+    marker row (rule_id null) is dropped. Columns: rule_id, event_id, tenant_id, occurred_at, severity,
     detail, evaluation_id, as_of, evaluated_at, code_version, tree_size."""
     return (
         "SELECT f.rule_id, f.event_id, f.tenant_id, f.occurred_at, f.severity, f.detail,\n"
@@ -297,5 +301,6 @@ def latest_findings_sql(table_ref: str) -> str:
         "WHERE f.rule_id IS NOT NULL\n"
         "  AND f.evaluation_id = (\n"
         f"    SELECT e.evaluation_id FROM {table_ref} AS e\n"
-        "    ORDER BY e.evaluated_at DESC, e.evaluation_id DESC LIMIT 1)"
+        "    WHERE e.evaluated_at IS NULL OR e.evaluated_at <= now()\n"
+        "    ORDER BY e.evaluated_at DESC NULLS LAST, e.evaluation_id DESC LIMIT 1)"
     )
