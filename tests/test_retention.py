@@ -454,3 +454,22 @@ def test_a_deleted_hold_record_still_holds_and_is_reported(lake_dir, tmp_path):
     assert [(x["kind"], x["table"]) for x in found] == [("RET-WORM", "_holds")] and s1 in found[0]["detail"]
     admin.lift_hold(lake, s1, "settled")  # a lift signed by the lake still lifts it
     assert not admin.legal_hold_active(lake, s1)
+
+
+def test_erasure_does_not_go_ahead_when_the_ledger_cannot_say_whether_a_hold_applies(lake_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from auditlake.privacy import erase
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    s1 = _subjects(uri)[0]
+    admin.set_hold(Lake.open(uri), s1, "case 8")
+    for record in (lake_dir / "_holds").glob("*.json"):
+        record.unlink()
+    for f in (lake_dir / "tables" / "ledger").rglob("*.parquet"):
+        if "auditlake" in pq.read_table(f, columns=["source"]).column("source").to_pylist():
+            os.chmod(f, 0o644)
+            f.write_bytes(b"not parquet any more")
+    with pytest.raises(AuditlakeError, match="cannot read the ledger"):
+        erase(Lake.open(uri), s1)

@@ -160,7 +160,7 @@ def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
     if with_ledger:
         kept = {rec.get("hold_id") for rec, ok in records if ok}
         lost = [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"}, True)
-                for h in _ledger_holds(lake, skip_unreadable=True) if h["hold_id"] not in kept]
+                for h in _ledger_holds(lake) if h["hold_id"] not in kept]
         records = sorted(records + lost, key=lambda r: (r[0].get("at") or "", r[0].get("hold_id") or ""))
     state: dict[tuple[str, str | None], dict | None] = {}
     for rec, ok in records:
