@@ -19,7 +19,6 @@ multi-core machine, while this process numbers, chains and commits them in order
 """
 from __future__ import annotations
 
-import bisect
 import os
 import random
 import time
@@ -153,7 +152,7 @@ def _shas_with_rows(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], in
     paths = acts.column("path").to_pylist()
     if {"min.source_sha256", "max.source_sha256"} <= set(acts.column_names):
         lo, hi = acts.column("min.source_sha256").to_pylist(), acts.column("max.source_sha256").to_pylist()
-        paths = [p for p, a, b in zip(paths, lo, hi) if a is None or b is None or _any_between(wanted, a, b)]
+        paths = [p for p, a, b in zip(paths, lo, hi) if a is None or b is None or retention.any_between(wanted, a, b)]
     found: set[str] = set()
     if wanted and paths:
         for b in tables.dataset(lake, name, dt, paths).to_batches(  # bounded memory
@@ -165,22 +164,22 @@ def _shas_with_rows(lake: Lake, name: str, shas: set[str]) -> tuple[set[str], in
 def _signed_rows(lake: Lake, keys: KeyStore, name: str, shas: set[str], columns: list[str]) -> pa.Table:
     """The rows of table `name` of these landing files (content hashes) that commits the lake
     signed hold (source_sha256 and `columns`): a forged ingest log or quarantine row must not
-    make ingest skip a landing file or line (verify reports its commit as unsigned_commit)."""
+    make ingest skip a landing file or line (verify reports its commit as unsigned_commit).
+    Only the files whose statistics allow one of the hashes are read."""
     from .keys import load_public_key
 
     out = [pa.table({c: pa.array([], tables.SCHEMAS[name].field(c).type) for c in ["source_sha256", *columns]})]
     if not shas:
         return out[0]
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
-    wanted = pa.array(sorted(shas))
-    listing = retention.list_log(lake, name)
-    for v, info in sorted(listing.entries.items()):
-        paths = [o.rel.split("/", 2)[2] for o in retention.read_entry(lake, name, v, True, info) if o.kind == "data"]
-        if not paths:
+    allowed = {"source_sha256": sorted(shas)}
+    for info, log, data in retention.entries(lake, name):
+        maybe = [d.rel.split("/", 2)[2] for d in data if retention.stats_allow(d.action, allowed)]
+        if not maybe:
             continue
-        rows = tables.dataset(lake, name, rel_paths=paths).to_table(
-            columns=["source_sha256", *columns], filter=pc.field("source_sha256").isin(wanted))
-        if rows.num_rows and _signed(lake, keys, name, v, info, public):
+        rows = tables.dataset(lake, name, rel_paths=maybe).to_table(
+            columns=["source_sha256", *columns], filter=pc.field("source_sha256").isin(allowed["source_sha256"]))
+        if rows.num_rows and _signed(lake, keys, name, info, log, data, public):
             out.append(rows)
     return pa.concat_tables(out)
 
@@ -188,17 +187,13 @@ def _signed_rows(lake: Lake, keys: KeyStore, name: str, shas: set[str], columns:
 _signed_verdicts: dict[tuple, bool] = {}  # a log entry never changes: known by its write time and size
 
 
-def _signed(lake: Lake, keys: KeyStore, name: str, version: int, info, public: dict) -> bool:
-    key = (lake.uri, name, version, info.mtime_ns, info.size)
+def _signed(lake: Lake, keys: KeyStore, name: str, info, log: retention.Obj, data: list[retention.Obj],
+            public: dict) -> bool:
+    key = (lake.uri, name, log.version, info.mtime_ns, info.size)
     if key not in _signed_verdicts:
         _signed_verdicts[key] = not tables.commit_signature_problem(
-            lake, name, version, *tables.commit_actions(lake, name, version), public, keys.log_id)
+            lake, name, log.version, log.action or {}, [d.rel.split("/", 2)[2] for d in data], public, keys.log_id)
     return _signed_verdicts[key]
-
-
-def _any_between(ordered: list[str], lo: str, hi: str) -> bool:
-    i = bisect.bisect_left(ordered, lo)
-    return i < len(ordered) and ordered[i] <= hi
 
 
 def _load_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fresh: bool = False) -> _State:

@@ -156,7 +156,7 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
             body = action[kind]
             info, paths = commits.setdefault(v, ({}, []))
             if kind == "add":
-                paths.append(body["path"])
+                paths.append(_unquote(body["path"]))
                 rel = _unquote(body["path"])
                 if rel in added_in:
                     report.add("non_append_commit", name, f"version {v} adds a file that version {added_in[rel]} added",

@@ -108,11 +108,11 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
     from . import tables
 
     wanted = (pc.field("source") == SOURCE) & (pc.field("event_type") == "config.changed")
-    listing = retention.list_log(lake, "ledger")
-    # From the log entries (read once per process), only the files whose statistics allow
-    # such an event: opening the table and scanning every file took most of a second at 1M.
-    paths = [o.rel.split("/", 2)[2] for v, info in sorted(listing.entries.items())
-             for o in retention.read_entry(lake, "ledger", v, True, info) if o.kind == "data" and _may_hold_event(o.add)]
+    # Only the files whose statistics allow such an event: opening the table and scanning
+    # every file took most of a second at 1M.
+    allowed = {"source": [SOURCE], "event_type": ["config.changed"]}
+    paths = [d.rel.split("/", 2)[2] for _, _, data in retention.entries(lake, "ledger") for d in data
+             if retention.stats_allow(d.action, allowed)]
     if not paths:
         return []
 
@@ -137,18 +137,6 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
             out.append({k: data.get(k) for k in ("hold_id", "scope", "subject_id", "at")}
                        | {"action": "set" if data.get("new_value") == "on" else "lift"})
     return out
-
-
-def _may_hold_event(add: dict | None) -> bool:
-    """Whether a ledger file's statistics allow a lake audit event of type config.changed in it."""
-    from ..audit_events import SOURCE
-
-    try:
-        stats = json.loads((add or {}).get("stats") or "{}")
-        low, high = stats["minValues"], stats["maxValues"]
-        return all(low[c] <= value <= high[c] for c, value in (("source", SOURCE), ("event_type", "config.changed")))
-    except (ValueError, KeyError, TypeError):
-        return True  # no usable statistics: read the file
 
 
 def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:

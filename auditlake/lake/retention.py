@@ -23,6 +23,7 @@ Both kinds of lake share the walk over the Delta logs; only the sealing differs.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -140,7 +141,7 @@ class Obj:
     version: int  # the commit that wrote it
     kind: str  # "log", "data" or "checkpoint"
     dates: tuple[date, ...] = ()  # event dates it holds (ledger)
-    add: dict | None = field(default=None, compare=False, repr=False)  # a data file's add action
+    action: dict | None = field(default=None, compare=False, repr=False)  # a data file's add, a log entry's commitInfo
 
     @property
     def partition(self) -> str | None:
@@ -218,6 +219,7 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
     with fs.open_input_stream(f"{root}/{rel}") as f:
         text = f.read().decode()
     adds: list[Obj] = []
+    commit_info = None
     for line in text.split("\n"):
         if not line.strip():
             continue
@@ -225,6 +227,8 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
             action = json.loads(line)
         except ValueError:
             continue  # a damaged entry: verify's history check reports it
+        if isinstance(action, dict) and isinstance(action.get("commitInfo"), dict):
+            commit_info = action["commitInfo"]
         add = action.get("add") if isinstance(action, dict) else None
         if add:
             path = unquote(add["path"])
@@ -237,7 +241,35 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
                     pass
             adds.append(Obj(f"tables/{table}/{path}", table, version, "data", tuple(dates) or _partition_dates(path), add))
     entry_dates = tuple(sorted({d for a in adds for d in a.dates}))
-    return [Obj(rel, table, version, "log", entry_dates), *adds]
+    return [Obj(rel, table, version, "log", entry_dates, commit_info), *adds]
+
+
+def entries(lake: Lake, table: str) -> list[tuple[pafs.FileInfo, Obj, list[Obj]]]:
+    """Each log entry of the table in version order: (its file, the entry, the data files it
+    adds), read once per process (read_entry)."""
+    listing = list_log(lake, table)
+    out = []
+    for v, info in sorted(listing.entries.items()):
+        log, *data = read_entry(lake, table, v, True, info)
+        out.append((info, log, data))
+    return out
+
+
+def any_between(ordered: list, lo, hi) -> bool:
+    """Whether the sorted list holds a value in [lo, hi]."""
+    i = bisect.bisect_left(ordered, lo)
+    return i < len(ordered) and ordered[i] <= hi
+
+
+def stats_allow(add: dict | None, values: dict[str, list]) -> bool:
+    """Whether a data file's add-action statistics allow, for each column, one of its values
+    (given sorted); a file without usable statistics may hold anything."""
+    try:
+        stats = json.loads((add or {}).get("stats") or "{}")
+        low, high = stats["minValues"], stats["maxValues"]
+        return all(any_between(ordered, low[column], high[column]) for column, ordered in values.items())
+    except (ValueError, KeyError, TypeError):
+        return True
 
 
 def committed(lake: Lake, table: str, versions: list[int] | None = None, listing: LogListing | None = None,
@@ -365,7 +397,7 @@ def _data_files(lake: Lake, table: str, listing: LogListing, through: int, cache
 
 def _log_adds(lake: Lake, table: str, listing: LogListing, through: int, cache: bool = True) -> dict[str, dict]:
     """The add actions of the listed log entries up to version `through`, by data file."""
-    return {o.rel: o.add for v in sorted(listing.entries) if v <= through
+    return {o.rel: o.action for v in sorted(listing.entries) if v <= through
             for o in read_entry(lake, table, v, cache, listing.entries[v]) if o.kind == "data"}
 
 

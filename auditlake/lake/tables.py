@@ -211,11 +211,10 @@ def _commit_signature(lake: Lake, name: str, rows: pa.Table, version: int) -> di
 def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, paths: list[str],
                              public: dict, log_id: str) -> str | None:
     """Why version `version` of table `name` (its commitInfo `info`, adding `paths`, relative
-    to the table as the log has them) does not carry the lake's signature of its rows; None
-    if it does, or if a file cannot be read (the history checks report that). `public`:
+    to the table, percent-decoded) does not carry the lake's signature of its rows; None if
+    it does, or if a file cannot be read (the history checks report that). `public`:
     {key_id: Ed25519PublicKey}."""
     import pyarrow.parquet as pq
-    from urllib.parse import unquote
 
     from ..ledger import commits
 
@@ -224,7 +223,7 @@ def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, pa
         return f"version {version} carries no signature of the lake"
     fs, root = lake.filesystem()
     try:
-        rows = [pq.read_table(fs.open_input_file(f"{root}/tables/{name}/{unquote(p)}")).select(SCHEMAS[name].names)
+        rows = [pq.read_table(fs.open_input_file(f"{root}/tables/{name}/{p}")).select(SCHEMAS[name].names)
                 for p in paths]
     except (OSError, KeyError, pa.ArrowInvalid):
         return None
@@ -233,17 +232,6 @@ def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, pa
     if digest != info.get(commits.ROWS) or not commits.signature_valid(public[key_id], signature, body):
         return f"version {version}: its rows are not the ones the lake signed"
     return None
-
-
-def commit_actions(lake: Lake, name: str, version: int) -> tuple[dict, list[str]]:
-    """The commitInfo of a version of table `name` and the paths it adds (as the log has them)."""
-    import json
-
-    fs, root = lake.filesystem()
-    with fs.open_input_stream(f"{root}/tables/{name}/_delta_log/{version:020d}.json") as f:
-        actions = [json.loads(line) for line in f.read().decode().split("\n") if line.strip()]
-    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
-    return info, [a["add"]["path"] for a in actions if "add" in a]
 
 
 def dataset(lake: Lake, name: str, dt=None, rel_paths: list[str] | None = None):
