@@ -89,7 +89,10 @@ class SealedChunk:
 
 def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
     if isinstance(raw, dict):  # a Parquet row: as large as the JSON line it stands for
-        size = len(orjson.dumps(raw, default=str))
+        try:
+            size = len(orjson.dumps(raw, default=str))
+        except TypeError:  # no JSON form (the contract check says why): its text's length
+            size = len(str(raw))
         if size > MAX_LINE_BYTES:
             return None, f"line larger than 64 KiB ({size} bytes as JSON)"
         return raw, None
