@@ -925,30 +925,32 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     base = _incremental_base(trusted, cps, report) if incremental else None
     start = base.size if base else 0
     paths, fs, stored_rows = _ledger_files(lake, live["ledger"], report)
-    # A private spill folder: two verifies started in one directory must not share ./.tmp.
-    spill = tempfile.TemporaryDirectory(prefix="auditlake-verify-")
-    con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False,
-                                 "temp_directory": spill.name})
-    con.execute("SET TimeZone = 'UTC'")
-    _load_ledger(con, paths, fs, lake.filesystem()[1], start)
-    positions, leaf_hashes = _check_rows(con, keys, report, (paths, fs), start,
-                                         trusted.chain_head if base else ZERO_HASH)
-    if start:
-        below = con.execute("SELECT count(*) FROM ledger_below").fetchone()[0]
-        if below != start:
-            report.add("deleted_row" if below < start else "duplicate_row", "ledger",
-                       f"{below} rows before the trusted checkpoint, which covers {start}")
-        report.events += below
-    if stored_rows > report.events:
-        _check_unsequenced(report, paths, fs, lake.filesystem()[1])
-    tree = _Tree(leaf_hashes, start, base)
-    _check_checkpoints(keys, positions, tree, report, trusted, cps)
-    report.tree_size = tree.size
-    report.root = (tree.root(tree.size) or b"").hex()
-    for f in retention.check(lake, keys):
-        report.add(f["kind"], f["table"], f["detail"], file=f.get("file"), partition=f.get("partition"))
-    for why in catalog_problems(lake):
-        report.add("catalog_changed", "catalog", why, file="catalog.duckdb")
+    # The retention and catalog checks need none of the rows: they run beside the row checks
+    # (hashing every sealed file, GIL released), their findings reported after them.
+    with ThreadPoolExecutor(1) as side:
+        lake_findings = side.submit(_lake_findings, lake, keys)
+        # A private spill folder: two verifies started in one directory must not share ./.tmp.
+        spill = tempfile.TemporaryDirectory(prefix="auditlake-verify-")
+        con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False,
+                                     "temp_directory": spill.name})
+        con.execute("SET TimeZone = 'UTC'")
+        _load_ledger(con, paths, fs, lake.filesystem()[1], start)
+        positions, leaf_hashes = _check_rows(con, keys, report, (paths, fs), start,
+                                             trusted.chain_head if base else ZERO_HASH)
+        if start:
+            below = con.execute("SELECT count(*) FROM ledger_below").fetchone()[0]
+            if below != start:
+                report.add("deleted_row" if below < start else "duplicate_row", "ledger",
+                           f"{below} rows before the trusted checkpoint, which covers {start}")
+            report.events += below
+        if stored_rows > report.events:
+            _check_unsequenced(report, paths, fs, lake.filesystem()[1])
+        tree = _Tree(leaf_hashes, start, base)
+        _check_checkpoints(keys, positions, tree, report, trusted, cps)
+        report.tree_size = tree.size
+        report.root = (tree.root(tree.size) or b"").hex()
+        for kind, table, detail, where in lake_findings.result():
+            report.add(kind, table, detail, **where)
     report.ok = not report.findings
     if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -957,6 +959,13 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     spill.cleanup()
     report.duration_s = time.monotonic() - started
     return report
+
+
+def _lake_findings(lake: Lake, keys: KeyStore) -> list[tuple[str, str, str, dict]]:
+    """(kind, table, detail, location) of the retention and catalog checks."""
+    found = [(f["kind"], f["table"], f["detail"], {"file": f.get("file"), "partition": f.get("partition")})
+             for f in retention.check(lake, keys)]
+    return found + [("catalog_changed", "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
 
 
 def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: VerifyReport) -> merkle.Frontier | None:
