@@ -338,6 +338,7 @@ class _Positions:
         seq = seq[order]
         starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
         self.seq = seq[starts]
+        self.lo = None  # not lo..lo+n-1 each once: a position is found by search
         self.count = np.diff(np.r_[starts, len(seq)])
         self.raw = raw[order[starts]]
         self.odd = {p: odd[r] for p, r in enumerate(order[starts].tolist()) if r in odd} if odd else {}
@@ -362,6 +363,7 @@ class _Positions:
         if not placed.all():  # n rows in n places: a repeated seq leaves one empty
             return False
         self.seq = np.arange(lo, lo + n, dtype=np.int64)
+        self.lo = lo
         self.count = np.broadcast_to(np.int64(1), n)  # every count is 1: no memory per event
         self.raw, self.odd = raw, odd
         return True
@@ -658,7 +660,8 @@ class _Chain:
 
     def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array, leaf: pa.Array) -> None:
         """Check a batch's links (`leaf` as large_binary, NULL as empty)."""
-        at = np.searchsorted(self.pos.seq, seq)
+        # Every row read is a position: with each seq of lo.. once, its index is seq - lo.
+        at = seq - self.pos.lo if self.pos.lo is not None else np.searchsorted(self.pos.seq, seq)
         self._leaf_hashes(at, stored, leaf)
         prevs, has_prev, odd = self._prevs(seq, at)
         key_ids = key_id if pa.types.is_dictionary(key_id.type) else pc.dictionary_encode(key_id)
@@ -691,9 +694,8 @@ class _Chain:
         if dup.any():
             first = np.flatnonzero(~dup | self._firsts(at, dup, stored))
             leaf = leaf.take(pa.array(first, pa.int64()))
-        else:
-            first = np.arange(len(at))
-        self.leaf_hashes[at[first]] = np.frombuffer(merkle.leaf_hashes(leaf), np.uint8).reshape(-1, 32)
+            at = at[first]
+        self.leaf_hashes[at] = np.frombuffer(merkle.leaf_hashes(leaf), np.uint8).reshape(-1, 32)
 
     def _firsts(self, at: np.ndarray, dup: np.ndarray, stored: pa.Array) -> np.ndarray:
         """The row of each duplicated position that gives its leaf hash: the first one read
@@ -714,7 +716,9 @@ class _Chain:
         below = np.maximum(at - 1, 0)
         at_start = seq == self.start
         has_prev = at_start | ((at > 0) & (self.pos.seq[below] == seq - 1))
-        prevs = np.where(at_start[:, None], self.start_raw, self.pos.raw[below])
+        prevs = self.pos.raw[below]
+        if at_start.any():
+            prevs[at_start] = self.start_raw
         odd: dict[int, bytes] = {}
         if self.pos.odd:
             for i in np.flatnonzero(has_prev & ~at_start).tolist():
