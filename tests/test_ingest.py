@@ -72,6 +72,30 @@ def test_every_line_is_accepted_or_quarantined_with_its_reason(lake, tmp_path):
     assert verify(lake).ok
 
 
+def test_the_delta_log_keeps_statistics_of_the_columns_readers_prune_by_only(lake, tmp_path):
+    """Long values (sealed text, leaves, hashes, raw lines) have no statistics in the Delta log:
+    every reader replays it. The lake's own file lookups (content hash, source, type) still
+    find their files by statistics."""
+    from auditlake.lake import retention, tables
+
+    lines = [event(n=i) for i in range(10)] + ["not json " + "x" * 2_000]
+    write_jsonl(tmp_path / "in" / "a.jsonl", lines)
+    ingest(lake, [str(tmp_path / "in")])
+    for name in ("ledger", "quarantine"):
+        adds = [d.action for _, _, data in retention.entries(lake, name) for d in data]
+        assert adds, name
+        for add in adds:
+            stats = json.loads(add["stats"])
+            assert set(stats["minValues"]).isdisjoint(tables.NO_STATS[name]), (name, sorted(stats["minValues"]))
+            assert {"source_sha256"} <= set(stats["minValues"])
+            assert len(add["stats"]) < 2_000, (name, len(add["stats"]))
+    sha = _table(lake, "ledger").column("source_sha256")[0].as_py()
+    ledger_adds = [d.action for _, _, data in retention.entries(lake, "ledger") for d in data]
+    assert any(retention.stats_allow(a, {"source_sha256": [sha], "event_type": ["call.started"]}) for a in ledger_adds)
+    assert not any(retention.stats_allow(a, {"source_sha256": ["0" * 64]}) for a in ledger_adds)
+    assert verify(lake).ok
+
+
 def test_events_at_the_ends_of_the_calendar_are_sealed_and_retained(lake, tmp_path):
     times = ["0001-01-01T00:00:00Z", "0001-01-01T05:00:00+04:00", "9999-12-31T23:59:59.999999999Z",
              "9999-12-31T10:00:00-13:00"]
