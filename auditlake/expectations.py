@@ -21,8 +21,11 @@ frames, which stay small enough for pandas even for a 10M-event ledger:
   - `ledger.partitions`: one row per `event_date` partition with per-partition counts of
     nulls in required columns, malformed event ids and hashes, `occurred_at` after
     `ingested_at` + 1 day or before 2000, and rows in the wrong partition (all must be 0);
-  - `ledger.values`: one row per distinct (event_type, subject_timezone, key_id) with its
-    row count: known event types, valid IANA zone names, well-formed key ids.
+  - `ledger.values`: one row per distinct (event_type, subject_timezone, subject_country,
+    key_id) with its row count: known event types, valid IANA zone names, ISO 3166-1
+    country codes, well-formed key ids;
+  - `ledger.money`: one row per distinct (event_type, currency) of the events with money
+    (EVENTS.md: bid.placed, lead.sold, payout.recorded) with its row count: ISO 4217 codes.
 * quarantine: `quarantine.rows` (reason non-null and of a known family, line >= 1, ...)
   and `quarantine.text` (raw and reason hold no e-mail address or phone number; run with
   no unexpected-value samples, so a leak is never copied into the Data Docs).
@@ -37,8 +40,11 @@ null). An expectation GX itself could not evaluate also counts as failed, with t
 Severity: every expectation is an *error* (the table is broken or leaks PII: schema,
 seq, uniqueness, hash/key formats, nulls, unknown event types, unmasked quarantine text,
 bad findings) or a *warning* (producer data the lake keeps as sent and the rules cope
-with: an unknown time zone, which gets the four-US-zone check; occurred_at more than a day
-after ingested_at or before 2000; a quarantine reason of an unknown family).
+with: an unknown time zone, which gets the four-US-zone check; a country or currency code
+of the right shape that ISO 3166-1 or ISO 4217 does not list (ingest checks the shape; the
+lists, from pycountry, change, and data kept for seven years outlives a code);
+occurred_at more than a day after ingested_at or before 2000; a quarantine reason of an
+unknown family).
 `SuiteResult.success` is false on any failure, `ok` is false only on an error, and `severity` says
 which ("error"/"warn"): Dagster checks fail with that severity (a WARN does not block),
 and `auditlake compliance` exits 1 only on errors.
@@ -85,6 +91,9 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_SKEW = timedelta(days=1)  # occurred_at may be at most this much after ingested_at
 SEVERITIES = ("low", "medium", "high")
 NOT_ZONES = frozenset({"Factory", "localtime"})  # in the tz database, but not zones
+
+# Event types whose data carries a `currency` (EVENTS.md).
+MONEY_EVENTS = ("bid.placed", "lead.sold", "payout.recorded")
 
 # Ledger columns that are never null (tables.LEDGER; the nullable ones are the optional
 # actor/subject fields, lawful_basis and phone_bidx). leaf and data are left to verify.
@@ -606,6 +615,22 @@ def valid_zone(name: str | None) -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
+def iso_countries() -> list[str]:
+    """ISO 3166-1 alpha-2 codes (pycountry's copy of the iso-codes data)."""
+    import pycountry
+
+    return sorted(c.alpha_2 for c in pycountry.countries)
+
+
+@lru_cache(maxsize=1)
+def iso_currencies() -> list[str]:
+    """ISO 4217 alphabetic codes (pycountry)."""
+    import pycountry
+
+    return sorted(c.alpha_3 for c in pycountry.currencies)
+
+
 def _zone_value_set(present: list[str | None]) -> list[str]:
     unusable = {n for n in present if n and n in _zone_names() and not valid_zone(n)}
     return sorted(_zone_names() - unusable)
@@ -644,9 +669,15 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
         ).sort("event_date", nulls_last=False).collect()
     )
     values = (
-        lf.group_by("event_type", "subject_timezone", "key_id").agg(rows=pl.len().cast(pl.Int64))
-        .sort("rows", "event_type", "subject_timezone", "key_id", descending=[True, False, False, False],
-              nulls_last=True).collect()
+        lf.group_by("event_type", "subject_timezone", "subject_country", "key_id").agg(rows=pl.len().cast(pl.Int64))
+        .sort("rows", "event_type", "subject_timezone", "subject_country", "key_id",
+              descending=[True, False, False, False, False], nulls_last=True).collect()
+    )
+    money = (
+        lf.filter(pl.col("event_type").is_in(MONEY_EVENTS))
+        .group_by("event_type", currency=pl.col("data").str.json_path_match("$.currency"))
+        .agg(rows=pl.len().cast(pl.Int64)).sort("rows", "event_type", "currency", descending=[True, False, False],
+                                                  nulls_last=True).collect()
     )
     zones = _zone_value_set(values["subject_timezone"].unique().to_list())
     expected_pairs = [(f.name, _type_name(f.type)) for f in tables.LEDGER]
@@ -686,18 +717,29 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
         _Spec(E.ExpectColumnValuesToBeInSet(column="subject_timezone", value_set=zones,
                                             description="subject_timezone, when present, is a valid IANA zone name"),
               weight="rows", severity=WARN),
+        _Spec(E.ExpectColumnValuesToBeInSet(column="subject_country", value_set=iso_countries(),
+                                            description="subject_country, when present, is an ISO 3166-1 alpha-2 code"),
+              weight="rows", severity=WARN),
         _Spec(E.ExpectColumnValuesToMatchRegex(column="key_id", regex=KEY_ID_RE,
                                                description="key_id names a chain key (hk- and 12 hex digits)"),
               weight="rows"),
     ]
+    money_specs = [
+        _Spec(E.ExpectColumnValuesToNotBeNull(column="currency", description="every money event names its currency"),
+              weight="rows"),
+        _Spec(E.ExpectColumnValuesToBeInSet(column="currency", value_set=iso_currencies(),
+                                            description="currency is an ISO 4217 code"),
+              weight="rows", severity=WARN),
+    ]
     return [schema_frame, keys_frame, _Frame("ledger.partitions", parts, part_specs),
-            _Frame("ledger.values", values, values_specs)]
+            _Frame("ledger.values", values, values_specs), _Frame("ledger.money", money, money_specs)]
 
 
 def validate_ledger_frame(frame: pl.DataFrame | pl.LazyFrame, schema: pa.Schema | None = None,
                           session: Session | None = None) -> SuiteResult:
-    """The ledger suite over rows with the columns of tables.LEDGER (`leaf` and `data` are
-    not read). `schema` is the table's Arrow schema (default: the frame's own)."""
+    """The ledger suite over rows with the columns of tables.LEDGER (`leaf` is not read,
+    `data` only for the currency of money events). `schema` is the table's Arrow schema
+    (default: the frame's own)."""
     lf = _lazy(frame)
     schema = schema if schema is not None else lf.collect_schema()
     lf = _with_columns(lf, _polars_schema(tables.LEDGER))
@@ -724,7 +766,7 @@ def validate_ledger(lake: Lake, docs: bool = True, session: Session | None = Non
     from .compliance.run import scan
 
     schema = pa.schema(dt.schema().to_arrow())
-    cols = [c for c in tables.LEDGER.names if c not in ("leaf", "data") and c in schema.names]
+    cols = [c for c in tables.LEDGER.names if c != "leaf" and c in schema.names]
     lf = scan(dt).select(cols)
     own = session is None
     session = session or Session(lake, docs=docs, run_name="ledger")

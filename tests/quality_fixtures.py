@@ -72,8 +72,8 @@ def build_clean_lake(root: Path, extra: list | None = None) -> Lake:
 
 
 def ledger_frame(lake: Lake) -> pl.DataFrame:
-    """The ledger's rows (without leaf and data) as the suites read them."""
-    cols = [c for c in tables.LEDGER.names if c not in ("leaf", "data")]
+    """The ledger's rows (without leaf) as the suites read them."""
+    cols = [c for c in tables.LEDGER.names if c != "leaf"]
     return pl.from_arrow(lake.delta("ledger").to_pyarrow_dataset().to_table(columns=cols)).sort("seq")
 
 

@@ -55,7 +55,7 @@ def test_clean_lake_passes_every_suite_and_writes_data_docs(clean):
     index = Path(lake.uri) / "reports" / "data_docs" / "index.html"
     assert results["ledger"].data_docs_uri == index.as_uri() and index.exists()
     pages = {f: p for r in results.values() for f, p in r.data_docs_pages.items()}
-    assert set(pages) == {"ledger.schema", "ledger.keys", "ledger.partitions", "ledger.values",
+    assert set(pages) == {"ledger.schema", "ledger.keys", "ledger.partitions", "ledger.values", "ledger.money",
                           "quarantine.rows", "quarantine.text", "findings.rows", "findings.evaluations"}
     for uri in pages.values():
         assert Path(uri.removeprefix("file://")).exists(), uri
@@ -111,6 +111,23 @@ def test_unknown_time_zone_is_a_warning_not_a_crash(clean):
     assert e.severity == "warn" and r.severity == "warn"
     assert not r.success and r.ok  # a data-quality failure, not an integrity one
     assert e.affected_rows == 4 and set(e.sample) == {"Mars/Olympus", "Factory"}
+
+
+def test_country_and_currency_codes_outside_iso_are_warnings(clean):
+    """Ingest checks the shape of a country (two capitals) or currency (three); a code ISO
+    does not list is data the lake keeps as sent: a warning that names it and its rows."""
+    df = clean["ledger"].with_columns(
+        subject_country=pl.when(pl.col("seq").is_in([0, 1])).then(pl.lit("ZZ")).otherwise(pl.col("subject_country")),
+        data=pl.when(pl.col("seq") == 3).then(pl.col("data").str.replace('"USD"', '"ABC"')).otherwise(pl.col("data")))
+    assert df.filter(pl.col("seq").is_in([0, 1]))["subject_country"].null_count() == 0  # rows with a subject
+    assert df.filter(pl.col("seq") == 3)["event_type"].item() == "payout.recorded"
+    r = X.validate_ledger_frame(df, tables.LEDGER)
+    f = failed(r)
+    assert set(f) == {("ledger.values", "subject_country"), ("ledger.money", "currency")}
+    assert f[("ledger.values", "subject_country")].sample == ["ZZ"] and f[("ledger.values", "subject_country")].affected_rows == 2
+    assert f[("ledger.money", "currency")].sample == ["ABC"] and f[("ledger.money", "currency")].affected_rows == 1
+    assert r.severity == "warn" and r.ok and not r.success
+    assert "USD" in X.iso_currencies() and "US" in X.iso_countries() and "DE" in X.iso_countries()
 
 
 def test_unknown_event_type_and_bad_key_id(clean):
