@@ -162,9 +162,7 @@ UNIQUE_COLUMNS = {
 # groups that cannot hold it, where min/max statistics of random ids skip nothing.
 BLOOM_COLUMNS = {"ledger": ["event_id"]}
 BLOOM_NDV = 100_000  # sized for a batch's file (the writer's default, a million, holds 1.2 MB per open file)
-
-
-WRITE_CHUNK_ROWS = 4096
+WRITE_CHUNK_ROWS = 4096  # rows per piece of the stream append() hands delta-rs
 
 
 def _writer_properties(name: str):
