@@ -660,8 +660,11 @@ class _Chain:
 
     def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array, leaf: pa.Array) -> None:
         """Check a batch's links (`leaf` as large_binary, NULL as empty)."""
-        # Every row read is a position: with each seq of lo.. once, its index is seq - lo.
-        at = seq - self.pos.lo if self.pos.lo is not None else np.searchsorted(self.pos.seq, seq)
+        # Every row read is a position: with each seq of lo.. once, its index is seq - lo (a
+        # seq outside them, were DuckDB and pyarrow to read a file differently, takes the search).
+        at = seq - self.pos.lo if self.pos.lo is not None else None
+        if at is None or (len(at) and (at.min() < 0 or at.max() >= len(self.pos))):
+            at = np.searchsorted(self.pos.seq, seq)
         self._leaf_hashes(at, stored, leaf)
         prevs, has_prev, odd = self._prevs(seq, at)
         key_ids = key_id if pa.types.is_dictionary(key_id.type) else pc.dictionary_encode(key_id)
