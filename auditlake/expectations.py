@@ -616,19 +616,19 @@ def valid_zone(name: str | None) -> bool:
 
 
 @lru_cache(maxsize=1)
-def iso_countries() -> list[str]:
+def iso_countries() -> tuple[str, ...]:
     """ISO 3166-1 alpha-2 codes (pycountry's copy of the iso-codes data)."""
     import pycountry
 
-    return sorted(c.alpha_2 for c in pycountry.countries)
+    return tuple(sorted(c.alpha_2 for c in pycountry.countries))
 
 
 @lru_cache(maxsize=1)
-def iso_currencies() -> list[str]:
+def iso_currencies() -> tuple[str, ...]:
     """ISO 4217 alphabetic codes (pycountry)."""
     import pycountry
 
-    return sorted(c.alpha_3 for c in pycountry.currencies)
+    return tuple(sorted(c.alpha_3 for c in pycountry.currencies))
 
 
 def _zone_value_set(present: list[str | None]) -> list[str]:
@@ -717,7 +717,7 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
         _Spec(E.ExpectColumnValuesToBeInSet(column="subject_timezone", value_set=zones,
                                             description="subject_timezone, when present, is a valid IANA zone name"),
               weight="rows", severity=WARN),
-        _Spec(E.ExpectColumnValuesToBeInSet(column="subject_country", value_set=iso_countries(),
+        _Spec(E.ExpectColumnValuesToBeInSet(column="subject_country", value_set=list(iso_countries()),
                                             description="subject_country, when present, is an ISO 3166-1 alpha-2 code"),
               weight="rows", severity=WARN),
         _Spec(E.ExpectColumnValuesToMatchRegex(column="key_id", regex=KEY_ID_RE,
@@ -727,7 +727,7 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
     money_specs = [
         _Spec(E.ExpectColumnValuesToNotBeNull(column="currency", description="every money event names its currency"),
               weight="rows"),
-        _Spec(E.ExpectColumnValuesToBeInSet(column="currency", value_set=iso_currencies(),
+        _Spec(E.ExpectColumnValuesToBeInSet(column="currency", value_set=list(iso_currencies()),
                                             description="currency is an ISO 4217 code"),
               weight="rows", severity=WARN),
     ]
