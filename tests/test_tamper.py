@@ -245,6 +245,40 @@ def tamper_unknown_log_file(lake, seq):
     return {"data_file_inserted"}
 
 
+def tamper_changed_ingested_at(lake, seq):
+    """ingested_at is sealed in the record like every other projected column."""
+    from datetime import timedelta
+
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: _set(t, "ingested_at", i, t.column("ingested_at")[i].as_py() - timedelta(days=3)))
+    return {"changed_field"}
+
+
+def tamper_leaf_not_json(lake, seq):
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: _set(t, "leaf", i, "not json"))
+    return {"changed_row", "changed_field"}
+
+
+def tamper_corrupt_page(lake, seq):
+    """Bytes changed in place inside a data page, the footer intact: the file reads no more."""
+    f, _ = _row_file(lake, seq)
+    data = bytearray(f.read_bytes())
+    data[8:108] = bytes(100)
+    f.write_bytes(bytes(data))
+    return {"data_file_replaced"}
+
+
+def tamper_junk_log_entry(lake, seq):
+    """A commit that is no Delta action at all (in any table's log): a finding, not a crash."""
+    table = ("ledger", "checkpoints", "ingest_log")[seq % 3]
+    log = Path(lake.uri, "tables", table, "_delta_log")
+    last = max(int(p.name[:20]) for p in log.glob("*.json"))
+    junk = ["not json at all", '{"add":1}', '{"add":{"path":5}}', "[]", '{"commitInfo":{"operationParameters":[1]}}']
+    (log / f"{last + 1:020d}.json").write_text(junk[seq % len(junk)] + "\n")
+    return {"non_append_commit"}
+
+
 def tamper_truncated_tail(lake, seq):
     """Drop the last batch with its checkpoint, history and all: only the trusted checkpoint tells."""
     for table in ("ledger", "checkpoints", "ingest_log"):
@@ -393,3 +427,43 @@ def test_a_forged_quarantine_row_does_not_make_ingest_skip_its_line(pristine, tm
     # The forged commit made the table, without its properties: reported too.
     assert {f.kind for f in report.findings} == {"unsigned_commit", "table_property_changed"}, report.findings
     assert {f.table for f in report.findings} == {"quarantine"}
+
+
+@pytest.mark.parametrize("seq", [0, 5, 13, 22, 31])
+@pytest.mark.parametrize("tamper", [tamper_changed_ingested_at, tamper_leaf_not_json, tamper_corrupt_page,
+                                    tamper_junk_log_entry])
+def test_malformed_tampering_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch, tamper, seq):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    expected = tamper(lake, seq)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    located = [f for f in report.findings if f.kind in expected]
+    assert located, (tamper.__name__, report.findings)
+    if tamper is tamper_changed_ingested_at:
+        assert [(f.seq, f.detail) for f in located] == [(seq, "column(s) ingested_at differ from the sealed record")]
+    if tamper is tamper_leaf_not_json:
+        assert any(f.kind == "changed_field" and f.seq == seq and "not a JSON text" in f.detail for f in located)
+    if tamper is tamper_corrupt_page:
+        (f,) = located
+        assert f.file == str(_row_file_of_copy(pristine, seq)) and f.partition == f.file.split("/")[0]
+        assert f.detail.startswith("unreadable")
+    if tamper is tamper_junk_log_entry:
+        assert all(f.file.startswith("_delta_log/") and "not a Delta action" in f.detail for f in located)
+
+
+def _row_file_of_copy(pristine, seq: int) -> Path:
+    """The table-relative ledger file holding `seq` in the pristine lake."""
+    table = pristine[0] / "lake" / "tables" / "ledger"
+    for f in sorted(table.rglob("*.parquet")):
+        if seq in pq.read_table(f, columns=["seq"]).column("seq").to_pylist():
+            return f.relative_to(table)
+    raise AssertionError(seq)
+
+
+@pytest.mark.parametrize("seq, kind, not_kind", [(5, "deleted_row", "truncated_tail"),
+                                                  (N_FILES * PER_FILE - 1, "truncated_tail", "deleted_row")])
+def test_a_row_deleted_inside_the_log_is_no_truncated_tail(pristine, tmp_path, monkeypatch, seq, kind, not_kind):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    tamper_deleted_row(lake, seq)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    kinds = {f.kind for f in report.findings}
+    assert kind in kinds and not_kind not in kinds, report.findings

@@ -217,7 +217,7 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
     fs, root = _root(lake)
     rel = log_rel(table, version)
     with fs.open_input_stream(f"{root}/{rel}") as f:
-        text = f.read().decode()
+        text = f.read().decode(errors="replace")  # a damaged entry: verify's history check reports it
     adds: list[Obj] = []
     commit_info = None
     for line in text.split("\n"):
@@ -230,11 +230,12 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
         if isinstance(action, dict) and isinstance(action.get("commitInfo"), dict):
             commit_info = action["commitInfo"]
         add = action.get("add") if isinstance(action, dict) else None
-        if add:
+        if isinstance(add, dict) and isinstance(add.get("path"), str):
             path = unquote(add["path"])
             dates = []
-            ev = (add.get("partitionValues") or {}).get("event_date")
-            if ev:
+            values = add.get("partitionValues")
+            ev = values.get("event_date") if isinstance(values, dict) else None
+            if isinstance(ev, str):
                 try:
                     dates.append(date.fromisoformat(ev))
                 except ValueError:
