@@ -12,7 +12,8 @@ MAX_LINE_BYTES = 64 * 1024
 
 # ASCII digits only, and \Z: `$` would also match before a trailing newline.
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.ASCII)
-RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII)
+# The offset's hours and minutes are checked here: fromisoformat reads "+05:99" as +06:39.
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)\Z", re.ASCII)
 E164_RE = re.compile(r"^\+[1-9]\d{1,14}\Z", re.ASCII)
 COUNTRY_RE = re.compile(r"^[A-Z]{2}\Z", re.ASCII)
 CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z", re.ASCII)
@@ -189,7 +190,7 @@ def _problem(ev, occurred: datetime | None) -> str | None:
         return "wrong type: actor must be an object"
     if not ACTOR_FIELDS.issuperset(actor):
         return f"unknown actor field: {sorted(set(actor) - ACTOR_FIELDS)[0]}"
-    if actor.get("type") not in ACTOR_TYPES:
+    if type(actor.get("type")) is not str or actor["type"] not in ACTOR_TYPES:  # a list would not hash
         return "bad actor.type: must be user, service or system"
     if not isinstance(actor.get("id"), str) or not actor["id"]:
         return "missing required field: actor.id"
@@ -220,7 +221,7 @@ def _problem(ev, occurred: datetime | None) -> str | None:
     if spec.get("phone") and not (subject or {}).get("phone"):
         return "missing required field: subject.phone"
     lb = get("lawful_basis")
-    if lb is not None and lb != "" and lb not in LAWFUL_BASES:
+    if lb is not None and lb != "" and (type(lb) is not str or lb not in LAWFUL_BASES):
         return "bad lawful_basis: not a GDPR Art. 6 basis"
     data = ev["data"]
     if not isinstance(data, dict):

@@ -18,8 +18,11 @@ _PATTERNS = [
 # repr) or inside a string that holds JSON: the key in any quotes, the value in double,
 # single or escaped double quotes (cut off or not), or unquoted up to the next separator.
 _PII_MEMBER = re.compile(
-    r"""((?:\\*["'])(?:name|phone|email|ip)(?:\\*["'])\s*:\s*)"""
-    r"""(?:\\+"(?:(?!\\+").)*(?:\\+")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|(?!null\b)[^,}\]\s][^,}\]]*)""",
+    r"""((?:\\*["'])\s*(?:name|phone|email|ip)\s*(?:\\*["'])\s*:\s*)"""
+    # An array or object value whole (up to its first closing bracket outside a string):
+    # ["John","Smith"] would otherwise keep all but its first element.
+    r"""(?:\[(?:[^\]"]|"(?:[^"\\]|\\.)*"?)*\]?|\{(?:[^}"]|"(?:[^"\\]|\\.)*"?)*\}?|"""
+    r"""\\+"(?:(?!\\+").)*(?:\\+")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|(?!null\b)[^,}\]\s][^,}\]]*)""",
     re.IGNORECASE | re.DOTALL,
 )
 # A letter written as a \u escape ("n\u0061me"), read as the letter so that _PII_MEMBER sees the key.
@@ -53,24 +56,32 @@ def mask_event(ev):
     if not isinstance(ev, dict):
         return ev
     out = dict(ev)
-    for part, fields in (("actor", ("ip",)), ("subject", ("phone", "email", "name"))):
+    for part, kept in _NOT_PII.items():
         obj = out.get(part)
         if isinstance(obj, dict):
-            out[part] = {k: (MASK if k.lower() in fields and v not in (None, "") else v) for k, v in obj.items()}
+            # Every member but the contract's non-personal ones: a misspelt " name" or "mobile"
+            # in a rejected line holds the same data.
+            out[part] = {k: (v if k in kept or v is None or v == "" else MASK) for k, v in obj.items()}
         elif isinstance(obj, str):
             out[part] = MASK
     return out
 
 
+_NOT_PII = {"actor": frozenset({"type", "id", "role"}), "subject": frozenset({"id", "country", "region", "timezone"})}
+
+
 def mask_raw(raw: bytes | dict) -> str:
     """The masked, size-limited text of a rejected landing line or Parquet row."""
     if isinstance(raw, dict):
-        text = orjson.dumps(mask_event(raw), default=str).decode()
+        try:
+            text = orjson.dumps(mask_event(raw), default=str).decode()
+        except TypeError:
+            text = str(mask_event(raw))
     else:
         head = raw[: RAW_LIMIT * 4]
         try:
             text = orjson.dumps(mask_event(orjson.loads(head))).decode() if len(raw) <= RAW_LIMIT * 4 else None
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, TypeError):  # TypeError: nested deeper than dumps goes
             text = None
         if text is None:
             text = head.decode("utf-8", errors="replace")

@@ -104,15 +104,17 @@ def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
         return None, "empty line"
     try:
         return orjson.loads(raw), None
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
         if raw.startswith(b"\xef\xbb\xbf"):
             return None, "not JSON: starts with a UTF-8 byte order mark, which JSON Lines does not allow"
-        return None, "not JSON (invalid syntax or UTF-8)"
+        # The parser's message names the problem and where (it never quotes the line), e.g.
+        # "depth limit exceeded: line 1 column 5122 (char 5121)" for nesting past 1024 levels.
+        return None, f"not JSON: {str(exc)[:160]}"
 
 
 def quarantine_row(file: str, sha: str, line: int, reason: str, raw, event) -> dict:
     return {
-        "source_file": file, "source_sha256": sha, "line": line, "reason": reason,
+        "source_file": file, "source_sha256": sha, "line": line, "reason": mask_text(reason),  # reasons quote values
         "raw": "" if isinstance(raw, Unreadable) else mask_raw(raw),
         "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None,
     }
@@ -167,6 +169,8 @@ class Sealer:
                 rows.append(self._row(event, occurred, chunk, line, raw, bidx))
             except CanonicalError as exc:
                 bad.append(quarantine_row(chunk.file, chunk.sha, line, f"data has no canonical JSON form: {exc}", raw, event))
+            except RecursionError:  # the canonicalizer recurses once per level
+                bad.append(quarantine_row(chunk.file, chunk.sha, line, "data has no canonical JSON form: nested too deeply", raw, event))
         columns = zip(*rows) if rows else [[] for _ in SEALED]
         batch = pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, SEALED)], schema=SEALED)
         return SealedChunk(batch, bad, raw_bytes)

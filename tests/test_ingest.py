@@ -644,3 +644,69 @@ def test_the_bounded_key_cache_never_drops_a_key_the_chunk_needs(lake, monkeypat
     # Only people not cached were read: the first chunk's three and the actor, then the new ones.
     assert loaded[0] == {"router", "subj-0", "subj-1", "subj-2"} and loaded[1] == {"subj-3", "subj-4"}
     assert sum(map(len, loaded)) < 6 * 4
+
+
+def _mutants():
+    """One event per (field path, odd JSON value): every value type in every envelope, actor
+    and subject member and in data, plus deep nesting and out-of-range offsets."""
+    odd = [None, True, 0, -1, 1.5, 18446744073709551616, "", "x", [], ["user"], {}, {"a": 1}]
+    paths = [("event_id",), ("occurred_at",), ("event_type",), ("source",), ("tenant_id",), ("actor",),
+             ("actor", "type"), ("actor", "id"), ("actor", "ip"), ("actor", "role"), ("subject",),
+             ("subject", "id"), ("subject", "phone"), ("subject", "email"), ("subject", "name"),
+             ("subject", "country"), ("subject", "region"), ("subject", "timezone"), ("lawful_basis",), ("data",),
+             ("data", "direction"), ("data", "call_id"), ("data", "extra")]
+    n = 1000
+    for path in paths:
+        for value in odd:
+            ev = event(n=n)
+            n += 1
+            node = ev
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            yield ev
+    for depth in (1000, 1100):  # past Python's recursion limit; past the JSON parser's 1024 levels
+        yield json.dumps(event(n=n, data=event()["data"] | {"deep": "DEEP"})).replace(
+            '"DEEP"', '{"a":' * depth + '"leaf"' + "}" * depth)
+        n += 1
+    for offset in ("+05:99", "+05:60", "-00:99", "+24:00", "+23:59"):
+        yield event(n=n + 1, occurred_at=f"2026-03-02T14:03:22{offset}")
+        n += 1
+
+
+def test_no_value_of_any_type_in_any_field_stops_ingest(lake, tmp_path):
+    """Every line is accepted or quarantined with a reason; an odd value never fails the run."""
+    lines = list(_mutants())
+    src = write_jsonl(tmp_path / "in" / "odd.jsonl", lines)
+    report = ingest(lake, [str(src)])
+    assert report.accepted + report.quarantined == len(lines)
+    quarantine = _table(lake, "quarantine").to_pylist()
+    reasons = {q["line"]: q["reason"] for q in quarantine}
+    offsets = {len(lines) - 4 + i: o for i, o in enumerate(("+05:99", "+05:60", "-00:99", "+24:00", "+23:59"))}
+    for line, offset in offsets.items():
+        if offset == "+23:59":
+            assert line not in reasons
+        else:
+            assert reasons[line].startswith("bad occurred_at"), (offset, reasons.get(line))
+    assert reasons[len(lines) - 6] == "data has no canonical JSON form: nested too deeply"
+    assert reasons[len(lines) - 5].startswith("not JSON: depth limit exceeded")
+    _assert_reasons_have_families(lake)
+    assert verify(lake, update_trust=False).ok
+
+
+def test_no_personal_data_reaches_the_quarantine_in_reasons_or_odd_shapes(lake, tmp_path):
+    pii = ["+15551234567", "jane@example.com", "Jane", "Doeson", "Johnny", "Smithers", "10.9.8.7"]
+    lines = [
+        json.dumps(event(n=1) | {"event_type": "call to +15551234567 jane@example.com"}),
+        json.dumps(event(n=2) | {"subject": {"id": "s1", " name": "Jane Doeson"}}),
+        json.dumps(event(n=3) | {"subject": {"id": "s1", "mobile": "+15551234567"}}),
+        json.dumps(event(n=4) | {"actor": {"type": "robot", "id": "a", "ip": "10.9.8.7"}}),
+        '{"subject":{"id":"s","name":["Jane","Doeson"]},',  # not JSON: masked as text
+        '{"subject":{"id":"s","name":{"first":"Johnny","last":"Smithers"}},',
+        '{"subject":{"id":"s"," name ":"Jane Doeson"',
+    ]
+    report = ingest(lake, [str(write_jsonl(tmp_path / "in" / "pii.jsonl", lines))])
+    assert report.quarantined == len(lines)
+    for row in _table(lake, "quarantine").to_pylist():
+        for value in pii:
+            assert value not in row["raw"] and value not in row["reason"], (value, row)
