@@ -249,6 +249,8 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
     import duckdb
 
     db = Path(db_path).expanduser().resolve() if db_path else default_db_path(lake)
+    if db != default_db_path(lake):
+        lake.refuse_output_inside(db, "the catalog file")
     db.parent.mkdir(parents=True, exist_ok=True)
     tmp = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     versions = {}

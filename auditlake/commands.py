@@ -67,6 +67,7 @@ def keys(args) -> int:
         return 0
     doc = {"log_id": ks.log_id, "public_keys": ks.public_keys()}
     if args.out:
+        lake.refuse_output_inside(args.out, "the key file")
         Path(args.out).write_text(json.dumps(doc, indent=2))
     emit(args, json.dumps(doc, indent=2), doc)
     return 0

@@ -1329,6 +1329,7 @@ def cli_prove(args) -> int:
         return 1
     text = json.dumps(doc, indent=2)
     if args.out:
+        lake.refuse_output_inside(args.out, "the proof file")
         try:
             Path(args.out).write_text(text + "\n")
         except OSError as exc:

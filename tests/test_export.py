@@ -548,3 +548,30 @@ def test_frames_merge_batches_up_to_a_twelfth_of_the_export(lake, tmp_path, monk
     monkeypatch.setattr(export, "_MIN_FRAMES", 1)
     monkeypatch.setattr(export, "FRAME_ROWS", 20)
     assert parts("capped") == [20, 12]
+
+
+def test_no_command_writes_its_output_into_the_lakes_own_data(lake, tmp_path, capsys):
+    """A bundle, a subject access export, a proof, a key file or a catalog aimed at the lake's
+    tables, retention manifests, landing folder or identity file is refused (exit 2) and the
+    lake still verifies; elsewhere in the lake folder is free."""
+    from auditlake.verify import verify
+    from events import event, write_jsonl
+
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)]))])
+    root = lake.uri
+    event_id = event(n=1)["event_id"]
+    inside = [f"{root}/tables/ledger/event_date=2099-01-01", f"{root}/tables/ledger/_delta_log/sub",
+              f"{root}/_retention/x", f"{root}/landing/bundle", f"{root}/auditlake.json"]
+    for target in inside:
+        assert main(["--lake", root, "export", "--format", "parquet", "--out", target]) == 2, target
+        assert main(["--lake", root, "dsar", "subj-1", "--out", target]) == 2, target
+        assert main(["--lake", root, "prove", event_id, "--out", target]) == 2, target
+        assert main(["--lake", root, "keys", "export-public", "--out", target]) == 2, target
+        assert main(["--lake", root, "catalog", "--db", target]) == 2, target
+    assert "inside the lake's own" in capsys.readouterr().err
+    (tmp_path / "link").symlink_to(f"{root}/tables")  # a link into the lake is followed
+    assert main(["--lake", root, "export", "--out", str(tmp_path / "link" / "ledger" / "x")]) == 2
+    assert main(["--lake", root, "prove", event_id, "--out", f"{root}/proof.json"]) == 0
+    assert main(["--lake", root, "export", "--format", "jsonl", "--out", f"{root}/exports/one"]) == 0
+    report = verify(lake, update_trust=False)
+    assert report.ok, report.findings

@@ -47,6 +47,10 @@ def _s3_settings() -> dict[str, str]:
     return out
 
 
+# What a local lake keeps in its folder; the rest of the folder is free for people's files.
+LAKE_OWNED = ("tables", "_retention", "landing", "auditlake.json", "catalog.duckdb")
+
+
 @dataclass
 class Lake:
     """A lake root. `uri` is an absolute folder path or s3://bucket/prefix (no trailing /)."""
@@ -93,6 +97,19 @@ class Lake:
         if norm.startswith("..") or norm in ("", "."):
             raise AuditlakeError(f"path escapes the lake: {rel}")
         return f"{self.uri}/{norm}"
+
+    def refuse_output_inside(self, path: str | os.PathLike, what: str) -> None:
+        """A command's output for people (a bundle, a proof, a key file, a catalog) never goes
+        where the lake keeps its own data: a file there would be read as a table's data, a
+        landing file or the lake's identity, or overwrite them."""
+        if self.is_s3:
+            return
+        root = Path(self.uri)
+        target = Path(path).expanduser().resolve()  # symbolic links followed, as a write would
+        for owned in LAKE_OWNED:
+            place = (root / owned).resolve()
+            if target == place or place in target.parents:
+                raise AuditlakeError(f"{what} {path} is inside the lake's own {owned}; write it elsewhere")
 
     # -- files -----------------------------------------------------------------------
     def filesystem(self) -> tuple[pafs.FileSystem, str]:
