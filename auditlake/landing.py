@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .contract import CATALOG
 from .errors import AuditlakeError
 from .lake.store import Lake
 
@@ -161,7 +162,9 @@ def records_of(block: list[bytes] | pa.RecordBatch | Unreadable) -> list[bytes |
 
 def _parquet_row(row: dict, struct_cols: set[str]) -> dict:
     """A Parquet row as an event: JSON-string columns parsed; a struct column's null members
-    dropped (a struct column holds the union of all rows' fields, so null means absent)."""
+    dropped (a struct column holds the union of all rows' fields, so null means absent), bar
+    the data members the contract says are present even when null (config.changed's old_value
+    of a new setting)."""
     out = {}
     for k, v in row.items():
         if isinstance(v, str) and k in ("actor", "subject", "data"):
@@ -170,7 +173,9 @@ def _parquet_row(row: dict, struct_cols: set[str]) -> dict:
             except orjson.JSONDecodeError:
                 pass  # left as a string: the contract check reports the wrong type
         elif k in struct_cols and isinstance(v, dict):
-            v = {kk: vv for kk, vv in v.items() if vv is not None}
+            spec = CATALOG.get(row.get("event_type")) if k == "data" and isinstance(row.get("event_type"), str) else None
+            present = spec.get("present", ()) if spec else ()
+            v = {kk: vv for kk, vv in v.items() if vv is not None or kk in present}
         if v is None and k not in ("subject", "lawful_basis"):
             continue
         out[k] = v

@@ -710,3 +710,22 @@ def test_no_personal_data_reaches_the_quarantine_in_reasons_or_odd_shapes(lake, 
     for row in _table(lake, "quarantine").to_pylist():
         for value in pii:
             assert value not in row["raw"] and value not in row["reason"], (value, row)
+
+
+def test_a_struct_column_keeps_the_null_members_the_contract_says_are_present(lake, tmp_path):
+    """config.changed's old_value of a new setting is null but present: from a struct column as
+    from JSON. Other null members of a struct column mean absent (the column is the union of
+    every row's fields)."""
+    rows = [{**event(n=i), "event_type": "config.changed",
+             "data": {"setting": "max_bid", "category": "financial", "old_value": old, "new_value": "12.50",
+                      "change_ticket": None}}
+            for i, old in enumerate([None, "10.00"])]
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), d / "config.parquet")
+    write_jsonl(d / "config.jsonl", [{**rows[0], "event_id": event(n=9)["event_id"]}])
+    report = ingest(lake, [str(d)])
+    assert (report.accepted, report.quarantined) == (3, 0), _table(lake, "quarantine").to_pylist()
+    data = [json.loads(r["data"]) for r in _table(lake, "ledger").to_pylist()]
+    assert sum(1 for x in data if "old_value" in x and x["old_value"] is None) == 2
+    assert all("change_ticket" not in x for x in data if x["old_value"] == "10.00")
