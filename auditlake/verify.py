@@ -1040,23 +1040,48 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
         _check_checkpoints(keys, positions, tree, report, trusted, cps)
         report.tree_size = tree.size
         report.root = (tree.root(tree.size) or b"").hex()
-        for kind, table, detail, where in lake_findings.result():
+        found, manifests = lake_findings.result()
+        for kind, table, detail, where in found:
             report.add(kind, table, detail, **where)
     report.ok = not report.findings
     if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
+        if manifests is not None:
+            _seen_manifests_path(keys.log_id).write_text(json.dumps(manifests, indent=1, sort_keys=True))
     con.close()
     spill.cleanup()
     report.duration_s = time.monotonic() - started
     return report
 
 
-def _lake_findings(lake: Lake, keys: KeyStore) -> list[tuple[str, str, str, dict]]:
-    """(kind, table, detail, location) of the retention and catalog checks."""
+def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str, dict]], dict[str, str] | None]:
+    """(kind, table, detail, location) of the retention and catalog checks, and a local lake's
+    retention manifests now ({name: SHA-256}, None on S3)."""
     found = [(f["kind"], f["table"], f["detail"], {"file": f.get("file"), "partition": f.get("partition")})
              for f in retention.check(lake, keys)]
-    return found + [("catalog_changed", "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
+    found += [("catalog_changed", "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
+    if lake.is_s3:  # Object Lock keeps S3 objects; no memory needed
+        return found, None
+    manifests = retention.manifest_digests(lake)
+    seen_path = _seen_manifests_path(keys.log_id)
+    try:
+        seen = json.loads(seen_path.read_text()) if seen_path.exists() else {}
+    except (OSError, ValueError):
+        seen = {}  # unreadable memory: this pass checks without it and a clean one rewrites it
+    for name, digest in sorted(seen.items()):
+        if manifests.get(name) != digest:
+            # Manifests deleted and their files re-sealed by the next ingest or repair would
+            # otherwise pass, whatever was changed in the files meanwhile.
+            found.append((retention.KIND, retention.MANIFEST_DIR,
+                          "a retention manifest the last clean verify saw is gone or changed",
+                          {"file": f"{retention.MANIFEST_DIR}/{name}", "partition": None}))
+    return found, manifests
+
+
+def _seen_manifests_path(log_id: str) -> Path:
+    """The retention manifests of the last clean verify, kept beside the trusted checkpoint."""
+    return trust_path(log_id).with_suffix(".manifests.json")
 
 
 def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: VerifyReport) -> merkle.Frontier | None:

@@ -473,3 +473,25 @@ def test_erasure_does_not_go_ahead_when_the_ledger_cannot_say_whether_a_hold_app
             f.write_bytes(b"not parquet any more")
     with pytest.raises(AuditlakeError, match="cannot read the ledger"):
         erase(Lake.open(uri), s1)
+
+
+def test_manifests_deleted_and_resealed_are_caught_by_the_memory_of_the_last_clean_verify(lake, tmp_path):
+    """Deleting the local manifests and letting repair (or the next ingest) seal the files
+    again would launder any change made to them meanwhile: the trust store outside the lake
+    remembers the manifests a clean verify saw."""
+    import shutil
+
+    from auditlake.cli import main
+    from auditlake.ingest import ingest
+    from auditlake.verify import verify
+    from events import event, write_jsonl
+
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(6)]))])
+    assert verify(lake).ok  # remembers the manifests
+    ingest(lake, [str(write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(10, 14)]))])
+    assert verify(lake).ok  # a new manifest beside the old ones is no finding
+    shutil.rmtree(Path(lake.uri, "_retention"))
+    assert main(["--lake", lake.uri, "repair"]) in (0, 1)  # seals every file again, as it is now
+    report = verify(lake, update_trust=False)
+    assert any(f.kind == "RET-WORM" and f.detail.startswith("a retention manifest the last clean verify saw")
+               for f in report.findings), report.findings

@@ -577,6 +577,15 @@ def _manifests(lake: Lake) -> dict[str, dict | None]:
     return out
 
 
+def manifest_digests(lake: Lake) -> dict[str, str]:
+    """{name: SHA-256 of its bytes} of a local lake's retention manifests."""
+    d = os.path.join(lake.uri, MANIFEST_DIR)
+    if not os.path.isdir(d):
+        return {}
+    return {name: _sha256(os.path.join(d, name)) for name in sorted(os.listdir(d))
+            if name.endswith(".json") and not name.startswith(".") and os.path.isfile(os.path.join(d, name))}
+
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
