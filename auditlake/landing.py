@@ -13,7 +13,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .contract import CATALOG
+from .contract import CATALOG, MAX_LINE_BYTES
 from .errors import AuditlakeError
 from .lake.store import Lake
 
@@ -81,22 +81,37 @@ class LandingFile:
 
     def _line_blocks(self) -> Iterator[tuple[int, list[bytes] | Unreadable]]:
         pending = b""
+        long: LongLine | None = None  # a line past the size limit whose end is not read yet
         n = 0
         with self.fs.open_input_stream(self.path, compression=None) as f:
             chunks = _gunzip(f) if self.format == "jsonl.gz" else iter(lambda: f.read(_CHUNK), b"")
             try:
                 for chunk in chunks:
+                    if long is not None:
+                        # Only its length is still needed: the rest is counted, not kept (a
+                        # line of gigabytes costs no memory and no re-joining).
+                        end = chunk.find(b"\n")
+                        if end < 0:
+                            long.length += len(chunk)
+                            continue
+                        long.length += end
+                        yield n + 1, [long]
+                        n, long, chunk = n + 1, None, chunk[end + 1:]
                     text = pending + chunk
                     lines = text.split(b"\n")
                     pending = lines.pop()
                     if lines:
                         yield n + 1, _without_cr(lines) if b"\r" in text else lines
                         n += len(lines)
+                    if len(pending) > MAX_LINE_BYTES:
+                        long, pending = LongLine.of(pending), b""
             except _GzipDamage as exc:  # the lines before it are whole and read; the rest is one line
                 what, why = exc.args
                 yield n + 1, Unreadable(f"{what} after line {n}: {why}")
                 return
-        if pending:
+        if long is not None:
+            yield n + 1, [long]
+        elif pending:
             yield n + 1, _without_cr([pending])
 
     def _parquet_blocks(self, max_rows: int) -> Iterator[tuple[int, pa.RecordBatch | Unreadable]]:
@@ -138,6 +153,19 @@ class LandingFile:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+class LongLine(bytes):
+    """The head of a landing line longer than the contract allows, with its whole `length`
+    in bytes: it is quarantined by its length, and only its head is shown."""
+
+    length: int
+
+    @classmethod
+    def of(cls, text: bytes) -> LongLine:
+        line = cls(text[:MAX_LINE_BYTES + 1])
+        line.length = len(text)
+        return line
 
 
 def _without_cr(lines: list[bytes]) -> list[bytes]:

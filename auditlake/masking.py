@@ -88,5 +88,5 @@ def mask_raw(raw: bytes | dict) -> str:
     text = mask_text(text)
     if len(text) <= RAW_LIMIT and (isinstance(raw, dict) or len(raw) <= RAW_LIMIT * 4):
         return text
-    size = f"{len(text)} characters" if isinstance(raw, dict) else f"{len(raw)} bytes"
+    size = f"{len(text)} characters" if isinstance(raw, dict) else f"{getattr(raw, 'length', len(raw))} bytes"
     return text[:RAW_LIMIT] + f"... [cut; the whole line has {size}]"

@@ -98,8 +98,9 @@ def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
         return raw, None
     if isinstance(raw, Unreadable):
         return None, mask_text(raw.reason)  # a reader's message could quote the file's bytes
-    if len(raw) > MAX_LINE_BYTES:
-        return None, f"line larger than 64 KiB ({len(raw)} bytes)"
+    length = getattr(raw, "length", len(raw))  # a landing.LongLine keeps only its head
+    if length > MAX_LINE_BYTES:
+        return None, f"line larger than 64 KiB ({length} bytes)"
     if not raw.strip():
         return None, "empty line"
     try:

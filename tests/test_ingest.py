@@ -729,3 +729,22 @@ def test_a_struct_column_keeps_the_null_members_the_contract_says_are_present(la
     data = [json.loads(r["data"]) for r in _table(lake, "ledger").to_pylist()]
     assert sum(1 for x in data if "old_value" in x and x["old_value"] is None) == 2
     assert all("change_ticket" not in x for x in data if x["old_value"] == "10.00")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_line_of_megabytes_is_quarantined_by_its_length_without_being_held(lake, tmp_path, suffix):
+    """Past 64 KiB only a line's length is still needed: the reader counts the rest, so a
+    line of any size costs neither memory nor re-joining, and its neighbours are read."""
+    long_line = b'{"pad":"' + b"x" * 3_000_000 + b'"}'
+    text = b"\n".join([json.dumps(event(n=1)).encode(), long_line, json.dumps(event(n=2)).encode(), long_line])
+    path = tmp_path / "in" / f"long{suffix}"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(text) if suffix.endswith(".gz") else text)  # the last line has no newline
+    report = ingest(lake, [str(path)])
+    assert (report.accepted, report.quarantined) == (2, 2)
+    rows = sorted(_table(lake, "quarantine").to_pylist(), key=lambda r: r["line"])
+    assert [r["line"] for r in rows] == [2, 4]
+    for row in rows:
+        assert row["reason"] == f"line larger than 64 KiB ({len(long_line)} bytes)"
+        assert row["raw"].endswith(f"[cut; the whole line has {len(long_line)} bytes]") and len(row["raw"]) < 5000
+    assert verify(lake, update_trust=False).ok

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import os
-from datetime import timezone
+from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
 import rfc8785
@@ -46,6 +46,10 @@ def test_lake_matches_its_written_specification(lake, tmp_path, auditlake_home):
         assert record["seq"] == r["seq"] and record["event_id"] == r["event_id"]
         assert r["event_date"] == r["occurred_at"].strftime("%Y-%m-%d")
         assert json.loads(r["data"]) == record["data"]
+        for column, instant in (("occurred_at", record["occurred_at"]), ("ingested_at", record["ingested_at"])):
+            assert r[column] == datetime.fromisoformat(instant.upper().replace("Z", "+00:00"))  # section 2
+        assert (r["actor_id"], r["subject_id"], r["actor_ip_sealed"]) == (
+            record["actor"]["id"], record["subject"]["id"], record["actor"]["ip"])
         prev = hmac.new(chain_keys[r["key_id"]], prev + r["leaf"].encode(), hashlib.sha256).digest()
         assert prev.hex() == r["hash"]  # section 5
     leaf_hashes = [hashlib.sha256(b"\x00" + r["leaf"].encode()).digest() for r in rows]
