@@ -730,3 +730,13 @@ def test_random_event_sets_exercise_every_rule():
     for seed in range(30):
         seen |= {f["rule_id"] for f in oracle.evaluate(random_events(seed, 150))}
     assert seen == set(rules.RULE_IDS)
+
+
+def test_a_detail_names_instants_to_the_microsecond_when_they_have_them():
+    """A request completed 1 us after its deadline must not read as completed at it."""
+    b = Book()
+    _request(b, "late-by-1us", "2026-01-31T10:00:00Z", "m1")
+    _complete(b, "c-m1", "2026-02-28T10:00:00.000001Z", "m1")
+    engine = rules.evaluate(frame(b.events), as_of=None, holidays=frozenset())
+    (detail,) = engine.filter(pl.col("rule_id") == "GDPR-LATE")["detail"].to_list()
+    assert "2026-02-28T10:00:00.000001Z" in detail and "deadline 2026-02-28T10:00:00Z" in detail, detail

@@ -152,7 +152,10 @@ def _epoch_key(rank: pl.Expr | int) -> pl.Expr:
 
 
 def _fmt(expr: pl.Expr) -> pl.Expr:
-    return expr.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """An instant in a finding's detail: to the second, or to the microsecond when it has
+    them (a request completed 1 us late must not read as on time)."""
+    return (pl.when(expr.dt.microsecond() == 0).then(expr.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            .otherwise(expr.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")))
 
 
 # ------------------------------------------------------------------------------ TCPA
