@@ -467,3 +467,15 @@ def test_a_row_deleted_inside_the_log_is_no_truncated_tail(pristine, tmp_path, m
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     kinds = {f.kind for f in report.findings}
     assert kind in kinds and not_kind not in kinds, report.findings
+
+
+def test_an_edited_checkpoint_is_reported_for_each_check_it_fails_and_its_successor_still_links(
+        pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    first = min(_files(lake, "checkpoints"), key=lambda f: pq.read_table(f).column("tree_size")[0].as_py())
+    _rewrite(first, lambda t: _set(t, "time", 0, "2020-01-01T00:00:00Z"))
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    details = sorted(f.detail for f in report.findings if f.kind == "forged_checkpoint")
+    assert details == [f"tree size {PER_FILE}: checkpoint_hash does not match the checkpoint's fields",
+                       f"tree size {PER_FILE}: signature does not verify"], report.findings
+    assert "missing_checkpoint" not in {f.kind for f in report.findings}
