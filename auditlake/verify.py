@@ -911,7 +911,16 @@ def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:
             rows.extend(pq.ParquetFile(fs.open_input_file(f"{root}/tables/checkpoints/{rel}")).read().to_pylist())
         except (OSError, pa.ArrowInvalid):
             continue
-    return sorted(rows, key=lambda r: (r["tree_size"], r["time"]))
+    # A forged row may lack a field or hold another type: sorted first, reported by the checks.
+    return sorted(rows, key=lambda r: (r.get("tree_size") if type(r.get("tree_size")) is int else -1, str(r.get("time"))))
+
+
+def _frontier_root(size: int, frontier) -> str | None:
+    """The root (hex) a stored frontier folds to; None when it is malformed."""
+    try:
+        return merkle.Frontier.from_hex(size, list(frontier)).root().hex()
+    except (ValueError, TypeError):
+        return None
 
 
 def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, report: VerifyReport,
@@ -930,7 +939,10 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
 
     prev_hash, prev_size = ZERO_HASH, -1
     for row in rows:
-        size = row["tree_size"]
+        size = row.get("tree_size")
+        if type(size) is not int:
+            report.add("forged_checkpoint", "checkpoints", f"a checkpoint whose tree size is {size!r}")
+            continue
         try:
             cp = Checkpoint(**{k: row[k] for k in (*SIGNED_FIELDS, "signature")})
         except KeyError as exc:
@@ -960,7 +972,7 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
             head = chain_head(size - 1) if size else ZERO_HASH
             if head != cp.chain_head:
                 report.add("root_mismatch", "checkpoints", f"tree size {size}: chain head does not match the ledger")
-        if row.get("frontier") is not None and merkle.Frontier.from_hex(size, list(row["frontier"])).root().hex() != cp.root:
+        if row.get("frontier") is not None and _frontier_root(size, row["frontier"]) != cp.root:
             report.add("forged_checkpoint", "checkpoints", f"tree size {size}: stored frontier does not match its root")
         prev_hash, prev_size = stored_hash or cp.checkpoint_hash, size  # what the next one links to
     if trusted is not None:
@@ -974,9 +986,9 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
             pass  # rows deleted inside the log: reported as deleted_row
         elif tree.root(trusted.tree_size) is not None and tree.root(trusted.tree_size).hex() != trusted.root:
             report.add("root_mismatch", "ledger", f"the ledger no longer matches the trusted checkpoint at size {trusted.tree_size}")
-        if not any(r["checkpoint_hash"] == trusted.checkpoint_hash for r in rows):
+        if not any(r.get("checkpoint_hash") == trusted.checkpoint_hash for r in rows):
             report.add("missing_checkpoint", "checkpoints", f"the trusted checkpoint (tree size {trusted.tree_size}) is not in the lake")
-    last = rows[-1]["tree_size"] if rows else 0
+    last = max((r["tree_size"] for r in rows if type(r.get("tree_size")) is int), default=0)
     report.unsealed_tail = max(0, n - last)
 
 
@@ -1092,8 +1104,11 @@ def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: Verif
     """The trusted checkpoint's frontier, if the lake still holds that checkpoint intact."""
     if trusted is None or trusted.tree_size == 0:
         return None
-    row = next((r for r in cps if r["checkpoint_hash"] == trusted.checkpoint_hash), None)
+    row = next((r for r in cps if r.get("checkpoint_hash") == trusted.checkpoint_hash), None)
     if row is None or row.get("frontier") is None:
         return None  # reported by the checkpoint checks; a full pass shows the rest
-    frontier = merkle.Frontier.from_hex(trusted.tree_size, list(row["frontier"]))
+    try:
+        frontier = merkle.Frontier.from_hex(trusted.tree_size, list(row["frontier"]))
+    except (ValueError, TypeError):
+        return None  # reported by the checkpoint checks
     return frontier if frontier.root().hex() == trusted.root else None

@@ -479,3 +479,14 @@ def test_an_edited_checkpoint_is_reported_for_each_check_it_fails_and_its_succes
     assert details == [f"tree size {PER_FILE}: checkpoint_hash does not match the checkpoint's fields",
                        f"tree size {PER_FILE}: signature does not verify"], report.findings
     assert "missing_checkpoint" not in {f.kind for f in report.findings}
+
+
+@pytest.mark.parametrize("column, value", [("tree_size", None), ("frontier", ["zz"]), ("frontier", ["ab" * 32] * 9),
+                                           ("checkpoint_hash", None), ("time", None)])
+def test_a_checkpoint_row_of_the_wrong_shape_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch, column, value):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim = _files(lake, "checkpoints")[1]
+    _rewrite(victim, lambda t: _set(t, column, 0, value))
+    for incremental in (False, True):
+        report = verify(lake, trusted_file=str(trusted), update_trust=False, incremental=incremental)
+        assert "forged_checkpoint" in {f.kind for f in report.findings}, (column, value, report.findings)
