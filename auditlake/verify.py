@@ -248,14 +248,20 @@ def _unquote(p: str) -> str:
 
 # ----------------------------------------------------------------------------- ledger rows
 def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tuple[list[str], pafs.FileSystem, int]:
-    """The readable committed ledger files and their rows in all; row counts checked against
-    the log's stats."""
+    """The readable committed ledger files of the ledger's columns and their rows in all; row
+    counts checked against the log's stats. A file of other columns or types is reported and
+    left out (its rows are then missing)."""
     fs, root = lake.filesystem()
     paths, total = [], 0
     for rel, add in sorted(live.items()):
         path = f"{root}/tables/ledger/{rel}"
         try:
-            rows = pq.ParquetFile(fs.open_input_file(path)).metadata.num_rows
+            parquet = pq.ParquetFile(fs.open_input_file(path))
+            rows = parquet.metadata.num_rows
+            if problem := _schema_problem(parquet.schema_arrow):
+                report.add("data_file_replaced", "ledger", f"not a ledger file: {problem}", file=rel,
+                           partition=_partition(rel))
+                continue
         except FileNotFoundError:
             continue  # reported by check_history
         except (OSError, pa.ArrowInvalid) as exc:
@@ -273,6 +279,21 @@ def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tu
         paths.append(path)
         total += rows
     return paths, fs, total
+
+
+_LEDGER_COLUMNS = {f.name: f.type for f in tables.LEDGER if f.name != "event_date"}  # event_date: the path
+
+
+def _schema_problem(schema: pa.Schema) -> str | None:
+    """How a data file's columns differ from the ledger's, or None."""
+    got = {f.name: f.type for f in schema}
+    if missing := sorted(set(_LEDGER_COLUMNS) - set(got)):
+        return f"no column {missing[0]}"
+    if extra := sorted(set(got) - set(_LEDGER_COLUMNS)):
+        return f"a column {extra[0]} the ledger does not have"
+    if wrong := [n for n, t in _LEDGER_COLUMNS.items() if got[n] != t]:
+        return f"column {wrong[0]} is {got[wrong[0]]}, not {_LEDGER_COLUMNS[wrong[0]]}"
+    return None
 
 
 def _unreadable_files(paths: list[str], fs: pafs.FileSystem) -> dict[str, str]:

@@ -490,3 +490,21 @@ def test_a_checkpoint_row_of_the_wrong_shape_is_a_finding_not_a_crash(pristine, 
     for incremental in (False, True):
         report = verify(lake, trusted_file=str(trusted), update_trust=False, incremental=incremental)
         assert "forged_checkpoint" in {f.kind for f in report.findings}, (column, value, report.findings)
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: t.set_column(0, "seq", pa.array([str(x) for x in t.column("seq").to_pylist()])),
+    lambda t: t.append_column("evil", pa.array(["x"] * t.num_rows)),
+    lambda t: t.drop(["data"]),
+    lambda t: t.drop(["leaf"]),
+    lambda t: t.set_column(t.schema.get_field_index("hash"), "hash", pa.array(range(t.num_rows))),
+], ids=["seq-as-text", "extra-column", "no-data", "no-leaf", "hash-as-int"])
+def test_a_data_file_of_other_columns_is_reported_and_its_rows_missing(pristine, tmp_path, monkeypatch, change):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim, _ = _row_file(lake, 7)
+    _rewrite(victim, change)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    rel = str(victim.relative_to(Path(lake.uri, "tables", "ledger")))
+    assert any(f.kind == "data_file_replaced" and f.file == rel and f.detail.startswith("not a ledger file")
+               for f in report.findings), report.findings
+    assert "deleted_row" in {f.kind for f in report.findings}  # its rows are not read
