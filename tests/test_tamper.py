@@ -508,3 +508,16 @@ def test_a_data_file_of_other_columns_is_reported_and_its_rows_missing(pristine,
     assert any(f.kind == "data_file_replaced" and f.file == rel and f.detail.startswith("not a ledger file")
                for f in report.findings), report.findings
     assert "deleted_row" in {f.kind for f in report.findings}  # its rows are not read
+
+
+@pytest.mark.parametrize("change", [lambda t: t.drop([t.column_names[0]]),
+                                    lambda t: t.append_column("evil", pa.array(["x"] * t.num_rows))],
+                         ids=["dropped-column", "extra-column"])
+def test_a_signed_tables_file_with_other_columns_is_unsigned(pristine, tmp_path, monkeypatch, change):
+    """The signature covers the table's columns read by name: a column dropped or added is
+    no longer the signed file."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    _rewrite(_files(lake, "ingest_log")[0], change)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert any(f.kind == "unsigned_commit" and f.table == "ingest_log" and "columns" in f.detail
+               for f in report.findings), report.findings

@@ -245,10 +245,13 @@ def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, pa
         return f"version {version} carries no signature of the lake"
     fs, root = lake.filesystem()
     try:
-        rows = [pq.read_table(fs.open_input_file(f"{root}/tables/{name}/{p}")).select(SCHEMAS[name].names)
-                for p in paths]
-    except (OSError, KeyError, pa.ArrowInvalid):
+        rows = [pq.read_table(fs.open_input_file(f"{root}/tables/{name}/{p}")) for p in paths]
+    except (OSError, pa.ArrowInvalid):
         return None
+    if any(set(t.column_names) != set(SCHEMAS[name].names) for t in rows):
+        # A column dropped or added would not change the signed values read by name.
+        return f"version {version}: a file whose columns are not the table's"
+    rows = [t.select(SCHEMAS[name].names) for t in rows]
     digest = commits.rows_digest(r for t in rows for r in zip(*(c.to_pylist() for c in t.columns)))
     body = commits.commit_body(log_id, name, version, digest, key_id)
     if digest != info.get(commits.ROWS) or not commits.signature_valid(public[key_id], signature, body):
