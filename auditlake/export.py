@@ -590,8 +590,9 @@ def _leaves_of(path: Path, fmt: str, columns: list[str]):
             import pyarrow.csv as pcsv
 
             types = {c: (pa.int64() if c == "seq" else pa.string()) for c in columns}
+            # Only an unquoted empty field is null: "NA" (Namibia), "N/A" or "null" are values.
             table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
-                column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False))
+                column_types=types, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False))
         else:
             return None, f"unknown format {fmt}"
         if table.column_names != columns:
@@ -770,10 +771,9 @@ def cli_export(args) -> int:
 
 def cli_verify_export(args) -> int:
     from .cli import emit
-    from .proofs import load_public_key_file
+    from .proofs import pinned_public_keys
 
-    pinned = load_public_key_file(args.public_key) if args.public_key else None
-    res = verify_export(args.dir, pinned)
+    res = verify_export(args.dir, pinned_public_keys(args))
     lines = [f"PROBLEM: {p}" for p in res["problems"]]
     if res["ok"]:
         lines.append(f"intact: {res['rows']} rows in {res['files']} file(s), Merkle root {str(res['merkle_root'])[:16]}..., "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -1281,6 +1282,17 @@ def _verify_consistency_doc(doc: dict, pinned, doc_keys) -> tuple[bool, str]:
 
 
 # ============================================================================ public key files
+def pinned_public_keys(args) -> dict[str, str] | None:
+    """The public keys an offline check trusts: --public-key's, else those of a lake named by
+    --lake or AUDITLAKE_LAKE; None (the document's own key: integrity, not origin) without."""
+    from .lake.meta import open_lake_keys
+
+    if args.public_key:
+        return load_public_key_file(args.public_key)
+    named = getattr(args, "lake", None) or os.environ.get("AUDITLAKE_LAKE")
+    return open_lake_keys(Lake.open(named)).public_keys() if named else None
+
+
 def load_public_key_file(path: str) -> dict[str, str]:
     """{key_id: b64} from `auditlake keys export-public` JSON, {"public_key": b64}, a bare
     base64 key, or a PEM SubjectPublicKeyInfo."""
@@ -1342,7 +1354,6 @@ def cli_prove(args) -> int:
 
 def cli_verify_proof(args) -> int:
     from .cli import emit
-    from .lake.meta import open_lake_keys
 
     try:
         raw = Path(args.file).read_bytes()
@@ -1352,12 +1363,7 @@ def cli_verify_proof(args) -> int:
         doc, repeated = loads_noting_repeats(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AuditlakeError(f"{args.file} is not JSON: {exc}") from exc
-    if args.public_key:
-        pinned = load_public_key_file(args.public_key)
-    elif getattr(args, "lake", None):  # a lake named on the command line: trust only its keys
-        pinned = open_lake_keys(Lake.open(args.lake)).public_keys()
-    else:
-        pinned = None
+    pinned = pinned_public_keys(args)
     ok, reason = verify_proof_doc(doc, pinned)
     if ok and repeated:
         ok, reason = False, f"the proof repeats the key(s) {', '.join(sorted(set(repeated)))}"

@@ -319,7 +319,7 @@ def test_jsonl_lines_are_cut_as_the_text_splits():
         export._jsonl_lines(b"{}\n\xff\n")
 
 
-def test_verify_export_pins_the_public_key(glake, tmp_path, capsys):
+def test_verify_export_pins_the_public_key(glake, tmp_path, capsys, monkeypatch):
     out = _bundle(glake, tmp_path)
     keyfile = tmp_path / "pub.json"
     assert main(["--lake", glake.uri, "keys", "export-public", "--out", str(keyfile)]) == 0
@@ -346,6 +346,9 @@ def test_verify_export_pins_the_public_key(glake, tmp_path, capsys):
     (out / "manifest.json").write_text(json.dumps(m))
     assert export.verify_export(str(out))["ok"]
     assert main(["verify-export", str(out), "--public-key", str(keyfile)]) == 1
+    assert main(["--lake", glake.uri, "verify-export", str(out)]) == 1  # a named lake pins its keys
+    monkeypatch.setenv("AUDITLAKE_LAKE", glake.uri)
+    assert main(["verify-export", str(out)]) == 1
 
 
 def test_profiles_from_a_toml_file(glake, tmp_path, generated):
@@ -575,3 +578,20 @@ def test_no_command_writes_its_output_into_the_lakes_own_data(lake, tmp_path, ca
     assert main(["--lake", root, "export", "--format", "jsonl", "--out", f"{root}/exports/one"]) == 0
     report = verify(lake, update_trust=False)
     assert report.ok, report.findings
+
+
+def test_a_csv_bundle_keeps_values_that_look_like_null(lake, tmp_path):
+    """NA is Namibia and "N/A" a role: only an unquoted empty field is null when the checker
+    reads the CSV back, so a clean bundle verifies."""
+    from events import event, write_jsonl
+
+    odd = [event(n=i) for i in range(4)]
+    odd[0]["subject"]["country"] = "NA"
+    odd[1]["actor"]["role"] = "N/A"
+    odd[2]["actor"]["role"] = "null"
+    odd[3]["actor"]["role"] = ""
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", odd))])
+    m = export.build_export(lake, str(tmp_path / "csv"), ["csv"], {})
+    assert m["rows"] >= 4
+    res = export.verify_export(str(tmp_path / "csv"))
+    assert res["ok"], res["problems"]
