@@ -47,9 +47,10 @@ from pathlib import Path
 
 from .errors import AuditlakeError
 from .lake.store import Lake
+from .ledger.seal import IP_OWNER_SQL
 
 VIEWS = ("events", "findings", "findings_history", "quarantine", "checkpoints", "ingest_log")
-CATALOG_FORMAT = 3  # 3: the events view reads erased_subjects
+CATALOG_FORMAT = 4  # 3: the events view reads erased_subjects; 4: an address is erased with its owner (ip_owner)
 
 # ----------------------------------------------------------------------------- extension
 
@@ -105,7 +106,7 @@ def _events_select(ref: str) -> str:
 
     return f"""SELECT seq, event_id, event_type, occurred_at, event_date, ingested_at, source, tenant_id,
   actor_type, actor_id, actor_role,
-  {pii('actor.ip', 'actor_ip', 'actor_id')},
+  {pii('actor.ip', 'actor_ip', f'({IP_OWNER_SQL})')},
   subject_id, subject_country, subject_region, subject_timezone,
   {pii('subject.phone', 'subject_phone', 'subject_id')}, {pii('subject.email', 'subject_email', 'subject_id')},
   {pii('subject.name', 'subject_name', 'subject_id')},

@@ -44,6 +44,7 @@ from .lake.store import Lake
 from . import _records
 from .ledger import merkle, packed
 from .ledger.canonical import canonical_json, loads_noting_repeats
+from .ledger.seal import ip_owner_expr
 from .redaction import MASK, PII_COLUMNS, PII_FIELD, Profile, load_profile
 
 FORMATS = ("parquet", "csv", "jsonl")
@@ -157,7 +158,7 @@ class _Redactor:
             need.update(_LEDGER_NEEDS.get(c, []))
         self.pii_cols = [c for c in self.cols if c in PII_COLUMNS]
         if self.pii_cols:
-            need.update({"pii_fields", "subject_id", "actor_id"})
+            need.update({"pii_fields", "subject_id", "actor_id", "actor_type"})
         if profile.needs_pii:
             need.update(DECRYPT_COLUMNS)
         self.need = sorted(need)
@@ -183,11 +184,11 @@ class _Redactor:
         for c in self.cols:
             action = self.profile.actions[c]
             if c in PII_COLUMNS:
-                owner = "actor_id" if c == "actor_ip" else "subject_id"
+                owner = ip_owner_expr() if c == "actor_ip" else pl.col("subject_id")
                 has = pl.col("pii_fields").str.contains(PII_FIELD[c], literal=True).fill_null(False)
                 if action == "mask":
                     if self.erased:
-                        gone = pl.col(owner).is_in(self.erased).fill_null(False)
+                        gone = owner.is_in(self.erased).fill_null(False)
                         e = pl.when(has & gone).then(pl.lit("[erased]")).when(has).then(pl.lit(MASK))
                     else:
                         e = pl.when(has).then(pl.lit(MASK))

@@ -30,14 +30,14 @@ from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
-from .ledger.seal import SEAL_PREFIX, aad
+from .ledger.seal import SEAL_PREFIX, aad, ip_owner
 
 ERASED = "[erased]"
 UNAVAILABLE = "[undecryptable]"
 SUBJECT_PII = ("phone", "email", "name")
 PII_COLUMNS = ("subject_phone", "subject_email", "subject_name", "actor_ip")
 # Ledger columns needed to decrypt a row's PII.
-DECRYPT_COLUMNS = ["event_id", "subject_id", "subject_pii_sealed", "actor_id", "actor_ip_sealed", "pii_fields"]
+DECRYPT_COLUMNS = ["event_id", "subject_id", "subject_pii_sealed", "actor_type", "actor_id", "actor_ip_sealed", "pii_fields"]
 
 
 # ============================================================================ decryption
@@ -60,12 +60,13 @@ def decrypt_columns(keys: KeyStore, cols: dict[str, list]) -> dict[str, list]:
     n = len(cols["event_id"])
     out: dict[str, list] = {c: [None] * n for c in PII_COLUMNS}
     fields_of = [set(filter(None, (f or "").split(","))) for f in cols["pii_fields"]]
+    ip_owners = [ip_owner(t, a, s) for t, a, s in zip(cols["actor_type"], cols["actor_id"], cols["subject_id"])]
     people = set()
     for i in range(n):
         if fields_of[i] & {"subject.phone", "subject.email", "subject.name"} and cols["subject_id"][i]:
             people.add(cols["subject_id"][i])
-        if "actor.ip" in fields_of[i] and cols["actor_id"][i]:
-            people.add(cols["actor_id"][i])
+        if "actor.ip" in fields_of[i] and ip_owners[i]:
+            people.update(filter(None, (ip_owners[i], cols["actor_id"][i])))
     if not people:
         return out
     erased = keys.is_erased(people)
@@ -88,13 +89,18 @@ def decrypt_columns(keys: KeyStore, cols: dict[str, list]) -> dict[str, list]:
                 if f"subject.{f}" in fields:
                     out[f"subject_{f}"][i] = plain if isinstance(plain, str) else plain.get(f)
         if "actor.ip" in fields:
-            aid = cols["actor_id"][i]
-            if aid in erased:
+            owner, aid = ip_owners[i], cols["actor_id"][i]
+            if owner in erased:
                 out["actor_ip"][i] = ERASED
             else:
-                key = ciphers.get(aid)
                 sealed = cols["actor_ip_sealed"][i]
-                opened = _open(key, sealed, aad(eid, "actor")) if key is not None and sealed else None
+                opened = None
+                # The owner's key; then the actor's, which sealed every address before the
+                # owner rule (lakes written by earlier versions).
+                for who in dict.fromkeys((owner, aid)):
+                    key = ciphers.get(who)
+                    if opened is None and key is not None and sealed and who not in erased:
+                        opened = _open(key, sealed, aad(eid, "actor"))
                 out["actor_ip"][i] = opened.get("ip") if isinstance(opened, dict) else UNAVAILABLE
     return out
 
@@ -146,7 +152,9 @@ def subject_rows(lake: Lake, subject_id: str, include_actor: bool = True, keys: 
     # Exactly the person's rows, whatever the index said.
     cond = pc.field("subject_id") == subject_id
     if include_actor:
-        cond = cond | ((pc.field("actor_id") == subject_id) & pc.field("actor_ip_sealed").is_valid())
+        # Events whose address is this person's own (see ip_owner): they acted as a user.
+        cond = cond | ((pc.field("actor_id") == subject_id) & pc.field("actor_ip_sealed").is_valid()
+                       & ((pc.field("actor_type") == "user") | pc.field("subject_id").is_null()))
     return table.filter(cond).sort_by("seq")
 
 

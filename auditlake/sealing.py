@@ -35,7 +35,7 @@ from .keys import KeyStore
 from .lake.tables import LEDGER
 from .landing import Unreadable, records_of
 from .ledger.canonical import CanonicalError, canonical_json, canonical_with_fragments, fragment
-from .ledger.seal import Nonces, aad, blind_indexes, seal
+from .ledger.seal import Nonces, aad, blind_indexes, ip_owner, seal
 from .masking import mask_raw, mask_text
 
 # Marks the two gaps; a NUL byte never occurs in canonical JSON (control characters are
@@ -133,10 +133,11 @@ class Sealer:
         """Load (or create) the data keys of every person in these events, in bulk."""
         ids = set()
         for ev in events:
-            if isinstance(ev.get("subject"), dict):
-                ids.add(ev["subject"]["id"])
+            subject = ev.get("subject")
+            if isinstance(subject, dict):
+                ids.add(subject["id"])
             if ev["actor"].get("ip"):
-                ids.add(ev["actor"]["id"])
+                ids.add(ip_owner(ev["actor"]["type"], ev["actor"]["id"], subject["id"] if subject else None))
         load = {sid for sid in ids if sid not in self._keys}  # not ids - keys(): that walks every key
         if load:
             excess = len(self._keys) + len(load) - _KEY_CACHE
@@ -186,7 +187,7 @@ class Sealer:
         ip_sealed = None
         if ip:
             pii_fields.append("actor.ip")
-            cipher = self._ciphers[actor["id"]]
+            cipher = self._ciphers[ip_owner(actor["type"], actor["id"], subject["id"] if subject else None)]
             ip_sealed = (seal(cipher, canonical_with_fragments({"ip": ip}), aad(event_id, "actor"), self._nonces.take())
                          if cipher else None)
         subject_rec = None

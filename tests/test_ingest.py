@@ -632,17 +632,18 @@ def test_the_bounded_key_cache_never_drops_a_key_the_chunk_needs(lake, monkeypat
     read = keys.data_keys
     monkeypatch.setattr(keys, "data_keys", lambda ids, create=True: loaded.append(set(ids)) or read(ids, create))
     sealer = sealing.Sealer(keys)
-    # Seven people (subj-0..6) and the actor: overlapping chunks meet cached people and new
-    # ones past the bound.
-    lines = [json.dumps(event(n=i)).encode() for i in range(12)]
+    # Seven people (subj-0..6) and a user acting with an address of their own: overlapping
+    # chunks meet cached people and new ones past the bound.
+    agent = {"type": "user", "id": "agent-1", "ip": "10.0.0.1"}
+    lines = [json.dumps(event(n=i) | {"actor": agent}).encode() for i in range(12)]
     for start in (0, 2, 5, 0, 9, 7):
         out = sealer.seal_chunk(sealing.Chunk("a.jsonl", "0" * 64, 1, lines[start:start + 3]))
         assert out.rows.num_rows == 3 and not out.bad
-        people = {"router"} | {f"subj-{n % 7}" for n in range(start, start + 3)}
+        people = {"agent-1"} | {f"subj-{n % 7}" for n in range(start, start + 3)}
         assert len(sealer._keys) <= max(4, len(people))
         assert {sid: sealer._keys[sid] for sid in people} == read(people, create=False)
-    # Only people not cached were read: the first chunk's three and the actor, then the new ones.
-    assert loaded[0] == {"router", "subj-0", "subj-1", "subj-2"} and loaded[1] == {"subj-3", "subj-4"}
+    # Only people not cached were read: the first chunk's three and the agent, then the new ones.
+    assert loaded[0] == {"agent-1", "subj-0", "subj-1", "subj-2"} and loaded[1] == {"subj-3", "subj-4"}
     assert sum(map(len, loaded)) < 6 * 4
 
 

@@ -43,7 +43,7 @@ def test_kms_envelope_keys_on_an_s3_lake(kms_key, s3_lake_uri, tmp_path, monkeyp
     assert isinstance(keys, KmsKeyStore)
     kms = boto3.client("kms", region_name="us-east-1")
     # Each subject's data key is stored only as a KMS ciphertext bound to the subject.
-    for sid in ("subj-0", "subj-3", "router"):
+    for sid in ("subj-0", "subj-3", "subj-6"):
         blob = _wrapped(keys, sid)
         assert blob.startswith(PREFIX)
         plain = kms.decrypt(CiphertextBlob=blob[len(PREFIX):], EncryptionContext={"subject_id": sid})["Plaintext"]

@@ -59,7 +59,8 @@ def test_read_pii_decrypts_and_reads_erased_after_erasure(lake, tmp_path, capsys
     after = privacy.read_pii(lake, rows)
     for r in after:
         assert r["subject_phone"] == r["subject_email"] == r["subject_name"] == privacy.ERASED
-        assert r["actor_ip"] not in (None, privacy.ERASED)  # the actor (a service) is not erased
+        # A service reported the address on the person's event: it is the person's, erased too.
+        assert r["actor_ip"] == privacy.ERASED
     other = privacy.read_pii(lake, [r for r in _ledger(lake) if r["subject_id"] == "subj-4"])
     assert all(r["subject_phone"].startswith("+1") for r in other)
     # The records, hashes, tree and checkpoints are untouched: verify passes.
@@ -251,8 +252,9 @@ def test_subject_index_is_signed_and_a_forged_one_cannot_hide_rows(lake, tmp_pat
     segs = proofs._signed_segments(lake, proofs.SUBJECT_INDEX, keys)
     assert segs and proofs._cover([s[:3] for s in segs])[1] >= 90
     assert proofs.subject_seqs(lake, SUBJECT, keys) == truth
-    # The actor of an IP-bearing event is found too ("router" is the actor of every event).
-    assert len(privacy.subject_rows(lake, "router").column("seq").to_pylist()) == 90
+    # "router", the service acting in every event, has no address of its own: the ones it
+    # reports are its events' subjects' (ip_owner), so it has no rows as a person.
+    assert privacy.subject_rows(lake, "router").num_rows == 0
     # A forged segment that omits the subject cannot hide its rows: unsigned, it is ignored...
     import pyarrow as pa
 
@@ -314,3 +316,38 @@ def test_a_data_key_another_writer_made_first_is_the_one_used(tmp_path, monkeypa
     monkeypatch.setattr(mine.wrapper, "unwrap", lambda *a: pytest.fail("a key just stored was read back"))
     fresh = mine.data_keys(["s-3"])
     assert fresh == theirs.data_keys(["s-3"], create=False)
+
+
+def test_an_address_is_erased_with_its_owner(lake, tmp_path):
+    """A user's own address stays theirs on a person's event; a service's report of an
+    address on a person's event is the person's (see ip_owner); the catalog and the exports
+    say [erased] for exactly those."""
+    from auditlake import export
+    import duckdb
+
+    from auditlake.catalog import build_catalog, delta_extension_path
+
+    agent = event(n=1) | {"actor": {"type": "user", "id": "agent-7", "ip": "10.20.30.40"}}
+    form = event(n=8) | {"actor": {"type": "service", "id": "webform", "ip": "203.0.113.9"}}
+    login = event(n=15, event_type="user.login") | {"actor": {"type": "user", "id": "agent-7", "ip": "10.20.30.41"},
+                                                   "subject": None}
+    for ev in (agent, form):
+        ev["subject"]["id"] = "subj-x"
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [agent, form, login]))])
+    assert main(["--lake", lake.uri, "erase", "subj-x", "--reason", "GDPR Art. 17"]) == 0
+    ips = {r["event_id"]: r["actor_ip"] for r in privacy.read_pii(lake, _ledger(lake))}
+    assert ips[agent["event_id"]] == "10.20.30.40" and ips[login["event_id"]] == "10.20.30.41"
+    assert ips[form["event_id"]] == privacy.ERASED
+    con = duckdb.connect(build_catalog(lake)["db"], read_only=True)
+    con.execute(f"LOAD '{delta_extension_path()}'")
+    shown = dict(con.execute("SELECT event_id, actor_ip FROM events WHERE actor_ip IS NOT NULL").fetchall())
+    con.close()
+    assert shown[form["event_id"]] == "[erased]" and shown[agent["event_id"]] == "***"
+    m = export.build_export(lake, str(tmp_path / "bundle"), ["jsonl"], {})
+    rows = [json.loads(line) for f in sorted((tmp_path / "bundle").rglob("*.jsonl")) for line in f.read_text().splitlines()]
+    masked = {r["event_id"]: r.get("actor_ip") for r in rows if "event_id" in r}
+    assert masked[form["event_id"]] == "[erased]" and masked[agent["event_id"]] == "***", m
+    assert main(["--lake", lake.uri, "erase", "agent-7", "--reason", "GDPR Art. 17"]) == 0
+    ips = {r["event_id"]: r["actor_ip"] for r in privacy.read_pii(lake, _ledger(lake))}
+    assert ips[agent["event_id"]] == ips[login["event_id"]] == privacy.ERASED
+    assert verify(lake, update_trust=False).ok

@@ -44,6 +44,25 @@ def unseal(key: bytes, sealed: str, aad: bytes) -> bytes | None:
         return None
 
 
+def ip_owner(actor_type: str | None, actor_id: str, subject_id: str | None) -> str:
+    """Whose data key seals `actor.ip`: the actor's own when a user acts (an employee's
+    address) or the event has no subject; else the subject's, as a service or system that
+    reports an address on a person's event (a web form's visitor) has none of its own.
+    Erasing that person shreds it. IP_OWNER_SQL and ip_owner_expr() say the same."""
+    return actor_id if actor_type == "user" or not subject_id else subject_id
+
+
+IP_OWNER_SQL = "CASE WHEN actor_type = 'user' OR subject_id IS NULL OR subject_id = '' THEN actor_id ELSE subject_id END"
+
+
+def ip_owner_expr():
+    """ip_owner as a polars expression over the ledger's columns."""
+    import polars as pl
+
+    actor_keeps = (pl.col("actor_type") == "user").fill_null(False) | pl.col("subject_id").is_null() | (pl.col("subject_id") == "")
+    return pl.when(actor_keeps).then(pl.col("actor_id")).otherwise(pl.col("subject_id"))
+
+
 def aad(event_id: str, part: str) -> bytes:
     return f"{event_id}|{part}".encode()
 
