@@ -461,6 +461,8 @@ class Explorer:
             tables = str(Path(self.lake.uri) / "tables") + "/"
             self.con.execute(f"SET allowed_directories = ['{_sql_str(tables)}']")
             self.con.execute("SET enable_external_access = false")
+        # A name in a query never reaches a Python variable of the caller (an Arrow table in scope).
+        self.con.execute("SET python_enable_replacements = false")
         self.con.execute("SET lock_configuration = true")
 
     def _refresh_views(self) -> None:
@@ -609,6 +611,7 @@ def table_version(lake: Lake, table: str) -> int | None:
 
 
 ALLOWED_RELATIONS = set(VIEWS)
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 class AnalystSQLError(AuditlakeError):
@@ -641,10 +644,13 @@ def check_analyst_sql(con, sql: str) -> None:
                     ctes.add(str(item.get("key", "")).lower())
             t = node.get("type")
             if t == "BASE_TABLE":
-                if node.get("catalog_name") or node.get("schema_name") not in ("", None, "main"):
-                    tables.append(f"{node.get('catalog_name')}.{node.get('schema_name')}.{node.get('table_name')}")
+                name = str(node.get("table_name", "")).lower()
+                if node.get("catalog_name") or node.get("schema_name") not in ("", None):
+                    # Qualified names skip CTEs: main.erased_subjects is the table whatever a CTE is called.
+                    plain_view = not node.get("catalog_name") and node.get("schema_name") == "main" and name in ALLOWED_RELATIONS
+                    tables.append(name if plain_view else f"{node.get('catalog_name') or ''}.{node.get('schema_name') or ''}.{name}")
                 else:
-                    tables.append(str(node.get("table_name", "")).lower())
+                    tables.append(name)
             elif t == "TABLE_FUNCTION":
                 funcs.append(str((node.get("function") or {}).get("function_name", "?")))
             for v in node.values():
@@ -656,6 +662,19 @@ def check_analyst_sql(con, sql: str) -> None:
     walk(stmts)
     if funcs:
         raise AnalystSQLError(f"table functions are not allowed here: {', '.join(sorted(set(funcs)))}")
+    # A CTE is visible only in its own query, so its name must be harmless anywhere else: a
+    # plain identifier (a quoted "x/*.parquet" outside it would read files) that names no
+    # relation of the database but the views (outside it, that relation would be read).
+    cur = con.cursor()
+    try:
+        existing = {r[0].lower() for r in cur.execute(
+            "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall()}
+    finally:
+        cur.close()
+    unsafe = sorted(c for c in ctes if not _IDENTIFIER.fullmatch(c) or (c in existing and c not in ALLOWED_RELATIONS))
+    if unsafe:
+        raise AnalystSQLError(f"a WITH name must be a new plain identifier: {', '.join(unsafe)}")
     bad = [t for t in tables if t not in ALLOWED_RELATIONS and t not in ctes]
     if bad:
         raise AnalystSQLError(f"unknown relation(s): {', '.join(sorted(set(bad)))}; use {', '.join(VIEWS)}")

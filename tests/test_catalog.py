@@ -313,9 +313,15 @@ def test_oidc_roles_come_from_the_users_file(tmp_path):
     "SELECT * FROM delta_scan('/x')", "SELECT * FROM auditlake_catalog",
     "SELECT * FROM other.db.events", "PRAGMA database_list", "SELECT * FROM glob('/*')", "INSERT INTO events VALUES (1)",
     "WITH x AS (SELECT * FROM read_text('/etc/passwd')) SELECT * FROM x",
+    # A CTE is visible in its own query only: outside it the name is a file or a table.
+    'SELECT * FROM (WITH "/x/*.parquet" AS (SELECT 1) SELECT 1 FROM events) AS x, "/x/*.parquet"',
+    "WITH erased_subjects AS (SELECT 1) SELECT * FROM main.erased_subjects",
+    "SELECT * FROM (WITH erased_subjects AS (SELECT 1) SELECT 1) AS x, erased_subjects",
+    "SELECT * FROM memory.main.events",
 ])
 def test_analyst_sql_guard_refuses(sql):
     con = duckdb.connect()
+    con.execute("CREATE TABLE erased_subjects (subject_id VARCHAR)")  # as in a catalog
     with pytest.raises(catalog.AnalystSQLError):
         catalog.check_analyst_sql(con, sql)
 
