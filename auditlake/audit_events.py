@@ -20,6 +20,7 @@ import orjson
 from .contract import check_event
 from .errors import AuditlakeError
 from .lake.store import Lake
+from .masking import mask_text
 
 AUDIT_DIR = "_audit"
 SOURCE = "auditlake"
@@ -69,7 +70,9 @@ def build_event(
         "actor": current_actor(actor),
         "subject": subject,
         "lawful_basis": lawful_basis,
-        "data": data,
+        # A reason is typed by a person ("DSAR from jane@example.com"): masked like any text
+        # the lake keeps for people, as the record is seen by every reader.
+        "data": {**data, "reason": mask_text(data["reason"])} if isinstance(data.get("reason"), str) else data,
     }
     reason = check_event(ev)
     if reason is not None:

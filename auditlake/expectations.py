@@ -20,7 +20,8 @@ frames, which stay small enough for pandas even for a 10M-event ledger:
     the first row's previous is -1) and `event_id`: non-null, unique, seq contiguous from 0;
   - `ledger.partitions`: one row per `event_date` partition with per-partition counts of
     nulls in required columns, malformed event ids and hashes, `occurred_at` after
-    `ingested_at` + 1 day or before 2000, and rows in the wrong partition (all must be 0);
+    `ingested_at` + 1 day or before 2000, rows in the wrong partition and (a warning)
+    e-mail addresses or phone numbers written into `data` (all must be 0);
   - `ledger.values`: one row per distinct (event_type, subject_timezone, subject_country,
     key_id) with its row count: known event types, valid IANA zone names, ISO 3166-1
     country codes, well-formed key ids;
@@ -126,6 +127,7 @@ PII_PATTERNS: dict[str, str] = {
     "formatted_phone": r"\+\d[\d ().-]{6,}\d|\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b",
 }
 
+_PII_ANY = "|".join(f"(?:{p})" for p in PII_PATTERNS.values())
 ERROR, WARN = "error", "warn"
 SITE = "auditlake"
 DOCS_DIR = "reports/data_docs"
@@ -666,6 +668,7 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
             occurred_after_ingest=_count(occ > ing + MAX_SKEW),
             occurred_before_2000=_count(occ < EARLIEST),
             wrong_partition=_count(occ.dt.strftime("%Y-%m-%d") != pl.col("event_date")),
+            pii_in_data=_count(pl.col("data").str.contains(_PII_ANY)),
         ).sort("event_date", nulls_last=False).collect()
     )
     values = (
@@ -710,6 +713,10 @@ def _ledger_frames(lf: pl.LazyFrame, schema: pa.Schema | dict) -> list[_Frame]:
         _zero("occurred_after_ingest", "occurred_at is at most 1 day after ingested_at (clock skew)", WARN),
         _zero("occurred_before_2000", "occurred_at is not before 2000-01-01", WARN),
         _zero("wrong_partition", "event_date is the UTC date of occurred_at"),
+        # The contract's PII fields are sealed; the same data written into `data` is kept as
+        # sent (it is the record) and shown to every reader: a producer to fix.
+        _zero("pii_in_data", "data holds no e-mail address or phone number (personal data belongs in subject, "
+                             "where it is sealed)", WARN),
     ]
     values_specs = [
         _Spec(E.ExpectColumnValuesToBeInSet(column="event_type", value_set=sorted(EVENT_TYPES),

@@ -130,6 +130,18 @@ def test_country_and_currency_codes_outside_iso_are_warnings(clean):
     assert "USD" in X.iso_currencies() and "US" in X.iso_countries() and "DE" in X.iso_countries()
 
 
+def test_an_email_or_phone_written_into_data_is_a_warning(clean):
+    """Only the contract's PII fields are sealed: the same data in `data` is kept as sent
+    and seen by every reader, so the suite warns (without copying it into a sample)."""
+    df = clean["ledger"].with_columns(data=pl.when(pl.col("seq").is_in([2, 5])).then(
+        pl.lit('{"new_value":"jane.roe@example.com +14155550123"}')).otherwise(pl.col("data")))
+    r = X.validate_ledger_frame(df, tables.LEDGER)
+    f = failed(r)
+    assert set(f) == {("ledger.partitions", "pii_in_data")}
+    assert f[("ledger.partitions", "pii_in_data")].affected_rows == 2 and r.severity == "warn" and r.ok
+    assert "jane.roe" not in json.dumps([e.sample for e in f.values()], default=str)
+
+
 def test_unknown_event_type_and_bad_key_id(clean):
     df = clean["ledger"].with_columns(
         event_type=pl.when(pl.col("seq") == 0).then(pl.lit("call.teleported")).otherwise(pl.col("event_type")),

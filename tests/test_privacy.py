@@ -351,3 +351,10 @@ def test_an_address_is_erased_with_its_owner(lake, tmp_path):
     ips = {r["event_id"]: r["actor_ip"] for r in privacy.read_pii(lake, _ledger(lake))}
     assert ips[agent["event_id"]] == ips[login["event_id"]] == privacy.ERASED
     assert verify(lake, update_trust=False).ok
+
+
+def test_a_reason_typed_by_a_person_is_masked_in_the_audit_event(lake, tmp_path):
+    _build(lake, tmp_path, 0, 10)
+    assert main(["--lake", lake.uri, "erase", SUBJECT, "--reason", "request from jane.roe@example.com, +14155550123"]) == 0
+    (done,) = _audit_events(lake, "privacy.request_completed")
+    assert done["data"]["reason"] == "request from ***, ***"
