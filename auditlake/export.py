@@ -624,17 +624,22 @@ def _listing(root: Path) -> set[str]:
 
 def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) -> dict:
     """Check a bundle offline. Returns {"ok", "problems", "trust", "rows", "files", ...}.
-    Raises AuditlakeError when the manifest cannot be read at all."""
+    Raises AuditlakeError when the folder cannot be read; a bundle without a readable
+    manifest is not intact (a problem, like any other damage)."""
     root = Path(bundle_dir)
+    if not root.is_dir():
+        raise AuditlakeError(f"{bundle_dir} is not a folder")
     mpath = root / MANIFEST
     try:
         manifest, repeated = loads_noting_repeats(mpath.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise AuditlakeError(f"{bundle_dir} has no {MANIFEST}") from exc
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except FileNotFoundError:
+        return _not_intact(f"the bundle has no {MANIFEST}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _not_intact(f"{MANIFEST} is not JSON: {exc}")
+    except OSError as exc:
         raise AuditlakeError(f"cannot read {mpath}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise AuditlakeError(f"{mpath} is not an auditlake export manifest")
+        return _not_intact(f"{MANIFEST} is not an auditlake export manifest")
     problems: list[str] = []
     if repeated:
         problems.append(f"the manifest repeats the key(s) {', '.join(sorted(set(repeated)))}")
@@ -751,6 +756,11 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
         "key_id": kid,
         "revealed": manifest.get("revealed"),
     }
+
+
+def _not_intact(problem: str) -> dict:
+    return {"ok": False, "problems": [problem], "trust": None, "export_id": None, "rows": None, "files": 0,
+            "merkle_root": None, "key_id": None, "revealed": None}
 
 
 # ============================================================================ CLI

@@ -1359,12 +1359,13 @@ def cli_verify_proof(args) -> int:
         raw = Path(args.file).read_bytes()
     except OSError as exc:
         raise AuditlakeError(f"cannot read {args.file}: {exc}") from exc
+    pinned = pinned_public_keys(args)
     try:
         doc, repeated = loads_noting_repeats(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AuditlakeError(f"{args.file} is not JSON: {exc}") from exc
-    pinned = pinned_public_keys(args)
-    ok, reason = verify_proof_doc(doc, pinned)
+    except (ValueError, UnicodeDecodeError) as exc:  # a damaged proof, as any other: not valid
+        doc, repeated, ok, reason = None, [], False, f"{args.file} is not JSON: {exc}"
+    else:
+        ok, reason = verify_proof_doc(doc, pinned)
     if ok and repeated:
         ok, reason = False, f"the proof repeats the key(s) {', '.join(sorted(set(repeated)))}"
     kind = doc.get("type") if isinstance(doc, dict) else None

@@ -304,12 +304,16 @@ def test_verify_export_catches_every_tampering(glake, tmp_path, capsys):
         assert not res["ok"] and res["problems"], tamper.__name__
         assert main(["verify-export", str(out)]) == 1, tamper.__name__
         assert "PROBLEM" in capsys.readouterr().out
-    # Unreadable bundles are usage errors.
+    # A folder that is not there is a usage error; a bundle whose manifest is gone or broken
+    # is a damaged bundle like any other.
     assert main(["verify-export", str(tmp_path / "nothing-here")]) == 2
     broken = tmp_path / "broken"
     shutil.copytree(clean, broken)
     (broken / "manifest.json").write_text("{")
-    assert main(["verify-export", str(broken)]) == 2
+    assert main(["verify-export", str(broken)]) == 1
+    (broken / "manifest.json").unlink()
+    assert main(["verify-export", str(broken)]) == 1
+    assert "has no manifest.json" in capsys.readouterr().out
 
 
 def test_jsonl_lines_are_cut_as_the_text_splits():

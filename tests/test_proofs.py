@@ -173,10 +173,11 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys):
     assert main([*lake_arg, "--json", "prove", ids[5]]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["leaf_index"] == 5
-    # Unreadable input: exit 2; an unknown event: exit 2.
+    # A proof that is not JSON is not valid (exit 1); a file that is not there or an unknown
+    # event is a usage error (exit 2).
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert main(["verify-proof", str(bad)]) == 2
+    assert main(["verify-proof", str(bad)]) == 1
     assert main(["verify-proof", str(tmp_path / "missing.json")]) == 2
     assert main([*lake_arg, "prove", "00000000-0000-4000-8000-00000000ffff"]) == 2
 
