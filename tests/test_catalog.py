@@ -185,6 +185,11 @@ def test_explorer_connection_is_read_only_and_confined(demo):
         with pytest.raises(Exception):
             ex.query(sql)
     assert ex.query("SELECT count(*) AS n FROM events").column("n")[0].as_py() == n
+    # Bounded in memory, spilling outside the lake.
+    settings = {r["name"]: r["value"] for r in ex.query(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'temp_directory')").to_pylist()}
+    assert settings["memory_limit"] == "1.8 GiB", settings  # 2GB
+    assert settings["temp_directory"] and not settings["temp_directory"].startswith(demo["lake"].uri)
 
 
 def test_erased_subjects_pii_reads_erased_in_the_catalog_and_the_explorer(tiny):
