@@ -330,6 +330,7 @@ def erase(lake: Lake, subject_id: str, reason: str = "data subject request", act
             f"cannot erase {subject_id}: it is under a legal hold ({detail}); "
             "lift the hold with `auditlake hold lift` first (the refusal was logged)"
         )
+    before = erased_subjects(lake, keys).get(subject_id)
     erased_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     wrapped = _wrapped_key(keys, subject_id)
     existed = keys.destroy_data_key(subject_id, erased_at)
@@ -342,7 +343,7 @@ def erase(lake: Lake, subject_id: str, reason: str = "data subject request", act
         actor=actor, subject=subject_id,
     )
     return {"subject_id": subject_id, "request_id": request_id, "key_destroyed": existed,
-            "erased_at": erased_at, "audit_event_id": audit_id,
+            "erased_at": erased_at, "already_erased_at": before, "audit_event_id": audit_id,
             "copies_shredded": shredded, "copies_remaining": remaining}
 
 
@@ -395,7 +396,9 @@ def cli_erase(args) -> int:
 
     lake = Lake.open(args.lake)
     res = erase(lake, args.subject_id, reason=args.reason, actor=getattr(args, "actor", None))
-    what = "its data key was destroyed" if res["key_destroyed"] else "it had no data key (nothing sealed to shred)"
+    what = ("its data key was destroyed" if res["key_destroyed"]
+            else f"it was already erased at {res['already_erased_at']}" if res["already_erased_at"]
+            else "it had no data key: no event of it carried sealed personal data, and new ones will carry none")
     if res["copies_shredded"]:
         what += f", and {len(res['copies_shredded'])} keystore backup copy(ies) shredded"
     text = (f"erased {res['subject_id']}: {what}; its personal data now reads as {ERASED}. "

@@ -358,3 +358,13 @@ def test_a_reason_typed_by_a_person_is_masked_in_the_audit_event(lake, tmp_path)
     assert main(["--lake", lake.uri, "erase", SUBJECT, "--reason", "request from jane.roe@example.com, +14155550123"]) == 0
     (done,) = _audit_events(lake, "privacy.request_completed")
     assert done["data"]["reason"] == "request from ***, ***"
+
+
+def test_erasing_twice_or_an_unknown_subject_says_so(lake, tmp_path, capsys):
+    _build(lake, tmp_path, 0, 10)
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 0
+    capsys.readouterr()
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 0
+    assert "already erased at 20" in capsys.readouterr().out
+    assert main(["--lake", lake.uri, "erase", "subj-never-seen"]) == 0
+    assert "no event of it carried sealed personal data" in capsys.readouterr().out
