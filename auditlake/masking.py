@@ -51,6 +51,11 @@ def mask_text(text: str) -> str:
     return text
 
 
+# The members of actor and subject that are not personal data (EVENTS.md); every other one
+# is masked in a rejected line.
+_NOT_PII = {"actor": frozenset({"type", "id", "role"}), "subject": frozenset({"id", "country", "region", "timezone"})}
+
+
 def mask_event(ev):
     """A copy of a parsed event with its PII fields masked (for any shape of input)."""
     if not isinstance(ev, dict):
@@ -66,8 +71,6 @@ def mask_event(ev):
             out[part] = MASK
     return out
 
-
-_NOT_PII = {"actor": frozenset({"type", "id", "role"}), "subject": frozenset({"id", "country", "region", "timezone"})}
 
 
 def mask_raw(raw: bytes | dict) -> str:

@@ -434,6 +434,7 @@ def test_a_forged_quarantine_row_does_not_make_ingest_skip_its_line(pristine, tm
                                     tamper_junk_log_entry])
 def test_malformed_tampering_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch, tamper, seq):
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim = _row_file(lake, seq)[0].relative_to(Path(lake.uri, "tables", "ledger"))
     expected = tamper(lake, seq)
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     located = [f for f in report.findings if f.kind in expected]
@@ -444,19 +445,10 @@ def test_malformed_tampering_is_a_finding_not_a_crash(pristine, tmp_path, monkey
         assert any(f.kind == "changed_field" and f.seq == seq and "not a JSON text" in f.detail for f in located)
     if tamper is tamper_corrupt_page:
         (f,) = located
-        assert f.file == str(_row_file_of_copy(pristine, seq)) and f.partition == f.file.split("/")[0]
+        assert f.file == str(victim) and f.partition == f.file.split("/")[0]
         assert f.detail.startswith("unreadable")
     if tamper is tamper_junk_log_entry:
         assert all(f.file.startswith("_delta_log/") and "not a Delta action" in f.detail for f in located)
-
-
-def _row_file_of_copy(pristine, seq: int) -> Path:
-    """The table-relative ledger file holding `seq` in the pristine lake."""
-    table = pristine[0] / "lake" / "tables" / "ledger"
-    for f in sorted(table.rglob("*.parquet")):
-        if seq in pq.read_table(f, columns=["seq"]).column("seq").to_pylist():
-            return f.relative_to(table)
-    raise AssertionError(seq)
 
 
 @pytest.mark.parametrize("seq, kind, not_kind", [(5, "deleted_row", "truncated_tail"),
