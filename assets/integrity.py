@@ -79,7 +79,8 @@ def _has_lake(lake: Lake) -> bool:
     name="integrity",
     blocking=True,
     description=(
-        "Verifies the whole ledger (LEDGER.md section 8): append-only Delta history, gap-free seq, "
+        "Verifies the ledger (LEDGER.md section 8; rows after the trusted checkpoint, the rest in full): "
+        "append-only Delta history, gap-free seq, "
         "the HMAC chain, the Merkle roots and signatures of the checkpoints, the trusted checkpoint and "
         "the retention lock. Blocking: if it fails, nothing downstream of the ledger runs."
     ),

@@ -9,6 +9,7 @@ would also refuse a second run with the same run key. The cursor is JSON:
 """
 
 import json
+import os
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -58,14 +59,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
             continue
         if len(requests) >= MAX_RUNS_PER_TICK:
             continue  # not recorded: the next tick picks it up
+        if not is_partition(d.day):
+            # Not recorded either: once renamed or inside the partitions it is new work, and
+            # its content never hides a copy under a valid day.
+            outside.append(f"{d.name} ({d.day})")
+            continue
         sha = lf.sha256()
         cursor[d.name] = [lf.size, d.mtime_ns, sha]
         if sha in done or sha in known_shas:
             continue  # the same content again, under any name: nothing to do
         known_shas.add(sha)
-        if not is_partition(d.day):
-            outside.append(f"{d.name} ({d.day})")
-            continue
         requests.append(
             dg.RunRequest(
                 run_key=run_key(sha),
@@ -81,7 +84,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
         )
     new_cursor = json.dumps({"files": cursor}, sort_keys=True, separators=(",", ":"))
     if not requests:
-        return dg.SensorResult(skip_reason=f"no new landing files ({len(listing)} seen)", cursor=new_cursor)
+        where = "" if listing or lk.is_s3 or os.path.isdir(lk.child("landing")) else f"; no landing folder at {lk.child('landing')}"
+        return dg.SensorResult(skip_reason=f"no new landing files ({len(listing)} seen{where})", cursor=new_cursor)
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
 

@@ -135,7 +135,7 @@ def build_quality_checks(
         @dg.asset_check(
             asset=quarantine_key, name="quarantine_rate_overall", required_resource_keys={LAKE_RESOURCE},
             description="Warns when more than the configured share of landing lines was quarantined, over the whole "
-                        "lake or on the latest ingest day (default 1%; the `lake` resource's quarantine_warn_share).",
+                        "lake or on the latest ingest day (the `lake` resource's quarantine_warn_share, else 1%).",
         )
         def quarantine_rate_overall(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
             resource = getattr(context.resources, LAKE_RESOURCE)

@@ -82,3 +82,25 @@ def test_a_file_without_a_date_belongs_to_its_modification_day(lake_dir):
     os.utime(f, (1772461800, 1772461800))  # 2026-03-02T14:30:00Z
     (req,) = tick(instance, lake_dir).run_requests
     assert req.partition_key == DAY1
+
+
+def test_a_file_dated_outside_the_partitions_waits_and_never_hides_a_valid_copy(lake_dir):
+    """Such a file is only warned about, not recorded: renamed into a partition day it is new
+    work, and the same content under a valid day is requested at once."""
+    instance = DagsterInstance.ephemeral()
+    old = write_jsonl(lake_dir / "landing" / "1999-01-01" / "old.jsonl", [event("user.login", 60)])
+    first = tick(instance, lake_dir)
+    assert not first.run_requests and "1999-01-01/old.jsonl" not in json.loads(first.cursor)["files"]
+    (lake_dir / "landing" / DAY1).mkdir()
+    shutil.move(old, lake_dir / "landing" / DAY1 / "old.jsonl")  # the fix the warning asks for
+    (req,) = tick(instance, lake_dir, first.cursor).run_requests
+    assert req.partition_key == DAY1 and req.run_key == f"landing:{sha(lake_dir / 'landing' / DAY1 / 'old.jsonl')}"
+    same = write_jsonl(lake_dir / "landing" / "1999-01-03" / "x.jsonl", [event("user.login", 61)])
+    shutil.copy(same, lake_dir / "landing" / f"x-{DAY2}.jsonl")
+    reqs = tick(instance, lake_dir, first.cursor).run_requests
+    assert f"landing:{sha(same)}" in {r.run_key for r in reqs}
+
+
+def test_a_missing_landing_folder_is_named_in_the_skip_reason(tmp_path):
+    result = tick(DagsterInstance.ephemeral(), tmp_path / "no-lake-here")
+    assert not result.run_requests and "no landing folder at" in result.skip_message
