@@ -22,15 +22,13 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .audit_events import record_audit_event
 from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
-from .ledger.seal import SEAL_PREFIX, aad, ip_owner
+from .ledger.seal import aad, ip_owner, unseal
 
 ERASED = "[erased]"
 UNAVAILABLE = "[undecryptable]"
@@ -42,14 +40,13 @@ DECRYPT_COLUMNS = ["event_id", "subject_id", "subject_pii_sealed", "actor_type",
 
 # ============================================================================ decryption
 def _open(key: bytes, sealed: str, associated: bytes) -> dict | None:
-    import base64
-
-    if not isinstance(sealed, str) or not sealed.startswith(SEAL_PREFIX):
+    """A sealed value's fields (ledger.seal.unseal, then JSON); None if it does not open."""
+    if not isinstance(sealed, str):
         return None
     try:
-        raw = base64.urlsafe_b64decode(sealed[len(SEAL_PREFIX):])
-        return orjson.loads(AESGCM(key).decrypt(raw[:12], raw[12:], associated))
-    except (InvalidTag, ValueError, orjson.JSONDecodeError):
+        plain = unseal(key, sealed, associated)
+        return None if plain is None else orjson.loads(plain)
+    except ValueError:  # not base64, or not JSON (orjson's error is a ValueError)
         return None
 
 
