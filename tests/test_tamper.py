@@ -260,6 +260,20 @@ def tamper_leaf_not_json(lake, seq):
     return {"changed_row", "changed_field"}
 
 
+def tamper_invalid_utf8(lake, seq):
+    """A string that is not UTF-8 in a row's leaf (a changed byte in a page can do that)."""
+    f, i = _row_file(lake, seq)
+
+    def change(t):
+        leaf = t.column("leaf").to_pylist()
+        raw = [v.encode() for v in leaf]
+        raw[i] = raw[i][:10] + b"\xff" + raw[i][11:]
+        return t.set_column(t.schema.get_field_index("leaf"), "leaf", pa.array(raw, pa.binary()).view(pa.string()))
+
+    _rewrite(f, change)
+    return {"data_file_replaced"}
+
+
 def tamper_corrupt_page(lake, seq):
     """Bytes changed in place inside a data page, the footer intact: the file reads no more."""
     f, _ = _row_file(lake, seq)
@@ -431,7 +445,7 @@ def test_a_forged_quarantine_row_does_not_make_ingest_skip_its_line(pristine, tm
 
 @pytest.mark.parametrize("seq", [0, 5, 13, 22, 31])
 @pytest.mark.parametrize("tamper", [tamper_changed_ingested_at, tamper_leaf_not_json, tamper_corrupt_page,
-                                    tamper_junk_log_entry])
+                                    tamper_invalid_utf8, tamper_junk_log_entry])
 def test_malformed_tampering_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch, tamper, seq):
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
     victim = _row_file(lake, seq)[0].relative_to(Path(lake.uri, "tables", "ledger"))
@@ -443,12 +457,61 @@ def test_malformed_tampering_is_a_finding_not_a_crash(pristine, tmp_path, monkey
         assert [(f.seq, f.detail) for f in located] == [(seq, "column(s) ingested_at differ from the sealed record")]
     if tamper is tamper_leaf_not_json:
         assert any(f.kind == "changed_field" and f.seq == seq and "not a JSON text" in f.detail for f in located)
-    if tamper is tamper_corrupt_page:
-        (f,) = located
+    if tamper in (tamper_corrupt_page, tamper_invalid_utf8):  # (a rewritten file also differs in size)
+        (f,) = [f for f in located if f.detail.startswith("unreadable")]
         assert f.file == str(victim) and f.partition == f.file.split("/")[0]
-        assert f.detail.startswith("unreadable")
     if tamper is tamper_junk_log_entry:
         assert all(f.file.startswith("_delta_log/") and "not a Delta action" in f.detail for f in located)
+
+
+def _footer_byte(data: bytes, share: float) -> int:
+    """A byte `share` of the way into a Parquet file's footer."""
+    size = int.from_bytes(data[-8:-4], "little")
+    return len(data) - 8 - size + int(size * share)
+
+
+def _column_name_byte(data: bytes) -> int:
+    """The first byte of the last column name in a Parquet file's footer (a flip makes it invalid UTF-8)."""
+    from auditlake.lake.tables import SCHEMAS
+
+    footer = _footer_byte(data, 0)
+    return max(data.find(name.encode(), footer) for table in SCHEMAS.values() for name in table.names)
+
+
+@pytest.mark.parametrize("where", [lambda d: len(d) // 4, lambda d: len(d) // 2, lambda d: _footer_byte(d, 0.6),
+                                   _column_name_byte], ids=["quarter", "middle", "footer", "column-name"])
+@pytest.mark.parametrize("table", ["ledger", "checkpoints", "ingest_log", "findings"])
+def test_a_byte_changed_in_a_signed_tables_file_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch, table, where):
+    """Bytes flipped in a page or the footer of a checkpoints, ingest log or findings file
+    (whose string pages then decode to invalid UTF-8, or not at all) are tampering: exit 1."""
+    from auditlake.compliance.run import evaluate_lake
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    if table == "findings":
+        evaluate_lake(lake)
+    victim = _files(lake, table)[0]
+    data = bytearray(victim.read_bytes())
+    data[where(data)] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert not report.ok and any(f.table == table for f in report.findings), report.findings
+
+
+@pytest.mark.parametrize("seq", [0, 13, N_FILES * PER_FILE - 1])
+@pytest.mark.parametrize("stored", [lambda h: h[:-1] + ("0" if h[-1] != "0" else "1"), str.upper, lambda h: None,
+                                    lambda h: "zz", lambda h: h + "00"],
+                         ids=["other-hex", "upper-case", "null", "not-hex", "longer"])
+def test_a_changed_stored_hash_is_a_changed_row_at_its_seq(pristine, tmp_path, monkeypatch, stored, seq):
+    """The scan compares each computed link with the hash the positions pass read: in any
+    form but the computed one's, the row is reported (and its successor, chained from it)."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    f, i = _row_file(lake, seq)
+    _rewrite(f, lambda t: _set(t, "hash", i, stored(t.column("hash")[i].as_py())))
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    changed = sorted(f.seq for f in report.findings if f.kind == "changed_row")
+    assert changed and changed[0] == seq and set(changed) <= {seq, seq + 1}, report.findings
+    rows = {"deleted_row", "duplicate_row", "inserted_row", "reordered_row", "changed_field", "unknown_key"}
+    assert not {f.kind for f in report.findings} & rows, report.findings
 
 
 @pytest.mark.parametrize("seq, kind, not_kind", [(5, "deleted_row", "truncated_tail"),

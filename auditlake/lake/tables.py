@@ -234,8 +234,9 @@ def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, pa
                              public: dict, log_id: str) -> str | None:
     """Why version `version` of table `name` (its commitInfo `info`, adding `paths`, relative
     to the table, percent-decoded) does not carry the lake's signature of its rows; None if
-    it does, or if a file cannot be read (the history checks report that). `public`:
+    it does, or if a file is gone (the history checks report that). `public`:
     {key_id: Ed25519PublicKey}."""
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     from ..ledger import commits
@@ -244,15 +245,18 @@ def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, pa
     if not isinstance(signature, str) or key_id not in public:
         return f"version {version} carries no signature of the lake"
     fs, root = lake.filesystem()
+    files = [f"{root}/tables/{name}/{p}" for p in paths]
     try:
-        rows = [pq.read_table(fs.open_input_file(f"{root}/tables/{name}/{p}")) for p in paths]
-    except (OSError, pa.ArrowInvalid):
-        return None
-    if any(set(t.column_names) != set(SCHEMAS[name].names) for t in rows):
-        # A column dropped or added would not change the signed values read by name.
-        return f"version {version}: a file whose columns are not the table's"
-    rows = [t.select(SCHEMAS[name].names) for t in rows]
-    digest = commits.rows_digest(r for t in rows for r in zip(*(c.to_pylist() for c in t.columns)))
+        rows = [pq.read_table(fs.open_input_file(f)) for f in files]
+        if any(set(t.column_names) != set(SCHEMAS[name].names) for t in rows):
+            # A column dropped or added would not change the signed values read by name.
+            return f"version {version}: a file whose columns are not the table's"
+        rows = [t.select(SCHEMAS[name].names) for t in rows]
+        digest = commits.rows_digest(r for t in rows for r in zip(*(c.to_pylist() for c in t.columns)))
+    except (OSError, pa.ArrowException, ValueError):  # ValueError: bytes changed into invalid UTF-8
+        if any(info.type == pafs.FileType.NotFound for info in fs.get_file_info(files)):
+            return None
+        return f"version {version}: a file that does not read as the rows the lake wrote"
     body = commits.commit_body(log_id, name, version, digest, key_id)
     if digest != info.get(commits.ROWS) or not commits.signature_valid(public[key_id], signature, body):
         return f"version {version}: its rows are not the ones the lake signed"
