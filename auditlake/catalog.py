@@ -838,7 +838,12 @@ def explore_command(lake_uri: str, port: int = 8501, address: str = "127.0.0.1",
 def cli_explore(args) -> int:
     import subprocess
 
+    from .lake.meta import read_meta
+
     lake = Lake.open(args.lake)
+    read_meta(lake)  # a lake, not a mistyped path the explorer would show as empty
+    port, address = args.port, args.address or "127.0.0.1"
+    _check_listen(address, port)
     env = dict(os.environ, AUDITLAKE_LAKE=lake.uri)
     users = getattr(args, "users", None)
     if users:
@@ -847,14 +852,35 @@ def cli_explore(args) -> int:
     if not load_users(upath)["users"]:
         print(f"auditlake: no explorer users in {upath}; add one with "
               f"`python -m auditlake.catalog add-user NAME admin` (or configure OIDC)", file=sys.stderr)
-    cmd = explore_command(lake.uri, getattr(args, "port", 8501), getattr(args, "address", None) or "127.0.0.1",
-                          headless=bool(getattr(args, "headless", True)))
-    print(f"explorer for {lake.uri}: http://{getattr(args, 'address', None) or '127.0.0.1'}:{getattr(args, 'port', 8501)}",
-          file=sys.stderr)
+    cmd = explore_command(lake.uri, port, address, headless=bool(getattr(args, "headless", True)))
+    print(f"explorer for {lake.uri}: http://{address}:{port}", file=sys.stderr)
     try:
-        return subprocess.call(cmd, env=env)
+        code = subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 0
+    if code:
+        raise AuditlakeError(f"the explorer (streamlit) stopped with exit code {code}")
+    return 0
+
+
+def _check_listen(address: str, port: int) -> None:
+    """The explorer's address and port can be listened on: a clear line now, not a
+    streamlit traceback later."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise AuditlakeError(f"--port {port}: not a TCP port (1-65535)")
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise AuditlakeError(f"--address {address}: {exc.strerror or exc}") from None
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(where)
+        except OSError as exc:
+            raise AuditlakeError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
 
 
 def _main(argv: list[str] | None = None) -> int:

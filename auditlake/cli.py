@@ -38,6 +38,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _positive(text: str) -> int:
+    """A count of at least one."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --lake and --json are accepted before or after the command name.
     common = argparse.ArgumentParser(add_help=False)
@@ -52,10 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
 
     g = cmd("generate", "write realistic landing files with planted violations and their ground truth")
-    g.add_argument("--events", type=int, required=True)
+    g.add_argument("--events", type=_positive, required=True,
+                   help="lines to write (at least the planted cases and one of each malformed kind)")
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--days", type=int, default=30)
+    g.add_argument("--days", type=_positive, default=30)
 
     i = cmd("ingest", "ingest landing files (default: the lake's landing/)")
     i.add_argument("paths", nargs="*")
@@ -90,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ve = cmd("verify-export", "check an export bundle offline")
     ve.add_argument("dir")
-    ve.add_argument("--public-key", help="public key file (default: the bundle's declared key must match the lake's)")
+    ve.add_argument("--public-key", help="public key file (default: the keys of the lake of --lake, AUDITLAKE_LAKE or "
+                    "./lake, else the bundle's own key, which shows integrity, not origin)")
 
     pr = cmd("prove", "an inclusion proof for one event (or a consistency proof)")
     pr.add_argument("event_id", nargs="?")
@@ -100,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     vp = cmd("verify-proof", "check a proof offline")
     vp.add_argument("file")
     vp.add_argument("--public-key", help="public key file (JSON from `auditlake keys export-public`; default: the keys "
-                    "of the lake named with --lake, else the proof's own key, which shows integrity, not origin)")
+                    "of the lake of --lake, AUDITLAKE_LAKE or ./lake, else the proof's own key, which shows integrity, not origin)")
 
     er = cmd("erase", "GDPR/CCPA erasure by crypto-shredding the subject's data key")
     er.add_argument("subject_id")
@@ -127,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--users", help="explorer users file (default $AUDITLAKE_EXPLORER_USERS or <AUDITLAKE_HOME>/explorer_users.toml)")
 
     d = cmd("demo", "run the whole pipeline on generated data in a local lake")
-    d.add_argument("--events", type=int, default=20_000)
+    d.add_argument("--events", type=_positive, default=20_000)
     d.add_argument("--seed", type=int, default=1)
     return p
 

@@ -91,15 +91,26 @@ def demo(args) -> int:
     from .verify import verify as run_verify
 
     lake = Lake.open(args.lake)
+
+    def say(line: str) -> None:  # step by step for a person; --json prints one document at the end
+        if not args.json:
+            print(line, flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         gen(tmp, events=args.events, seed=args.seed)
         report = run_ingest(lake, [str(Path(tmp) / "landing")])
-    print(f"ingest: {report.accepted} events sealed, {report.quarantined} lines quarantined -> {lake.uri}")
+    say(f"ingest: {report.accepted} events sealed, {report.quarantined} lines quarantined -> {lake.uri}")
     v = run_verify(lake)
-    print(f"verify: {'intact' if v.ok else f'{len(v.findings)} FINDINGS'} ({v.events} events, root {v.root[:16]}...)")
+    say(f"verify: {'intact' if v.ok else f'{len(v.findings)} FINDINGS'} ({v.events} events, root {v.root[:16]}...)")
     summary = evaluate_lake(lake)
-    print(f"compliance: {summary.get('findings', summary)} findings")
+    say(f"compliance: {summary.get('findings', summary)} findings")
     db = build_catalog(lake)["db"]
-    print(f"catalog: {db} (open it with `duckdb {db}`)")
-    print(f"explore: auditlake --lake {lake.uri} explore   |   operate: DAGSTER_HOME=.dagster_home dagster dev -w workspace.yaml")
+    say(f"catalog: {db} (open it with `duckdb {db}`)")
+    explore = f"auditlake --lake {lake.uri} explore"
+    operate = "DAGSTER_HOME=.dagster_home dagster dev -w workspace.yaml"
+    say(f"explore: {explore}   |   operate: {operate}")
+    if args.json:
+        print(json.dumps({"lake": lake.uri, "ingest": {"accepted": report.accepted, "quarantined": report.quarantined},
+                          "verify": v.to_dict(), "compliance": summary, "catalog": db, "explore": explore,
+                          "operate": operate}, default=str))
     return 0 if v.ok else 1

@@ -73,6 +73,9 @@ _LEDGER_NEEDS = {
 
 
 # ============================================================================ filters
+_FILTER_FLAGS = {"event_types": "event-type", "tenants": "tenant", "subjects": "subject"}
+
+
 def normalise_filters(filters: dict | None) -> dict:
     """{"from", "to", "event_types", "tenants", "subjects"}, validated; unknown keys refused."""
     from .contract import EVENT_TYPES, parse_instant
@@ -85,8 +88,8 @@ def normalise_filters(filters: dict | None) -> dict:
         key = aliases.get(k, k)
         if key not in out:
             raise AuditlakeError(f"unknown export filter {k!r} (filters: from, to, event_types, tenants, subjects)")
-        if v in (None, "", []):
-            continue
+        if v is None or (isinstance(v, (list, tuple)) and not v):
+            continue  # not given; a value given blank is refused, never read as "everything"
         if key in ("from", "to"):
             if parse_instant(v) is None:
                 raise AuditlakeError(f"--{key}: {v!r} is not an RFC 3339 instant (e.g. 2026-03-01T00:00:00Z)")
@@ -94,6 +97,8 @@ def normalise_filters(filters: dict | None) -> dict:
         else:
             vals = [v] if isinstance(v, str) else list(v)
             vals = sorted({part.strip() for x in vals for part in str(x).split(",") if part.strip()})
+            if not vals:
+                raise AuditlakeError(f"--{_FILTER_FLAGS[key]}: {v!r} names no value (leave the filter out to export all)")
             if key == "event_types":
                 bad = [x for x in vals if x not in EVENT_TYPES]
                 if bad:

@@ -176,15 +176,18 @@ class KeyStore:
     # -- data keys ---------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         new = not self._db_path.exists()
-        con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
-        if new:
-            os.chmod(self._db_path, 0o600)
-        con.execute("PRAGMA secure_delete=ON")
-        con.execute("PRAGMA journal_mode=DELETE")
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS datakeys (subject_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL)"
-        )
-        con.execute("CREATE TABLE IF NOT EXISTS erased (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)")
+        try:
+            con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
+            if new:
+                os.chmod(self._db_path, 0o600)
+            con.execute("PRAGMA secure_delete=ON")
+            con.execute("PRAGMA journal_mode=DELETE")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS datakeys (subject_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL)"
+            )
+            con.execute("CREATE TABLE IF NOT EXISTS erased (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)")
+        except (sqlite3.Error, OSError) as exc:
+            raise AuditlakeError(f"cannot open the data-key store {self._db_path}: {exc}") from exc
         return con
 
     def data_keys(self, subject_ids: Iterable[str], create: bool = True) -> dict[str, bytes]:

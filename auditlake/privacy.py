@@ -239,6 +239,8 @@ def _flat(ev: dict) -> dict:
 def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
     """Subject access: every event of the subject with its PII decrypted, as JSON and CSV in
     `out_dir`, recorded as a `data.exported` audit event before the files are written."""
+    if not subject_id or not subject_id.strip():
+        raise AuditlakeError("dsar needs a subject id")
     lake.refuse_output_inside(out_dir, "the subject access folder")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

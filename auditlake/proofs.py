@@ -1283,13 +1283,16 @@ def _verify_consistency_doc(doc: dict, pinned, doc_keys) -> tuple[bool, str]:
 
 # ============================================================================ public key files
 def pinned_public_keys(args) -> dict[str, str] | None:
-    """The public keys an offline check trusts: --public-key's, else those of a lake named by
-    --lake or AUDITLAKE_LAKE; None (the document's own key: integrity, not origin) without."""
-    from .lake.meta import open_lake_keys
+    """The public keys an offline check trusts: --public-key's, else those of the lake named by
+    --lake or AUDITLAKE_LAKE, else of ./lake if there is one (every command's default lake);
+    None (the document's own key: integrity, not origin) without."""
+    from .lake.meta import META, open_lake_keys
 
     if args.public_key:
         return load_public_key_file(args.public_key)
     named = getattr(args, "lake", None) or os.environ.get("AUDITLAKE_LAKE")
+    if not named and Path("lake", META).is_file():
+        named = "./lake"
     return open_lake_keys(Lake.open(named)).public_keys() if named else None
 
 
@@ -1325,7 +1328,10 @@ def load_public_key_file(path: str) -> dict[str, str]:
 def cli_prove(args) -> int:
     from .cli import emit
 
+    from .lake.meta import read_meta
+
     lake = Lake.open(args.lake)
+    read_meta(lake)  # "no lake at", not "no event" on a mistyped path
     try:
         if args.consistency:
             old, new = args.consistency

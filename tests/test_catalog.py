@@ -348,7 +348,7 @@ def test_safe_filename():
     assert ".." not in catalog.safe_filename("x/../../y")
 
 
-def test_explore_command_runs_streamlit_on_the_app(monkeypatch, tmp_path):
+def test_explore_command_runs_streamlit_on_the_app(monkeypatch, tiny):
     seen = {}
 
     def fake_call(cmd, env):
@@ -358,11 +358,35 @@ def test_explore_command_runs_streamlit_on_the_app(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "call", fake_call)
     from auditlake.cli import main
 
-    assert main(["--lake", str(tmp_path / "lake"), "explore", "--port", "8599"]) == 0
+    assert main(["--lake", tiny["lake"].uri, "explore", "--port", "8599"]) == 0
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
     assert Path(cmd[4]).exists() and "8599" in cmd and "--server.headless" in cmd
-    assert seen["env"]["AUDITLAKE_LAKE"] == str((tmp_path / "lake").resolve())
+    assert seen["env"]["AUDITLAKE_LAKE"] == tiny["lake"].uri
+
+
+def test_explore_refuses_what_it_cannot_serve_with_one_line(monkeypatch, tiny, tmp_path, capsys):
+    """No lake, a port out of range, an address that is no address, a port in use: exit 2
+    and one line, before streamlit starts (it would print a traceback or serve nothing)."""
+    import socket
+
+    from auditlake.cli import main
+
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: pytest.fail("streamlit started"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = str(busy.getsockname()[1])
+        for argv in ([str(tmp_path / "no-lake"), "explore"], [tiny["lake"].uri, "explore", "--port", "99999"],
+                     [tiny["lake"].uri, "explore", "--address", "999.1.1.1"],
+                     [tiny["lake"].uri, "explore", "--port", taken]):
+            capsys.readouterr()
+            assert main(["--lake", *argv]) == 2, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("auditlake: "), (argv, err)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: 1)  # streamlit itself failed
+    assert main(["--lake", tiny["lake"].uri, "explore", "--port", taken]) == 2  # free again
+    assert "stopped with exit code 1" in capsys.readouterr().err
 
 
 def test_catalog_command_json(tiny, capsys):

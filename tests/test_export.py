@@ -351,6 +351,11 @@ def test_verify_export_pins_the_public_key(glake, tmp_path, capsys, monkeypatch)
     assert export.verify_export(str(out))["ok"]
     assert main(["verify-export", str(out), "--public-key", str(keyfile)]) == 1
     assert main(["--lake", glake.uri, "verify-export", str(out)]) == 1  # a named lake pins its keys
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "lake").symlink_to(glake.uri)
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["verify-export", str(out)]) == 1  # and so does the default ./lake
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUDITLAKE_LAKE", glake.uri)
     assert main(["verify-export", str(out)]) == 1
 

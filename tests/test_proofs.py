@@ -123,7 +123,7 @@ def test_a_wrong_tile_does_not_yield_a_wrong_proof(lake, tmp_path, monkeypatch, 
     assert "tiles disagree" in capsys.readouterr().err
 
 
-def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys):
+def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     ids, _ = _ids(lake3)
     lake_arg = ["--lake", lake3.uri]
     out = tmp_path / "p.json"
@@ -165,6 +165,13 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys):
     assert "not pinned" in capsys.readouterr().out
     assert main([*lake_arg, "verify-proof", str(tmp_path / "forged.json")]) == 1
     assert main([*lake_arg, "verify-proof", str(out)]) == 0
+    # ./lake is every command's default lake: its keys are pinned as --lake's are.
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "lake").symlink_to(lake3.uri)
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["verify-proof", str(tmp_path / "forged.json")]) == 1
+    assert main(["verify-proof", str(out)]) == 0
+    monkeypatch.chdir(tmp_path)
     # A key given twice: the last value is the signed one, another reader takes the first.
     (tmp_path / "twice.json").write_text(out.read_text().replace("{", '{"leaf_index": 7, ', 1))
     assert main(["verify-proof", str(tmp_path / "twice.json")]) == 1

@@ -473,9 +473,12 @@ def cli_init(args) -> int:
 def cli_hold(args) -> int:
     from ..cli import emit
 
+    from .meta import read_meta
+
     lake = Lake.open(args.lake)
     subject = getattr(args, "subject", None)
     if args.action == "status":
+        read_meta(lake)  # a mistyped path holds no lake, not "no hold"
         holds = active_holds(lake)
         human = "\n".join(
             f"hold on {'subject ' + h['subject_id'] if h['scope'] == 'subject' else 'the whole lake'} since {h['at']}"

@@ -70,13 +70,15 @@ def error_line(exc: BaseException | str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
         text = exc.__class__.__name__ if isinstance(exc, BaseException) else "error"
+    if isinstance(exc, AuditlakeError):
+        return text[:500]  # already one clear line
     # The root cause of a network failure is what a user needs first.
     low = text.lower()
     if any(s in low for s in ("connection refused", "could not connect", "client error (connect)",
                               "connect timeout", "failed to connect", "could not connect to the endpoint",
                               "error sending request", "network_connection", "connection reset",
                               "connection aborted", "connection was closed")):
-        where = re.search(r"(https?://[^/\s\"']+)", text)
+        where = re.search(r"(https?://[^/\s\"'()]+)", text)
         return f"S3 endpoint unreachable{f' ({where.group(1)})' if where else ''}: {text[:300]}"
     return text[:500]
 

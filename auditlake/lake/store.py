@@ -159,7 +159,10 @@ class Lake:
 
     def read_json(self, rel: str) -> dict | None:
         raw = self.read_bytes(rel)
-        return None if raw is None else json.loads(raw)
+        try:
+            return None if raw is None else json.loads(raw)
+        except ValueError as exc:  # also not UTF-8
+            raise AuditlakeError(f"{self.uri}/{rel} is not valid JSON: {exc}") from exc
 
     def write_json(self, rel: str, obj: dict) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True).encode())

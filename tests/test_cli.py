@@ -1,0 +1,85 @@
+"""The command line's contract (INTERFACES.md): one JSON document with --json, exit 2 and one
+line on stderr for usage and I/O errors, the lake named by --lake, AUDITLAKE_LAKE or ./lake."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from auditlake.cli import main
+from auditlake.ingest import ingest
+from events import event, write_jsonl
+
+
+@pytest.fixture
+def small(lake, tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(6)])
+    ingest(lake, [str(tmp_path / "in")])
+    return lake
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("auditlake: "), captured
+    return lines[0]
+
+
+def test_demo_json_is_one_document(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--events", "1500", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verify"]["ok"] and doc["verify"]["events"] == doc["ingest"]["accepted"] > 0
+    assert doc["lake"] == str(tmp_path / "lake") and doc["catalog"].endswith("catalog.duckdb")
+    assert doc["compliance"]["findings"] > 0
+
+
+@pytest.mark.parametrize("argv", [["generate", "--events", "-5", "--out", "x"], ["generate", "--events", "0", "--out", "x"],
+                                  ["generate", "--events", "10", "--days", "0", "--out", "x"],
+                                  ["demo", "--events", "0"]])
+def test_counts_below_one_are_usage_errors(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert "must be at least 1" in _one_error_line(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("argv", [["hold", "status"], ["prove", "an-event"], ["explore"]])
+def test_a_path_that_holds_no_lake_is_said_so(argv, tmp_path, capsys, monkeypatch):
+    """Not "no legal hold is active" or "no event": a mistyped lake path is an error."""
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("the explorer started"))
+    assert main(["--lake", str(tmp_path / "nowhere"), *argv]) == 2
+    assert "no lake at" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("flag, value", [("--subject", " "), ("--tenant", ""), ("--event-type", ","), ("--from", "")])
+def test_a_blank_export_filter_is_refused_not_dropped(small, tmp_path, capsys, flag, value):
+    """A filter given blank would otherwise export the whole ledger to someone who asked for a part."""
+    out = tmp_path / "bundle"
+    assert main(["--lake", small.uri, "export", "--out", str(out), flag, value]) == 2
+    assert flag in _one_error_line(capsys)
+    assert not (out / "manifest.json").exists()
+
+
+def test_errors_name_what_they_are_about(small, tmp_path, capsys):
+    assert main(["--lake", small.uri, "dsar", "", "--out", str(tmp_path / "d")]) == 2
+    assert _one_error_line(capsys) == "auditlake: dsar needs a subject id"
+    meta = tmp_path / "lake" / "auditlake.json"
+    meta.chmod(0o644)
+    meta.write_text('{"log_id": ')
+    assert main(["--lake", small.uri, "verify"]) == 2
+    assert f"{meta} is not valid JSON" in _one_error_line(capsys)
+
+
+def test_an_error_line_is_not_wrapped_twice():
+    from auditlake.errors import AuditlakeError
+    from auditlake.lake.s3 import error_line
+
+    once = "S3 error checking bucket b: S3 endpoint unreachable (http://127.0.0.1:9): Could not connect"
+    assert error_line(AuditlakeError(once)) == once
+    assert error_line(OSError('Could not connect to the endpoint URL: "http://127.0.0.1:9/b"')).startswith(
+        "S3 endpoint unreachable (http://127.0.0.1:9): ")
