@@ -70,11 +70,17 @@ class LandingFile:
         hashed, so the damage is the file's (a file that changed is an error, not quarantined)."""
         try:
             for first, block in self._parquet_blocks(max_rows) if self.format == "parquet" else self._line_blocks():
-                if isinstance(block, Unreadable) and self._content_sha256() != self.sha256():
-                    raise AuditlakeError(f"{self.name}: changed while it was read (landing files are immutable)")
+                if isinstance(block, Unreadable):
+                    self._check_unchanged(self._content_sha256())
                 yield first, block
         except OSError as exc:
             raise self._read_error(exc) from exc
+
+    def _check_unchanged(self, sha256: str) -> None:
+        """The bytes read are the ones planned with: a file rewritten in place while it was
+        read (a producer's `cp` over it) would otherwise be logged as done, cut short."""
+        if sha256 != self.sha256():
+            raise AuditlakeError(f"{self.name}: changed while it was read (landing files are immutable)")
 
     def _read_error(self, exc: OSError) -> AuditlakeError:
         return AuditlakeError(f"cannot read landing file {self.name}: {_one_line(exc)}")
@@ -83,7 +89,8 @@ class LandingFile:
         pending = b""
         long: LongLine | None = None  # a line past the size limit whose end is not read yet
         n = 0
-        with self.fs.open_input_stream(self.path, compression=None) as f:
+        with self.fs.open_input_stream(self.path, compression=None) as stream:
+            f = _HashingReader(stream)
             chunks = _gunzip(f) if self.format == "jsonl.gz" else iter(lambda: f.read(_CHUNK), b"")
             try:
                 for chunk in chunks:
@@ -109,6 +116,10 @@ class LandingFile:
                 what, why = exc.args
                 yield n + 1, Unreadable(f"{what} after line {n}: {why}")
                 return
+            read = f.sha256()
+        # Before the last line, which a file cut short has half of, and before the file is
+        # logged as read (its lines counted).
+        self._check_unchanged(read)
         if long is not None:
             yield n + 1, [long]
         elif pending:
@@ -123,6 +134,7 @@ class LandingFile:
                 for batch in self._parquet_batches(max_rows, skip=n):
                     yield n + 1, batch
                     n += batch.num_rows
+                self._check_unchanged(self._content_sha256())  # read out of order: hashed again
                 return
             except MemoryError:
                 raise
@@ -149,6 +161,24 @@ class LandingFile:
                         continue
                     yield batch.slice(skip) if skip else batch
                     skip = 0
+
+
+class _HashingReader:
+    """A stream's read() that hashes the bytes it returns."""
+
+    def __init__(self, stream):
+        self._stream, self._hash = stream, hashlib.sha256()
+
+    def read(self, n: int) -> bytes:
+        data = self._stream.read(n)
+        self._hash.update(data)
+        return data
+
+    def sha256(self) -> str:
+        """The hash of everything the stream holds (the rest is read and hashed too)."""
+        while self.read(_CHUNK):
+            pass
+        return self._hash.hexdigest()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -749,3 +749,54 @@ def test_a_line_of_megabytes_is_quarantined_by_its_length_without_being_held(lak
         assert row["reason"] == f"line larger than 64 KiB ({len(long_line)} bytes)"
         assert row["raw"].endswith(f"[cut; the whole line has {len(long_line)} bytes]") and len(row["raw"]) < 5000
     assert verify(lake, update_trust=False).ok
+
+
+@pytest.mark.parametrize("name, cut", [("a.jsonl", "mid-line"), ("a.jsonl", "line-end"), ("a.jsonl.gz", "mid-line"),
+                                       ("a.parquet", "other-rows")])
+def test_a_file_rewritten_in_place_while_it_is_read_is_an_error_and_nothing_of_it_is_lost(
+        lake, tmp_path, monkeypatch, name, cut):
+    """A producer's `cp` over a landing file truncates it and writes it again: read between
+    the two, the file is shorter than the one planned with. Not logged as read (its lines
+    would be lost for good, the finished file having the logged hash), and its half last line
+    is not quarantined; the next run ingests it whole."""
+    from auditlake.errors import AuditlakeError
+    from auditlake.landing import LandingFile
+
+    events = [event(n=i) for i in range(40)]
+    d = tmp_path / "in"
+    d.mkdir()
+    path = d / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pylist(events), path)
+        partial = pa.Table.from_pylist(events[:25])
+    else:
+        text = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+        cut_at = text.index(b"\n", len(text) // 2) + (1 if cut == "line-end" else -7)
+        path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+        partial = text[:cut_at]
+    whole = path.read_bytes()
+    planned = LandingFile.sha256
+
+    def rewritten_after_planning(self):
+        sha = planned(self)
+        if isinstance(partial, pa.Table):
+            pq.write_table(partial, path)
+        else:
+            path.write_bytes(gzip.compress(partial)[:-9] if name.endswith(".gz") else partial)
+        return sha
+
+    monkeypatch.setattr(LandingFile, "sha256", rewritten_after_planning)
+    with pytest.raises(AuditlakeError, match=f"{name}: changed while it was read"):
+        ingest(lake, [str(d)])
+    assert lake.delta("ingest_log") is None and lake.delta("quarantine") is None
+    monkeypatch.undo()
+    path.write_bytes(whole)  # the producer's copy done
+    before = _committed(lake)
+    report = ingest(lake, [str(d)])
+    assert (report.accepted, report.quarantined) == (40 - before, 0)
+    assert verify(lake).ok and lake.delta("ledger").to_pyarrow_dataset().count_rows() == 40
+
+
+def _committed(lake) -> int:
+    """Rows an interrupted run left in the ledger (whole lines, resumed from, not redone)."""
+    return 0 if lake.delta("ledger") is None else lake.delta("ledger").to_pyarrow_dataset().count_rows()
