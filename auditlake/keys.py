@@ -70,10 +70,13 @@ class LocalKeyWrapper:
 
 
 def _insert_keys(con: sqlite3.Connection, rows: list[tuple[str, bytes]]) -> bool:
-    """Store new wrapped data keys unless the subject has one; True if all were stored."""
+    """Store new wrapped data keys unless the subject has one or is erased, asked in the
+    transaction that inserts (an erasure committed since the caller looked must not be
+    outlived by a new key); True if all were stored."""
     before = con.total_changes
     con.execute("BEGIN IMMEDIATE")
-    con.executemany("INSERT OR IGNORE INTO datakeys VALUES (?, ?)", rows)
+    con.executemany("INSERT OR IGNORE INTO datakeys SELECT ?1, ?2 WHERE NOT EXISTS "
+                    "(SELECT 1 FROM erased WHERE subject_id = ?1)", rows)
     con.execute("COMMIT")
     return con.total_changes - before == len(rows)
 
@@ -191,9 +194,9 @@ class KeyStore:
         return con
 
     def data_keys(self, subject_ids: Iterable[str], create: bool = True) -> dict[str, bytes]:
-        """Data keys of these subjects, creating missing ones (never for an erased subject:
-        an erased subject's later events are sealed under a fresh key that is then
-        destroyed at once, see `ingest`)."""
+        """Data keys of these subjects, creating missing ones (never for an erased subject,
+        who is left out: an erased subject's later events keep no personal data, see
+        sealing)."""
         ids = sorted(set(subject_ids))
         found: dict[str, bytes] = {}
         con = self._db()
@@ -236,9 +239,11 @@ class KeyStore:
         """Crypto-shred: delete the subject's wrapped key beyond recovery. True if one existed."""
         con = self._db()
         try:
+            con.execute("BEGIN IMMEDIATE")  # one step: no key can be made between the two
             cur = con.execute("DELETE FROM datakeys WHERE subject_id = ?", (subject_id,))
             con.execute("INSERT OR REPLACE INTO erased VALUES (?, ?)", (subject_id, erased_at))
             existed = cur.rowcount > 0
+            con.execute("COMMIT")
             con.execute("VACUUM")
         finally:
             con.close()

@@ -146,8 +146,9 @@ class Sealer:
                 for sid in old[:excess]:
                     del self._keys[sid]
             erased = self.keys.is_erased(load)
-            self._keys.update(dict.fromkeys(erased))  # an erased person's new PII is not kept at all
-            self._keys.update(self.keys.data_keys(load - erased))
+            found = self.keys.data_keys(load - erased)
+            # An erased person's new PII is not kept at all (None); one erased since is left out.
+            self._keys.update({sid: found.get(sid) for sid in load})
         self._ciphers = {sid: None if (key := self._keys[sid]) is None else AESGCM(key) for sid in ids}
 
     def seal_chunk(self, chunk: Chunk) -> SealedChunk:

@@ -119,6 +119,34 @@ def test_an_erased_subjects_later_events_keep_no_pii(lake, tmp_path):
     assert verify(lake).ok
 
 
+def test_an_erasure_between_the_sealers_look_and_its_key_request_makes_no_key(lake, tmp_path, monkeypatch):
+    """The sealer asks who is erased, then for the others' keys: an erasure committed in
+    between must not be outlived by a key made for the new events (their PII would then be
+    readable by anyone holding the keystore)."""
+    from auditlake.keys import KeyStore
+
+    _build(lake, tmp_path)
+    asked, erasing = KeyStore.is_erased, []
+
+    def erased_right_after_the_look(self, ids):
+        found = asked(self, ids)
+        if SUBJECT in ids and not erasing:
+            erasing.append(SUBJECT)
+            privacy.erase(lake, SUBJECT)
+        return found
+
+    monkeypatch.setattr(KeyStore, "is_erased", erased_right_after_the_look)
+    late = [event(n=i, event_id=f"22222222-2222-4222-8222-{i:012d}") for i in range(100, 110)]
+    write_jsonl(tmp_path / "late" / "a.jsonl", late)
+    ingest(lake, [str(tmp_path / "late")])
+    monkeypatch.setattr(KeyStore, "is_erased", asked)
+    keys = open_lake_keys(lake)
+    assert erasing and keys.is_erased([SUBJECT]) == {SUBJECT}
+    assert keys.data_keys([SUBJECT], create=False) == {} and keys.data_keys([SUBJECT]) == {}
+    rows = [r for r in _ledger(lake) if r["subject_id"] == SUBJECT and r["event_id"].startswith("22222222")]
+    assert rows and all(r["subject_pii_sealed"] is None for r in rows)
+
+
 def test_a_legal_hold_blocks_erasure(lake, tmp_path, capsys):
     _build(lake, tmp_path)
     admin.set_hold(lake, SUBJECT, reason="litigation 2026-17")
