@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import posixpath
 import uuid
 from datetime import datetime, timezone
 
@@ -89,7 +90,7 @@ def record_events(lake: Lake, events: list[dict]) -> list[str]:
     day = events[0]["occurred_at"][:10]
     rel = f"{AUDIT_DIR}/{day}/{events[0]['event_id']}.jsonl"
     body = b"".join(orjson.dumps(ev) + b"\n" for ev in events)
-    lake.write_bytes(rel, body)
+    _write_whole(lake, rel, body)
     report = ingest(lake, [lake.child(rel)], fresh=True)  # a new file of new events: see ingest()
     if report.quarantined:
         raise AuditlakeError(f"the audit event file {rel} was quarantined; see the quarantine table")
@@ -107,3 +108,34 @@ def record_audit_event(
     """Build a contract-valid event, ingest it into the ledger, return its event id."""
     ev = build_event(event_type, data, actor=actor, subject=subject, tenant_id=tenant_id)
     return record_events(lake, [ev])[0]
+
+
+def _write_whole(lake: Lake, rel: str, body: bytes) -> None:
+    """Write the file whole or not at all: a crash may leave it to be ingested later (see
+    pending_files), never torn. An S3 PUT is whole; a local file is renamed into place."""
+    if lake.is_s3:
+        lake.write_bytes(rel, body)
+        return
+    folder, name = posixpath.split(rel)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"  # hidden: no ingest reads it
+    lake.write_bytes(tmp, body)
+    os.replace(os.path.join(lake.uri, tmp), os.path.join(lake.uri, rel))
+
+
+def pending_files(lake: Lake) -> list[str]:
+    """The lake's audit event files that no ingest has logged (URIs): a crash after the
+    erasure, hold or export an event records, before its ingest finished, left them. Every
+    ingest that is not itself an audit event's ingests them, so the record catches up."""
+    import pyarrow.fs as pafs
+
+    from .lake import tables
+
+    fs, root = lake.fs_path(lake.child(AUDIT_DIR))
+    found = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+             if i.type == pafs.FileType.File and i.path.endswith(".jsonl") and not posixpath.basename(i.path).startswith(".")]
+    if not found:
+        return []
+    # An audit file is ingested alone, so its log row is named by its file name.
+    logged = set() if lake.delta("ingest_log") is None else set(
+        tables.dataset(lake, "ingest_log").to_table(columns=["source_file"]).column("source_file").to_pylist())
+    return [lake.child(f"{AUDIT_DIR}/{p[len(root) + 1:]}") for p in sorted(found) if posixpath.basename(p) not in logged]

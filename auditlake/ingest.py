@@ -35,7 +35,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import landing, proofs, sealing
+from . import audit_events, landing, proofs, sealing
 from .errors import AuditlakeError, ConflictError
 from .head import Head, load_head, prev_checkpoint_hash
 from .keys import KeyStore
@@ -634,7 +634,8 @@ def _log_files(lake: Lake, keys: KeyStore, state: _State, batch: _Batch, batch_i
 # ----------------------------------------------------------------------------- entry
 def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str], None] | None = None,
            fresh: bool = False) -> IngestReport:
-    """Ingest landing files (files or folders; default the lake's landing/). `fresh` is for the
+    """Ingest landing files (files or folders; default the lake's landing/), and the lake's own
+    audit event files a crash left unlogged (audit_events.pending_files). `fresh` is for the
     lake's own audit events: the caller has just written these files under new names with
     new event ids, so no ledger row can come from them and the ledger is not searched for
     their content hashes or event ids (seconds on a large ledger). Everything else, the
@@ -643,6 +644,9 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     keys = open_lake_keys(lake, create=True)
     ignored: list[dict] = []
     files = landing.find(lake, paths, ignored)
+    if not fresh and (pending := audit_events.pending_files(lake)):
+        known = {f.path for f in files}
+        files += [f for f in landing.find(lake, pending) if f.path not in known]
     sealers = _sealing(keys, files)
     try:
         report, state, retries = _plan_and_commit(lake, keys, files, sealers, progress, fresh)

@@ -147,6 +147,39 @@ def test_an_erasure_between_the_sealers_look_and_its_key_request_makes_no_key(la
     assert rows and all(r["subject_pii_sealed"] is None for r in rows)
 
 
+@pytest.mark.parametrize("action", ["erase", "hold lift"])
+def test_an_audit_event_a_crash_left_unlogged_is_ingested_by_the_next_run(lake, tmp_path, monkeypatch, action):
+    """Killed after the erasure (or hold lift) was done and its audit event file written, but
+    before that file was ingested: the next ingest, of anything, records the event."""
+    import auditlake.ingest as ingest_module
+
+    _build(lake, tmp_path)
+    if action == "hold lift":
+        admin.set_hold(lake, SUBJECT, reason="litigation")
+    real = ingest_module.ingest
+
+    def killed(lake_, paths=None, progress=None, fresh=False):
+        if fresh:
+            raise KeyboardInterrupt  # the process dies before the audit file is ingested
+        return real(lake_, paths, progress, fresh)
+
+    monkeypatch.setattr(ingest_module, "ingest", killed)
+    with pytest.raises(KeyboardInterrupt):
+        privacy.erase(lake, SUBJECT) if action == "erase" else admin.lift_hold(lake, SUBJECT, "settled")
+    monkeypatch.setattr(ingest_module, "ingest", real)
+    kind = "privacy.request_completed" if action == "erase" else "config.changed"
+    before = len(_audit_events(lake, kind))
+    write_jsonl(tmp_path / "next" / "a.jsonl", [event(n=500)])
+    report = ingest(lake, [str(tmp_path / "next")])
+    assert report.accepted == 2 and report.quarantined == 0
+    recorded = _audit_events(lake, kind)
+    assert len(recorded) == before + 1
+    if action == "erase":
+        assert recorded[-1]["data"]["key_destroyed"] is True
+    assert ingest(lake, [str(tmp_path / "next")]).accepted == 0  # once
+    assert verify(lake).ok
+
+
 def test_a_legal_hold_blocks_erasure(lake, tmp_path, capsys):
     _build(lake, tmp_path)
     admin.set_hold(lake, SUBJECT, reason="litigation 2026-17")
