@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True)
 
     ini = cmd("init", "prepare a lake (S3: versioning, Object Lock, lifecycle)")
-    ini.add_argument("--retention-years", type=int, default=7)
+    ini.add_argument("--retention-years", type=int, default=7, help="at least 7 (RET-WORM); can be raised, never lowered")
     ini.add_argument("--cold-after-days", type=int, default=90)
 
     h = cmd("hold", "set or lift a legal hold")

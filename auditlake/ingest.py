@@ -670,6 +670,7 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
         try:
             state = _load_state(lake, keys, files, fresh)
             head = state.head
+            _require_the_lakes_keys(keys, head)
             if head.tree_size > head.checkpoint_frontier_size:  # a crash left an unsealed tail
                 _recover(lake, keys, head)
             retention.lock_new(lake, keys)  # objects a crash left unlocked
@@ -685,6 +686,18 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
                 raise AuditlakeError("gave up after repeated concurrent commits by other writers; run ingest again")
             time.sleep(random.uniform(0.05, 0.3) * min(retries, 10))
     return report, state, retries
+
+
+def _require_the_lakes_keys(keys: KeyStore, head: Head) -> None:
+    """Refuse to write with a keystore that did not sign the lake's latest checkpoint (a
+    second host whose AUDITLAKE_HOME lacks the lake's keys): its rows and commits would be
+    signed and chained under keys no verifier of this lake knows, and locked for years."""
+    if head.checkpoint is not None and head.checkpoint.key_id not in keys.public_keys():
+        from .keys import auditlake_home
+
+        raise AuditlakeError(
+            f"the keystore in {auditlake_home()} does not hold the key that signed this lake's checkpoints "
+            f"({head.checkpoint.key_id}): point AUDITLAKE_HOME at the lake's keystore (nothing was written)")
 
 
 def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:

@@ -800,3 +800,24 @@ def test_a_file_rewritten_in_place_while_it_is_read_is_an_error_and_nothing_of_i
 def _committed(lake) -> int:
     """Rows an interrupted run left in the ledger (whole lines, resumed from, not redone)."""
     return 0 if lake.delta("ledger") is None else lake.delta("ledger").to_pyarrow_dataset().count_rows()
+
+
+def test_a_keystore_that_did_not_sign_the_lake_writes_nothing(lake, tmp_path, monkeypatch):
+    """A second host whose AUDITLAKE_HOME lacks the lake's keys would chain and sign under
+    keys no verifier of the lake knows (and lock them for years): refused before any write.
+    A rotated keystore, which holds the old keys too, still writes."""
+    from auditlake.cli import main
+    from auditlake.errors import AuditlakeError
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(5)])
+    ingest(lake, [str(tmp_path / "a")])
+    versions = {t: lake.delta(t).version() for t in ("ledger", "checkpoints", "ingest_log")}
+    home = os.environ["AUDITLAKE_HOME"]
+    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "other-host"))
+    write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(5, 9)])
+    with pytest.raises(AuditlakeError, match="does not hold the key that signed this lake's checkpoints"):
+        ingest(lake, [str(tmp_path / "b")])
+    assert {t: lake.delta(t).version() for t in versions} == versions
+    monkeypatch.setenv("AUDITLAKE_HOME", home)
+    assert main(["--lake", lake.uri, "keys", "rotate"]) == 0
+    assert ingest(lake, [str(tmp_path / "b")]).accepted == 4 and verify(lake).ok

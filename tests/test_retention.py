@@ -365,12 +365,25 @@ def test_retention_period_is_configurable(lake_uri, tmp_path):
     assert _findings(lake_uri) == []
 
 
-def test_a_policy_shorter_than_seven_years_is_reported(lake_dir, tmp_path):
+def test_a_policy_shorter_than_seven_years_is_refused_reported_and_never_used(lake_dir, tmp_path):
+    """init refuses it; edited into auditlake.json (anyone who can write the lake can), it is
+    reported and writers still lock for seven years."""
+    from auditlake.errors import AuditlakeError
+
     uri = str(lake_dir)
-    _init(uri, 3)
+    with pytest.raises(AuditlakeError, match="at least 7"):
+        _init(uri, 3)
+    _init(uri, 7)
+    meta = json.loads((lake_dir / "auditlake.json").read_text())
+    meta["retention"]["years"] = 1
+    (lake_dir / "auditlake.json").write_text(json.dumps(meta))
     _ingest(uri, tmp_path / "in", 10)
     f = _findings(uri)
-    assert [x["detail"] for x in f] == ["the retention policy is 3 years; RET-WORM needs at least 7"]
+    assert [x["detail"] for x in f] == ["the retention policy is 1 years; RET-WORM needs at least 7 (writers lock for 7)"]
+    sealed = {}
+    for m in (lake_dir / "_retention").glob("*.json"):
+        sealed.update(json.loads(m.read_text())["objects"])
+    assert sealed and all(o["retain_until"] >= retention.add_years(date.today(), 7).isoformat() for o in sealed.values())
 
 
 def test_required_until_is_at_least_occurred_at_plus_the_period():

@@ -285,8 +285,8 @@ def init_lake(lake: Lake, retention_years: int = 7, cold_after_days: int = 90) -
     from ..commands import publish_public_keys
     from .meta import open_lake_keys
 
-    if retention_years < 1:
-        raise AuditlakeError("--retention-years must be at least 1")
+    if retention_years < retention.MIN_YEARS:
+        raise AuditlakeError(f"--retention-years must be at least {retention.MIN_YEARS} (RET-WORM)")
     if cold_after_days < 1:
         raise AuditlakeError("--cold-after-days must be at least 1")
     doc: dict = {"lake": lake.uri}

@@ -66,9 +66,12 @@ def policy(lake: Lake, refresh: bool = False) -> dict:
     if refresh or lake.uri not in _policy_cache:
         meta = lake.read_json("auditlake.json") or {}
         conf = meta.get("retention") or {}
-        years = int(conf.get("years") or os.environ.get("AUDITLAKE_RETENTION_YEARS") or MIN_YEARS)
+        configured = int(conf.get("years") or os.environ.get("AUDITLAKE_RETENTION_YEARS") or MIN_YEARS)
         _policy_cache[lake.uri] = {
-            "years": years,
+            # Writers never lock for less than RET-WORM's period, whatever auditlake.json
+            # (which anyone who can write the lake can edit) says; verify reports a shorter one.
+            "years": max(configured, MIN_YEARS),
+            "configured_years": configured,
             "mode": "COMPLIANCE",
             "cold_after_days": int(conf.get("cold_after_days") or DEFAULT_COLD_AFTER_DAYS),
             "archive_after_days": int(conf.get("archive_after_days") or DEFAULT_ARCHIVE_AFTER_DAYS),
@@ -84,8 +87,8 @@ def set_policy(lake: Lake, years: int, cold_after_days: int, archive_after_days:
     old = (meta.get("retention") or {}).get("years")
     if old and years < int(old):
         raise AuditlakeError(f"the lake's retention is {old} years; it cannot be shortened to {years}")
-    if years < 1:
-        raise AuditlakeError("--retention-years must be at least 1")
+    if years < MIN_YEARS:
+        raise AuditlakeError(f"--retention-years must be at least {MIN_YEARS} (RET-WORM)")
     meta["retention"] = {
         "years": years,
         "mode": "COMPLIANCE",
@@ -886,10 +889,12 @@ def lock_new(lake: Lake, keys: KeyStore) -> int:
 
 def check(lake: Lake, keys: KeyStore) -> list[dict]:
     """RET-WORM findings for the whole lake."""
-    years = policy(lake, refresh=True)["years"]
+    pol = policy(lake, refresh=True)
+    years = pol["years"]
     findings = []
-    if years < MIN_YEARS:
-        findings.append(_f("lake", "auditlake.json", f"the retention policy is {years} years; RET-WORM needs at least {MIN_YEARS}"))
+    if pol["configured_years"] < MIN_YEARS:
+        findings.append(_f("lake", "auditlake.json", f"the retention policy is {pol['configured_years']} years; "
+                           f"RET-WORM needs at least {MIN_YEARS} (writers lock for {MIN_YEARS})"))
     from .admin import hold_problems
 
     findings += hold_problems(lake)
