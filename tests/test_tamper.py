@@ -464,6 +464,32 @@ def test_malformed_tampering_is_a_finding_not_a_crash(pristine, tmp_path, monkey
         assert all(f.file.startswith("_delta_log/") and "not a Delta action" in f.detail for f in located)
 
 
+@pytest.mark.parametrize("tamper", [tamper_junk_log_entry, tamper_table_property, tamper_non_append_commit])
+def test_a_forged_log_entry_is_never_sealed_nor_written_after(pristine, tmp_path, monkeypatch, tamper):
+    """Sealed (read-only plus manifest here, COMPLIANCE on S3) a forged entry could never be
+    removed and later commits would build on it: the next ingest stops before both, and once
+    the entry is removed the lake carries on."""
+    from auditlake.errors import AuditlakeError
+    from auditlake.lake import retention
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    versions = {t: lake.delta(t).version() for t in ("ledger", "checkpoints", "ingest_log")}
+    tamper(lake, 1)  # the ledger's log, or (junk) the checkpoints' log
+    forged = [p for t in versions for p in Path(lake.uri, "tables", t, "_delta_log").glob("*.json")
+              if int(p.name[:20]) > versions[t]]
+    assert len(forged) == 1
+    write_jsonl(tmp_path / "next" / "b.jsonl", [event(n=900 + i) for i in range(3)])
+    with pytest.raises(AuditlakeError, match="is no commit the lake makes|cannot open table checkpoints") as refused:
+        ingest(lake, [str(tmp_path / "next")])
+    assert "\n" not in str(refused.value) and "<unknown>" not in str(refused.value)
+    sealed = {rel for m in retention._manifests(lake).values() if m for rel in m.get("objects", {})}
+    assert str(forged[0].relative_to(lake.uri)) not in sealed and forged[0].stat().st_mode & 0o200
+    forged[0].unlink()
+    assert ingest(lake, [str(tmp_path / "next")]).accepted == 3
+    _relock(lake)  # the copy was made writable to tamper with
+    assert verify(lake, trusted_file=str(trusted), update_trust=False).ok
+
+
 def _footer_byte(data: bytes, share: float) -> int:
     """A byte `share` of the way into a Parquet file's footer."""
     size = int.from_bytes(data[-8:-4], "little")

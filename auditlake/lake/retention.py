@@ -145,6 +145,7 @@ class Obj:
     kind: str  # "log", "data" or "checkpoint"
     dates: tuple[date, ...] = ()  # event dates it holds (ledger)
     action: dict | None = field(default=None, compare=False, repr=False)  # a data file's add, a log entry's commitInfo
+    problem: str | None = field(default=None, compare=False)  # a log entry that is no commit the lake makes: why
 
     @property
     def partition(self) -> str | None:
@@ -223,13 +224,16 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
         text = f.read().decode(errors="replace")  # a damaged entry: verify's history check reports it
     adds: list[Obj] = []
     commit_info = None
+    problem = None
     for line in text.split("\n"):
         if not line.strip():
             continue
         try:
             action = json.loads(line)
         except ValueError:
+            problem = problem or "a line that is not JSON"
             continue  # a damaged entry: verify's history check reports it
+        problem = problem or _action_problem(action, version)
         if isinstance(action, dict) and isinstance(action.get("commitInfo"), dict):
             commit_info = action["commitInfo"]
         add = action.get("add") if isinstance(action, dict) else None
@@ -245,7 +249,36 @@ def _read_entry(lake: Lake, table: str, version: int) -> list[Obj]:
                     pass
             adds.append(Obj(f"tables/{table}/{path}", table, version, "data", tuple(dates) or _partition_dates(path), add))
     entry_dates = tuple(sorted({d for a in adds for d in a.dates}))
-    return [Obj(rel, table, version, "log", entry_dates, commit_info), *adds]
+    return [Obj(rel, table, version, "log", entry_dates, commit_info, problem), *adds]
+
+
+def _action_problem(action, version: int) -> str | None:
+    """Why a log line is no part of a blind append the lake makes (verify's history check
+    says the same, in full): writers never seal such an entry, which would make it permanent."""
+    if not isinstance(action, dict) or len(action) != 1 or not isinstance(next(iter(action.values())), dict):
+        return "a line that is not one Delta action"
+    kind, body = next(iter(action.items()))
+    if kind == "commitInfo":
+        params = body.get("operationParameters")
+        mode = params.get("mode") if isinstance(params, dict) else None
+        if body.get("operation") != "WRITE" or mode not in (("Append", "ErrorIfExists") if version == 0 else ("Append",)):
+            return f"a {body.get('operation')} {mode or ''} commit".strip()
+    elif kind in ("metaData", "protocol"):
+        if version != 0:
+            return f"a {kind} change"
+    elif kind != "add":
+        return f"a {kind} action"
+    return None
+
+
+def refuse_forged(objs: list[Obj]) -> None:
+    """Stop before sealing a log entry that no writer of the lake made: sealed (S3 COMPLIANCE,
+    local read-only plus manifest) it could never be removed, and later commits would build
+    on it. Unsealed, it can be inspected and deleted."""
+    for o in objs:
+        if o.kind == "log" and o.problem:
+            raise AuditlakeError(f"{o.rel} is no commit the lake makes ({o.problem}): not sealing it or writing "
+                                 "after it; see `auditlake verify`, then remove that file (it is not locked)")
 
 
 def entries(lake: Lake, table: str) -> list[tuple[pafs.FileInfo, Obj, list[Obj]]]:
@@ -611,8 +644,10 @@ def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | Non
     now = datetime.now(timezone.utc)
     objects = {}
     listings = listings if listings is not None else {t: list_log(lake, t) for t in table_names(lake)}
-    for table, listing in listings.items():
-        for o in _pending(lake, table, sealed, listing):
+    pending = {table: _pending(lake, table, sealed, listing) for table, listing in listings.items()}
+    refuse_forged([o for objs in pending.values() for o in objs])
+    for objs in pending.values():
+        for o in objs:
             path = os.path.join(lake.uri, o.rel)
             try:
                 st = os.stat(path)
@@ -794,6 +829,7 @@ def lock_s3(lake: Lake, listings: dict[str, LogListing] | None = None) -> int:
         objs = [o for o in committed(lake, table, versions, listing) if o.kind != "checkpoint" or o.rel not in done_ckpts]
         if not objs:
             continue
+        refuse_forged(objs)
 
         def one(o: Obj) -> bool:
             vid, _ = s3.lock_object(lake, o.rel, None, years=years, dates=o.dates, today=today,

@@ -60,24 +60,24 @@ def client(lake: Lake):
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TREE = re.compile(r"\s*↳\s*")
+_FRAME = re.compile(r"^\s*\d+: <unknown>\s*$", re.M)  # delta-rs's backtrace without symbols
 
 
 def error_line(exc: BaseException | str) -> str:
     """Any error (boto3, pyarrow, delta-rs's multi-line coloured chains) as one clear line."""
     text = _ANSI.sub("", str(exc))
+    text = _FRAME.sub("", text)
     text = _TREE.sub(": ", text)
     text = " ".join(part.strip() for part in text.splitlines() if part.strip())
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
         text = exc.__class__.__name__ if isinstance(exc, BaseException) else "error"
-    if isinstance(exc, AuditlakeError):
-        return text[:500]  # already one clear line
     # The root cause of a network failure is what a user needs first.
     low = text.lower()
     if any(s in low for s in ("connection refused", "could not connect", "client error (connect)",
                               "connect timeout", "failed to connect", "could not connect to the endpoint",
                               "error sending request", "network_connection", "connection reset",
-                              "connection aborted", "connection was closed")):
+                              "connection aborted", "connection was closed")) and "endpoint unreachable" not in low:
         where = re.search(r"(https?://[^/\s\"'()]+)", text)
         return f"S3 endpoint unreachable{f' ({where.group(1)})' if where else ''}: {text[:300]}"
     return text[:500]

@@ -170,7 +170,9 @@ class Lake:
     # -- Delta tables ----------------------------------------------------------------
     def delta(self, name: str):
         """The DeltaTable, or None if the table does not exist yet."""
-        from deltalake.exceptions import TableNotFoundError
+        from deltalake.exceptions import DeltaError, TableNotFoundError
+
+        from .s3 import error_line
 
         try:
             dt = _DeltaTable(self.table_uri(name), storage_options=self.storage_options or None)
@@ -179,8 +181,8 @@ class Lake:
             return dt
         except TableNotFoundError:
             return None
-        except OSError as exc:
-            raise AuditlakeError(f"cannot open table {name} in {self.uri}: {exc}") from exc
+        except (OSError, DeltaError) as exc:  # DeltaError: a log entry it cannot read (see `auditlake verify`)
+            raise AuditlakeError(f"cannot open table {name} in {self.uri}: {error_line(exc)}") from exc
 
     def latest(self, name: str):
         """The table at its latest version for reading, or None: a DeltaTable kept per thread
