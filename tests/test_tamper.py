@@ -473,6 +473,8 @@ def test_a_forged_log_entry_is_never_sealed_nor_written_after(pristine, tmp_path
     from auditlake.lake import retention
 
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    shutil.copytree(pristine[1], tmp_path / "home")  # repair's verify keeps what it saw: not in the shared home
+    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "home"))
     versions = {t: lake.delta(t).version() for t in ("ledger", "checkpoints", "ingest_log")}
     tamper(lake, 1)  # the ledger's log, or (junk) the checkpoints' log
     forged = [p for t in versions for p in Path(lake.uri, "tables", t, "_delta_log").glob("*.json")
@@ -484,9 +486,12 @@ def test_a_forged_log_entry_is_never_sealed_nor_written_after(pristine, tmp_path
     assert "\n" not in str(refused.value) and "<unknown>" not in str(refused.value)
     sealed = {rel for m in retention._manifests(lake).values() if m for rel in m.get("objects", {})}
     assert str(forged[0].relative_to(lake.uri)) not in sealed and forged[0].stat().st_mode & 0o200
-    forged[0].unlink()
-    assert ingest(lake, [str(tmp_path / "next")]).accepted == 3
     _relock(lake)  # the copy was made writable to tamper with
+    from auditlake.lake.admin import repair
+
+    done = repair(lake)
+    assert not forged[0].exists() and str(forged[0].relative_to(lake.uri)) in done["repaired"], done
+    assert ingest(lake, [str(tmp_path / "next")]).accepted == 3
     assert verify(lake, trusted_file=str(trusted), update_trust=False).ok
 
 

@@ -417,6 +417,28 @@ def _remove_forged_checkpoints(lake: Lake, failed: list[str]) -> list[dict]:
     return incidents
 
 
+def _remove_forged_log_entries(lake: Lake, failed: list[str]) -> list[dict]:
+    """Remove each table's newest log entries that are no commit the lake makes (writers
+    refuse to seal them, so they are not locked): the table is again what the lake
+    committed, and its writers carry on. One that is sealed stays and is reported."""
+    sealed = set() if lake.is_s3 else {rel for m in retention._manifests(lake).values() if m for rel in m.get("objects", {})}
+    incidents = []
+    for table in retention.table_names(lake):
+        listing = retention.list_log(lake, table)
+        locked_through = int(retention._watermark(lake, table).get("locked_through", -1)) if lake.is_s3 else -1
+        for version in sorted(listing.entries, reverse=True):
+            log = retention.read_entry(lake, table, version, cache=False)[0]
+            if not log.problem:
+                break
+            if log.rel in sealed or version <= locked_through:
+                failed.append(f"{log.rel}: {log.problem}; it is sealed, so it stays (restore the table from a backup)")
+                incidents.append(_incident("restore_failed", log.rel, log.problem))
+                break
+            retention._remove(lake, log.rel)
+            incidents.append(_incident("log_entry_removed", log.rel, f"removed: {log.problem}"))
+    return incidents
+
+
 def repair(lake: Lake) -> dict:
     """Verify, restore what can be restored, record each repair in the incidents table,
     seal anything committed but not sealed, and verify again."""
@@ -429,6 +451,7 @@ def repair(lake: Lake) -> dict:
         return {"ok": True, "repaired": [], "failed": [], "findings_before": 0, "findings_after": 0, "incidents": 0}
     incidents, failed = _repair_s3(lake) if lake.is_s3 else _repair_local(lake)
     incidents += _remove_forged_checkpoints(lake, failed)
+    incidents += _remove_forged_log_entries(lake, failed)
     sealed = retention.lock_new(lake, keys)
     if sealed:
         incidents.append(_incident("object_locked", None, f"put {sealed} committed object(s) under retention that were not"))

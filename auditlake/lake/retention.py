@@ -278,7 +278,7 @@ def refuse_forged(objs: list[Obj]) -> None:
     for o in objs:
         if o.kind == "log" and o.problem:
             raise AuditlakeError(f"{o.rel} is no commit the lake makes ({o.problem}): not sealing it or writing "
-                                 "after it; see `auditlake verify`, then remove that file (it is not locked)")
+                                 "after it; see `auditlake verify`, then `auditlake repair` removes it (it is not locked)")
 
 
 def entries(lake: Lake, table: str) -> list[tuple[pafs.FileInfo, Obj, list[Obj]]]:
