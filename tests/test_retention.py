@@ -193,6 +193,30 @@ def test_repair_restores_tampered_objects_on_s3(s3_lake_uri, s3_env, tmp_path):
     assert _findings(s3_lake_uri) == []
 
 
+def test_ingest_does_not_write_over_a_hidden_tail_on_s3(s3_lake_uri, s3_env, tmp_path):
+    """Delete markers on the newest log entry of each table hide a sealed batch: an ingest then
+    would sweep its data files as leftovers and commit that version again (a fork). It stops
+    before writing anything; repair restores the entries and the lake carries on."""
+    _init(s3_lake_uri)
+    _ingest(s3_lake_uri, tmp_path / "in", 40, seed=1)
+    _ingest(s3_lake_uri, tmp_path / "in2", 40, seed=2)
+    c = s3_client(s3_env.endpoint)
+    bucket = _bucket(s3_lake_uri)
+    lake = Lake.open(s3_lake_uri)
+    hidden = [retention.log_rel(t, retention.list_log(lake, t).latest) for t in ("ledger", "checkpoints", "ingest_log")]
+    for rel in hidden:
+        c.delete_object(Bucket=bucket, Key=f"lake/{rel}")
+    before = {o["Key"]: o["ETag"] for o in c.list_objects_v2(Bucket=bucket, Prefix="lake/tables/").get("Contents", [])}
+    write_landing(tmp_path / "in3" / "c.jsonl", 10, seed=3)
+    r = run_cli("--lake", s3_lake_uri, "ingest", str(tmp_path / "in3"))
+    assert r.returncode == 2 and "was committed and is gone" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    after = {o["Key"]: o["ETag"] for o in c.list_objects_v2(Bucket=bucket, Prefix="lake/tables/").get("Contents", [])}
+    assert after == before  # nothing swept, nothing written
+    assert run_cli("--lake", s3_lake_uri, "repair").returncode == 0
+    _ingest(s3_lake_uri, tmp_path / "in3", 10, seed=3)
+    assert _findings(s3_lake_uri) == []
+
+
 # ----------------------------------------------------------------------------- local equivalent
 def test_local_lake_seals_committed_files(lake_dir, tmp_path):
     uri = str(lake_dir)

@@ -923,6 +923,25 @@ def lock_new(lake: Lake, keys: KeyStore) -> int:
         return seal_local(lake, keys, listings)
 
 
+def refuse_hidden_tail(lake: Lake) -> None:
+    """Stop a writer at a table whose next log entry was written before: on S3 a version
+    under a delete marker, locally one a manifest sealed. That is a commit hidden, not one
+    never made: sweeping its data files as leftovers would delete sealed files, and writing
+    that version again would fork the table."""
+    sealed = set() if lake.is_s3 else {rel for m in _manifests(lake).values() if m for rel in m.get("objects", {})}
+    for table in table_names(lake):
+        rel = log_rel(table, list_log(lake, table).latest + 1)
+        if lake.is_s3:
+            from . import s3
+
+            hidden = bool(s3.history(lake, rel).versions)
+        else:
+            hidden = rel in sealed
+        if hidden:
+            raise AuditlakeError(f"{rel} was committed and is gone (deleted or hidden): not writing over it; "
+                                 "run `auditlake repair` (S3 restores it; a local lake needs it from a backup)")
+
+
 def check(lake: Lake, keys: KeyStore) -> list[dict]:
     """RET-WORM findings for the whole lake."""
     pol = policy(lake, refresh=True)
