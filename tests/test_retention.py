@@ -193,6 +193,28 @@ def test_repair_restores_tampered_objects_on_s3(s3_lake_uri, s3_env, tmp_path):
     assert _findings(s3_lake_uri) == []
 
 
+def test_a_forged_retention_watermark_does_not_stop_writers_locking(s3_lake_uri, s3_env, tmp_path):
+    """The watermark (how far retention was applied) lives in the bucket: raised by someone
+    who can write there, it would stop every later commit being locked. It is signed; a
+    forged one reads as none, and the next writer locks everything committed."""
+    _init(s3_lake_uri)
+    _ingest(s3_lake_uri, tmp_path / "in", 40, seed=1)
+    c = s3_client(s3_env.endpoint)
+    bucket = _bucket(s3_lake_uri)
+    key = f"lake/{retention.WATERMARK_DIR}/ledger.json"
+    mark = json.loads(c.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert mark["signature"] and mark["table"] == "ledger"
+    c.put_object(Bucket=bucket, Key=key, Body=json.dumps(mark | {"locked_through": 10**9}).encode())
+    retention._marks.clear()  # as a new process
+    write_landing(tmp_path / "in2" / "b.jsonl", 20, seed=2)
+    r = run_cli("--lake", s3_lake_uri, "ingest", str(tmp_path / "in2"))
+    assert r.returncode == 0, r.stderr
+    for o in _committed(s3_lake_uri):
+        head = c.head_object(Bucket=bucket, Key=f"lake/{o.rel}")
+        assert head.get("ObjectLockMode") == "COMPLIANCE", o.rel
+    assert _findings(s3_lake_uri) == []
+
+
 def test_ingest_does_not_write_over_a_hidden_tail_on_s3(s3_lake_uri, s3_env, tmp_path):
     """Delete markers on the newest log entry of each table hide a sealed batch: an ingest then
     would sweep its data files as leftovers and commit that version again (a fork). It stops

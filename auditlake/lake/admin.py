@@ -417,7 +417,7 @@ def _remove_forged_checkpoints(lake: Lake, failed: list[str]) -> list[dict]:
     return incidents
 
 
-def _remove_forged_log_entries(lake: Lake, failed: list[str]) -> list[dict]:
+def _remove_forged_log_entries(lake: Lake, keys, failed: list[str]) -> list[dict]:
     """Remove each table's newest log entries that are no commit the lake makes (writers
     refuse to seal them, so they are not locked): the table is again what the lake
     committed, and its writers carry on. One that is sealed stays and is reported."""
@@ -425,7 +425,7 @@ def _remove_forged_log_entries(lake: Lake, failed: list[str]) -> list[dict]:
     incidents = []
     for table in retention.table_names(lake):
         listing = retention.list_log(lake, table)
-        locked_through = int(retention._watermark(lake, table).get("locked_through", -1)) if lake.is_s3 else -1
+        locked_through = int(retention._watermark(lake, table, keys).get("locked_through", -1)) if lake.is_s3 else -1
         for version in sorted(listing.entries, reverse=True):
             log = retention.read_entry(lake, table, version, cache=False)[0]
             if not log.problem:
@@ -451,7 +451,7 @@ def repair(lake: Lake) -> dict:
         return {"ok": True, "repaired": [], "failed": [], "findings_before": 0, "findings_after": 0, "incidents": 0}
     incidents, failed = _repair_s3(lake) if lake.is_s3 else _repair_local(lake)
     incidents += _remove_forged_checkpoints(lake, failed)
-    incidents += _remove_forged_log_entries(lake, failed)
+    incidents += _remove_forged_log_entries(lake, keys, failed)
     sealed = retention.lock_new(lake, keys)
     if sealed:
         incidents.append(_incident("object_locked", None, f"put {sealed} committed object(s) under retention that were not"))

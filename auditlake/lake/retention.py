@@ -37,6 +37,7 @@ from datetime import date, datetime, timedelta, timezone
 from urllib.parse import unquote
 
 import pyarrow.fs as pafs
+from cryptography.exceptions import InvalidSignature
 
 from ..errors import AuditlakeError
 from ..keys import KeyStore, load_public_key
@@ -748,20 +749,37 @@ WATERMARK_DIR = f"{MANIFEST_DIR}/locked"
 _marks: dict[tuple[str, str], dict] = {}
 
 
-def _watermark(lake: Lake, table: str) -> dict:
-    """How far retention was applied (a hint: re-locking is idempotent, verify checks all)."""
+def _watermark(lake: Lake, table: str, keys: KeyStore) -> dict:
+    """How far retention was applied: a hint that saves a writer re-locking every object
+    (re-locking is idempotent, verify checks all). Signed by the lake: one edited or forged
+    by anyone who can write the bucket (raised to stop writers locking) reads as none."""
     ck = (lake.uri, table)
     if ck not in _marks:
         try:
-            _marks[ck] = lake.read_json(f"{WATERMARK_DIR}/{table}.json") or {}
+            mark = lake.read_json(f"{WATERMARK_DIR}/{table}.json") or {}
         except (ValueError, AuditlakeError):
-            _marks[ck] = {}
+            mark = {}
+        _marks[ck] = mark if _watermark_signed(mark, table, keys) else {}
     return _marks[ck]
 
 
-def _put_watermark(lake: Lake, table: str, body: dict) -> None:
+def _watermark_signed(mark: dict, table: str, keys: KeyStore) -> bool:
+    body = {k: v for k, v in mark.items() if k != "signature"}
+    public = keys.public_keys().get(body.get("key_id"))
+    if not public or body.get("log_id") != keys.log_id or body.get("table") != table:
+        return False
+    try:
+        load_public_key(public).verify(bytes.fromhex(mark.get("signature") or ""), canonical_json(body))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _put_watermark(lake: Lake, table: str, body: dict, keys: KeyStore) -> None:
     from . import s3
 
+    body = {**body, "log_id": keys.log_id, "table": table, "key_id": keys.signing_key_id}
+    body["signature"] = keys.signing_key().sign(canonical_json(body)).hex()
     _marks[(lake.uri, table)] = body
     s3.call("recording retention progress", s3.client(lake).put_object, Bucket=lake.bucket,
             Key=s3.key(lake, f"{WATERMARK_DIR}/{table}.json"), Body=json.dumps(body, sort_keys=True).encode())
@@ -809,7 +827,7 @@ def require_worm_bucket(lake: Lake) -> None:
     _worm_buckets.add(ident)
 
 
-def lock_s3(lake: Lake, listings: dict[str, LogListing] | None = None) -> int:
+def lock_s3(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | None = None) -> int:
     """COMPLIANCE retention on every object committed since the last pass."""
     from . import s3
 
@@ -822,7 +840,7 @@ def lock_s3(lake: Lake, listings: dict[str, LogListing] | None = None) -> int:
     for table, listing in listings.items():
         if listing.latest < 0:
             continue
-        mark = _watermark(lake, table)
+        mark = _watermark(lake, table, keys)
         through = int(mark.get("locked_through", -1))
         done_ckpts = set(mark.get("checkpoints", []))
         versions = [v for v in sorted(listing.entries) if v > through]
@@ -837,7 +855,8 @@ def lock_s3(lake: Lake, listings: dict[str, LogListing] | None = None) -> int:
             return vid is not None
 
         n += sum(s3._parallel(one, objs))
-        _put_watermark(lake, table, {"locked_through": listing.latest, "checkpoints": sorted(set(listing.checkpoints) | done_ckpts)})
+        _put_watermark(lake, table, {"locked_through": listing.latest,
+                                     "checkpoints": sorted(set(listing.checkpoints) | done_ckpts)}, keys)
     return n
 
 
@@ -919,7 +938,7 @@ def lock_new(lake: Lake, keys: KeyStore) -> int:
         listings = {t: list_log(lake, t) for t in names}
         sweep(lake, names, listings=listings)
         if lake.is_s3:
-            return lock_s3(lake, listings)
+            return lock_s3(lake, keys, listings)
         return seal_local(lake, keys, listings)
 
 
