@@ -34,6 +34,10 @@ def read_meta(lake: Lake, create: bool = False) -> dict:
     meta = lake.read_json(META)
     if meta is None:
         if not create:
+            if lake.is_s3:
+                from .s3 import object_lock_status
+
+                object_lock_status(lake)  # a missing bucket is said so, with how to create it
             raise AuditlakeError(f"no lake at {lake.uri} (no {META}); run `auditlake init` or `auditlake ingest`")
         body = {
             "log_id": "log-" + uuid.uuid4().hex,

@@ -47,10 +47,12 @@ def client(lake: Lake):
                 aws_access_key_id=o.get("AWS_ACCESS_KEY_ID"),
                 aws_secret_access_key=o.get("AWS_SECRET_ACCESS_KEY"),
                 aws_session_token=o.get("AWS_SESSION_TOKEN"),
+                # An endpoint that accepts and never answers fails in about a minute, not six:
+                # the lake's own requests are small (retention, versions, hints).
                 config=Config(
-                    retries={"max_attempts": 5, "mode": "standard"},
-                    connect_timeout=10,
-                    read_timeout=60,
+                    retries={"max_attempts": 4, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=15,
                     max_pool_connections=WORKERS * 2,
                 ),
             )
