@@ -554,3 +554,30 @@ def test_manifests_deleted_and_resealed_are_caught_by_the_memory_of_the_last_cle
     report = verify(lake, update_trust=False)
     assert any(f.kind == "RET-WORM" and f.detail.startswith("a retention manifest the last clean verify saw")
                for f in report.findings), report.findings
+
+
+@pytest.mark.parametrize("writer_finishes", [True, False])
+def test_an_object_a_writer_locks_a_moment_later_is_no_finding(lake_dir, tmp_path, monkeypatch, writer_finishes):
+    """verify beside a running ingest sees its last commit before the writer locks it: looked
+    at again after a moment, it is locked and no tamper alarm is raised; one left unlocked stays."""
+    from auditlake.lake.meta import open_lake_keys
+
+    uri = str(lake_dir)
+    _init(uri)
+    _ingest(uri, tmp_path / "in", 30)
+    lake = Lake.open(uri)
+    keys = open_lake_keys(lake)
+    newest = max((lake_dir / "_retention").glob("*.json"))
+    newest.chmod(0o644)
+    newest.unlink()  # its objects: committed, not sealed yet
+    waits = []
+
+    def writer_at_work(seconds):
+        waits.append(seconds)
+        if writer_finishes:
+            retention.lock_new(lake, keys)
+
+    monkeypatch.setattr(retention.time, "sleep", writer_at_work)
+    unlocked = [f for f in retention.check(lake, keys) if f["detail"].startswith(retention.UNLOCKED)]
+    assert waits == [retention.UNLOCKED_GRACE_S]
+    assert (unlocked == []) == writer_finishes, unlocked

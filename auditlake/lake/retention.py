@@ -31,6 +31,7 @@ import posixpath
 import re
 import stat
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -45,6 +46,8 @@ from ..ledger.canonical import canonical_json
 from .store import Lake
 
 MIN_YEARS = 7  # RET-WORM
+UNLOCKED = "committed object is not under retention"
+UNLOCKED_GRACE_S = 2.0  # a writer locks what it commits right after the commit
 DEFAULT_COLD_AFTER_DAYS = 90
 DEFAULT_ARCHIVE_AFTER_DAYS = 365
 MANIFEST_DIR = "_retention"
@@ -707,7 +710,7 @@ def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
             objs[o.rel] = o
     for rel, o in sorted(objs.items()):
         if rel not in sealed and os.path.exists(os.path.join(lake.uri, rel)):
-            findings.append(_f(o.table, rel, "committed object is not under retention (not in a sealed manifest; "
+            findings.append(_f(o.table, rel, f"{UNLOCKED} (not in a sealed manifest; "
                                  "the next ingest or `auditlake repair` seals it)", o.partition))
     for rel, entry in sorted(sealed.items()):
         table = _table_of(rel)
@@ -905,7 +908,7 @@ def _check_s3(lake: Lake, years: int) -> list[dict]:
                 what.append(f"{len(h.markers)} delete marker(s)")
             out.append(_f(table, rel, f"ledger object has {' and '.join(what)}: overwritten or deleted after it was committed", o.partition))
         if info.mode != s3.COMPLIANCE or info.until is None:
-            out.append(_f(table, rel, f"committed object is not under retention (Object Lock mode {info.mode or 'none'}; "
+            out.append(_f(table, rel, f"{UNLOCKED} (Object Lock mode {info.mode or 'none'}; "
                                          "the next ingest or `auditlake repair` locks it)", o.partition))
         else:
             need = required_until(h.original.last_modified.astimezone(timezone.utc).date(), o.dates, years)
@@ -962,7 +965,18 @@ def refuse_hidden_tail(lake: Lake) -> None:
 
 
 def check(lake: Lake, keys: KeyStore) -> list[dict]:
-    """RET-WORM findings for the whole lake."""
+    """RET-WORM findings for the whole lake. An object found committed but not locked is
+    looked at again a moment later: a writer at work locks its commit right after making it,
+    and a verify running beside it must not call that tampering."""
+    found = _check_once(lake, keys)
+    if any(f["detail"].startswith(UNLOCKED) for f in found):
+        time.sleep(UNLOCKED_GRACE_S)
+        still = {f["file"] for f in _check_once(lake, keys) if f["detail"].startswith(UNLOCKED)}
+        found = [f for f in found if not f["detail"].startswith(UNLOCKED) or f["file"] in still]
+    return found
+
+
+def _check_once(lake: Lake, keys: KeyStore) -> list[dict]:
     pol = policy(lake, refresh=True)
     years = pol["years"]
     findings = []
