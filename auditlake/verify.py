@@ -561,22 +561,18 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
     pos = _Positions(con)
     _check_positions(con, pos, report, start)
     links = _Chain(keys, pos, start, start_hash)
-    # Each seq held once: the positions pass read every row's stored hash, so the scan
-    # need not read that column again (incompressible hex: a quarter of the scan's decoding).
-    columns = [c for c in _SCAN_COLUMNS if c != "hash"] if pos.lo is not None else _SCAN_COLUMNS
 
     def check(item: tuple[pa.RecordBatch, np.ndarray]) -> None:
         batch, outside_partition = item
         seq = batch.column("seq").to_numpy()
         leaf = batch.column("leaf").cast(pa.large_binary()).fill_null(b"")  # as the C code reads it
-        stored = batch.column("hash") if "hash" in columns else None
-        links.check(seq, batch.column("key_id"), stored, leaf)
+        links.check(seq, batch.column("key_id"), batch.column("hash"), leaf)
         projection.check(seq, batch, leaf, outside_partition)
 
     # Two batches at a time: the hashing and matching release the GIL.
     with ThreadPoolExecutor(2) as pool:
         pending: deque = deque()
-        for item in _scan(con, *source, start, columns):
+        for item in _scan(con, *source, start):
             pending.append(pool.submit(check, item))
             if len(pending) > 3:
                 pending.popleft().result()
@@ -595,20 +591,19 @@ _SCAN_FILES = 32  # files per dataset scanned: bounds what it reads ahead
 _EVENT_DATE = re.compile(r"event_date=([^/]+)")  # as the ledger view's regexp_extract
 
 
-def _scan(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, start: int,
-          columns: list[str] = _SCAN_COLUMNS):
-    """The rows with seq >= start in batches of `columns`, each with whether each row's
+def _scan(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem, start: int):
+    """The rows with seq >= start in batches of _SCAN_COLUMNS, each with whether each row's
     occurred_at falls outside its file's event_date partition. Local files are read by
     pyarrow's parallel Parquet reader straight into arrow (several times cheaper than
     exporting DuckDB's rows to arrow); a copied (S3) ledger comes from its DuckDB table."""
     if not isinstance(fs, pafs.LocalFileSystem):
         cursor = con.cursor()
         reader = cursor.execute(
-            f"""SELECT {', '.join(columns)}, strftime(occurred_at, '%Y-%m-%d') IS DISTINCT FROM event_date
+            f"""SELECT {', '.join(_SCAN_COLUMNS)}, strftime(occurred_at, '%Y-%m-%d') IS DISTINCT FROM event_date
                 FROM ledger"""
         ).to_arrow_reader(65_536)
         for batch in reader:
-            yield batch, batch.column(len(columns)).to_numpy(zero_copy_only=False)
+            yield batch, batch.column(len(_SCAN_COLUMNS)).to_numpy(zero_copy_only=False)
         cursor.close()
         return
     if not paths:
@@ -625,7 +620,7 @@ def _scan(con: duckdb.DuckDBPyConnection, paths: list[str], fs: pafs.FileSystem,
             # The scanner's filter skips files by their statistics but copies every batch
             # (a third of a full pass's time): a full pass filters only the rare batch that
             # holds a seq below the start or none at all (reported by other checks).
-            columns=columns, filter=pads.field("seq") >= start if start else None, batch_size=65_536,
+            columns=_SCAN_COLUMNS, filter=pads.field("seq") >= start if start else None, batch_size=65_536,
             fragment_readahead=2, batch_readahead=1)
         for tagged in scanner.scan_batches():
             batch = tagged.record_batch
@@ -731,15 +726,12 @@ class _Chain:
         self._taking = threading.Lock()  # batches are checked in two threads
         self.bad = _FirstRows()
 
-    def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array | None, leaf: pa.Array) -> None:
-        """Check a batch's links (`leaf` as large_binary, NULL as empty). `stored` is the rows'
-        stored hashes, or None when each seq is held once: then they are the positions'."""
+    def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array, leaf: pa.Array) -> None:
+        """Check a batch's links (`leaf` as large_binary, NULL as empty)."""
         # Every row read is a position: with each seq of lo.. once, its index is seq - lo (a
         # seq outside them, were DuckDB and pyarrow to read a file differently, takes the search).
         at = seq - self.pos.lo if self.pos.lo is not None else None
         if at is None or (len(at) and (at.min() < 0 or at.max() >= len(self.pos))):
-            if stored is None:
-                raise AuditlakeError("the ledger changed while verify read it: run verify again")
             at = np.searchsorted(self.pos.seq, seq)
         self._leaf_hashes(at, stored, leaf)
         prevs, has_prev, odd = self._prevs(seq, at)
@@ -749,17 +741,11 @@ class _Chain:
             rows = np.flatnonzero(codes == code)
             if kid not in self.keys:
                 if len(rows):
-                    self.bad.add("unknown_key", seq[rows].tolist(), self._stored(rows, at, stored))
+                    self.bad.add("unknown_key", seq[rows].tolist(), stored.take(pa.array(rows, pa.int64())).to_pylist())
                 continue
             rows = rows[has_prev[rows]]
             computed = self._links(self.keys[kid], rows, prevs, leaf, odd)
-            self._compare(computed, rows, at, stored, seq)
-
-    def _stored(self, rows: np.ndarray, at: np.ndarray, stored: pa.Array | None) -> list[str | None]:
-        """The stored hashes of `rows`, as stored."""
-        if stored is None:
-            return [self.pos.stored(int(p)) for p in at[rows]]
-        return stored.take(pa.array(rows, pa.int64())).to_pylist()
+            self._compare(computed, stored.take(pa.array(rows, pa.int64())), seq[rows])
 
     def _links(self, key: bytes, rows: np.ndarray, prevs: np.ndarray, leaf: pa.Array, odd: dict[int, bytes]) -> bytes:
         """The HMACs of `rows`, packed; a previous hash that is not 32 bytes (a stored hash
@@ -816,25 +802,16 @@ class _Chain:
                         odd[i] = prev
         return prevs, has_prev, odd
 
-    def _compare(self, computed: bytes, rows: np.ndarray, at: np.ndarray, stored: pa.Array | None, seq: np.ndarray) -> None:
-        """Record the `rows` whose stored hash is not the computed one (as lowercase hex)."""
-        if stored is None:
-            # A position stored in another form than 64 lowercase hex digits never equals one.
-            got = np.frombuffer(computed, np.uint8).reshape(-1, 32)
-            wrong = (self.pos.raw[at[rows]] != got).any(axis=1)
-            if self.pos.odd:
-                wrong |= np.isin(at[rows], list(self.pos.odd))
-            wrong = rows[wrong]
+    def _compare(self, computed: bytes, stored: pa.Array, seqs: np.ndarray) -> None:
+        """Record the rows whose stored hash is not the computed one (as lowercase hex)."""
+        got = np.frombuffer(binascii.hexlify(computed), np.uint8).reshape(-1, 64)
+        rows = _hex_rows(stored)
+        if rows is not None:
+            wrong = np.flatnonzero((rows != got).any(axis=1))
         else:
-            got = np.frombuffer(binascii.hexlify(computed), np.uint8).reshape(-1, 64)
-            stored = stored.take(pa.array(rows, pa.int64()))
-            hex_rows = _hex_rows(stored)
-            if hex_rows is not None:
-                wrong = rows[(hex_rows != got).any(axis=1)]
-            else:
-                wrong = rows[[v != got[i].tobytes().decode() for i, v in enumerate(stored.to_pylist())]]
+            wrong = np.array([i for i, v in enumerate(stored.to_pylist()) if v != got[i].tobytes().decode()], np.int64)
         if len(wrong):
-            self.bad.add("changed_row", seq[wrong].tolist(), self._stored(wrong, at, stored))
+            self.bad.add("changed_row", seqs[wrong].tolist(), stored.take(pa.array(wrong, pa.int64())).to_pylist())
 
 
 class _FirstRows:
