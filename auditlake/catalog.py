@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import getpass
+import glob
 import hashlib
 import hmac
 import importlib.util
@@ -253,6 +254,7 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
     if db != default_db_path(lake):
         lake.refuse_output_inside(db, "the catalog file")
     db.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_builds(db)
     tmp = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     versions = {}
     for table in set(TABLE_OF_VIEW.values()):
@@ -284,6 +286,20 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
         _prune_snapshots(db)
     return {"db": str(db), "lake": lake.uri, "mode": mode, "views": list(VIEWS), "counts": counts,
             "versions": versions, "delta_extension": delta_extension_path()}
+
+
+def _remove_dead_builds(db: Path) -> None:
+    """The half-built files (and their WAL) of builds whose process is gone (killed)."""
+    for stale in db.parent.glob(f".{glob.escape(db.name)}.*.tmp*"):
+        pid = stale.name[len(db.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 _VIEWS_SQL = "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal"

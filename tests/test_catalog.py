@@ -418,3 +418,19 @@ def test_verify_reports_a_catalog_view_that_is_not_the_one_auditlake_writes(tiny
     assert sorted(f.detail.split(" ")[0] for f in report.findings) == ["events", "helper"]
     catalog.build_catalog(lake)
     assert verify(lake, update_trust=False).ok
+
+
+def test_a_killed_builds_half_written_files_are_removed_by_the_next(tiny):
+    """A catalog build killed mid-way leaves its hidden temp file and WAL in the lake root;
+    the next build removes those of dead processes, never a live one's."""
+    from auditlake import catalog
+
+    db = catalog.default_db_path(tiny["lake"])
+    dead = 2**22 + 12345  # above Linux's pid_max default: no such process
+    left = [db.with_name(f".{db.name}.{dead}.0badcafe.tmp"), db.with_name(f".{db.name}.{dead}.0badcafe.tmp.wal")]
+    live = db.with_name(f".{db.name}.{os.getpid()}.0badcafe.tmp")
+    for p in [*left, live]:
+        p.write_bytes(b"half")
+    catalog.build_catalog(tiny["lake"])
+    assert not any(p.exists() for p in left) and live.exists()
+    live.unlink()
