@@ -349,25 +349,37 @@ def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
             info = s3.lock_info(lake, rel, h.original.version_id)
             if not info.mode and rel not in committed:
                 continue  # never sealed nor committed: a writer's leftover, not a ledger object
-            later = h.newer_than_original()
-            errors = [(v, s3.delete_version(lake, k, v.version_id)) for v in reversed(later)]
-            bad = [(v, e) for v, e in errors if e]
-            what = f"{sum(1 for v in later if not v.delete_marker)} later version(s), {sum(1 for v in later if v.delete_marker)} delete marker(s)"
-            if not bad:
-                incidents.append(_incident("object_restored", rel,
-                                           f"restored the sealed version {h.original.version_id} by removing {what}"))
-                continue
-            # A later version that cannot be deleted (locked by whoever wrote it): put a copy of
-            # the sealed version back on top, so readers see the original again.
-            try:
-                s3.copy_version(lake, k, h.original.version_id)
-                incidents.append(_incident("object_restored", rel,
-                                           f"copied the sealed version {h.original.version_id} over {what}; "
-                                           f"{len(bad)} could not be removed ({bad[0][1]})"))
-            except AuditlakeError as exc:
-                failed.append(f"{rel}: {exc}")
-                incidents.append(_incident("restore_failed", rel, str(exc)))
+            _restore_original(lake, k, h, incidents, failed)
+    # Legal hold records are written once each: what is on top of one (a delete marker that
+    # would lift the hold for every reader) goes.
+    for k, h in sorted(s3.histories(lake, f"{HOLDS_DIR}/").items()):
+        if not h.intact and h.original is not None:
+            _restore_original(lake, k, h, incidents, failed)
     return incidents, failed
+
+
+def _restore_original(lake: Lake, k: str, h, incidents: list[dict], failed: list[str]) -> None:
+    """Make an object's original version its current one again: remove what was put on top,
+    or, where that cannot be removed (locked by whoever wrote it), copy the original over it."""
+    from . import s3
+
+    rel = s3.rel_of(lake, k)
+    later = h.newer_than_original()
+    errors = [(v, s3.delete_version(lake, k, v.version_id)) for v in reversed(later)]
+    bad = [(v, e) for v, e in errors if e]
+    what = f"{sum(1 for v in later if not v.delete_marker)} later version(s), {sum(1 for v in later if v.delete_marker)} delete marker(s)"
+    if not bad:
+        incidents.append(_incident("object_restored", rel,
+                                   f"restored the sealed version {h.original.version_id} by removing {what}"))
+        return
+    try:
+        s3.copy_version(lake, k, h.original.version_id)
+        incidents.append(_incident("object_restored", rel,
+                                   f"copied the sealed version {h.original.version_id} over {what}; "
+                                   f"{len(bad)} could not be removed ({bad[0][1]})"))
+    except AuditlakeError as exc:
+        failed.append(f"{rel}: {exc}")
+        incidents.append(_incident("restore_failed", rel, str(exc)))
 
 
 def _repair_local(lake: Lake) -> tuple[list[dict], list[str]]:
