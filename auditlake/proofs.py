@@ -326,7 +326,15 @@ def _write_segment(lake: Lake, table: pa.Table, lo: int, hi: int, name: str = EV
                                                        "sha256": sha, "key_id": kid,
                                                        "signature": base64.b64encode(sig).decode()}).encode())
     except AuditlakeError as exc:  # a cache: everything still works without it
-        print(f"auditlake: warning: index segment not stored ({exc})", file=sys.stderr)
+        _warn_not_stored("index segment", exc)
+
+
+def _warn_not_stored(what: str, exc: BaseException) -> None:
+    """One line on stderr: a proof cache that failed to store (proofs recompute without it)."""
+    from .lake.s3 import error_line
+
+    print(f"auditlake: warning: {what} not stored ({exc.__class__.__name__}: {error_line(exc)}); "
+          "proofs recompute without it", file=sys.stderr)
 
 
 def _tail_files(dt, lo: int) -> list[str]:
@@ -577,7 +585,7 @@ def _write_leaf_segment(lake: Lake, lo: int, hi: int, hashes: bytes) -> bool:
     try:
         lake.write_bytes(f"{_index_dir(LEAF_INDEX)}/seg-{lo:012d}-{hi:012d}.parquet", buf.getvalue().to_pybytes())
     except AuditlakeError as exc:  # a cache: proofs still work without it
-        print(f"auditlake: warning: leaf-hash index segment not stored ({exc})", file=sys.stderr)
+        _warn_not_stored("leaf-hash index segment", exc)
         return False
     return True
 
@@ -655,7 +663,7 @@ def update_tile_cache(lake: Lake, size: int) -> None:
     try:
         lake.write_bytes(f"{_index_dir(TILE_CACHE)}/upto-{size:012d}.parquet", buf.getvalue().to_pybytes())
     except AuditlakeError as exc:
-        print(f"auditlake: warning: tile cache not stored ({exc})", file=sys.stderr)
+        _warn_not_stored("tile cache", exc)
         return
     fs, _ = lake.filesystem()
     for _, old in caches:
@@ -719,7 +727,7 @@ def write_tiles(lake: Lake, nodes: list[tuple[int, int, bytes]], lock: bool = Fa
         except ConflictError:
             continue
         except AuditlakeError as exc:
-            print(f"auditlake: warning: tiles not stored ({exc}); proofs will recompute them", file=sys.stderr)
+            _warn_not_stored("tiles", exc)
             return False
     else:
         return False
@@ -743,8 +751,7 @@ def extend_frontier(lake: Lake, frontier: merkle.Frontier, leaf_hashes: bytes) -
     try:
         write_tiles(lake, nodes)
     except Exception as exc:  # noqa: BLE001 - a cache must never fail an ingest
-        print(f"auditlake: warning: tiles not stored ({exc.__class__.__name__}: {exc}); proofs will recompute them",
-              file=sys.stderr)
+        _warn_not_stored("tiles", exc)
     return out
 
 

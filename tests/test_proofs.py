@@ -401,3 +401,18 @@ def test_proof_caches_spare_the_ledger_reads_and_cannot_mislead(lake, tmp_path, 
         doc = proofs.inclusion_proof(lake, ids[i])
         assert doc["proof"] == [h.hex() for h in merkle.inclusion_proof(i, hashes)]
         assert proofs.verify_proof_doc(doc)[0]
+
+
+def test_a_cache_that_fails_to_store_is_one_warning_line(lake3, tmp_path, capsys, monkeypatch):
+    """A tiles commit that fails (here: the store refuses) warns in one line, without the
+    colour codes and backtrace frames delta-rs puts in its errors, and the ingest goes on."""
+    from auditlake.lake import tables
+
+    def refused(*args, **kwargs):
+        raise proofs.AuditlakeError("Generic error\n  \x1b[31m↳\x1b[0m Permission denied\n   0: <unknown>\n   1: <unknown>")
+
+    monkeypatch.setattr(tables, "append", refused)
+    proofs.write_tiles(lake3, [(8, 1, b"\x01" * 32)])
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "\x1b" not in err and "<unknown>" not in err, err
+    assert err.startswith("auditlake: warning: tiles not stored") and "Permission denied" in err
