@@ -122,20 +122,33 @@ def _write_whole(lake: Lake, rel: str, body: bytes) -> None:
     os.replace(os.path.join(lake.uri, tmp), os.path.join(lake.uri, rel))
 
 
+PENDING_DAYS = 7  # how far back the next ingest looks for audit files a crash left
+
+
 def pending_files(lake: Lake) -> list[str]:
-    """The lake's audit event files that no ingest has logged (URIs): a crash after the
-    erasure, hold or export an event records, before its ingest finished, left them. Every
-    ingest that is not itself an audit event's ingests them, so the record catches up."""
+    """The lake's audit event files of the last PENDING_DAYS days that no ingest has logged
+    (URIs): a crash after the erasure, hold or export an event records, before its ingest
+    finished, left them. Every ingest that is not itself an audit event's ingests them, so
+    the record catches up. Bounded by day, so a lake of years of exports is not listed and
+    looked up on every ingest."""
+    from datetime import timedelta
+
+    import pyarrow.compute as pc
     import pyarrow.fs as pafs
 
     from .lake import tables
 
+    since = datetime.now(timezone.utc) - timedelta(days=PENDING_DAYS)
     fs, root = lake.fs_path(lake.child(AUDIT_DIR))
-    found = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    days = [i.path for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+            if i.type == pafs.FileType.Directory and posixpath.basename(i.path) >= since.strftime("%Y-%m-%d")]
+    found = [i.path for d in days for i in fs.get_file_info(pafs.FileSelector(d))
              if i.type == pafs.FileType.File and i.path.endswith(".jsonl") and not posixpath.basename(i.path).startswith(".")]
     if not found:
         return []
-    # An audit file is ingested alone, so its log row is named by its file name.
+    # An audit file is ingested alone, so its log row is named by its file name, and logged
+    # after it was written (the filter skips the log's older files by their statistics).
     logged = set() if lake.delta("ingest_log") is None else set(
-        tables.dataset(lake, "ingest_log").to_table(columns=["source_file"]).column("source_file").to_pylist())
+        tables.dataset(lake, "ingest_log").to_table(columns=["source_file"], filter=pc.field("completed_at") >= since)
+        .column("source_file").to_pylist())
     return [lake.child(f"{AUDIT_DIR}/{p[len(root) + 1:]}") for p in sorted(found) if posixpath.basename(p) not in logged]
