@@ -415,7 +415,7 @@ def _remove_forged_checkpoints(lake: Lake, failed: list[str]) -> list[dict]:
     """Remove the Delta checkpoints (and `_last_checkpoint` hints) that disagree with their
     table's log: readers then rebuild the table from the log entries. A local one a manifest
     seals (an older auditlake sealed whatever delta-rs wrote) is left and reported."""
-    sealed = set() if lake.is_s3 else {rel for m in retention._manifests(lake).values() if m for rel in m.get("objects", {})}
+    sealed = retention.sealed_rels(lake)
     incidents = []
     for table in retention.table_names(lake):
         problems = retention.checkpoint_problems(lake, table, retention.list_log(lake, table), cache=False)
@@ -433,7 +433,7 @@ def _remove_forged_log_entries(lake: Lake, keys, failed: list[str]) -> list[dict
     """Remove each table's newest log entries that are no commit the lake makes (writers
     refuse to seal them, so they are not locked): the table is again what the lake
     committed, and its writers carry on. One that is sealed stays and is reported."""
-    sealed = set() if lake.is_s3 else {rel for m in retention._manifests(lake).values() if m for rel in m.get("objects", {})}
+    sealed = retention.sealed_rels(lake)
     incidents = []
     for table in retention.table_names(lake):
         listing = retention.list_log(lake, table)

@@ -591,6 +591,11 @@ def discard_uncommitted(lake: Lake, table: str, rows) -> list[str]:
 _manifest_cache: dict[str, dict] = {}
 
 
+def sealed_rels(lake: Lake) -> set[str]:
+    """The objects a local lake's manifests seal (none on S3, where Object Lock seals)."""
+    return set() if lake.is_s3 else {rel for m in _manifests(lake).values() if m for rel in m.get("objects", {})}
+
+
 def _manifests(lake: Lake) -> dict[str, dict | None]:
     """name -> parsed manifest (None if unreadable). Manifests are immutable: cached."""
     d = os.path.join(lake.uri, MANIFEST_DIR)
@@ -642,8 +647,7 @@ def _pending(lake: Lake, table: str, sealed: set[str], listing: LogListing) -> l
 
 def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | None = None) -> int:
     """Make every committed, not yet sealed object read-only and record it in a signed manifest."""
-    manifests = _manifests(lake)
-    sealed = {rel for m in manifests.values() if m for rel in m.get("objects", {})}
+    sealed = sealed_rels(lake)
     years = policy(lake)["years"]
     now = datetime.now(timezone.utc)
     objects = {}
@@ -950,7 +954,7 @@ def refuse_hidden_tail(lake: Lake) -> None:
     under a delete marker, locally one a manifest sealed. That is a commit hidden, not one
     never made: sweeping its data files as leftovers would delete sealed files, and writing
     that version again would fork the table."""
-    sealed = set() if lake.is_s3 else {rel for m in _manifests(lake).values() if m for rel in m.get("objects", {})}
+    sealed = sealed_rels(lake)
     for table in table_names(lake):
         rel = log_rel(table, list_log(lake, table).latest + 1)
         if lake.is_s3:
