@@ -3,6 +3,7 @@ import gzip
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -821,3 +822,31 @@ def test_a_keystore_that_did_not_sign_the_lake_writes_nothing(lake, tmp_path, mo
     monkeypatch.setenv("AUDITLAKE_HOME", home)
     assert main(["--lake", lake.uri, "keys", "rotate"]) == 0
     assert ingest(lake, [str(tmp_path / "b")]).accepted == 4 and verify(lake).ok
+
+
+def test_a_commit_that_fails_leaves_no_data_files_behind(lake, tmp_path, monkeypatch, capsys):
+    """A tiles commit that fails after its data files were written (a full disk, a log entry
+    refused) is a warning, and its files go with it: verify does not report them as inserted
+    until some later commit passes them."""
+    import deltalake
+    from deltalake.exceptions import DeltaError
+
+    real = deltalake.write_deltalake
+
+    def log_entry_refused(table, data, **kwargs):
+        real(table, data, **kwargs)
+        uri = table if isinstance(table, str) else table.table_uri
+        if uri.rstrip("/").endswith("/tiles"):
+            log = sorted((Path(uri.removeprefix("file://")) / "_delta_log").glob("*.json"))[-1]
+            log.unlink()  # the data files are written; the commit is not
+            raise DeltaError("Generic error: No space left on device (os error 28)")
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(300)])
+    ingest(lake, [str(tmp_path / "in")])  # the tiles table exists
+    monkeypatch.setattr(deltalake, "write_deltalake", log_entry_refused)
+    write_jsonl(tmp_path / "in2" / "b.jsonl", [event(n=i) for i in range(300, 600)])
+    assert ingest(lake, [str(tmp_path / "in2")]).accepted == 300
+    assert "tiles not stored" in capsys.readouterr().err
+    monkeypatch.setattr(deltalake, "write_deltalake", real)
+    report = verify(lake)
+    assert report.ok, report.findings

@@ -182,6 +182,8 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
     from deltalake import CommitProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError, DeltaError
 
+    from .retention import discard_uncommitted
+
     rows = rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
     dt = lake.latest(name)  # brought up to date: a commit by another writer is seen here
     if (dt.version() if dt is not None else None) != read_version:
@@ -204,16 +206,17 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
             writer_properties=_writer_properties(name),
         )
     except CommitFailedError as exc:
-        from .retention import discard_uncommitted
-
         discard_uncommitted(lake, name, rows)  # the data files of the lost commit
         raise ConflictError(f"table {name}: concurrent commit ({exc})") from exc
-    except DeltaError as exc:
-        if dt is None and "exists" in str(exc).lower():
+    except (DeltaError, OSError) as exc:
+        if isinstance(exc, DeltaError) and dt is None and "exists" in str(exc).lower():
             raise ConflictError(f"table {name} was created concurrently") from exc
-        raise AuditlakeError(f"cannot append to table {name}: {exc}") from exc
-    except OSError as exc:
-        raise AuditlakeError(f"cannot append to table {name}: {exc}") from exc
+        # A write that failed (a full disk, a refused log entry): its data files would be
+        # reported as inserted by verify until a later commit passes them.
+        discard_uncommitted(lake, name, rows)
+        from .s3 import error_line
+
+        raise AuditlakeError(f"cannot append to table {name}: {error_line(exc)}") from exc
     return (read_version + 1) if read_version is not None else 0
 
 
