@@ -515,6 +515,22 @@ def test_a_deleted_hold_record_still_holds_and_is_reported(lake_dir, tmp_path):
     assert not admin.legal_hold_active(lake, s1)
 
 
+def test_repair_extends_locks_shorter_than_ret_worm_needs_on_s3(s3_lake_uri, s3_env, tmp_path, monkeypatch):
+    """Objects locked under a shorter period (an older lake, a policy edited down before
+    writers refused it) are reported, and repair lengthens their COMPLIANCE locks."""
+    monkeypatch.setattr(retention, "MIN_YEARS", 1)
+    monkeypatch.setenv("AUDITLAKE_RETENTION_YEARS", "1")
+    _ingest(s3_lake_uri, tmp_path / "in", 20)
+    monkeypatch.setattr(retention, "MIN_YEARS", 7)
+    monkeypatch.delenv("AUDITLAKE_RETENTION_YEARS")
+    short = [f for f in _findings(s3_lake_uri) if "RET-WORM needs" in f["detail"]]
+    assert short
+    r = run_cli("--lake", s3_lake_uri, "repair", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {f["file"] for f in short} <= set(json.loads(r.stdout)["repaired"])
+    assert _findings(s3_lake_uri) == []
+
+
 def test_repair_restores_a_hold_record_hidden_on_s3(s3_lake_uri, s3_env, tmp_path):
     """A delete marker on a hold record (its version still in the bucket) is reported, and
     repair removes the marker: the record reads again and verify is clean."""

@@ -339,9 +339,10 @@ def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
 
     incidents: list[dict] = []
     failed: list[str] = []
+    years = retention.policy(lake, refresh=True)["years"]
     for table in retention.table_names(lake):
         hist = s3.histories(lake, f"tables/{table}/")
-        committed = {o.rel for o in retention.committed(lake, table)}
+        committed = {o.rel: o for o in retention.committed(lake, table)}
         for k, h in sorted(hist.items()):
             rel = s3.rel_of(lake, k)
             if h.intact or h.original is None or rel.endswith("/_last_checkpoint"):
@@ -350,12 +351,27 @@ def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
             if not info.mode and rel not in committed:
                 continue  # never sealed nor committed: a writer's leftover, not a ledger object
             _restore_original(lake, k, h, incidents, failed)
+        locked = [(rel, h) for k, h in hist.items() if (rel := s3.rel_of(lake, k)) in committed and h.original]
+        incidents += [i for i in s3._parallel(lambda item: _extend_lock(lake, *item, committed, years), locked) if i]
     # Legal hold records are written once each: what is on top of one (a delete marker that
     # would lift the hold for every reader) goes.
     for k, h in sorted(s3.histories(lake, f"{HOLDS_DIR}/").items()):
         if not h.intact and h.original is not None:
             _restore_original(lake, k, h, incidents, failed)
     return incidents, failed
+
+
+def _extend_lock(lake: Lake, rel: str, h, committed: dict, years: int) -> dict | None:
+    """Extend a COMPLIANCE lock shorter than RET-WORM needs (set under a shorter policy):
+    such a lock can be lengthened, never shortened."""
+    from . import s3
+
+    info = s3.lock_info(lake, rel, h.original.version_id)
+    need = retention.required_until(h.original.last_modified.astimezone(timezone.utc).date(), committed[rel].dates, years)
+    if info.mode != s3.COMPLIANCE or info.until is None or info.until.date() >= need:
+        return None  # unlocked ones are locked by lock_new, long enough ones are fine
+    s3.lock_object(lake, rel, until=need)
+    return _incident("lock_extended", rel, f"retention extended from {info.until.date()} to {need}")
 
 
 def _restore_original(lake: Lake, k: str, h, incidents: list[dict], failed: list[str]) -> None:
