@@ -11,7 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditlake import ingest as ingest_module
+from auditlake import landing as landing_module
 from auditlake.ingest import ingest
+from auditlake.lake.meta import open_lake_keys
 from auditlake.lake.store import Lake
 from auditlake.verify import verify
 from events import event, forge_delta_checkpoint, write_jsonl
@@ -391,14 +394,23 @@ def test_what_is_outside_the_chain_is_found_after_the_next_ingest_seals_it(prist
     assert found.event_id == (None if tamper is tamper_readded_file else "forged-unsequenced")
 
 
-def test_a_commit_the_lake_did_not_sign_stays_reported_after_the_next_ingest_seals_it(pristine, tmp_path, monkeypatch):
+def test_a_commit_the_lake_did_not_sign_is_never_sealed_and_repair_removes_it(pristine, tmp_path, monkeypatch):
+    """A well-formed append the lake did not sign, in a table whose commits it signs: the next
+    ingest stops before sealing it (sealed, it would be a finding for good), repair removes it."""
+    from auditlake.errors import AuditlakeError
+    from auditlake.lake.admin import repair
+
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    shutil.copytree(pristine[1], tmp_path / "home")  # repair's verify keeps what it saw: not in the shared home
+    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "home"))
     tamper_forged_ingest_log_row(lake, 7)
-    ingest(lake, [str(write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)]))])
+    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
+    with pytest.raises(AuditlakeError, match=f"ingest_log/_delta_log/{N_FILES:020d}.json is no commit the lake makes"):
+        ingest(lake, [str(landing)])
     _relock(lake)
-    report = verify(lake, trusted_file=str(trusted), update_trust=False)
-    assert [(f.kind, f.table, f.file) for f in report.findings] == [
-        ("unsigned_commit", "ingest_log", f"_delta_log/{N_FILES:020d}.json")], report.findings
+    assert f"tables/ingest_log/_delta_log/{N_FILES:020d}.json" in repair(lake)["repaired"]
+    assert ingest(lake, [str(landing)]).accepted == 3
+    assert verify(lake, trusted_file=str(trusted), update_trust=False).ok
 
 
 def test_a_forged_ingest_log_row_does_not_make_ingest_skip_its_file(pristine, tmp_path, monkeypatch):
@@ -414,12 +426,10 @@ def test_a_forged_ingest_log_row_does_not_make_ingest_skip_its_file(pristine, tm
               "format": "jsonl", "lines_read": 3, "accepted": 3, "quarantined": 0, "first_seq": 0, "last_seq": 2,
               "completed_at": None, "batch_id": "forged"}
     write_deltalake(lake.table_uri("ingest_log"), pa.Table.from_pylist([forged], schema=INGEST_LOG), mode="append")
-    report = ingest(lake, [str(landing)])
-    assert report.accepted == 3 and not any(f.skipped for f in report.files)
-    assert ingest(lake, [str(landing)]).files[0].skipped  # the lake's own row counts
-    _relock(lake)
-    report = verify(lake, trusted_file=str(trusted), update_trust=False)
-    assert {f.kind for f in report.findings} == {"unsigned_commit"}, report.findings
+    # Its row is never taken for the lake's: the ingest stops at the unsigned commit, and
+    # without it (see the test above) reads the file.
+    state = ingest_module._load_state(lake, open_lake_keys(lake), landing_module.find(lake, [str(landing)]), False)
+    assert not state.done
 
 
 def test_a_forged_quarantine_row_does_not_make_ingest_skip_its_line(pristine, tmp_path, monkeypatch):
@@ -434,12 +444,12 @@ def test_a_forged_quarantine_row_does_not_make_ingest_skip_its_line(pristine, tm
     forged = {"source_file": "a.jsonl", "source_sha256": hashlib.sha256(landing.read_bytes()).hexdigest(), "line": 2,
               "reason": "not JSON", "raw": "", "event_id": None, "quarantined_at": None, "batch_id": "forged"}
     write_deltalake(lake.table_uri("quarantine"), pa.Table.from_pylist([forged], schema=QUARANTINE), mode="append")
-    report = ingest(lake, [str(landing)])
-    assert (report.accepted, report.quarantined) == (3, 0)
+    state = ingest_module._load_state(lake, open_lake_keys(lake), landing_module.find(lake, [str(landing)]), False)
+    assert not any(state.quarantined_lines.values())  # its line is not taken as quarantined
     _relock(lake)
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
-    # The forged commit made the table, without its properties: reported too.
-    assert {f.kind for f in report.findings} == {"unsigned_commit", "table_property_changed"}, report.findings
+    # The forged commit made the table, without its properties: reported too, and it is unsealed.
+    assert {f.kind for f in report.findings} == {"unsigned_commit", "table_property_changed", "RET-WORM"}, report.findings
     assert {f.table for f in report.findings} == {"quarantine"}
 
 

@@ -447,23 +447,32 @@ def _remove_forged_checkpoints(lake: Lake, failed: list[str]) -> list[dict]:
 
 def _remove_forged_log_entries(lake: Lake, keys, failed: list[str]) -> list[dict]:
     """Remove each table's newest log entries that are no commit the lake makes (writers
-    refuse to seal them, so they are not locked): the table is again what the lake
-    committed, and its writers carry on. One that is sealed stays and is reported."""
+    refuse to seal them, so they are not locked; see retention.forged_why): the table is
+    again what the lake committed, and its writers carry on. One that is sealed stays and
+    is reported."""
     sealed = retention.sealed_rels(lake)
     incidents = []
     for table in retention.table_names(lake):
         listing = retention.list_log(lake, table)
         locked_through = int(retention._watermark(lake, table, keys).get("locked_through", -1)) if lake.is_s3 else -1
+        added: set[str] = set()
         for version in sorted(listing.entries, reverse=True):
-            log = retention.read_entry(lake, table, version, cache=False)[0]
-            if not log.problem:
+            log, *adds = retention.read_entry(lake, table, version, cache=False)
+            why = retention.forged_why(lake, keys, log)
+            if not why:
                 break
             if log.rel in sealed or version <= locked_through:
-                failed.append(f"{log.rel}: {log.problem}; it is sealed, so it stays (restore the table from a backup)")
-                incidents.append(_incident("restore_failed", log.rel, log.problem))
+                failed.append(f"{log.rel}: {why}; it is sealed, so it stays (restore the table from a backup)")
+                incidents.append(_incident("restore_failed", log.rel, why))
                 break
             retention._remove(lake, log.rel)
-            incidents.append(_incident("log_entry_removed", log.rel, f"removed: {log.problem}"))
+            incidents.append(_incident("log_entry_removed", log.rel, f"removed: {why}"))
+            added.update(a.rel for a in adds)
+        if added:  # the files they added, unless a commit of the lake adds them too
+            now = retention.list_log(lake, table)
+            kept = retention._data_files(lake, table, now, now.latest, cache=False) if now.latest >= 0 else set()
+            for rel in sorted(added - kept - sealed):
+                retention._remove(lake, rel)
     return incidents
 
 

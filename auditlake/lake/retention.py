@@ -275,13 +275,27 @@ def _action_problem(action, version: int) -> str | None:
     return None
 
 
-def refuse_forged(objs: list[Obj]) -> None:
+def forged_why(lake: Lake, keys: KeyStore, log: Obj) -> str | None:
+    """Why a log entry is no commit the lake makes: not a blind append, or, in a table whose
+    commits the lake signs, not signed by the lake over the rows it adds."""
+    from . import tables
+
+    if log.problem or log.table not in tables.SIGNED_COMMITS:
+        return log.problem
+    _, *adds = read_entry(lake, log.table, log.version, cache=False)  # a removed entry's number is reused
+    public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
+    prefix = f"tables/{log.table}/"
+    return tables.commit_signature_problem(lake, log.table, log.version, log.action or {},
+                                           [a.rel[len(prefix):] for a in adds], public, keys.log_id)
+
+
+def refuse_forged(lake: Lake, keys: KeyStore, objs: list[Obj]) -> None:
     """Stop before sealing a log entry that no writer of the lake made: sealed (S3 COMPLIANCE,
     local read-only plus manifest) it could never be removed, and later commits would build
     on it. Unsealed, it can be inspected and deleted."""
     for o in objs:
-        if o.kind == "log" and o.problem:
-            raise AuditlakeError(f"{o.rel} is no commit the lake makes ({o.problem}): not sealing it or writing "
+        if o.kind == "log" and (why := forged_why(lake, keys, o)):
+            raise AuditlakeError(f"{o.rel} is no commit the lake makes ({why}): not sealing it or writing "
                                  "after it; see `auditlake verify`, then `auditlake repair` removes it (it is not locked)")
 
 
@@ -653,7 +667,7 @@ def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | Non
     objects = {}
     listings = listings if listings is not None else {t: list_log(lake, t) for t in table_names(lake)}
     pending = {table: _pending(lake, table, sealed, listing) for table, listing in listings.items()}
-    refuse_forged([o for objs in pending.values() for o in objs])
+    refuse_forged(lake, keys, [o for objs in pending.values() for o in objs])
     for objs in pending.values():
         for o in objs:
             path = os.path.join(lake.uri, o.rel)
@@ -854,7 +868,7 @@ def lock_s3(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | None =
         objs = [o for o in committed(lake, table, versions, listing) if o.kind != "checkpoint" or o.rel not in done_ckpts]
         if not objs:
             continue
-        refuse_forged(objs)
+        refuse_forged(lake, keys, objs)
 
         def one(o: Obj) -> bool:
             vid, _ = s3.lock_object(lake, o.rel, None, years=years, dates=o.dates, today=today,
