@@ -931,7 +931,7 @@ def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:
             # ParquetFile, not read_table: that loads pyarrow.dataset (and pandas), ~0.4 s.
             rows.extend(pq.ParquetFile(fs.open_input_file(f"{root}/tables/checkpoints/{rel}")).read().to_pylist())
         except (OSError, pa.ArrowException, ValueError):  # ValueError: bytes changed into invalid UTF-8
-            continue  # reported by the signature check of its commit
+            continue  # its successor then links to nothing, and retention finds the file changed
     # A forged row may lack a field or hold another type: sorted first, reported by the checks.
     return sorted(rows, key=lambda r: (r.get("tree_size") if type(r.get("tree_size")) is int else -1, str(r.get("time"))))
 

@@ -38,7 +38,6 @@ from datetime import date, datetime, timedelta, timezone
 from urllib.parse import unquote
 
 import pyarrow.fs as pafs
-from cryptography.exceptions import InvalidSignature
 
 from ..errors import AuditlakeError
 from ..keys import KeyStore, load_public_key
@@ -785,22 +784,20 @@ def _watermark(lake: Lake, table: str, keys: KeyStore) -> dict:
 
 
 def _watermark_signed(mark: dict, table: str, keys: KeyStore) -> bool:
+    from ..ledger import commits
+
     body = {k: v for k, v in mark.items() if k != "signature"}
     public = keys.public_keys().get(body.get("key_id"))
-    if not public or body.get("log_id") != keys.log_id or body.get("table") != table:
-        return False
-    try:
-        load_public_key(public).verify(bytes.fromhex(mark.get("signature") or ""), canonical_json(body))
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    return (bool(public) and body.get("log_id") == keys.log_id and body.get("table") == table
+            and commits.signature_valid(load_public_key(public), mark.get("signature"), canonical_json(body)))
 
 
 def _put_watermark(lake: Lake, table: str, body: dict, keys: KeyStore) -> None:
+    from ..ledger import commits
     from . import s3
 
     body = {**body, "log_id": keys.log_id, "table": table, "key_id": keys.signing_key_id}
-    body["signature"] = keys.signing_key().sign(canonical_json(body)).hex()
+    body["signature"] = commits.sign(keys.signing_key(), canonical_json(body))
     _marks[(lake.uri, table)] = body
     s3.call("recording retention progress", s3.client(lake).put_object, Bucket=lake.bucket,
             Key=s3.key(lake, f"{WATERMARK_DIR}/{table}.json"), Body=json.dumps(body, sort_keys=True).encode())
