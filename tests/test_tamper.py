@@ -522,7 +522,7 @@ def _column_name_byte(data: bytes) -> int:
 @pytest.mark.parametrize("where", [lambda d: len(d) // 4, lambda d: len(d) // 2, lambda d: _footer_byte(d, 0.6),
                                    _column_name_byte], ids=["quarter", "middle", "footer", "column-name"])
 @pytest.mark.parametrize("table", ["ledger", "checkpoints", "ingest_log", "findings"])
-def test_a_byte_changed_in_a_signed_tables_file_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch, table, where):
+def test_a_byte_changed_in_a_sealed_tables_file_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch, table, where):
     """Bytes flipped in a page or the footer of a checkpoints, ingest log or findings file
     (whose string pages then decode to invalid UTF-8, or not at all) are tampering: exit 1."""
     from auditlake.compliance.run import evaluate_lake
