@@ -430,6 +430,7 @@ class Explorer:
 
         self.lake = lake
         self._lock = threading.RLock()
+        self._spill: tempfile.TemporaryDirectory | None = None  # removed on close() or when collected
         self._s3_versions: dict[str, int | None] = {}
         db = Path(db_path) if db_path else (None if lake.is_s3 else default_db_path(lake))
         meta = read_catalog_meta(db) if db is not None and db.exists() else None
@@ -474,7 +475,10 @@ class Explorer:
         # A console query is bounded in memory too (beside its time limit), and spills to a
         # private folder, never beside the catalog in the lake.
         self.con.execute(f"SET memory_limit = '{EXPLORER_MEMORY}'")
-        self.con.execute(f"SET temp_directory = '{_sql_str(tempfile.mkdtemp(prefix='auditlake-explorer-'))}'")
+        if self._spill is not None:
+            self._spill.cleanup()
+        self._spill = tempfile.TemporaryDirectory(prefix="auditlake-explorer-")
+        self.con.execute(f"SET temp_directory = '{_sql_str(self._spill.name)}'")
         if self.lake.is_s3:
             self.con.execute("SET enable_external_access = false")
         else:
@@ -541,6 +545,12 @@ class Explorer:
             self._fallback_in_memory()
         else:
             store_erased(self.con, ids)
+
+    def close(self) -> None:
+        """Close the connection and remove its spill folder."""
+        self.con.close()
+        if self._spill is not None:
+            self._spill.cleanup()
 
     def _is_file_catalog(self) -> bool:
         return self.source.startswith("catalog ")

@@ -192,6 +192,22 @@ def test_explorer_connection_is_read_only_and_confined(demo):
     assert settings["temp_directory"] and not settings["temp_directory"].startswith(demo["lake"].uri)
 
 
+def test_explorer_removes_its_spill_folders(tiny):
+    from auditlake.privacy import erase
+
+    lake = tiny["lake"]
+    catalog.build_catalog(lake)
+    ex = catalog.Explorer(lake)
+    first = Path(ex._spill.name)
+    assert "read_only" in ex.source and first.is_dir()
+    erase(lake, tiny["events"][0]["subject"]["id"])
+    ex.versions()  # switches to in-memory views with a spill folder of their own
+    second = Path(ex._spill.name)
+    assert "in-memory" in ex.source and not first.exists() and second.is_dir()
+    ex.close()
+    assert not second.exists()
+
+
 def test_erased_subjects_pii_reads_erased_in_the_catalog_and_the_explorer(tiny):
     from auditlake.privacy import erase
 
