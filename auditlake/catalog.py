@@ -403,63 +403,32 @@ def _prune_snapshots(db: Path, keep: int = 2) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_catalog_meta(db_path: str | os.PathLike) -> dict | None:
-    import duckdb
-
-    try:
-        con = duckdb.connect(str(db_path), read_only=True)
-    except Exception:  # noqa: BLE001
-        return None
-    try:
-        return dict(con.execute("SELECT key, value FROM auditlake_catalog").fetchall())
-    except Exception:  # noqa: BLE001
-        return None
-    finally:
-        con.close()
-
-
 # ----------------------------------------------------------------------------- explorer connection
 
 class Explorer:
-    """The explorer's read-only view of the lake: one DuckDB database (the catalog file
-    opened read_only, or an in-memory one with the same views) with file access limited
-    to the lake's tables. Use `query()`; it runs on a fresh cursor (thread-safe)."""
+    """The explorer's read-only view of the lake: an in-memory DuckDB database with the
+    catalog's views, defined here (never read from the catalog file, which anyone who can
+    write the lake folder could redefine), with file access limited to the lake's tables.
+    Use `query()`; it runs on a fresh cursor (thread-safe)."""
 
-    def __init__(self, lake: Lake, db_path: str | os.PathLike | None = None):
+    def __init__(self, lake: Lake):
         import duckdb
 
         self.lake = lake
         self._lock = threading.RLock()
         self._spill: tempfile.TemporaryDirectory | None = None  # removed on close() or when collected
         self._s3_versions: dict[str, int | None] = {}
-        db = Path(db_path) if db_path else (None if lake.is_s3 else default_db_path(lake))
-        meta = read_catalog_meta(db) if db is not None and db.exists() else None
-        # The catalog file is used only when it describes this lake and reads it live.
-        if (meta and meta.get("lake") == lake.uri and meta.get("mode") == "live" and not lake.is_s3
-                and meta.get("format") == str(CATALOG_FORMAT)):
-            self.con = duckdb.connect(str(db), read_only=True)
-            self.source = f"catalog {db} (read_only)"
-            self._missing = {t for t in TABLE_OF_VIEW.values() if json.loads(meta.get("versions", "{}")).get(t) is None}
-        else:
-            self.con = duckdb.connect(":memory:")
-            self.source = "in-memory views over the lake (read-only)"
-            self._missing = None
+        self.con = duckdb.connect(":memory:")
+        self.source = "in-memory views over the lake (read-only)"
+        self._missing: set[str] = set()
         self._setup()
         self._erased_at: int | None = None  # the ledger version the erased set was read at
         self._erased: list[str] = []
-        if self._missing is None:
-            self._refresh_views()
-        else:
-            rows = self.con.execute(f"SELECT subject_id FROM {ERASED_TABLE} ORDER BY 1").fetchall()
-            self._erased = [r[0] for r in rows]  # as of the catalog file's build
+        self._refresh_views()
         self._check_erased(table_version(lake, "ledger"))
 
     def _setup(self) -> None:
-        """UTC, the delta extension, and no file access beyond the lake's tables. DuckDB
-        shares one database instance per file within a process: a second Explorer on the
-        same catalog finds it set up (and locked) already."""
-        if self._locked():
-            return
+        """UTC, the delta extension, and no file access beyond the lake's tables."""
         self.con.execute("SET TimeZone = 'UTC'")
         if not self.lake.is_s3:
             loaded = self.con.execute(
@@ -468,15 +437,10 @@ class Explorer:
                 self.con.execute(f"LOAD '{_sql_str(delta_extension_path())}'")
         self._restrict()
 
-    def _locked(self) -> bool:
-        return bool(self.con.execute("SELECT current_setting('lock_configuration')").fetchone()[0])
-
     def _restrict(self) -> None:
         # A console query is bounded in memory too (beside its time limit), and spills to a
         # private folder, never beside the catalog in the lake.
         self.con.execute(f"SET memory_limit = '{EXPLORER_MEMORY}'")
-        if self._spill is not None:
-            self._spill.cleanup()
         self._spill = tempfile.TemporaryDirectory(prefix="auditlake-explorer-")
         self.con.execute(f"SET temp_directory = '{_sql_str(self._spill.name)}'")
         if self.lake.is_s3:
@@ -521,19 +485,16 @@ class Explorer:
         for table in set(TABLE_OF_VIEW.values()):
             out[table] = table_version(self.lake, table)
         with self._lock:
-            appeared = any(out[t] is not None for t in (self._missing or ()))
+            appeared = any(out[t] is not None for t in self._missing)
             moved = self.lake.is_s3 and any(out[t] != self._s3_versions.get(t) for t in out)
-            if (appeared or moved) and not self._is_file_catalog():
+            if appeared or moved:
                 self._refresh_views()
-            elif appeared:
-                self._fallback_in_memory()
             self._check_erased(out["ledger"])
         return out
 
     def _check_erased(self, ledger_version: int | None) -> None:
         """Bring the erased set up to date when the ledger moved (an erasure is logged in
-        it after the key is destroyed). A read_only catalog file cannot take the new set:
-        the explorer then switches to in-memory views."""
+        it after the key is destroyed)."""
         if ledger_version == self._erased_at and self._erased_at is not None:
             return
         self._erased_at = ledger_version
@@ -541,29 +502,13 @@ class Explorer:
         if ids is None or ids == self._erased:
             return
         self._erased = ids
-        if self._is_file_catalog():
-            self._fallback_in_memory()
-        else:
-            store_erased(self.con, ids)
+        store_erased(self.con, ids)
 
     def close(self) -> None:
         """Close the connection and remove its spill folder."""
         self.con.close()
         if self._spill is not None:
             self._spill.cleanup()
-
-    def _is_file_catalog(self) -> bool:
-        return self.source.startswith("catalog ")
-
-    def _fallback_in_memory(self) -> None:
-        """A table appeared after the catalog file was written: use in-memory views."""
-        import duckdb
-
-        self.con.close()
-        self.con = duckdb.connect(":memory:")
-        self.source = "in-memory views over the lake (read-only)"
-        self._setup()
-        self._refresh_views()
 
     def _cursor(self):
         """A cursor of its own (thread-safe) for a local lake; for S3 the Arrow datasets

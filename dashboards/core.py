@@ -50,12 +50,12 @@ def lake_uri() -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _explorer(uri: str, db: str | None) -> Explorer:
-    return Explorer(Lake.open(uri), db)
+def _explorer(uri: str) -> Explorer:
+    return Explorer(Lake.open(uri))
 
 
 def explorer() -> Explorer:
-    return _explorer(Lake.open(lake_uri()).uri, os.environ.get("AUDITLAKE_CATALOG") or None)
+    return _explorer(Lake.open(lake_uri()).uri)
 
 
 def versions() -> tuple:
