@@ -234,7 +234,6 @@ def app_env(demo, monkeypatch):
     monkeypatch.setenv("AUDITLAKE_HOME", str(demo["home"]))
     monkeypatch.setenv("AUDITLAKE_LAKE", demo["lake"].uri)
     monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(demo["users"]))
-    monkeypatch.delenv("AUDITLAKE_CATALOG", raising=False)
     _clear_caches()
     yield demo
     _clear_caches()
@@ -255,7 +254,6 @@ def tiny(tmp_path, monkeypatch):
         add_user(name, role, pw, users)
     monkeypatch.setenv("AUDITLAKE_LAKE", lake.uri)
     monkeypatch.setenv("AUDITLAKE_EXPLORER_USERS", str(users))
-    monkeypatch.delenv("AUDITLAKE_CATALOG", raising=False)
     _clear_caches()
     evs = [event(n=i) for i in range(5)]
     ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", evs))])

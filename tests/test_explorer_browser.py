@@ -42,7 +42,6 @@ def server(demo, tmp_path_factory):
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     env = {**os.environ, "AUDITLAKE_LAKE": demo["lake"].uri, "AUDITLAKE_HOME": str(demo["home"]),
            "AUDITLAKE_EXPLORER_USERS": str(demo["users"]), "PYTHONUNBUFFERED": "1"}
-    env.pop("AUDITLAKE_CATALOG", None)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
            "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
