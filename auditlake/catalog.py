@@ -37,6 +37,7 @@ import re
 import secrets
 import shutil
 import sqlite3
+import stat
 import sys
 import tempfile
 import threading
@@ -700,6 +701,11 @@ def load_users(path: str | os.PathLike | None = None) -> dict:
     if not p.exists():
         return {"users": {}, "oidc": {}}
     try:
+        info = p.stat()
+        # Whoever can write the file can make themselves admin or privacy officer.
+        if info.st_mode & 0o022 or info.st_uid not in (os.getuid(), 0):
+            raise AuditlakeError(f"the users file {p} can be changed by another account "
+                                 f"(mode {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}); chmod 600 it")
         doc = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise AuditlakeError(f"cannot read the users file {p}: {exc}") from exc

@@ -14,6 +14,7 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from auditlake.errors import AuditlakeError  # noqa: E402
 from dashboards import core  # noqa: E402
 
 MODULES = {
@@ -30,9 +31,14 @@ MODULES = {
 
 def main() -> None:
     st.set_page_config(page_title="auditlake explorer", layout="wide")
-    user = core.current_user()
-    if user is None:
-        core.login_screen()
+    try:
+        user = core.current_user()
+        if user is None:
+            core.login_screen()
+            return
+    except AuditlakeError as exc:  # the users file cannot be trusted or read
+        st.error("Sign-in is unavailable.")
+        st.code(str(exc)[:500], language=None)
         return
     pages = [p for p, roles in core.PAGES.items() if user["role"] in roles]
     if st.session_state.get("page") not in pages:

@@ -86,7 +86,23 @@ def users() -> dict:
 
 
 def current_user() -> dict | None:
-    return st.session_state.get("auth")
+    """The signed-in user with the role the users file gives them now: it is read on every
+    run, so a demoted user loses pages at once and a removed one is signed out."""
+    auth = st.session_state.get("auth")
+    if auth is None:
+        return None
+    known = users()
+    if auth.get("via") == "oidc":
+        role = oidc_role(known, auth["user"])
+    else:
+        role = (known["users"].get(auth["user"]) or {}).get("role")
+    if role is None:
+        logout()
+        return None
+    if role != auth["role"]:
+        auth = {**auth, "role": role}
+        st.session_state["auth"] = auth
+    return auth
 
 
 def _oidc_configured() -> bool:
@@ -149,8 +165,13 @@ def _login_failures() -> dict[str, int]:
 
 
 def logout() -> None:
+    """Forget the session; a single sign-on session is also ended at the provider (its
+    identity cookie would sign the next person at this browser straight back in)."""
+    via = (st.session_state.get("auth") or {}).get("via")
     for k in list(st.session_state.keys()):
         del st.session_state[k]
+    if via == "oidc":
+        st.logout()
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -401,6 +401,79 @@ def test_auditor_cannot_open_privileged_pages(app_env):
     assert core.allowed("privacy_officer", "Privacy") and not core.allowed("admin", "Privacy")
 
 
+def test_a_demoted_or_removed_user_loses_pages_at_once(tiny):
+    """The role is read from the users file on every run, not kept from sign-in."""
+    from auditlake.catalog import add_user
+
+    users = tiny["tmp"] / "users.toml"
+    at = login("pia")
+    assert "Privacy" in at.radio(key="page").options
+    add_user("pia", "auditor", "privacy-pass-1", users)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(at.radio(key="page").options) == PAGES_BY_ROLE["auditor"]
+    assert at.session_state["auth"]["role"] == "auditor"
+    text = users.read_text()
+    users.write_text("\n\n".join(b for b in text.split("\n\n") if not b.startswith('[users."pia"]')))
+    at.run()
+    assert "auth" not in at.session_state and at.text_input(key="login_user")
+
+
+def test_a_users_file_others_can_write_stops_sign_in(tiny):
+    users = tiny["tmp"] / "users.toml"
+    at = login("ann")
+    users.chmod(0o666)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Sign-in is unavailable" in e.value for e in at.error)
+    assert not [r for r in at.radio if r.key == "page"]
+    users.chmod(0o600)
+    at.run()
+    assert at.radio(key="page").options
+
+
+SSO_APP = """
+from pathlib import Path
+import runpy
+import streamlit as st
+
+SIGNED_OUT = Path({flag!r})
+
+class ProviderUser(dict):  # st.user while the provider's identity cookie is set
+    @property
+    def is_logged_in(self):
+        return not SIGNED_OUT.exists()
+
+def provider_logout():  # what st.logout does: the cookie is gone
+    SIGNED_OUT.touch()
+
+st.user = ProviderUser(email="carol@example.com")
+st.logout = provider_logout
+runpy.run_path({app!r}, run_name="__main__")
+"""
+
+
+def test_signing_out_ends_the_single_sign_on_session(tiny):
+    from streamlit.testing.v1 import AppTest
+
+    tmp = tiny["tmp"]
+    users = tmp / "users.toml"
+    users.write_text(users.read_text() + '\n[oidc]\n"carol@example.com" = "privacy_officer"\n')
+    flag = tmp / "signed-out"
+    app = tmp / "sso_app.py"
+    app.write_text(SSO_APP.format(flag=str(flag), app=str(APP)))
+    at = AppTest.from_file(str(app), default_timeout=60)
+    at.secrets["auth"] = {"redirect_uri": "http://127.0.0.1:8501/oauth2callback", "cookie_secret": "test-secret",
+                          "client_id": "explorer", "client_secret": "s", "server_metadata_url":
+                          "http://127.0.0.1:9/.well-known/openid-configuration"}
+    at.run()
+    assert at.session_state["auth"] == {"user": "carol@example.com", "role": "privacy_officer", "via": "oidc"}
+    at.button(key="logout").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert flag.exists() and "auth" not in at.session_state
+    assert not [r for r in at.radio if r.key == "page"] and at.text_input(key="login_user")
+
+
 # ----------------------------------------------------------------------------- overview
 
 def test_overview_shows_counts_integrity_quarantine_findings_and_tail(app_env):
