@@ -406,6 +406,10 @@ def _prune_snapshots(db: Path, keep: int = 2) -> None:
 
 # ----------------------------------------------------------------------------- explorer connection
 
+ANALYST_BYTES = 64 << 20  # a console result's size, besides its 10,000 rows
+ANALYST_BATCH = 256  # rows fetched at a time: the size cap is checked between fetches
+
+
 class Explorer:
     """The explorer's read-only view of the lake: an in-memory DuckDB database with the
     catalog's views, defined here (never read from the catalog file, which anyone who can
@@ -533,26 +537,31 @@ class Explorer:
                 timer.cancel()
             cur.close()
 
-    def analyst_query(self, sql: str, limit: int = 10_000, timeout_s: float = 30.0):
+    def analyst_query(self, sql: str, limit: int = 10_000, timeout_s: float = 30.0, max_bytes: int = ANALYST_BYTES):
         """The SQL console: one SELECT over the catalog views only (no table functions, no
-        other tables), on a connection that cannot write or read other files."""
+        other tables), on a connection that cannot write or read other files. The result
+        stops at `limit` rows or about `max_bytes` (one query must not fill the server's
+        memory), and PII-shaped text in it is masked (see masking.mask_table). Returns
+        (table, capped)."""
+        import pyarrow as pa
+
+        from .masking import mask_table
+
         check_analyst_sql(self.con, sql)
         cur = self._cursor()
         timer = threading.Timer(timeout_s, cur.interrupt)
         timer.start()
         try:
             cur.execute(sql)
-            reader = cur.to_arrow_reader(batch_size=limit)
-            import pyarrow as pa
-
-            batches, n = [], 0
+            reader = cur.to_arrow_reader(batch_size=ANALYST_BATCH)
+            batches, rows, size = [], 0, 0
             for b in reader:
                 batches.append(b)
-                n += b.num_rows
-                if n >= limit:
+                rows, size = rows + b.num_rows, size + b.nbytes
+                if rows >= limit or size >= max_bytes:
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema) if batches else reader.schema.empty_table()
-            return table.slice(0, limit), n >= limit
+            return mask_table(table.slice(0, limit)), rows >= limit or size >= max_bytes
         finally:
             timer.cancel()
             cur.close()

@@ -31,6 +31,10 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 RAW_LIMIT = 4096
 
 
+# Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk.
+_MAY_HOLD_PII = "|".join([p.pattern for p in _PATTERNS] + [r"(?i)(name|phone|email|ip)\W*:", r"\\u00"])
+
+
 def mask_text(text: str) -> str:
     """Mask e-mails, phone numbers and IPs in free text (UUIDs and timestamps are kept)."""
     keep: dict[str, str] = {}
@@ -93,3 +97,37 @@ def mask_raw(raw: bytes | dict) -> str:
         return text
     size = f"{len(text)} characters" if isinstance(raw, dict) else f"{getattr(raw, 'length', len(raw))} bytes"
     return text[:RAW_LIMIT] + f"... [cut; the whole line has {size}]"
+
+
+def _mask_strings(col):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = col.cast(pa.string())
+    if not pc.any(pc.match_substring_regex(col, _MAY_HOLD_PII)).as_py():
+        return col
+    return pa.chunked_array([pa.array([None if v is None else mask_text(v) for v in col.to_pylist()], pa.string())])
+
+
+def mask_table(table):
+    """A query result (pyarrow Table) with PII-shaped text masked in every column that
+    holds text; nested and binary values are shown as their text, masked. For results a
+    person reads (the explorer's SQL console): what producers put in `data` is kept as
+    written in the ledger, so it is masked on the way out."""
+    import pyarrow as pa
+
+    cols = []
+    for col in table.columns:
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col, t = col.cast(t.value_type), t.value_type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            col = _mask_strings(col)
+        elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            col = _mask_strings(pa.array([None if v is None else v.decode("utf-8", "replace") for v in col.to_pylist()],
+                                         pa.string()))
+        elif pa.types.is_nested(t):
+            col = _mask_strings(pa.array([None if v is None else orjson.dumps(v, default=str).decode()
+                                          for v in col.to_pylist()], pa.string()))
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)

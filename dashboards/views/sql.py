@@ -11,13 +11,16 @@ EXAMPLE = "SELECT event_type, count(*) AS events\nFROM events\nGROUP BY 1\nORDER
 
 def render(user: dict) -> None:
     st.header("SQL console (read-only)")
-    st.caption(f"One SELECT over the views {', '.join(VIEWS)}. PII is masked; results are capped at 10,000 rows. "
+    st.caption(f"One SELECT over the views {', '.join(VIEWS)}. PII is masked (PII-shaped text in any column as well); "
+               "results are capped at 10,000 rows or 64 MB. "
                "Filter on event_date (the partition) to read only the days you need.")
     sql = st.text_area("Query", value=EXAMPLE, height=160, key="sql_text")
     if st.button("Run", key="sql_run", type="primary"):
         try:
             table, capped = core.explorer().analyst_query(sql)
-            st.session_state["sql_result"] = (sql, table.to_pandas(), capped, None)
+            df = table.to_pandas()
+            st.session_state["sql_result"] = (sql, df, capped, None)
+            st.session_state["sql_csv"] = core.spreadsheet_safe_csv(df)
         except AnalystSQLError as exc:
             st.session_state["sql_result"] = (sql, None, False, f"refused: {exc}")
         except Exception as exc:  # noqa: BLE001 - DuckDB errors are shown, never raised
@@ -31,5 +34,5 @@ def render(user: dict) -> None:
         else:
             st.caption(f"{len(df):,} rows" + (" (capped)" if capped else ""))
             core.show_table(df, key="sql_table")
-            st.download_button("Download CSV", df.to_csv(index=False), file_name="query-result.csv",
+            st.download_button("Download CSV", st.session_state["sql_csv"], file_name="query-result.csv",
                                mime="text/csv", key="sql_download")
