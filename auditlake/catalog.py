@@ -818,10 +818,22 @@ def app_path() -> Path:
 def explore_command(lake_uri: str, port: int = 8501, address: str = "127.0.0.1", headless: bool = True) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.port", str(port),
             "--server.address", address, "--server.headless", "true" if headless else "false",
-            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+            "--server.fileWatcherType", "none"]
+
+
+def _die_with_parent() -> None:
+    """In the explorer's process, before exec: Linux sends it SIGTERM when `auditlake
+    explore` dies, even by SIGKILL, so no server is left serving the lake unseen."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def cli_explore(args) -> int:
+    import signal
     import subprocess
 
     from .lake.meta import read_meta
@@ -840,11 +852,23 @@ def cli_explore(args) -> int:
               f"`python -m auditlake.catalog add-user NAME admin` (or configure OIDC)", file=sys.stderr)
     cmd = explore_command(lake.uri, port, address, headless=bool(getattr(args, "headless", True)))
     print(f"explorer for {lake.uri}: http://{address}:{port}", file=sys.stderr)
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    stopped = []
+
+    def stop(signum, _frame):  # `kill` of this command stops the server too
+        stopped.append(signum)
+        proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        code = subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
+        code = proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group)
+        proc.wait()
         return 0
-    if code:
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code and not stopped:
         raise AuditlakeError(f"the explorer (streamlit) stopped with exit code {code}")
     return 0
 

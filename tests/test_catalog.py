@@ -7,9 +7,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -405,17 +407,25 @@ def test_safe_filename():
     assert ".." not in catalog.safe_filename("x/../../y")
 
 
+class _Streamlit:
+    """Stands in for subprocess.Popen of the explorer: exits at once with `code`."""
+
+    code = 0
+    seen: dict = {}
+
+    def __init__(self, cmd, env, preexec_fn=None):
+        _Streamlit.seen = {"cmd": cmd, "env": env}
+
+    def wait(self):
+        return self.code
+
+
 def test_explore_command_runs_streamlit_on_the_app(monkeypatch, tiny):
-    seen = {}
-
-    def fake_call(cmd, env):
-        seen.update(cmd=cmd, env=env)
-        return 0
-
-    monkeypatch.setattr(subprocess, "call", fake_call)
+    monkeypatch.setattr(subprocess, "Popen", _Streamlit)
     from auditlake.cli import main
 
     assert main(["--lake", tiny["lake"].uri, "explore", "--port", "8599"]) == 0
+    seen = _Streamlit.seen
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
     assert Path(cmd[4]).exists() and "8599" in cmd and "--server.headless" in cmd
@@ -429,7 +439,7 @@ def test_explore_refuses_what_it_cannot_serve_with_one_line(monkeypatch, tiny, t
 
     from auditlake.cli import main
 
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: pytest.fail("streamlit started"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("streamlit started"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -441,9 +451,44 @@ def test_explore_refuses_what_it_cannot_serve_with_one_line(monkeypatch, tiny, t
             assert main(["--lake", *argv]) == 2, argv
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and err[0].startswith("auditlake: "), (argv, err)
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: 1)  # streamlit itself failed
+    monkeypatch.setattr(_Streamlit, "code", 1)  # streamlit itself failed
+    monkeypatch.setattr(subprocess, "Popen", _Streamlit)
     assert main(["--lake", tiny["lake"].uri, "explore", "--port", taken]) == 2  # free again
     assert "stopped with exit code 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_stopping_explore_stops_its_server(tiny, tmp_path, how):
+    """A `kill` of `auditlake explore` (or its death by SIGKILL) leaves no explorer
+    serving the lake."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "auditlake"
+    proc = subprocess.Popen([str(exe), "--lake", tiny["lake"].uri, "explore", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    health = f"http://127.0.0.1:{port}/_stcore/health"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(health, timeout=2).read()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the explorer did not start"
+            time.sleep(0.25)
+    proc.send_signal(how)
+    proc.wait(30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(health, timeout=2).read()
+        except OSError:
+            break  # nobody answers on the port any more
+        assert time.monotonic() < deadline, "the explorer outlived `auditlake explore`"
+        time.sleep(0.25)
 
 
 def test_catalog_command_json(tiny, capsys):
