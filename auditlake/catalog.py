@@ -309,7 +309,7 @@ _MACROS_SQL = ("SELECT function_name, macro_definition FROM duckdb_functions() "
 
 
 def catalog_problems(lake: Lake) -> list[str]:
-    """Where a local lake's catalog file (what analysts and the explorer open) defines a view
+    """Where a local lake's catalog file (what analysts open) defines a view
     or macro otherwise than `auditlake catalog` writes it: a view redefined could hide events
     or findings from everyone who reads through it. Compared as DuckDB itself normalizes
     them, a table's view either over the table or empty (built before the table existed).

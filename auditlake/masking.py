@@ -14,11 +14,12 @@ _PATTERNS = [
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
     re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b"),  # IPv6
 ]
-# A PII member in text that is not parseable JSON (a truncated or broken line, a Python
-# repr) or inside a string that holds JSON: the key in any quotes, the value in double,
-# single or escaped double quotes (cut off or not), or unquoted up to the next separator.
+# A PII member, by its key (name, full_name, phone_number, ...), in text that is not parseable
+# JSON (a truncated or broken line, a Python repr) or inside a string that holds JSON: the key
+# in any quotes, the value in double, single or escaped double quotes (cut off or not), or
+# unquoted up to the next separator.
 _PII_MEMBER = re.compile(
-    r"""((?:\\*["'])\s*(?:name|phone|email|ip)\s*(?:\\*["'])\s*:\s*)"""
+    r"""((?:\\*["'])\s*(?:\w*(?:name|phone|email|mobile)\w*|ip|ip_?address)\s*(?:\\*["'])\s*:\s*)"""
     # An array or object value whole (up to its first closing bracket outside a string):
     # ["John","Smith"] would otherwise keep all but its first element.
     r"""(?:\[(?:[^\]"]|"(?:[^"\\]|\\.)*"?)*\]?|\{(?:[^}"]|"(?:[^"\\]|\\.)*"?)*\}?|"""
@@ -32,7 +33,9 @@ RAW_LIMIT = 4096
 
 
 # Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk.
-_MAY_HOLD_PII = "|".join([p.pattern for p in _PATTERNS] + [r"(?i)(name|phone|email|ip)\W*:", r"\\u00"])
+_MAY_HOLD_PII = "|".join([p.pattern for p in _PATTERNS] + [r"(?i)(name|phone|email|mobile|ip|address)\W*:", r"\\u00"])
+# A person's name in free text can only be guessed: two or more capitalised words in a row.
+_CAPITALISED_WORDS = re.compile(r"\b[A-Z][a-z'’-]+(?:[ \t]+[A-Z][a-z'’-]+)+\b")
 
 
 def mask_text(text: str) -> str:
@@ -90,8 +93,8 @@ def mask_raw(raw: bytes | dict) -> str:
             text = orjson.dumps(mask_event(orjson.loads(head))).decode() if len(raw) <= RAW_LIMIT * 4 else None
         except (orjson.JSONDecodeError, TypeError):  # TypeError: nested deeper than dumps goes
             text = None
-        if text is None:
-            text = head.decode("utf-8", errors="replace")
+        if text is None:  # not JSON: no keys to go by, so names are guessed as well
+            text = _CAPITALISED_WORDS.sub(MASK, head.decode("utf-8", errors="replace"))
     text = mask_text(text)
     if len(text) <= RAW_LIMIT and (isinstance(raw, dict) or len(raw) <= RAW_LIMIT * 4):
         return text

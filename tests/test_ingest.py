@@ -125,10 +125,15 @@ def test_valid_text_that_line_splitters_and_casts_trip_on_is_sealed_and_verifies
 
 def test_quarantined_raw_lines_have_no_plain_pii(lake, tmp_path):
     bad = event(n=5) | {"event_type": "nope"}
-    write_jsonl(tmp_path / "in" / "a.jsonl", [json.dumps(bad), "garbage +13125550199 mail me@example.org 10.0.0.9"])
+    # A name in a line that is not JSON, and names under keys the contract does not use.
+    odd = event(n=6) | {"event_type": "nope"}
+    odd["data"] = {"full_name": "Zelda Quimby", "contact": {"phone_number": "555-0100", "ip_address": "fe80::1:2"}}
+    write_jsonl(tmp_path / "in" / "a.jsonl", [json.dumps(bad), "garbage +13125550199 mail me@example.org 10.0.0.9",
+                                              "sub_zq,+14155550166,Zelda Quimby,203.0.113.251", json.dumps(odd)])
     ingest(lake, [str(tmp_path / "in")])
     raws = " ".join(r["raw"] for r in _table(lake, "quarantine").to_pylist())
-    for pii in ("+13125550005", "person5@example.com", "Person Number5", "+13125550199", "me@example.org", "10.0.0.9"):
+    for pii in ("+13125550005", "person5@example.com", "Person Number5", "+13125550199", "me@example.org", "10.0.0.9",
+                "Zelda", "Quimby", "555-0100", "fe80::1:2"):
         assert pii not in raws
     assert "***" in raws
 
