@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("action", choices=["set", "lift", "status"])
     h.add_argument("--subject", help="limit the hold to one subject (default: the whole lake)")
     h.add_argument("--reason", default="")
+    h.add_argument("--hold-id", help="lift: the hold to end, when several are active on the scope")
 
     cmd("repair", "restore tampered objects from their sealed versions")
 

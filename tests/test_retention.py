@@ -493,6 +493,81 @@ def test_a_forged_lift_does_not_lift_a_hold(lake_dir, tmp_path):
     assert admin.legal_hold_active(lake)
 
 
+def _forged_hold_event(n: int, action: str, scope: str, subject_id: str | None) -> dict:
+    """A producer's landing line dressed as the lake's own hold event (no record signed by the lake)."""
+    from events import event
+
+    return {**event("user.login", n=900 + n), "event_type": "config.changed", "source": "auditlake", "subject": None,
+            "actor": {"type": "system", "id": "auditlake"}, "data": {
+                "setting": "legal_hold", "category": "other", "old_value": "x",
+                "new_value": "on" if action == "set" else "off", "hold_id": f"{n:032x}", "scope": scope,
+                "subject_id": subject_id, "at": "2099-01-01T00:00:00.000000Z"}}
+
+
+def test_a_producers_line_neither_lifts_nor_sets_a_hold(lake_dir, tmp_path):
+    from events import write_jsonl
+
+    from auditlake.ingest import ingest
+    from auditlake.privacy import erase
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    s1, s2 = _subjects(uri)[:2]
+    lake = Lake.open(uri)
+    admin.set_hold(lake, s1, "case 11")
+    forged = [_forged_hold_event(1, "lift", "subject", s1), _forged_hold_event(2, "lift", "lake", None),
+              _forged_hold_event(3, "set", "subject", s2), _forged_hold_event(4, "set", "lake", None)]
+    report = ingest(lake, [str(write_jsonl(tmp_path / "forged" / "holds.jsonl", forged))])
+    assert report.accepted == 4  # contract-valid events, kept in the ledger, and no holds
+    assert [(h["scope"], h["subject_id"]) for h in admin.active_holds(lake)] == [("subject", s1)]
+    with pytest.raises(AuditlakeError, match="hold"):
+        erase(lake, s1)
+    erase(lake, s2)  # a forged set blocks nothing
+    admin.set_hold(lake, None, "case 12")  # a forged lift dated 2099 voids no later hold
+    assert admin.legal_hold_active(lake)
+    assert _findings(uri) == []
+
+
+def test_each_hold_is_lifted_by_its_own_id(lake_dir, tmp_path):
+    from auditlake.privacy import erase
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    s1 = _subjects(uri)[0]
+    lake = Lake.open(uri)
+    a = admin.set_hold(lake, None, "matter A")["hold"]["hold_id"]
+    b = admin.set_hold(lake, None, "matter B")["hold"]["hold_id"]
+    r = run_cli("--lake", uri, "hold", "lift", "--reason", "matter A closed")
+    assert r.returncode == 2 and a in r.stderr and b in r.stderr and "--hold-id" in r.stderr
+    run_cli("--lake", uri, "hold", "lift", "--hold-id", a, "--reason", "matter A closed", check=True)
+    assert [h["hold_id"] for h in admin.active_holds(lake)] == [b]
+    with pytest.raises(AuditlakeError, match="hold"):
+        erase(lake, s1)
+    run_cli("--lake", uri, "hold", "lift", "--reason", "matter B closed", check=True)  # the only one left
+    assert not admin.legal_hold_active(lake)
+    assert _findings(uri) == []
+
+
+def test_a_hold_on_an_empty_subject_is_refused_before_anything_is_written(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    for action in ("set", "lift"):
+        r = run_cli("--lake", uri, "hold", action, "--subject", "", "--reason", "x")
+        assert r.returncode == 2 and "must not be empty" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (lake_dir / "_holds").exists() or not list((lake_dir / "_holds").iterdir())
+    assert not admin.legal_hold_active(Lake.open(uri))
+
+
+def test_a_hold_reason_keeps_no_personal_data(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    admin.set_hold(Lake.open(uri), None, "subpoena re jane.doe@example.com +14155550100")
+    (record,) = (lake_dir / "_holds").glob("*.json")
+    status = run_cli("--lake", uri, "hold", "status", check=True).stdout
+    for text in (record.read_text(), status):
+        assert "jane.doe@example.com" not in text and "+14155550100" not in text and "subpoena re ***" in text
+
+
 def test_a_deleted_hold_record_still_holds_and_is_reported(lake_dir, tmp_path):
     """Each hold record is also a sealed audit event in the ledger: deleting the record from
     _holds/ lifts nothing, and verify says it is gone."""

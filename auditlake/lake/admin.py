@@ -2,10 +2,12 @@
 legal holds, and restoring tampered objects from their sealed versions.
 
 Legal holds are recorded in the lake itself, as write-once signed records under `_holds/`
-(`set` and `lift`, the latest record per scope wins; an unsigned or forged `lift` is
+(a `set` starts a hold, a `lift` names the hold it ends; an unsigned or forged `lift` is
 ignored, so a hold can only be lifted with the lake's signing key), and each as a
-`config.changed` audit event in the ledger (setting `legal_hold`), which is sealed: a
-deleted record still holds for erasure and is a RET-WORM finding. On S3 the held objects
+`config.changed` audit event in the ledger (setting `legal_hold`) that carries the signed
+record, and is sealed: a deleted record still holds for erasure and is a RET-WORM finding.
+A ledger event without a record signed by the lake (any producer can write a
+`config.changed` line) is no hold. On S3 the held objects
 also carry an S3 legal hold, which blocks deleting them and their expiry even after the
 retention period. `legal_hold_active(lake, subject_id)` is what erasure asks.
 """
@@ -68,40 +70,49 @@ def _list(lake: Lake, rel_dir: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- legal holds
+def _public_keys(lake: Lake) -> dict:
+    try:
+        from .meta import open_lake_keys
+
+        return {kid: load_public_key(b) for kid, b in open_lake_keys(lake).public_keys().items()}
+    except Exception:  # noqa: BLE001 - no keystore here: no record verifies, every set counts
+        return {}
+
+
+def _signed(rec, public: dict) -> bool:
+    """Whether a hold record carries a valid signature of the lake."""
+    if not isinstance(rec, dict):
+        return False
+    body = {k: v for k, v in rec.items() if k != "signature"}
+    key = public.get(rec.get("key_id"))
+    try:
+        return key is not None and key.verify(bytes.fromhex(rec.get("signature", "")), canonical_json(body)) is None
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _hold_records(lake: Lake) -> list[tuple[dict, bool]]:
     """Every hold record with whether its signature verifies."""
     names = [n for n in _list(lake, HOLDS_DIR) if n.endswith(".json")]
     if not names:
         return []
-    public = {}
-    try:
-        from .meta import open_lake_keys
-
-        public = {kid: load_public_key(b) for kid, b in open_lake_keys(lake).public_keys().items()}
-    except Exception:  # noqa: BLE001 - no keystore here: no record verifies, every set counts
-        public = {}
+    public = _public_keys(lake)
     out = []
     for name in names:
         try:
             rec = json.loads(lake.read_bytes(f"{HOLDS_DIR}/{name}") or b"{}")
         except ValueError:
             continue
-        body = {k: v for k, v in rec.items() if k != "signature"}
-        key = public.get(rec.get("key_id"))
-        try:
-            ok = key is not None and key.verify(bytes.fromhex(rec.get("signature", "")), canonical_json(body)) is None
-        except Exception:  # noqa: BLE001
-            ok = False
-        out.append((rec, ok))
-    out.sort(key=lambda r: (r[0].get("at", ""), r[0].get("hold_id", "")))
+        if isinstance(rec, dict):
+            out.append((rec, _signed(rec, public)))
+    out.sort(key=lambda r: (str(r[0].get("at", "")), str(r[0].get("hold_id", ""))))
     return out
 
 
 def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
-    """The hold records as the ledger's audit events tell them (hold_id, action, scope,
-    subject_id, at), whatever `_holds/` still holds. A ledger file that cannot be read is an
-    error (erasure must not go ahead on a partial answer), or skipped for verify, which
-    reports it anyway."""
+    """The signed hold records the ledger's audit events carry, whatever `_holds/` still
+    holds. A ledger file that cannot be read is an error (erasure must not go ahead on a
+    partial answer), or skipped for verify, which reports it anyway."""
     import pyarrow.compute as pc
 
     from ..audit_events import SOURCE
@@ -130,34 +141,38 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
                 texts += read([path])
             except (OSError, pa.ArrowException):
                 continue
+    public = _public_keys(lake)
     out = []
     for text in texts:
         data = json.loads(text)
-        if data.get("setting") == HOLD_SETTING:
-            out.append({k: data.get(k) for k in ("hold_id", "scope", "subject_id", "at")}
-                       | {"action": "set" if data.get("new_value") == "on" else "lift"})
+        if data.get("setting") == HOLD_SETTING and _signed(data.get("hold_record"), public):
+            out.append(data["hold_record"])
     return out
 
 
 def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
-    """The holds in force: per scope (the lake, or one subject) the latest valid record is a
-    `set`. A `lift` counts only if it is signed by the lake. `with_ledger` also counts the
-    records the ledger's audit events tell of that `_holds/` no longer has: deleting a
-    record must not lift a hold."""
+    """The holds in force: every `set` record not ended by a signed `lift` naming it. A
+    lift that names none (written before lifts named their hold) ends every hold of its
+    scope set before it. `with_ledger` also counts the signed records the ledger's audit
+    events carry that `_holds/` no longer has: deleting a record must not lift a hold."""
     records = _hold_records(lake)
     if with_ledger:
         kept = {rec.get("hold_id") for rec, ok in records if ok}
         lost = [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"}, True)
-                for h in _ledger_holds(lake) if h["hold_id"] not in kept]
-        records = sorted(records + lost, key=lambda r: (r[0].get("at") or "", r[0].get("hold_id") or ""))
-    state: dict[tuple[str, str | None], dict | None] = {}
+                for h in _ledger_holds(lake) if h.get("hold_id") not in kept]
+        records = sorted(records + lost, key=lambda r: (str(r[0].get("at") or ""), str(r[0].get("hold_id") or "")))
+    active: dict[str, dict] = {}
     for rec, ok in records:
-        scope = (rec.get("scope"), rec.get("subject_id"))
         if rec.get("action") == "set":
-            state[scope] = rec
+            active[str(rec.get("hold_id"))] = rec
         elif rec.get("action") == "lift" and ok:
-            state[scope] = None
-    return [r for r in state.values() if r is not None]
+            if rec.get("lifts") is not None:
+                active.pop(str(rec["lifts"]), None)
+                continue
+            scope = (rec.get("scope"), rec.get("subject_id"))
+            for hold_id in [h for h, r in active.items() if (r.get("scope"), r.get("subject_id")) == scope]:
+                del active[hold_id]
+    return list(active.values())
 
 
 def legal_hold_active(lake: Lake, subject_id: str | None = None) -> bool:
@@ -170,28 +185,36 @@ def legal_hold_active(lake: Lake, subject_id: str | None = None) -> bool:
     return False
 
 
-def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None, reason: str) -> dict:
+def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None, reason: str,
+                 lifts: str | None = None) -> dict:
+    from ..audit_events import build_event, record_events
+    from ..masking import mask_text
+
     now = _now()
     rec = {
         "hold_id": uuid.uuid4().hex,
         "action": action,
         "scope": "subject" if subject_id else "lake",
         "subject_id": subject_id,
-        "reason": reason,
+        "reason": mask_text(reason),  # the record is write-once: no personal data in it
         "at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "actor": _actor(),
         "log_id": keys.log_id,
         "key_id": keys.signing_key_id,
     }
+    if lifts is not None:
+        rec["lifts"] = lifts
     rec["signature"] = keys.signing_key().sign(canonical_json(rec)).hex()
-    name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{rec['hold_id'][:8]}.json"
-    _write_once(lake, f"{HOLDS_DIR}/{name}", json.dumps(rec, indent=1, sort_keys=True).encode())
-    from ..audit_events import record_audit_event
-
-    record_audit_event(lake, "config.changed", {
+    # The audit event is built (and checked) before the record is written: a record the
+    # ledger could not take would be a hold, or a lift, no audit event tells of.
+    event = build_event("config.changed", {
         "setting": HOLD_SETTING, "category": "other", "old_value": "on" if action == "lift" else "off",
         "new_value": "on" if action == "set" else "off", **{k: rec[k] for k in ("hold_id", "scope", "subject_id", "at")},
+        "hold_record": rec,
     }, subject=subject_id)
+    name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{rec['hold_id'][:8]}.json"
+    _write_once(lake, f"{HOLDS_DIR}/{name}", json.dumps(rec, indent=1, sort_keys=True).encode())
+    record_events(lake, [event])
     return rec
 
 
@@ -253,9 +276,15 @@ def _apply_s3_holds(lake: Lake) -> tuple[int, int]:
     return on, len(rels) - on
 
 
+def _check_subject(subject_id: str | None) -> None:
+    if subject_id is not None and not subject_id.strip():
+        raise AuditlakeError("--subject must not be empty (leave it out to hold the whole lake)")
+
+
 def set_hold(lake: Lake, subject_id: str | None = None, reason: str = "") -> dict:
     from .meta import open_lake_keys
 
+    _check_subject(subject_id)
     keys = open_lake_keys(lake)
     rec = _record_hold(lake, keys, "set", subject_id, reason)
     held = None
@@ -264,14 +293,30 @@ def set_hold(lake: Lake, subject_id: str | None = None, reason: str = "") -> dic
     return {"hold": rec, "objects_held": held}
 
 
-def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "") -> dict:
+def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "", hold_id: str | None = None) -> dict:
+    """End one hold: the one given by `hold_id`, else the only one on the scope (the lake,
+    or the subject); several there must be told apart by id."""
     from .meta import open_lake_keys
 
+    _check_subject(subject_id)
     keys = open_lake_keys(lake)
+    what = f"subject {subject_id}" if subject_id else "the lake"
     scope = "subject" if subject_id else "lake"
-    if not any(h["scope"] == scope and h.get("subject_id") == subject_id for h in active_holds(lake)):
-        raise AuditlakeError(f"no legal hold is active on {'subject ' + subject_id if subject_id else 'the lake'}")
-    rec = _record_hold(lake, keys, "lift", subject_id, reason)
+    holds = active_holds(lake)
+    if hold_id is not None:
+        target = [h for h in holds if h.get("hold_id") == hold_id]
+        if not target:
+            raise AuditlakeError(f"no active legal hold has the id {hold_id}")
+    else:
+        target = [h for h in holds if h["scope"] == scope and h.get("subject_id") == subject_id]
+        if not target:
+            raise AuditlakeError(f"no legal hold is active on {what}")
+        if len(target) > 1:
+            ids = ", ".join(str(h.get("hold_id")) for h in target)
+            raise AuditlakeError(f"{len(target)} legal holds are active on {what} ({ids}); name one with --hold-id")
+    hold = target[0]
+    rec = _record_hold(lake, keys, "lift", hold.get("subject_id") if hold["scope"] == "subject" else None, reason,
+                       lifts=str(hold.get("hold_id")))
     held = None
     if lake.is_s3:
         held, _ = _apply_s3_holds(lake)
@@ -541,8 +586,8 @@ def cli_hold(args) -> int:
         read_meta(lake)  # a mistyped path holds no lake, not "no hold"
         holds = active_holds(lake)
         human = "\n".join(
-            f"hold on {'subject ' + h['subject_id'] if h['scope'] == 'subject' else 'the whole lake'} since {h['at']}"
-            f" by {h.get('actor')}: {h.get('reason') or '(no reason given)'}" for h in holds
+            f"hold {h.get('hold_id')} on {'subject ' + str(h['subject_id']) if h['scope'] == 'subject' else 'the whole lake'}"
+            f" since {h['at']} by {h.get('actor')}: {h.get('reason') or '(no reason given)'}" for h in holds
         ) or "no legal hold is active"
         emit(args, human, {"holds": holds, "active": bool(holds)})
         return 0
@@ -550,10 +595,10 @@ def cli_hold(args) -> int:
         doc = set_hold(lake, subject, args.reason)
         what = f"subject {subject}" if subject else "the whole lake"
         extra = f"; S3 legal hold on {doc['objects_held']} object(s)" if doc["objects_held"] is not None else ""
-        emit(args, f"legal hold set on {what}{extra}", doc)
+        emit(args, f"legal hold {doc['hold']['hold_id']} set on {what}{extra}", doc)
         return 0
-    doc = lift_hold(lake, subject, args.reason)
-    what = f"subject {subject}" if subject else "the whole lake"
+    doc = lift_hold(lake, subject, args.reason, getattr(args, "hold_id", None))
+    what = f"subject {doc['hold']['subject_id']}" if doc["hold"]["subject_id"] else "the whole lake"
     extra = f"; {doc['objects_held']} object(s) stay held by other holds" if doc["objects_held"] else ""
     emit(args, f"legal hold lifted on {what}{extra}", doc)
     return 0
