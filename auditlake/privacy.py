@@ -163,10 +163,31 @@ def _iso(v) -> str | None:
     return str(v)
 
 
-def events_with_pii(keys: KeyStore, table: pa.Table) -> list[dict]:
-    """Ledger rows as contract-shaped events with their PII decrypted (or ERASED)."""
+OTHERS_DATA = "[another person's data]"
+
+
+def events_with_pii(keys: KeyStore, table: pa.Table, person: str | None = None) -> list[dict]:
+    """Ledger rows as contract-shaped events with their PII decrypted (or ERASED). Given
+    `person` (a subject access or a reveal), only that person's own PII is decrypted: the
+    subject's fields where they are the subject, the address where it is theirs (see
+    ledger.seal.ip_owner); another person's (the customer an employee served, the
+    employee who handled the person's call) reads OTHERS_DATA."""
+    from .ledger.seal import ip_owner
+
     cols = {c: table.column(c).to_pylist() for c in table.column_names}
+    if person is not None:
+        others = [s is not None and s != person for s in cols["subject_id"]]
+        ip_others = [ip is not None and ip_owner(t, a, s) != person for t, a, s, ip in
+                     zip(cols["actor_type"], cols["actor_id"], cols["subject_id"], cols["actor_ip_sealed"])]
+        cols["subject_pii_sealed"] = [None if o else v for o, v in zip(others, cols["subject_pii_sealed"])]
+        cols["actor_ip_sealed"] = [None if o else v for o, v in zip(ip_others, cols["actor_ip_sealed"])]
     pii = decrypt_columns(keys, cols)
+    if person is not None:  # what the event carried of another person: said, not shown
+        carried = [set((f or "").split(",")) for f in cols["pii_fields"]]
+        for field, withheld in (("subject_phone", others), ("subject_email", others), ("subject_name", others),
+                                ("actor_ip", ip_others)):
+            name = field.replace("_", ".", 1)
+            pii[field] = [OTHERS_DATA if w and name in c else v for w, c, v in zip(withheld, carried, pii[field])]
     out = []
     for i in range(table.num_rows):
         subject = None
@@ -211,7 +232,7 @@ def reveal_subject(lake: Lake, subject_id: str, reason: str, actor=None) -> list
          "reason": str(reason)},
         actor=actor, subject=subject_id,
     )
-    return events_with_pii(keys, table)
+    return events_with_pii(keys, table, person=subject_id)
 
 
 # ============================================================================ DSAR
@@ -255,7 +276,7 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
          "subject_erased": erased},
         actor=actor, subject=subject_id,
     )
-    events = events_with_pii(keys, table)
+    events = events_with_pii(keys, table, person=subject_id)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     doc = {
         "subject_id": subject_id,

@@ -243,6 +243,28 @@ def test_dsar_exports_every_event_with_pii_as_json_and_csv(lake, tmp_path, capsy
     assert verify(lake).ok
 
 
+def test_a_subject_access_export_shows_no_one_elses_personal_data(lake, tmp_path):
+    """An employee who served a customer sees their own address, not the customer's data;
+    the customer sees theirs, not the employee's address."""
+    served = event("call.started", n=1, actor={"type": "user", "id": "emp-agent-1", "ip": "10.20.30.40"},
+                   subject={"id": "cust-third", "phone": "+14155550123", "email": "third@example.com",
+                            "name": "Thea Third", "country": "US"})
+    own = event("user.login", n=2, actor={"type": "user", "id": "emp-agent-1", "ip": "10.20.30.41"}, subject=None)
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [served, own]))])
+    employee = privacy.dsar(lake, "emp-agent-1", str(tmp_path / "emp"))
+    customer = privacy.dsar(lake, "cust-third", str(tmp_path / "cust"))
+    assert employee["events"] == 2 and customer["events"] == 1
+    emp = {e["event_id"]: e for e in json.loads((tmp_path / "emp" / "subject_access.json").read_text())["events"]}
+    assert emp[served["event_id"]]["actor"]["ip"] == "10.20.30.40" and emp[own["event_id"]]["actor"]["ip"] == "10.20.30.41"
+    assert {emp[served["event_id"]]["subject"][k] for k in ("phone", "email", "name")} == {privacy.OTHERS_DATA}
+    text = (tmp_path / "emp" / "subject_access.json").read_text() + (tmp_path / "emp" / "subject_access.csv").read_text()
+    for value in ("+14155550123", "third@example.com", "Thea Third"):
+        assert value not in text
+    (cust,) = json.loads((tmp_path / "cust" / "subject_access.json").read_text())["events"]
+    assert cust["subject"]["email"] == "third@example.com" and cust["actor"]["ip"] == privacy.OTHERS_DATA
+    assert "10.20.30.4" not in (tmp_path / "cust" / "subject_access.csv").read_text()
+
+
 def test_reveal_is_audited_and_needs_a_reason(lake, tmp_path):
     evs = _build(lake, tmp_path, 0, 15)
     with pytest.raises(Exception, match="reason"):
