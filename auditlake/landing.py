@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 from .contract import CATALOG, MAX_LINE_BYTES
 from .errors import AuditlakeError
 from .lake.store import Lake
+from .ledger.canonical import loads_exact, may_hold_long_integer
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 _CHUNK = 1 << 20
@@ -227,8 +228,10 @@ def _parquet_row(row: dict, struct_cols: set[str]) -> dict:
     for k, v in row.items():
         if isinstance(v, str) and k in ("actor", "subject", "data"):
             try:
-                v = orjson.loads(v)
-            except orjson.JSONDecodeError:
+                text, v = v, orjson.loads(v)
+                if k == "data" and may_hold_long_integer(text.encode()):
+                    v = loads_exact(text)  # orjson reads an integer beyond 64 bits as a float
+            except (orjson.JSONDecodeError, ValueError):
                 pass  # left as a string: the contract check reports the wrong type
         elif k in struct_cols and isinstance(v, dict):
             spec = CATALOG.get(row.get("event_type")) if k == "data" and isinstance(row.get("event_type"), str) else None

@@ -34,7 +34,15 @@ from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.tables import LEDGER
 from .landing import Unreadable, records_of
-from .ledger.canonical import CanonicalError, canonical_json, canonical_with_fragments, fragment
+from .ledger.canonical import (
+    CanonicalError,
+    canonical_json,
+    canonical_json_noting_rare,
+    canonical_with_fragments,
+    fragment,
+    loads_exact,
+    may_hold_long_integer,
+)
 from .ledger.seal import Nonces, aad, blind_indexes, ip_owner, seal
 from .masking import mask_raw, mask_text
 
@@ -207,7 +215,9 @@ class Sealer:
                 "phone_bidx": bidx,
             }
         pii_str = ",".join(sorted(pii_fields))
-        data = canonical_json(ev["data"])
+        data, rare = canonical_json_noting_rare(ev["data"])
+        if rare and isinstance(raw, bytes) and may_hold_long_integer(raw):
+            data = canonical_json(loads_exact(raw)["data"])  # an integer orjson read as a float: exact
         lb = ev.get("lawful_basis")
         record = {
             "v": 1,

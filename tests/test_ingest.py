@@ -855,3 +855,24 @@ def test_a_commit_that_fails_leaves_no_data_files_behind(lake, tmp_path, monkeyp
     monkeypatch.setattr(deltalake, "write_deltalake", real)
     report = verify(lake)
     assert report.ok, report.findings
+
+
+def test_an_integer_canonical_json_cannot_hold_exactly_is_quarantined_never_changed(lake, tmp_path):
+    """RFC 8785 numbers are IEEE-754 doubles: an integer beyond 2^53 has no exact canonical
+    form. Beyond 64 bits orjson reads it as a float; that reading must not be sealed."""
+    def line(n: int, number: str) -> str:
+        ev = json.dumps(event("user.login", n=n) | {"data": {"method": "password", "ref": 0}})
+        return ev.replace('"ref": 0', f'"ref": {number}')
+
+    numbers = ["18446744073709551617", "9007199254740993", "-123456789012345678901234"]
+    ok = ["9007199254740991", "1.5e300", "18446744073709551617.0"]  # exact, or written as floats
+    write_jsonl(tmp_path / "in" / "a.jsonl", [line(i, x) for i, x in enumerate(numbers + ok)])
+    rows = [{**event("user.login", n=10), "actor": json.dumps(event("user.login", n=10)["actor"]),
+             "subject": json.dumps(event("user.login", n=10)["subject"]), "data": '{"method":"sms","ref":123456789012345678901}'}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "b.parquet")
+    report = ingest(lake, [str(tmp_path / "in")])
+    assert (report.accepted, report.quarantined) == (len(ok), len(numbers) + 1)
+    reasons = [r["reason"] for r in _table(lake, "quarantine").to_pylist()]
+    assert all("exceeds safe integer domain" in why for why in reasons), reasons
+    refs = sorted(json.loads(r["data"])["ref"] for r in _table(lake, "ledger").to_pylist())
+    assert refs == [9007199254740991, 18446744073709552000, 1.5e300]  # a float literal reads as a double

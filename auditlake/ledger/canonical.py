@@ -7,6 +7,9 @@ the reference implementation (`rfc8785`), so the output is always JCS.
 """
 from __future__ import annotations
 
+import json
+import re
+
 import orjson
 import rfc8785
 
@@ -41,16 +44,39 @@ def _needs_reference(value) -> bool:
 
 def canonical_json(value) -> bytes:
     """The JCS bytes of a JSON value (dict/list/str/int/float/bool/None)."""
+    return canonical_json_noting_rare(value)[0]
+
+
+def canonical_json_noting_rare(value) -> tuple[bytes, bool]:
+    """canonical_json, and whether the value holds a rare one (a float, an integer beyond
+    2^53, a key outside ASCII) that the reference implementation encoded."""
     try:
         out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
     except orjson.JSONEncodeError:
         out = None  # an integer beyond 2^53 (or no JSON at all): the reference decides
     try:
         if out is None or _needs_reference(value):
-            return rfc8785.dumps(value)
-        return out
+            return rfc8785.dumps(value), True
+        return out, False
     except (rfc8785.CanonicalizationError, orjson.JSONEncodeError, TypeError) as exc:
         raise CanonicalError(str(exc)) from exc
+
+
+# orjson reads an integer literal beyond 64 bits as a float, silently changing it; a text
+# with such a literal is read again with every integer exact.
+_LONG_INTEGER = re.compile(rb"\d{20,}")
+
+
+def may_hold_long_integer(text: bytes) -> bool:
+    return _LONG_INTEGER.search(text) is not None
+
+
+def loads_exact(text: bytes | str):
+    """JSON text read with every integer exact (the json module keeps big integers)."""
+    def no_constant(name: str):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=no_constant)
 
 
 def fragment(canonical: bytes | str) -> orjson.Fragment:
@@ -67,8 +93,6 @@ def canonical_with_fragments(obj: dict) -> bytes:
 def loads_noting_repeats(text: str | bytes) -> tuple[object, list[str]]:
     """json.loads, and the object keys the text gives more than once: a signature covers one
     reading of such a text (the last value), another reader may take the first."""
-    import json
-
     repeated: list[str] = []
 
     def pairs_to_dict(pairs: list[tuple]) -> dict:
