@@ -14,7 +14,9 @@ import dagster as dg
 from pydantic import Field
 
 from auditlake.head import read_checkpoints
+from auditlake.errors import AuditlakeError
 from auditlake.lake import tables
+from auditlake.lake.meta import has_tables
 from auditlake.lake.store import Lake
 from auditlake.verify import VerifyReport, verify
 from pipelines.resources import LakeResource
@@ -70,7 +72,7 @@ def findings_md(report: VerifyReport, limit: int = 25) -> str:
 
 
 def _has_lake(lake: Lake) -> bool:
-    return lake.read_json("auditlake.json") is not None
+    return lake.read_json("auditlake.json") is not None or has_tables(lake)
 
 
 # ----------------------------------------------------------------------------- the check
@@ -90,7 +92,11 @@ def ledger_integrity(context: dg.AssetCheckExecutionContext, lake: LakeResource)
     if not _has_lake(lk):
         return dg.AssetCheckResult(passed=True, description=f"no ledger yet at {lk.uri}", metadata={"events": 0})
     # The trust store is advanced by the `checkpoints` asset (one writer), not by every partition run.
-    report, mode, attempts = run_verify(lk, incremental=True, update_trust=False)
+    try:
+        report, mode, attempts = run_verify(lk, incremental=True, update_trust=False)
+    except AuditlakeError as exc:  # e.g. tables without the lake's identity file: not verifiable
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=str(exc),
+                                   metadata={"error": str(exc)})
     summary = (f"intact: {report.events} events, {report.checkpoints} checkpoints" if report.ok
                else f"{len(report.findings)} finding(s): the ledger was tampered with or damaged")
     return dg.AssetCheckResult(

@@ -212,6 +212,18 @@ def test_a_tampered_ledger_stops_everything_downstream(lake_dir):
         dg.materialize([checkpoints], resources=res)
 
 
+def test_a_lake_that_lost_its_identity_file_fails_the_check_and_gets_no_new_one(lake_dir):
+    drop(lake_dir, DAY1, 0, 20)
+    res = resources(lake_dir)
+    assert dg.materialize([ledger, ledger_integrity], partition_key=DAY1, resources=res).success
+    (lake_dir / "auditlake.json").unlink()
+    got = ledger_integrity(dg.build_asset_check_context(), lake=res["lake"])
+    assert not got.passed and got.severity == dg.AssetCheckSeverity.ERROR and "no auditlake.json" in got.description
+    drop(lake_dir, DAY2, 100, 10)  # a new file: the ingest refuses rather than start a second log
+    result = dg.materialize([ledger, ledger_integrity], partition_key=DAY2, resources=res, raise_on_error=False)
+    assert not result.success and not (lake_dir / "auditlake.json").exists()
+
+
 def test_quarantine_rate_warns_above_the_configured_share(lake_dir):
     drop(lake_dir, DAY1, 0, 6, bad=4)
     result = dg.materialize([ledger, quarantine], partition_key=DAY1, resources=resources(lake_dir))

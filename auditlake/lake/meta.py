@@ -30,9 +30,24 @@ def _create_exclusive(lake: Lake, body: bytes) -> None:
         f.write(body)
 
 
+def has_tables(lake: Lake) -> bool:
+    """Whether the lake folder holds tables (anything under tables/)."""
+    import pyarrow.fs as pafs
+
+    fs, root = lake.filesystem()
+    try:
+        return bool(fs.get_file_info(pafs.FileSelector(f"{root}/tables", allow_not_found=True)))
+    except (OSError, FileNotFoundError):
+        return False
+
+
 def read_meta(lake: Lake, create: bool = False) -> dict:
     meta = lake.read_json(META)
     if meta is None:
+        if has_tables(lake):
+            # A new identity (log id, keys) over the old tables would start a second log.
+            raise AuditlakeError(f"the lake at {lake.uri} has tables but no {META} (its identity): "
+                                 "restore that file from a backup")
         if not create:
             if lake.is_s3:
                 from .s3 import object_lock_status
