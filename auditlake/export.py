@@ -623,28 +623,52 @@ def _jsonl_lines(raw: bytes) -> pa.LargeStringArray:
     return pc.binary_slice(with_newlines, 0, -1).cast(pa.large_string())
 
 
-def _listing(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+def _listing(root: Path) -> tuple[set[str], list[str]]:
+    """The bundle's regular files (relative paths), and its other entries: links, pipes,
+    devices, empty folders (a bundle as written holds none of these)."""
+    files, odd = set(), []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            odd.append(f"{rel}: a symbolic link")
+        elif p.is_dir():
+            if not any(p.iterdir()):
+                odd.append(f"{rel}: an empty folder")
+        elif p.is_file():
+            files.add(rel)
+        else:
+            odd.append(f"{rel}: not a regular file")
+    return files, sorted(odd)
 
 
 def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) -> dict:
     """Check a bundle offline. Returns {"ok", "problems", "trust", "rows", "files", ...}.
     Raises AuditlakeError when the folder cannot be read; a bundle without a readable
-    manifest is not intact (a problem, like any other damage)."""
+    manifest, or with one of any unexpected shape, is not intact (a problem, like any other
+    damage: anyone can make it, no key needed)."""
     root = Path(bundle_dir)
     if not root.is_dir():
         raise AuditlakeError(f"{bundle_dir} is not a folder")
     mpath = root / MANIFEST
     try:
+        if mpath.is_symlink() or (mpath.exists() and not mpath.is_file()):
+            return _not_intact(f"{MANIFEST} is not a regular file")
         manifest, repeated = loads_noting_repeats(mpath.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return _not_intact(f"the bundle has no {MANIFEST}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return _not_intact(f"{MANIFEST} is not JSON: {exc}")
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        return _not_intact(f"{MANIFEST} is not JSON: {str(exc)[:200] or exc.__class__.__name__}")
     except OSError as exc:
         raise AuditlakeError(f"cannot read {mpath}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         return _not_intact(f"{MANIFEST} is not an auditlake export manifest")
+    try:
+        return _verify_manifest(root, manifest, repeated, public_keys)
+    except (TypeError, AttributeError, ValueError, KeyError, RecursionError, UnicodeError) as exc:
+        return _not_intact(f"{MANIFEST} is malformed ({exc.__class__.__name__}: {str(exc)[:200]})")
+
+
+def _verify_manifest(root: Path, manifest: dict, repeated: list[str], public_keys: dict[str, str] | None) -> dict:
     problems: list[str] = []
     if repeated:
         problems.append(f"the manifest repeats the key(s) {', '.join(sorted(set(repeated)))}")
@@ -704,7 +728,9 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
             problems.append("a malformed file entry in the manifest")
             continue
         listed[f["path"]] = f
-    present = _listing(root) - {MANIFEST}
+    present, odd = _listing(root)
+    present.discard(MANIFEST)
+    problems.extend(odd)
     for rel in sorted(present - set(listed)):
         problems.append(f"{rel}: a file that the manifest does not list (added)")
     for rel in sorted(set(listed) - present):
@@ -726,13 +752,20 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
 
     def examine(item):
         rel, f = item
-        return _sha256_file(root / rel), _leaves_of(root / rel, f.get("format"), columns)
+        size = (root / rel).stat().st_size
+        if size != f.get("bytes"):  # not read at all: a swapped-in file may be any size
+            return (None, size), (None, "not read: its size differs from the manifest's")
+        sha, size = _sha256_file(root / rel)
+        if sha != f.get("sha256"):
+            return (sha, size), (None, "not read: its SHA-256 differs from the manifest's")
+        return (sha, size), _leaves_of(root / rel, f.get("format"), columns)
 
     # Two files at a time (reading, parsing and hashing release the GIL), taken in order.
     for (rel, f), ((sha, size), (hashes, why)) in zip(readable, _in_order(examine, readable)):
         fmt = f.get("format")
         if sha != f.get("sha256") or size != f.get("bytes"):
-            problems.append(f"{rel}: content differs from the manifest (SHA-256 {sha[:16]}..., {size} bytes)")
+            problems.append(f"{rel}: content differs from the manifest ({size} bytes"
+                            + (f", SHA-256 {sha[:16]}...)" if sha else ")"))
         if hashes is None:
             problems.append(f"{rel}: {why}")
             complete[fmt] = False

@@ -1289,18 +1289,29 @@ def _verify_consistency_doc(doc: dict, pinned, doc_keys) -> tuple[bool, str]:
 
 
 # ============================================================================ public key files
-def pinned_public_keys(args) -> dict[str, str] | None:
+def pinned_public_keys(args) -> dict[str, str]:
     """The public keys an offline check trusts: --public-key's, else those of the lake named by
-    --lake or AUDITLAKE_LAKE, else of ./lake if there is one (every command's default lake);
-    None (the document's own key: integrity, not origin) without."""
-    from .lake.meta import META, open_lake_keys
+    --lake or AUDITLAKE_LAKE, else of ./lake if there is one (every command's default lake).
+    Without any, or without that lake's keystore here, AuditlakeError: a document checked
+    against the key it carries itself proves nothing about who made it, and a check must
+    never create keys."""
+    from .keys import auditlake_home
+    from .lake.meta import META, open_lake_keys, read_meta
 
     if args.public_key:
         return load_public_key_file(args.public_key)
     named = getattr(args, "lake", None) or os.environ.get("AUDITLAKE_LAKE")
     if not named and Path("lake", META).is_file():
         named = "./lake"
-    return open_lake_keys(Lake.open(named)).public_keys() if named else None
+    if not named:
+        raise AuditlakeError("no public key to check the signature with: pass --public-key FILE "
+                             "(from `auditlake keys export-public` on the lake's host)")
+    lake = Lake.open(named)
+    log_id = read_meta(lake)["log_id"]
+    if not (auditlake_home() / "keystores" / log_id / "keys.json").is_file():
+        raise AuditlakeError(f"no keystore of the lake {lake.uri} in {auditlake_home()}: pass --public-key FILE "
+                             "(from `auditlake keys export-public` on the lake's host)")
+    return open_lake_keys(lake).public_keys()
 
 
 def load_public_key_file(path: str) -> dict[str, str]:
@@ -1375,10 +1386,13 @@ def cli_verify_proof(args) -> int:
     pinned = pinned_public_keys(args)
     try:
         doc, repeated = loads_noting_repeats(raw)
-    except (ValueError, UnicodeDecodeError) as exc:  # a damaged proof, as any other: not valid
-        doc, repeated, ok, reason = None, [], False, f"{args.file} is not JSON: {exc}"
+    except (ValueError, UnicodeError, RecursionError) as exc:  # a damaged proof, as any other: not valid
+        doc, repeated, ok, reason = None, [], False, f"{args.file} is not JSON: {str(exc)[:200] or exc.__class__.__name__}"
     else:
-        ok, reason = verify_proof_doc(doc, pinned)
+        try:
+            ok, reason = verify_proof_doc(doc, pinned)
+        except (TypeError, AttributeError, ValueError, KeyError, RecursionError, UnicodeError) as exc:
+            ok, reason = False, f"the proof is malformed ({exc.__class__.__name__}: {str(exc)[:200]})"
     if ok and repeated:
         ok, reason = False, f"the proof repeats the key(s) {', '.join(sorted(set(repeated)))}"
     kind = doc.get("type") if isinstance(doc, dict) else None

@@ -288,11 +288,47 @@ def _tamper_cases():
         text = (out / "manifest.json").read_text()
         (out / "manifest.json").write_text(text.replace("{", '{\n  "rows": 999999,', 1))
 
+    def edit_manifest_field(field, value):
+        def edit(out):
+            m = json.loads((out / "manifest.json").read_text())
+            if field == "files.format":
+                m["files"][0]["format"] = value
+            else:
+                m[field] = value
+            (out / "manifest.json").write_text(json.dumps(m))
+        edit.__name__ = f"manifest_{field}_{type(value).__name__}"
+        return edit
+
+    def deeply_nested_manifest(out):
+        (out / "manifest.json").write_text('{"format": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+    def manifest_is_a_folder(out):
+        (out / "manifest.json").unlink()
+        (out / "manifest.json").mkdir()
+
+    def odd_entries(out):
+        import os
+
+        (out / "data" / "etc").symlink_to("/etc")
+        os.mkfifo(out / "data" / "pipe")
+        (out / "empty").mkdir()
+
+    def swapped_for_a_bigger_file(out):
+        # Never parsed: its size already differs from the manifest's.
+        m = json.loads((out / "manifest.json").read_text())
+        target = next(f for f in m["files"] if f["format"] == "jsonl")["path"]
+        (out / target).write_text("{}\n" * 200_000)
+
     return [edit_jsonl, edit_csv, edit_parquet, add_row, remove_row, remove_parquet_row, break_utf8, add_file,
-            remove_file, edit_manifest, odd_columns, rehash_manifest, repeated_key]
+            remove_file, edit_manifest, odd_columns, rehash_manifest, repeated_key,
+            edit_manifest_field("files.format", ["jsonl"]), edit_manifest_field("files.format", {"a": 1}),
+            edit_manifest_field("merkle", "x"), edit_manifest_field("files", {"a": 1}),
+            edit_manifest_field("source_checkpoint", {"tree_size": "x"}), deeply_nested_manifest,
+            manifest_is_a_folder, odd_entries, swapped_for_a_bigger_file]
 
 
-def test_verify_export_catches_every_tampering(glake, tmp_path, capsys):
+def test_verify_export_catches_every_tampering(glake, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AUDITLAKE_LAKE", glake.uri)  # its keys are pinned
     clean = _bundle(glake, tmp_path, "clean")
     assert main(["verify-export", str(clean)]) == 0
     assert "intact" in capsys.readouterr().out
@@ -330,8 +366,10 @@ def test_verify_export_pins_the_public_key(glake, tmp_path, capsys, monkeypatch)
     capsys.readouterr()
     assert main(["verify-export", str(out), "--public-key", str(keyfile)]) == 0
     assert "pinned" in capsys.readouterr().out
-    assert main(["verify-export", str(out)]) == 0
-    assert "not pinned" in capsys.readouterr().out
+    # Without a key to pin (no --public-key, no lake here) the check refuses: the bundle's own
+    # key proves nothing about who made it.
+    assert main(["verify-export", str(out)]) == 2
+    assert "--public-key" in capsys.readouterr().err
     # A bundle re-signed by someone else's key passes only its own check, not a pinned one.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -358,6 +396,11 @@ def test_verify_export_pins_the_public_key(glake, tmp_path, capsys, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUDITLAKE_LAKE", glake.uri)
     assert main(["verify-export", str(out)]) == 1
+    # A lake whose keystore is not here: said so, and no keys are made up to check with.
+    home = tmp_path / "empty-home"
+    monkeypatch.setenv("AUDITLAKE_HOME", str(home))
+    assert main(["verify-export", str(out)]) == 2
+    assert "no keystore" in capsys.readouterr().err and not (home / "keystores").exists()
 
 
 def test_profiles_from_a_toml_file(glake, tmp_path, generated):

@@ -134,8 +134,11 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     for key in ("signature", "key_id", "checkpoint_hash", "tree_size", "root", "chain_head", "log_id"):
         assert key in doc["checkpoint"]
     capsys.readouterr()
-    assert main(["verify-proof", str(out)]) == 0
+    assert main([*lake_arg, "verify-proof", str(out)]) == 0
     assert "valid" in capsys.readouterr().out
+    # No key to pin (no --public-key, no lake here): refused, as the proof's own key proves nothing.
+    assert main(["verify-proof", str(out)]) == 2
+    assert "--public-key" in capsys.readouterr().err
     # Pinned with the lake's exported public keys; a different key is refused.
     keyfile = tmp_path / "pub.json"
     assert main([*lake_arg, "keys", "export-public", "--out", str(keyfile)]) == 0
@@ -161,8 +164,7 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     forged = {k: v for k, v in doc.items() if k != "public_keys"} | {
         "checkpoint": cp.to_dict(), "public_key": public_key_b64(forger.public_key())}
     (tmp_path / "forged.json").write_text(json.dumps(forged))
-    assert main(["verify-proof", str(tmp_path / "forged.json")]) == 0
-    assert "not pinned" in capsys.readouterr().out
+    assert main(["verify-proof", str(tmp_path / "forged.json"), "--public-key", str(keyfile)]) == 1
     assert main([*lake_arg, "verify-proof", str(tmp_path / "forged.json")]) == 1
     assert main([*lake_arg, "verify-proof", str(out)]) == 0
     # ./lake is every command's default lake: its keys are pinned as --lake's are.
@@ -172,6 +174,7 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     assert main(["verify-proof", str(tmp_path / "forged.json")]) == 1
     assert main(["verify-proof", str(out)]) == 0
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUDITLAKE_LAKE", lake3.uri)
     # A key given twice: the last value is the signed one, another reader takes the first.
     (tmp_path / "twice.json").write_text(out.read_text().replace("{", '{"leaf_index": 7, ', 1))
     assert main(["verify-proof", str(tmp_path / "twice.json")]) == 1
@@ -183,9 +186,15 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     # A proof that is not JSON is not valid (exit 1); a file that is not there or an unknown
     # event is a usage error (exit 2).
     bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    assert main(["verify-proof", str(bad)]) == 1
+    for text in ("{not json", "[" * 100_000 + "]" * 100_000, out.read_text().replace('"leaf_b64"', '"leaf": "\\ud800", "x"', 1),
+                 json.dumps({**doc, "proof": {"a": 1}}), json.dumps({**doc, "checkpoint": ["x"]}),
+                 json.dumps({**doc, "leaf_index": [1]}), json.dumps({**doc, "public_key": [1]})):
+        bad.write_text(text)
+        assert main(["verify-proof", str(bad)]) == 1, text[:80]
     assert main(["verify-proof", str(tmp_path / "missing.json")]) == 2
+    home = tmp_path / "empty-home"  # a lake whose keystore is not here: said so, no keys made up
+    monkeypatch.setenv("AUDITLAKE_HOME", str(home))
+    assert main(["verify-proof", str(out)]) == 2 and not (home / "keystores").exists()
     assert main([*lake_arg, "prove", "00000000-0000-4000-8000-00000000ffff"]) == 2
 
 
@@ -266,7 +275,7 @@ def test_every_corrupted_field_of_a_proof_is_rejected(lake3, tmp_path):
     # Through the CLI: exit 1 with the reason.
     f = tmp_path / "bad.json"
     f.write_text(json.dumps(_mutations(doc)[0][1]))
-    assert main(["verify-proof", str(f)]) == 1
+    assert main(["--lake", lake3.uri, "verify-proof", str(f)]) == 1
 
 
 def test_consistency_proofs_between_checkpoints(lake3, tmp_path, capsys):
@@ -296,7 +305,7 @@ def test_consistency_proofs_between_checkpoints(lake3, tmp_path, capsys):
         assert not proofs.verify_proof_doc(bad)[0], label
     out = tmp_path / "c.json"
     assert main(["--lake", lake3.uri, "prove", "--consistency", "300", "700", "--out", str(out)]) == 0
-    assert main(["verify-proof", str(out)]) == 0
+    assert main(["--lake", lake3.uri, "verify-proof", str(out)]) == 0
     assert main(["--lake", lake3.uri, "prove", "--consistency", "700", "300"]) == 2
     assert main(["--lake", lake3.uri, "prove", "--consistency", "301", "700"]) == 2
     assert "no signed checkpoint of tree size 301" in capsys.readouterr().err
