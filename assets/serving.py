@@ -23,7 +23,7 @@ GROUP = "serving"
     kinds={"duckdb"},
     description=(
         "A DuckDB database whose views (events, findings, quarantine, checkpoints, ingest_log) read the "
-        "lake with PII masked; open it with `duckdb -readonly <path>` or `auditlake explore`. Rebuilt beside "
+        "lake with PII masked; open it with `duckdb -readonly <path>`. Rebuilt beside "
         "the old file and swapped in, so open readers are never blocked."
     ),
 )

@@ -78,6 +78,9 @@ class Finding:
     event_id: str | None = None
 
 
+CATALOG_CHANGED = "catalog_changed"
+
+
 @dataclass
 class VerifyReport:
     ok: bool = True
@@ -89,6 +92,12 @@ class VerifyReport:
     unsealed_tail: int = 0
     trusted_tree_size: int | None = None
     duration_s: float = 0.0
+
+    @property
+    def ledger_ok(self) -> bool:
+        """No finding about the sealed record: the catalog file is derived from it (rebuilt
+        by `auditlake catalog`), so a changed catalog alone does not hold the trust store back."""
+        return all(f.kind == CATALOG_CHANGED for f in self.findings)
 
     def add(self, kind: str, table: str, detail: str, **where) -> None:
         if sum(1 for f in self.findings if f.kind == kind) < FINDINGS_PER_KIND:
@@ -1081,7 +1090,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
         for kind, table, detail, where in found:
             report.add(kind, table, detail, **where)
     report.ok = not report.findings
-    if report.ok and update_trust and cps:
+    if report.ledger_ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
         if manifests is not None:
@@ -1097,7 +1106,7 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
     retention manifests now ({name: SHA-256}, None on S3)."""
     found = [(f["kind"], f["table"], f["detail"], {"file": f.get("file"), "partition": f.get("partition")})
              for f in retention.check(lake, keys)]
-    found += [("catalog_changed", "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
+    found += [(CATALOG_CHANGED, "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
     if lake.is_s3:  # Object Lock keeps S3 objects; no memory needed
         return found, None
     manifests = retention.manifest_digests(lake)

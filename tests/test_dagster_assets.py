@@ -224,6 +224,25 @@ def test_a_lake_that_lost_its_identity_file_fails_the_check_and_gets_no_new_one(
     assert not result.success and not (lake_dir / "auditlake.json").exists()
 
 
+def test_a_changed_catalog_file_only_warns_and_the_catalog_step_rebuilds_it(lake_dir):
+    """The catalog file is derived (a view in it is checked by verify): a stale or changed
+    one must not stop the very run that rebuilds it."""
+    import duckdb
+
+    drop(lake_dir, DAY1, 0, 20)
+    res = resources(lake_dir)
+    assert dg.materialize(everything(), partition_key=DAY1, resources=res).success
+    con = duckdb.connect(str(lake_dir / "catalog.duckdb"))
+    con.execute("CREATE MACRO helper(x) AS x + 1")
+    con.close()
+    assert [f.kind for f in verify(Lake.open(str(lake_dir)), update_trust=False).findings] == ["catalog_changed"]
+    result = dg.materialize(everything(), partition_key=DAY1, resources=res, raise_on_error=False)
+    assert result.success and "duckdb_catalog" in mats(result)
+    c = checks(result)
+    assert not c["integrity"].passed and c["integrity"].severity == dg.AssetCheckSeverity.WARN
+    assert verify(Lake.open(str(lake_dir)), update_trust=False).ok
+
+
 def test_quarantine_rate_warns_above_the_configured_share(lake_dir):
     drop(lake_dir, DAY1, 0, 6, bad=4)
     result = dg.materialize([ledger, quarantine], partition_key=DAY1, resources=resources(lake_dir))
