@@ -1,10 +1,12 @@
 """The landing sensor: new landing files trigger ingest runs.
 
 Each tick lists `<lake>/landing/`; a file not seen before (by name, size and modification
-time) is hashed, and a file whose *content* is new gets one run of `ingest_job` for its
-landing day with `run_key = landing:<sha256>`. A re-dropped file (same content, any name)
-triggers nothing: its content is already in the ingest log or in the cursor, and Dagster
-would also refuse a second run with the same run key. The cursor is JSON:
+time) is hashed, and a file whose *content* is not in the ingest log gets a run of
+`ingest_job` for its landing day with `run_key = landing:<sha256>`, unless a run for that
+content is still queued or going. A re-dropped file (same content, any name) triggers
+nothing. A content whose runs all ended without ingesting it (the run failed, or the file
+was renamed or moved before its run) is asked again, as `landing:<sha256>:<attempt>`, up to
+MAX_ATTEMPTS runs: nothing is dropped because one run went wrong. The cursor is JSON:
 `{"files": {name: [size, mtime_ns, sha256]}}`.
 """
 
@@ -21,6 +23,7 @@ from pipelines.resources import LakeResource
 from .jobs import ingest_job
 
 MAX_RUNS_PER_TICK = 100
+MAX_ATTEMPTS = 3  # runs per landing content before the sensor only warns about it
 
 
 def ingested_shas(lake: Lake) -> set[str]:
@@ -31,8 +34,14 @@ def ingested_shas(lake: Lake) -> set[str]:
     return set(pc.unique(col).to_pylist())
 
 
-def run_key(sha: str) -> str:
-    return f"landing:{sha}"
+def run_key(sha: str, attempt: int = 0) -> str:
+    return f"landing:{sha}" + (f":{attempt}" if attempt else "")
+
+
+def _runs_of(instance: dg.DagsterInstance, sha: str) -> tuple[int, bool]:
+    """(runs asked for this content, whether one of them is still queued or going)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"auditlake/sha256": sha}))
+    return len(runs), any(not r.is_finished for r in runs)
 
 
 @dg.sensor(
@@ -47,36 +56,48 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     previous: dict[str, list] = (json.loads(context.cursor) if context.cursor else {}).get("files", {})
     listing = landing_listing(lk)
     done = ingested_shas(lk) if listing else set()
-    known_shas = {v[2] for v in previous.values()}
+    seen_before = {v[2] for v in previous.values()}  # asked for by an earlier tick
     cursor: dict[str, list] = {}
     requests: list[dg.RunRequest] = []
+    asked: set[str] = set()
     outside: list[str] = []
+    given_up: list[str] = []
     for d in listing:
         lf = d.file
         old = previous.get(d.name)
         if old and old[0] == lf.size and old[1] == d.mtime_ns:
             cursor[d.name] = old
+            sha = old[2]
+        else:
+            if len(requests) >= MAX_RUNS_PER_TICK:
+                continue  # not recorded: the next tick picks it up
+            if not is_partition(d.day):
+                # Not recorded either: once renamed or inside the partitions it is new work, and
+                # its content never hides a copy under a valid day.
+                outside.append(f"{d.name} ({d.day})")
+                continue
+            sha = lf.sha256()
+            cursor[d.name] = [lf.size, d.mtime_ns, sha]
+        if sha in done or sha in asked or len(requests) >= MAX_RUNS_PER_TICK:
+            continue  # ingested, or asked for under another name this tick
+        asked.add(sha)
+        attempts, in_flight = _runs_of(context.instance, sha)
+        if in_flight or (not attempts and sha in seen_before):
+            continue  # its run is queued or going (or about to be made from an earlier tick's request)
+        if attempts >= MAX_ATTEMPTS:
+            given_up.append(d.name)
             continue
-        if len(requests) >= MAX_RUNS_PER_TICK:
-            continue  # not recorded: the next tick picks it up
-        if not is_partition(d.day):
-            # Not recorded either: once renamed or inside the partitions it is new work, and
-            # its content never hides a copy under a valid day.
-            outside.append(f"{d.name} ({d.day})")
-            continue
-        sha = lf.sha256()
-        cursor[d.name] = [lf.size, d.mtime_ns, sha]
-        if sha in done or sha in known_shas:
-            continue  # the same content again, under any name: nothing to do
-        known_shas.add(sha)
         requests.append(
             dg.RunRequest(
-                run_key=run_key(sha),
+                run_key=run_key(sha, attempts),
                 partition_key=d.day,
                 run_config={"ops": {"ledger": {"config": {"files": [d.name]}}}},
                 tags={"auditlake/landing_file": d.name[-200:], "auditlake/sha256": sha},
             )
         )
+    if given_up:
+        context.log.warning(f"landing files whose {MAX_ATTEMPTS} ingest runs all failed (see those runs; "
+                            "ingest them by hand or with a backfill): " + ", ".join(given_up[:20]))
     if outside:
         context.log.warning(
             "landing files dated outside the daily partitions (set AUDITLAKE_PARTITIONS_START or rename them): "

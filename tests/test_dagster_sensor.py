@@ -104,3 +104,29 @@ def test_a_file_dated_outside_the_partitions_waits_and_never_hides_a_valid_copy(
 def test_a_missing_landing_folder_is_named_in_the_skip_reason(tmp_path):
     result = tick(DagsterInstance.ephemeral(), tmp_path / "no-lake-here")
     assert not result.run_requests and "no landing folder at" in result.skip_message
+
+
+def test_a_file_renamed_before_its_run_is_asked_for_again_under_its_new_name(lake_dir, monkeypatch):
+    """The run of a file moved away before it started fails; the content is not lost: the
+    next tick asks again (a new run key), and once ingested nothing more is asked."""
+    instance = DagsterInstance.ephemeral()
+    monkeypatch.setenv("AUDITLAKE_LAKE", str(lake_dir))
+    job = defs.resolve_job_def("ingest_job")
+    a = write_jsonl(lake_dir / "landing" / DAY1 / "calls-a.jsonl", [event("call.started", n) for n in range(5)])
+    first = tick(instance, lake_dir)
+    (req,) = first.run_requests
+    moved = lake_dir / "landing" / DAY2 / "calls-a-renamed.jsonl"
+    moved.parent.mkdir(parents=True)
+    shutil.move(a, moved)
+
+    def run(req):
+        return job.execute_in_process(run_config=req.run_config, partition_key=req.partition_key, instance=instance,
+                                      tags={**req.tags, "dagster/run_key": req.run_key}, raise_on_error=False)
+
+    assert not run(req).success
+    second = tick(instance, lake_dir, first.cursor)
+    (again,) = second.run_requests
+    assert again.run_key == f"landing:{sha(moved)}:1" and again.partition_key == DAY2
+    assert again.run_config["ops"]["ledger"]["config"]["files"] == [f"{DAY2}/calls-a-renamed.jsonl"]
+    assert run(again).success
+    assert not tick(instance, lake_dir, second.cursor).run_requests
