@@ -59,7 +59,8 @@ def test_integrity_is_a_blocking_check_on_the_ledger():
 
 def test_jobs_schedules_sensor():
     for job in ("ingest_job", "nightly_refresh_job", "hourly_verify_job", "daily_pipeline_job", "export_job"):
-        assert defs.resolve_job_def(job) is not None
+        # A run whose process died is failed by run monitoring after this, freeing its slot.
+        assert defs.resolve_job_def(job).tags["dagster/max_runtime"] == str(4 * 3600)
     assert defs.resolve_job_def("ingest_job").partitions_def is not None
     sensor = defs.resolve_sensor_def("landing_sensor")
     assert sensor.job_name == "ingest_job"
