@@ -11,6 +11,7 @@ append itself stays serial while everything around it runs side by side.
 from collections import Counter
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
@@ -26,22 +27,29 @@ GROUP = "ingest"
 
 
 # ----------------------------------------------------------------------------- helpers
-def _table_rows(lake: Lake, name: str, columns: list[str], shas: list[str]) -> list[dict]:
+def _table(lake: Lake, name: str, columns: list[str], files: dict[str, str]) -> pa.Table | None:
+    """The table's rows from these landing files ({name: sha256}) as first ingested: a
+    re-dropped copy under another name or day is accounted for once, under the first name."""
     dt = lake.delta(name)
-    if dt is None or not shas:
-        return []
-    t = dt.to_pyarrow_dataset().to_table(columns=columns, filter=pc.field("source_sha256").isin(shas))
-    return t.to_pylist()
+    if dt is None or not files:
+        return None
+    kept = (pc.field("source_sha256").isin(list(files.values())) & pc.field("source_file").isin(list(files)))
+    return dt.to_pyarrow_dataset().to_table(columns=columns, filter=kept)
 
 
-def ingest_log_rows(lake: Lake, shas: list[str]) -> dict[str, dict]:
+def _table_rows(lake: Lake, name: str, columns: list[str], files: dict[str, str]) -> list[dict]:
+    t = _table(lake, name, columns, files)
+    return [] if t is None else t.to_pylist()
+
+
+def ingest_log_rows(lake: Lake, files: dict[str, str]) -> dict[str, dict]:
     """The ingest log's row per file content (stable across re-runs)."""
-    rows = _table_rows(lake, "ingest_log", ["source_sha256", "lines_read", "accepted", "quarantined"], shas)
+    rows = _table_rows(lake, "ingest_log", ["source_sha256", "lines_read", "accepted", "quarantined"], files)
     return {r["source_sha256"]: r for r in rows}
 
 
-def day_totals(lake: Lake, shas: list[str], logged: dict[str, dict] | None = None) -> dict:
-    done = ingest_log_rows(lake, shas) if logged is None else logged
+def day_totals(lake: Lake, files: dict[str, str], logged: dict[str, dict] | None = None) -> dict:
+    done = ingest_log_rows(lake, files) if logged is None else logged
     return {
         "files_ingested": len(done),
         "lines_read": sum(r["lines_read"] for r in done.values()),
@@ -50,13 +58,11 @@ def day_totals(lake: Lake, shas: list[str], logged: dict[str, dict] | None = Non
     }
 
 
-def day_events(lake: Lake, shas: list[str], first: int = 10) -> tuple[list[tuple[str, int]], list[dict]]:
-    """(events per type, the first events) sealed from these file contents."""
-    dt = lake.delta("ledger")
-    if dt is None or not shas:
+def day_events(lake: Lake, files: dict[str, str], first: int = 10) -> tuple[list[tuple[str, int]], list[dict]]:
+    """(events per type, the first events) sealed from these landing files."""
+    t = _table(lake, "ledger", ["seq", "event_type", "occurred_at", "tenant_id"], files)
+    if t is None:
         return [], []
-    t = dt.to_pyarrow_dataset().to_table(columns=["seq", "event_type", "occurred_at", "tenant_id"],
-                                         filter=pc.field("source_sha256").isin(shas))
     counts = t.group_by("event_type").aggregate([("seq", "count")]).sort_by([("seq_count", "descending")])
     by_type = list(zip(counts.column("event_type").to_pylist(), counts.column("seq_count").to_pylist()))
     return by_type, t.sort_by("seq").slice(0, first).to_pylist()
@@ -137,8 +143,8 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
         context.log.info(f"no landing files for {day} in {lk.uri}/landing")
 
     shas = {f.name: f.sha256() for f in day_files}
-    logged = ingest_log_rows(lk, list(shas.values()))
-    totals = day_totals(lk, list(shas.values()), logged)
+    logged = ingest_log_rows(lk, shas)
+    totals = day_totals(lk, shas, logged)
     if report is not None:  # the head right after this run's commits
         head = {"tree_size": report.tree_size, "root": report.root, "checkpoint_hash": report.checkpoint_hash,
                 "checkpoint_time": ""}
@@ -152,7 +158,7 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
         status = "not in this run" if name not in chosen_names else (
             "already ingested" if sha in skipped else "ingested")
         file_rows.append((name, md.short(sha, 12), r and r["lines_read"], r and r["accepted"], r and r["quarantined"], status))
-    by_type, events = day_events(lk, list(shas.values()))
+    by_type, events = day_events(lk, shas)
 
     accepted = report.accepted if report else 0
     quarantined = report.quarantined if report else 0
@@ -214,10 +220,10 @@ QUARANTINE_RATE = "quarantine_rate"
 def quarantine(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     day = context.partition_key
     lk = lake.lake()
-    shas = [f.sha256() for f in files_for_day(lk, day)]
-    rows = _table_rows(lk, "quarantine", ["source_file", "source_sha256", "line", "reason", "raw"], shas)
+    files = {f.name: f.sha256() for f in files_for_day(lk, day)}
+    rows = _table_rows(lk, "quarantine", ["source_file", "source_sha256", "line", "reason", "raw"], files)
     rows.sort(key=lambda r: (r["source_file"], r["line"]))
-    totals = day_totals(lk, shas)
+    totals = day_totals(lk, files)
     lines = totals["lines_read"]
     n = len(rows)
     rate = n / lines if lines else 0.0

@@ -243,6 +243,18 @@ def test_a_changed_catalog_file_only_warns_and_the_catalog_step_rebuilds_it(lake
     assert verify(Lake.open(str(lake_dir)), update_trust=False).ok
 
 
+def test_a_file_dropped_again_on_another_day_is_counted_once_under_its_first_day(lake_dir):
+    first = drop(lake_dir, DAY1, 0, 20, bad=2)
+    (lake_dir / "landing" / DAY2).mkdir(parents=True)
+    shutil.copy(first, lake_dir / "landing" / DAY2 / "again.jsonl")
+    res = resources(lake_dir)
+    one = mats(dg.materialize([ledger, quarantine], partition_key=DAY1, resources=res))
+    two = mats(dg.materialize([ledger, quarantine], partition_key=DAY2, resources=res))
+    assert (one["ledger"]["day_events"], one["quarantine"]["quarantined"], one["quarantine"]["lines_read"]) == (20, 2, 22)
+    assert (two["ledger"]["accepted"], two["ledger"]["day_events"], two["ledger"]["files_already_ingested"]) == (0, 0, 1)
+    assert (two["quarantine"]["quarantined"], two["quarantine"]["lines_read"]) == (0, 0)
+
+
 def test_quarantine_rate_warns_above_the_configured_share(lake_dir):
     drop(lake_dir, DAY1, 0, 6, bad=4)
     result = dg.materialize([ledger, quarantine], partition_key=DAY1, resources=resources(lake_dir))
