@@ -48,8 +48,9 @@ def _severity(name: str | None) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.WARN if name == "warn" else dg.AssetCheckSeverity.ERROR
 
 
-def suite_check_result(result) -> dg.AssetCheckResult:
-    """An AssetCheckResult from an `auditlake.expectations.SuiteResult`."""
+def suite_check_result(result, docs_error: str | None = None) -> dg.AssetCheckResult:
+    """An AssetCheckResult from an `auditlake.expectations.SuiteResult` (`docs_error`: why
+    its Data Docs could not be written, when they could not)."""
     meta: dict[str, Any] = {
         "rows": result.rows,
         "expectations": len(result.expectations),
@@ -60,6 +61,8 @@ def suite_check_result(result) -> dg.AssetCheckResult:
     }
     if result.data_docs_uri:
         meta["data_docs"] = dg.MetadataValue.url(result.data_docs_uri)
+    if docs_error:
+        meta["data_docs_not_written"] = docs_error
     text = [f"### GX suite `{result.suite}`: {result.summary()}"]
     if result.failed:
         text.append("#### Failed\n\n" + "\n".join(f"- {line}" for line in result.failures_text()))
@@ -76,6 +79,27 @@ def suite_check_result(result) -> dg.AssetCheckResult:
         description=result.summary(),
         metadata=meta,
     )
+
+
+def _validated(what: str, validate, context: dg.AssetCheckExecutionContext, docs: bool) -> dg.AssetCheckResult:
+    """Run a suite; when its reports cannot be written (a read-only or full disk), run it
+    again without them: the data decides the check, not the report folder."""
+    try:
+        lake = _lake(context)
+    except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash the run
+        return _could_not_run(what, exc)
+    try:
+        return suite_check_result(validate(lake, docs=docs))
+    except OSError as exc:
+        if not docs:
+            return _could_not_run(what, exc)
+        why = f"{exc.__class__.__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001
+        return _could_not_run(what, exc)
+    try:
+        return suite_check_result(validate(lake, docs=False), docs_error=why)
+    except Exception as exc:  # noqa: BLE001
+        return _could_not_run(what, exc)
 
 
 def _could_not_run(what: str, exc: Exception, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
@@ -103,10 +127,7 @@ def build_quality_checks(
                     "valid IANA time zones and plausible timestamps (these two only WARN). Blocking on ERROR.",
     )
     def gx_ledger_suite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        try:
-            return suite_check_result(expectations.validate_ledger(_lake(context), docs=data_docs))
-        except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash the run
-            return _could_not_run("the ledger suite", exc)
+        return _validated("the ledger suite", expectations.validate_ledger, context, data_docs)
 
     @dg.asset_check(
         asset=quarantine_key, name="gx_quarantine_suite", required_resource_keys={LAKE_RESOURCE},
@@ -114,10 +135,7 @@ def build_quality_checks(
                     "family; the kept raw text and reason are masked (no e-mail address or phone number).",
     )
     def gx_quarantine_suite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        try:
-            return suite_check_result(expectations.validate_quarantine(_lake(context), docs=data_docs))
-        except Exception as exc:  # noqa: BLE001
-            return _could_not_run("the quarantine suite", exc)
+        return _validated("the quarantine suite", expectations.validate_quarantine, context, data_docs)
 
     @dg.asset_check(
         asset=findings_key, name="gx_findings_suite", required_resource_keys={LAKE_RESOURCE},
@@ -125,10 +143,7 @@ def build_quality_checks(
                     "each rule's severity, unique (evaluation_id, rule_id, event_id), one marker row per evaluation.",
     )
     def gx_findings_suite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        try:
-            return suite_check_result(expectations.validate_findings(_lake(context), docs=data_docs))
-        except Exception as exc:  # noqa: BLE001
-            return _could_not_run("the findings suite", exc)
+        return _validated("the findings suite", expectations.validate_findings, context, data_docs)
 
     checks = [gx_ledger_suite, gx_quarantine_suite, gx_findings_suite]
     if quarantine_rate_check:

@@ -144,6 +144,19 @@ def test_a_check_reports_instead_of_crashing(tmp_path):
         assert run_check(check, empty).passed, name  # no tables yet: nothing is wrong
 
 
+def test_a_report_folder_that_cannot_be_written_does_not_fail_the_data(tmp_path, clean_lake):
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(clean_lake, lake)
+    shutil.rmtree(lake / "reports", ignore_errors=True)
+    (lake / "reports").write_text("not a folder: the reports cannot be written")  # as a read-only or full disk
+    checks = by_name(build_quality_checks("ledger", "quarantine", "findings"))
+    result = run_check(checks["gx_ledger_suite"], FakeLakeResource(uri=str(lake)))
+    assert result.passed and result.metadata["failed"].value == 0, result.description
+    assert "data_docs_not_written" in result.metadata and "data_docs" not in result.metadata
+
+
 def test_findings_frame_breakage_fails_the_findings_check(tmp_path, clean_lake):
     import shutil
 
