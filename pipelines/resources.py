@@ -62,8 +62,16 @@ class LakeResource(dg.ConfigurableResource):
 
 
 def _quarantine_share() -> float:
-    raw = os.environ.get("AUDITLAKE_QUARANTINE_WARN_SHARE")
-    return float(raw) if raw else DEFAULT_QUARANTINE_WARN_SHARE
+    raw = (os.environ.get("AUDITLAKE_QUARANTINE_WARN_SHARE") or "").strip()
+    if not raw:
+        return DEFAULT_QUARANTINE_WARN_SHARE
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise ValueError(f"AUDITLAKE_QUARANTINE_WARN_SHARE must be a share between 0 and 1 (0.05 is 5%), got {raw!r}")
+    return share
 
 
 def deployments() -> dict[str, dict[str, object]]:

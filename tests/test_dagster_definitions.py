@@ -123,6 +123,17 @@ def test_deployments_are_data_with_the_same_definitions(monkeypatch):
         deployment_name()
 
 
+def test_the_quarantine_share_setting_is_checked(monkeypatch):
+    from pipelines.resources import deployments
+
+    monkeypatch.setenv("AUDITLAKE_QUARANTINE_WARN_SHARE", "0.2")
+    assert deployments()["local"]["lake"].quarantine_warn_share == 0.2
+    for bad in ("5", "-1", "5%", "nan"):
+        monkeypatch.setenv("AUDITLAKE_QUARANTINE_WARN_SHARE", bad)
+        with pytest.raises(ValueError, match="AUDITLAKE_QUARANTINE_WARN_SHARE must be a share between 0 and 1"):
+            deployments()
+
+
 def test_s3_deployment_refuses_a_folder(tmp_path):
     with pytest.raises(Exception, match="s3://"):
         LakeResource(uri=str(tmp_path), require_s3=True).lake()
