@@ -197,6 +197,14 @@ def _signed(lake: Lake, keys: KeyStore, name: str, info, log: retention.Obj, dat
 
 
 def _load_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fresh: bool = False) -> _State:
+    try:
+        return _read_state(lake, keys, files, fresh)
+    except FileNotFoundError as exc:  # a file a table's log names is gone: never ingest on top of that
+        raise AuditlakeError(f"a committed file of the lake is missing ({exc}): the lake is damaged; run "
+                             "`auditlake verify`, then `auditlake repair` (nothing was written)") from exc
+
+
+def _read_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fresh: bool = False) -> _State:
     """The plan's state for these landing files. Lake.latest: tables already open in this
     process (an export's audit event) are only brought up to date; each version is taken
     before anything else can update its table."""

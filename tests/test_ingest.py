@@ -876,3 +876,14 @@ def test_an_integer_canonical_json_cannot_hold_exactly_is_quarantined_never_chan
     assert all("exceeds safe integer domain" in why for why in reasons), reasons
     refs = sorted(json.loads(r["data"])["ref"] for r in _table(lake, "ledger").to_pylist())
     assert refs == [9007199254740991, 18446744073709552000, 1.5e300]  # a float literal reads as a double
+
+
+def test_a_missing_committed_file_stops_ingest_with_one_clear_line(lake, tmp_path):
+    from auditlake.errors import AuditlakeError
+
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)]))])
+    (gone,) = (Path(lake.uri) / "tables" / "checkpoints").glob("*.parquet")
+    gone.unlink()
+    with pytest.raises(AuditlakeError, match="committed file of the lake is missing .*run `auditlake verify`"):
+        ingest(lake, [str(write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 5)]))])
+    assert lake.delta("ledger").to_pyarrow_dataset().count_rows() == 3
