@@ -54,7 +54,9 @@ class ExportConfig(dg.Config):
     event_types: list[str] = Field(default_factory=list)
     tenants: list[str] = Field(default_factory=list)
     subjects: list[str] = Field(default_factory=list)
-    profile: str = Field(default="default", description="redaction profile (PII stays redacted)")
+    profile: str = Field(default="default", description="redaction profile (PII stays redacted, but for `privileged`)")
+    reveal_reason: str = Field(default="", description="privileged profile only: why the PII is revealed (logged "
+                               "in the ledger with the export)")
     out_dir: str = Field(default="", description="bundle folder; empty: <export_dir>/bundle-<UTC time>")
 
 
@@ -77,7 +79,8 @@ def export_bundle(context: dg.AssetExecutionContext, config: ExportConfig, lake:
     lk = lake.lake()
     out = config.out_dir or str(lake.exports_root() / f"bundle-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
     formats = [f.strip() for f in config.formats if f.strip()]
-    manifest = build_export(lk, out, formats, export_filters(config), profile=config.profile)
+    manifest = build_export(lk, out, formats, export_filters(config), profile=config.profile,
+                            reveal_reason=config.reveal_reason or None)
     return dg.MaterializeResult(metadata=export_metadata(out, manifest))
 
 

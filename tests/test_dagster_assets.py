@@ -14,7 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 from events import event, write_jsonl
 
-from assets import ALL_ASSETS, checkpoints, compliance_findings, ledger, ledger_integrity, quarantine
+from assets import (
+    ALL_ASSETS,
+    checkpoints,
+    compliance_findings,
+    export_bundle,
+    ledger,
+    ledger_integrity,
+    quarantine,
+)
 from assets.integrity import supports_incremental
 from auditlake.compliance.run import latest_findings
 from auditlake.export import verify_export
@@ -85,15 +93,19 @@ def test_every_asset_materialises_for_a_day(lake_dir):
     bundle = m["export_bundle"]
     assert bundle["rows"] == 40 and bundle["source_tree_size"] == 40
     assert verify_export(bundle["path"])["ok"]
+    # A privileged export from the launchpad takes the reason it must log.
+    privileged = {"ops": {"export_bundle": {"config": {"profile": "privileged", "reveal_reason": "court order 12"}}}}
+    again = dg.materialize([export_bundle], resources=resources(lake_dir), run_config=privileged)
+    assert verify_export(mats(again)["export_bundle"]["path"])["revealed"]
     c = checks(result)
     assert c["integrity"].passed and c["quarantine_rate"].passed
     assert verify(Lake.open(str(lake_dir))).ok
 
-    # the partition key is the landing day: DAY2 adds exactly its own file (after the export's
-    # own data.exported audit event, which the ledger logged)
+    # the partition key is the landing day: DAY2 adds exactly its own file (after the two
+    # exports' own data.exported audit events, which the ledger logged)
     result = dg.materialize([ledger, quarantine, ledger_integrity], partition_key=DAY2, resources=resources(lake_dir))
     led = mats(result)["ledger"]
-    assert (led["accepted"], led["tree_size"], led["day_events"]) == (30, 40 + 1 + 30, 30)
+    assert (led["accepted"], led["tree_size"], led["day_events"]) == (30, 40 + 2 + 30, 30)
     for run in result.get_asset_materialization_events():
         assert run.partition == DAY2
 
