@@ -69,6 +69,9 @@ class FileReport:
     accepted: int = 0
     quarantined: int = 0
     skipped: bool = False
+    # A skipped file (its content was ingested before, under any name): the name it was
+    # ingested as, whose counts the three above are (this file added nothing).
+    ingested_as: str | None = None
 
 
 @dataclass
@@ -720,7 +723,9 @@ def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:
         r = by_sha.get(f.sha256)
         if r:
             f.lines_read, f.accepted, f.quarantined = r["lines_read"], r["accepted"], r["quarantined"]
-            if not f.skipped:
+            if f.skipped:
+                f.ingested_as = r["source_file"]
+            else:
                 report.accepted += f.accepted
                 report.quarantined += f.quarantined
     head = state.head

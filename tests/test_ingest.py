@@ -257,6 +257,7 @@ def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake
     second = ingest(lake, [str(tmp_path / "in")])
     assert first.accepted == 5 and second.accepted == 0 and second.quarantined == 0
     assert all(f.skipped for f in second.files)
+    assert {f.file: f.ingested_as for f in second.files} == {"a.jsonl": "a.jsonl", "copy-of-a.jsonl": "a.jsonl"}
     # A new file replaying one old event: the replay is quarantined, the new one accepted.
     used.clear()
     write_jsonl(tmp_path / "in" / "b.jsonl", [event(n=2), event(n=50)])
