@@ -165,6 +165,9 @@ _NON_EMPTY_STRINGS = ("event_id", "occurred_at", "event_type", "source", "tenant
 _SUBJECT_STRINGS = ("phone", "email", "name", "country", "region", "timezone")
 
 
+_LEAP_SECOND = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:60(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
+
+
 def _problem(ev, occurred: datetime | None) -> str | None:
     if not isinstance(ev, dict):
         return "not a JSON object"
@@ -181,6 +184,8 @@ def _problem(ev, occurred: datetime | None) -> str | None:
     if not UUID_RE.match(ev["event_id"]):
         return "bad event_id: not a canonical lowercase UUID"
     if occurred is None:
+        if _LEAP_SECOND.match(ev["occurred_at"]):
+            return "bad occurred_at: a leap second (:60) has no instant in the time scale the ledger keeps (POSIX)"
         return "bad occurred_at: not an RFC 3339 timestamp with Z or an offset"
     spec = CATALOG.get(ev["event_type"])
     if spec is None:

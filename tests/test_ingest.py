@@ -888,3 +888,12 @@ def test_a_missing_committed_file_stops_ingest_with_one_clear_line(lake, tmp_pat
     with pytest.raises(AuditlakeError, match="committed file of the lake is missing .*run `auditlake verify`"):
         ingest(lake, [str(write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 5)]))])
     assert lake.delta("ledger").to_pyarrow_dataset().count_rows() == 3
+
+
+def test_a_leap_second_is_quarantined_for_what_it_is(lake, tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=1, occurred_at="2016-12-31T23:59:60Z"),
+                                              event(n=2, occurred_at="2016-12-31T23:59:61Z")])
+    ingest(lake, [str(tmp_path / "in")])
+    reasons = sorted(r["reason"] for r in _table(lake, "quarantine").to_pylist())
+    assert reasons == ["bad occurred_at: a leap second (:60) has no instant in the time scale the ledger keeps (POSIX)",
+                       "bad occurred_at: not an RFC 3339 timestamp with Z or an offset"]
