@@ -285,6 +285,7 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
         "audit_event_id": audit_id,
         "erased": erased,
         "events": events,
+        "quarantined": quarantined_lines(lake, subject_id),
     }
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "subject_access.json"
@@ -298,6 +299,22 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
             w.writerow(_flat(ev))
     return {"subject_id": subject_id, "export_id": export_id, "events": len(events), "erased": erased,
             "audit_event_id": audit_id, "files": [str(json_path), str(csv_path)]}
+
+
+def quarantined_lines(lake: Lake, subject_id: str) -> list[dict]:
+    """Quarantined landing lines that name this subject id (as a JSON string): they are
+    the person's data too, kept as the quarantine keeps them (PII masked)."""
+    import pyarrow.compute as pc
+
+    from .lake import tables
+
+    dt = lake.latest("quarantine")
+    if dt is None:
+        return []
+    t = tables.dataset(lake, "quarantine", dt).to_table(columns=["source_file", "line", "reason", "raw", "quarantined_at"])
+    t = t.filter(pc.match_substring(t.column("raw"), json.dumps(subject_id)))
+    return [{**r, "quarantined_at": _iso(r["quarantined_at"])} for r in t.sort_by([("source_file", "ascending"),
+                                                                                   ("line", "ascending")]).to_pylist()]
 
 
 def _write_private(path: Path, text: str) -> None:
