@@ -28,6 +28,11 @@ def auditlake_home() -> Path:
     return Path(os.environ.get("AUDITLAKE_HOME") or Path.home() / ".auditlake")
 
 
+def keystore_exists(log_id: str) -> bool:
+    """Whether this host's AUDITLAKE_HOME holds a keystore of the log (KeyStore() makes one)."""
+    return (auditlake_home() / "keystores" / log_id / "keys.json").exists()
+
+
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 

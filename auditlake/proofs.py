@@ -1295,7 +1295,7 @@ def pinned_public_keys(args) -> dict[str, str]:
     Without any, or without that lake's keystore here, AuditlakeError: a document checked
     against the key it carries itself proves nothing about who made it, and a check must
     never create keys."""
-    from .keys import auditlake_home
+    from .keys import auditlake_home, keystore_exists
     from .lake.meta import META, open_lake_keys, read_meta
 
     if args.public_key:
@@ -1308,7 +1308,7 @@ def pinned_public_keys(args) -> dict[str, str]:
                              "(from `auditlake keys export-public` on the lake's host)")
     lake = Lake.open(named)
     log_id = read_meta(lake)["log_id"]
-    if not (auditlake_home() / "keystores" / log_id / "keys.json").is_file():
+    if not keystore_exists(log_id):
         raise AuditlakeError(f"no keystore of the lake {lake.uri} in {auditlake_home()}: pass --public-key FILE "
                              "(from `auditlake keys export-public` on the lake's host)")
     return open_lake_keys(lake).public_keys()

@@ -822,6 +822,13 @@ def test_a_keystore_that_did_not_sign_the_lake_writes_nothing(lake, tmp_path, mo
     home = os.environ["AUDITLAKE_HOME"]
     monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "other-host"))
     write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(5, 9)])
+    with pytest.raises(AuditlakeError, match="no keystore of the lake"):  # and none is made up
+        ingest(lake, [str(tmp_path / "b")])
+    assert not (tmp_path / "other-host" / "keystores").exists()
+    from auditlake.keys import KeyStore
+    from auditlake.lake.meta import read_meta
+
+    KeyStore(read_meta(lake)["log_id"])  # a keystore of this log made elsewhere: other keys
     with pytest.raises(AuditlakeError, match="does not hold the key that signed this lake's checkpoints"):
         ingest(lake, [str(tmp_path / "b")])
     assert {t: lake.delta(t).version() for t in versions} == versions
