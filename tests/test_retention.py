@@ -504,7 +504,11 @@ def _forged_hold_event(n: int, action: str, scope: str, subject_id: str | None) 
                 "subject_id": subject_id, "at": "2099-01-01T00:00:00.000000Z"}}
 
 
-def test_a_producers_line_neither_lifts_nor_sets_a_hold(lake_dir, tmp_path):
+def test_a_producers_line_lifts_no_hold_and_a_set_it_tells_of_holds_until_lifted(lake_dir, tmp_path):
+    """Any producer can write a config.changed line dressed as the lake's hold event. A lift
+    so told lifts nothing; a set so told holds (the safe reading: it cannot be told apart
+    from an event of a lake written before events carried signed records) until a lift
+    signed by the lake names it."""
     from events import write_jsonl
 
     from auditlake.ingest import ingest
@@ -516,16 +520,40 @@ def test_a_producers_line_neither_lifts_nor_sets_a_hold(lake_dir, tmp_path):
     lake = Lake.open(uri)
     admin.set_hold(lake, s1, "case 11")
     forged = [_forged_hold_event(1, "lift", "subject", s1), _forged_hold_event(2, "lift", "lake", None),
-              _forged_hold_event(3, "set", "subject", s2), _forged_hold_event(4, "set", "lake", None)]
+              _forged_hold_event(3, "set", "subject", s2)]
     report = ingest(lake, [str(write_jsonl(tmp_path / "forged" / "holds.jsonl", forged))])
-    assert report.accepted == 4  # contract-valid events, kept in the ledger, and no holds
-    assert [(h["scope"], h["subject_id"]) for h in admin.active_holds(lake)] == [("subject", s1)]
+    assert report.accepted == 3  # contract-valid events, kept in the ledger
+    assert sorted((h["scope"], h["subject_id"]) for h in admin.active_holds(lake)) == [("subject", s1), ("subject", s2)]
     with pytest.raises(AuditlakeError, match="hold"):
         erase(lake, s1)
-    erase(lake, s2)  # a forged set blocks nothing
+    assert [f["kind"] for f in _findings(uri)] == ["RET-WORM"]  # a hold the ledger tells of, not in _holds/
+    admin.lift_hold(lake, s2, "not ours", hold_id=f"{3:032x}")  # dated 2099, lifted all the same
+    erase(lake, s2)
     admin.set_hold(lake, None, "case 12")  # a forged lift dated 2099 voids no later hold
     assert admin.legal_hold_active(lake)
     assert _findings(uri) == []
+
+
+def test_a_hold_set_before_events_carried_records_still_holds_when_its_record_is_deleted(lake_dir, tmp_path,
+                                                                                         monkeypatch):
+    from auditlake import audit_events
+    from auditlake.privacy import erase
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    s1 = _subjects(uri)[0]
+    lake = Lake.open(uri)
+    build = audit_events.build_event
+    with monkeypatch.context() as older_writer:  # its ledger event has the hold's fields, no signed record
+        older_writer.setattr(audit_events, "build_event", lambda event_type, data, **kw: build(
+            event_type, {k: v for k, v in data.items() if k != "hold_record"}, **kw))
+        admin.set_hold(lake, s1, "old hold")
+    for record in (lake_dir / "_holds").glob("*.json"):
+        record.unlink()
+    assert [h["subject_id"] for h in admin.active_holds(lake)] == [s1]
+    with pytest.raises(AuditlakeError, match="hold"):
+        erase(lake, s1)
+    assert [f["kind"] for f in _findings(uri)] == ["RET-WORM"]
 
 
 def test_each_hold_is_lifted_by_its_own_id(lake_dir, tmp_path):
@@ -539,10 +567,15 @@ def test_each_hold_is_lifted_by_its_own_id(lake_dir, tmp_path):
     b = admin.set_hold(lake, None, "matter B")["hold"]["hold_id"]
     r = run_cli("--lake", uri, "hold", "lift", "--reason", "matter A closed")
     assert r.returncode == 2 and a in r.stderr and b in r.stderr and "--hold-id" in r.stderr
+    r = run_cli("--lake", uri, "hold", "lift", "--subject", s1, "--hold-id", a, "--reason", "x")
+    assert r.returncode == 2 and "is on the whole lake" in r.stderr  # a lake-wide hold is not lifted as a subject's
     run_cli("--lake", uri, "hold", "lift", "--hold-id", a, "--reason", "matter A closed", check=True)
     assert [h["hold_id"] for h in admin.active_holds(lake)] == [b]
     with pytest.raises(AuditlakeError, match="hold"):
         erase(lake, s1)
+    # Without the lake's keystore no lift can be checked: said so, never a wrong list.
+    r = run_cli("--lake", uri, "hold", "status", env={"AUDITLAKE_HOME": str(tmp_path / "other-host")})
+    assert r.returncode == 2 and "no keystore" in r.stderr
     run_cli("--lake", uri, "hold", "lift", "--reason", "matter B closed", check=True)  # the only one left
     assert not admin.legal_hold_active(lake)
     assert _findings(uri) == []

@@ -6,8 +6,9 @@ Legal holds are recorded in the lake itself, as write-once signed records under 
 ignored, so a hold can only be lifted with the lake's signing key), and each as a
 `config.changed` audit event in the ledger (setting `legal_hold`) that carries the signed
 record, and is sealed: a deleted record still holds for erasure and is a RET-WORM finding.
-A ledger event without a record signed by the lake (any producer can write a
-`config.changed` line) is no hold. On S3 the held objects
+A ledger `set` event without a record signed by the lake (written before events carried
+one, or by a producer: any producer can write a `config.changed` line) still holds, as the
+safe reading, until a signed lift names it; a ledger `lift` without one lifts nothing. On S3 the held objects
 also carry an S3 legal hold, which blocks deleting them and their expiry even after the
 retention period. `legal_hold_active(lake, subject_id)` is what erasure asks.
 """
@@ -71,12 +72,11 @@ def _list(lake: Lake, rel_dir: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- legal holds
 def _public_keys(lake: Lake) -> dict:
-    try:
-        from .meta import open_lake_keys
+    """The lake's public keys (AuditlakeError without its keystore here: which holds are
+    lifted cannot be told without them)."""
+    from .meta import open_lake_keys
 
-        return {kid: load_public_key(b) for kid, b in open_lake_keys(lake).public_keys().items()}
-    except Exception:  # noqa: BLE001 - no keystore here: no record verifies, every set counts
-        return {}
+    return {kid: load_public_key(b) for kid, b in open_lake_keys(lake).public_keys().items()}
 
 
 def _signed(rec, public: dict) -> bool:
@@ -109,10 +109,12 @@ def _hold_records(lake: Lake) -> list[tuple[dict, bool]]:
     return out
 
 
-def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
-    """The signed hold records the ledger's audit events carry, whatever `_holds/` still
-    holds. A ledger file that cannot be read is an error (erasure must not go ahead on a
-    partial answer), or skipped for verify, which reports it anyway."""
+def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[tuple[dict, bool]]:
+    """The hold records the ledger's audit events tell of, whatever `_holds/` still holds,
+    with whether each is signed by the lake: the record an event carries, else (an event
+    without one) a `set` built from its fields, unsigned. A ledger file that cannot be read
+    is an error (erasure must not go ahead on a partial answer), or skipped for verify,
+    which reports it anyway."""
     import pyarrow.compute as pc
 
     from ..audit_events import SOURCE
@@ -145,34 +147,47 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[dict]:
     out = []
     for text in texts:
         data = json.loads(text)
-        if data.get("setting") == HOLD_SETTING and _signed(data.get("hold_record"), public):
-            out.append(data["hold_record"])
+        if data.get("setting") != HOLD_SETTING:
+            continue
+        if _signed(data.get("hold_record"), public):
+            out.append((data["hold_record"], True))
+        elif data.get("new_value") == "on":
+            out.append(({k: data.get(k) for k in ("hold_id", "scope", "subject_id", "at")}
+                        | {"action": "set", "reason": "(known from the ledger only; not signed by the lake)"}, False))
     return out
 
 
 def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
-    """The holds in force: every `set` record not ended by a signed `lift` naming it. A
-    lift that names none (written before lifts named their hold) ends every hold of its
-    scope set before it. `with_ledger` also counts the signed records the ledger's audit
-    events carry that `_holds/` no longer has: deleting a record must not lift a hold."""
+    """The holds in force: every `set` record (signed or not: the safe reading) not ended
+    by a lift signed by the lake. A lift names the hold it ends, whenever either was
+    written; a lift that names none (written before lifts named their hold) ends the holds
+    of its scope set at or before it. `with_ledger` also counts the records the ledger's
+    audit events tell of that `_holds/` no longer has: deleting a record lifts nothing."""
     records = _hold_records(lake)
     if with_ledger:
         kept = {rec.get("hold_id") for rec, ok in records if ok}
-        lost = [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"}, True)
-                for h in _ledger_holds(lake) if h.get("hold_id") not in kept]
-        records = sorted(records + lost, key=lambda r: (str(r[0].get("at") or ""), str(r[0].get("hold_id") or "")))
-    active: dict[str, dict] = {}
+        records += [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"} if ok else h, ok)
+                    for h, ok in _ledger_holds(lake) if h.get("hold_id") not in kept]
+    sets: dict[str, dict] = {}
+    lifted: set[str] = set()
+    scope_lifts: list[dict] = []
     for rec, ok in records:
         if rec.get("action") == "set":
-            active[str(rec.get("hold_id"))] = rec
+            hold_id = str(rec.get("hold_id"))
+            if hold_id not in sets or ok:  # a signed record of a hold wins over an unsigned telling
+                sets[hold_id] = rec
         elif rec.get("action") == "lift" and ok:
             if rec.get("lifts") is not None:
-                active.pop(str(rec["lifts"]), None)
-                continue
-            scope = (rec.get("scope"), rec.get("subject_id"))
-            for hold_id in [h for h, r in active.items() if (r.get("scope"), r.get("subject_id")) == scope]:
-                del active[hold_id]
-    return list(active.values())
+                lifted.add(str(rec["lifts"]))
+            else:
+                scope_lifts.append(rec)
+
+    def ended(h: dict) -> bool:
+        return str(h.get("hold_id")) in lifted or any(
+            (lf.get("scope"), lf.get("subject_id")) == (h.get("scope"), h.get("subject_id"))
+            and str(lf.get("at") or "") >= str(h.get("at") or "") for lf in scope_lifts)
+
+    return sorted((h for h in sets.values() if not ended(h)), key=lambda h: (str(h.get("at") or ""), str(h.get("hold_id"))))
 
 
 def legal_hold_active(lake: Lake, subject_id: str | None = None) -> bool:
@@ -220,13 +235,17 @@ def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None
 
 def hold_problems(lake: Lake) -> list[dict]:
     """RET-WORM findings: hold records the ledger tells of that `_holds/` does not hold
-    with a valid signature (a deleted record would otherwise lift its hold in silence)."""
+    with a valid signature (a deleted record would otherwise lift its hold in silence).
+    An unsigned telling (see _ledger_holds) is reported while it holds: lifting it by its
+    id ends the finding."""
     kept = {rec.get("hold_id") for rec, ok in _hold_records(lake) if ok}
+    told = [(h, ok) for h, ok in _ledger_holds(lake, skip_unreadable=True) if h.get("hold_id") not in kept]
+    active = {h.get("hold_id") for h in active_holds(lake)} if any(not ok for _, ok in told) else set()
     return [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
              "detail": f"the legal hold record {h['hold_id']} ({h['action']} on "
                        f"{'subject ' + str(h['subject_id']) if h['scope'] == 'subject' else 'the lake'} at {h['at']}) "
                        "that the ledger records is missing from _holds/ or not signed by the lake"}
-            for h in _ledger_holds(lake, skip_unreadable=True) if h["hold_id"] not in kept]
+            for h, ok in told if ok or h.get("hold_id") in active]
 
 
 def _committed_rels(lake: Lake) -> list[str]:
@@ -307,6 +326,10 @@ def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "", hold_
         target = [h for h in holds if h.get("hold_id") == hold_id]
         if not target:
             raise AuditlakeError(f"no active legal hold has the id {hold_id}")
+        if (target[0]["scope"], target[0].get("subject_id")) != (scope, subject_id):
+            named = f"subject {target[0].get('subject_id')}" if target[0]["scope"] == "subject" else "the whole lake"
+            raise AuditlakeError(f"the hold {hold_id} is on {named}, not on {what}: give --subject to match it (or leave "
+                                 "it out for a lake-wide hold)")
     else:
         target = [h for h in holds if h["scope"] == scope and h.get("subject_id") == subject_id]
         if not target:
@@ -317,6 +340,8 @@ def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "", hold_
     hold = target[0]
     rec = _record_hold(lake, keys, "lift", hold.get("subject_id") if hold["scope"] == "subject" else None, reason,
                        lifts=str(hold.get("hold_id")))
+    if any(h.get("hold_id") == hold.get("hold_id") for h in active_holds(lake)):
+        raise AuditlakeError(f"the lift of hold {hold.get('hold_id')} was recorded but the hold still reads as active")
     held = None
     if lake.is_s3:
         held, _ = _apply_s3_holds(lake)
