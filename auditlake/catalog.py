@@ -251,6 +251,9 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
     and never block this."""
     import duckdb
 
+    from .lake.meta import read_meta
+
+    read_meta(lake)  # a lake, whole: not a mistyped path, nor tables that lost their identity
     db = Path(db_path).expanduser().resolve() if db_path else default_db_path(lake)
     if db != default_db_path(lake):
         lake.refuse_output_inside(db, "the catalog file")

@@ -165,7 +165,17 @@ _NON_EMPTY_STRINGS = ("event_id", "occurred_at", "event_type", "source", "tenant
 _SUBJECT_STRINGS = ("phone", "email", "name", "country", "region", "timezone")
 
 
-_LEAP_SECOND = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:60(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
+_LEAP_SECOND = re.compile(r"\d{4}-\d\d-\d\d[Tt ](\d\d):(\d\d):60(?:\.\d+)?(?:[Zz]|([+-])(\d\d):(\d\d))$")
+
+
+def _is_leap_second(text) -> bool:
+    """RFC 3339's 23:59:60 UTC (at any offset): a time the ledger's POSIX instants lack."""
+    m = _LEAP_SECOND.match(text) if isinstance(text, str) else None
+    if not m:
+        return False
+    hh, mm, sign, oh, om = m.groups()
+    offset = 0 if sign is None else (1 if sign == "+" else -1) * (int(oh) * 60 + int(om))
+    return (int(hh) * 60 + int(mm) - offset) % 1440 == 23 * 60 + 59
 
 
 def _problem(ev, occurred: datetime | None) -> str | None:
@@ -184,7 +194,7 @@ def _problem(ev, occurred: datetime | None) -> str | None:
     if not UUID_RE.match(ev["event_id"]):
         return "bad event_id: not a canonical lowercase UUID"
     if occurred is None:
-        if _LEAP_SECOND.match(ev["occurred_at"]):
+        if _is_leap_second(ev["occurred_at"]):
             return "bad occurred_at: a leap second (:60) has no instant in the time scale the ledger keeps (POSIX)"
         return "bad occurred_at: not an RFC 3339 timestamp with Z or an offset"
     spec = CATALOG.get(ev["event_type"])

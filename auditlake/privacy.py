@@ -312,7 +312,7 @@ def quarantined_lines(lake: Lake, subject_id: str) -> list[dict]:
     if dt is None:
         return []
     t = tables.dataset(lake, "quarantine", dt).to_table(columns=["source_file", "line", "reason", "raw", "quarantined_at"])
-    t = t.filter(pc.match_substring(t.column("raw"), json.dumps(subject_id)))
+    t = t.filter(pc.match_substring(t.column("raw"), json.dumps(subject_id, ensure_ascii=False)))  # as orjson writes it
     return [{**r, "quarantined_at": _iso(r["quarantined_at"])} for r in t.sort_by([("source_file", "ascending"),
                                                                                    ("line", "ascending")]).to_pylist()]
 

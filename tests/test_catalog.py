@@ -500,6 +500,15 @@ def test_catalog_command_json(tiny, capsys):
     assert set(doc["views"]) >= {"events", "findings", "quarantine", "checkpoints"}
 
 
+def test_no_catalog_for_tables_that_lost_their_identity_file(tiny, capsys):
+    from auditlake.cli import main
+
+    (Path(tiny["lake"].uri) / "auditlake.json").unlink()
+    assert main(["--lake", tiny["lake"].uri, "catalog"]) == 2
+    assert "no auditlake.json" in capsys.readouterr().err
+    assert not (Path(tiny["lake"].uri) / "catalog.duckdb").exists()
+
+
 def test_verify_reports_a_catalog_view_that_is_not_the_one_auditlake_writes(tiny):
     """A view redefined in the lake's catalog file would hide events or findings from every
     analyst and auditor who reads through it."""

@@ -898,9 +898,23 @@ def test_a_missing_committed_file_stops_ingest_with_one_clear_line(lake, tmp_pat
 
 
 def test_a_leap_second_is_quarantined_for_what_it_is(lake, tmp_path):
-    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=1, occurred_at="2016-12-31T23:59:60Z"),
-                                              event(n=2, occurred_at="2016-12-31T23:59:61Z")])
+    leap = "bad occurred_at: a leap second (:60) has no instant in the time scale the ledger keeps (POSIX)"
+    other = "bad occurred_at: not an RFC 3339 timestamp with Z or an offset"
+    cases = {"2016-12-31T23:59:60Z": leap, "2016-12-31T18:59:60-05:00": leap, "2016-12-31T12:30:60Z": other,
+             "2016-12-31T23:59:61Z": other}
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i, occurred_at=at) for i, at in enumerate(cases)])
     ingest(lake, [str(tmp_path / "in")])
-    reasons = sorted(r["reason"] for r in _table(lake, "quarantine").to_pylist())
-    assert reasons == ["bad occurred_at: a leap second (:60) has no instant in the time scale the ledger keeps (POSIX)",
-                       "bad occurred_at: not an RFC 3339 timestamp with Z or an offset"]
+    assert {r["line"]: r["reason"] for r in _table(lake, "quarantine").to_pylist()} == {
+        i + 1: why for i, why in enumerate(cases.values())}
+
+
+def test_masking_takes_personal_keys_and_shapes_only():
+    from auditlake.masking import mask_raw, mask_text
+
+    raw = mask_raw(b'{"event_id":"x","data":{"campaign_name":"Spring Sale","hostname":"web-01","username":"svc_router",'
+                   b'"full_name":"Zed Quinn","customer_phone":"555-0100","client_ip":"10.9.8.7"}}')
+    assert all(kept in raw for kept in ('"campaign_name":"Spring Sale"', '"hostname":"web-01"', '"username":"svc_router"'))
+    assert not any(gone in raw for gone in ("Zed Quinn", "555-0100", "10.9.8.7"))
+    # A time of day is no IPv6 address; an ISO instant and a UUID are kept whole.
+    text = "call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, fe80:0:0:0:202:b3ff:fe1e:8329"
+    assert mask_text(text) == ("call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, ***")

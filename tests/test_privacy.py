@@ -266,16 +266,17 @@ def test_a_subject_access_export_shows_no_one_elses_personal_data(lake, tmp_path
 
 
 def test_a_subject_access_export_lists_the_persons_quarantined_lines(lake, tmp_path):
-    mine = event("consent.granted", n=1, subject={"id": "cust-q", "phone": "+14155550177", "email": "q@example.com"})
-    rejected = {**event("consent.granted", n=2, subject={"id": "cust-q", "phone": "+14155550177"}), "data": {}}
+    mine = event("consent.granted", n=1,
+                 subject={"id": "kunde-müller", "phone": "+14155550177", "email": "q@example.com"})
+    rejected = {**event("consent.granted", n=2, subject={"id": "kunde-müller", "phone": "+14155550177"}), "data": {}}
     other = {**event("consent.granted", n=3, subject={"id": "cust-other", "phone": "+14155550178"}), "data": {}}
     ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [mine, rejected, other]))])
-    privacy.dsar(lake, "cust-q", str(tmp_path / "out"))
+    privacy.dsar(lake, "kunde-müller", str(tmp_path / "out"))
     doc = json.loads((tmp_path / "out" / "subject_access.json").read_text())
     assert [e["event_id"] for e in doc["events"]] == [mine["event_id"]]
     (q,) = doc["quarantined"]
     assert (q["source_file"], q["line"]) == ("a.jsonl", 2) and "consent_id" in q["reason"]
-    assert "+14155550177" not in q["raw"] and '"cust-q"' in q["raw"]  # as the quarantine keeps it: masked
+    assert "+14155550177" not in q["raw"] and '"kunde-müller"' in q["raw"]  # as the quarantine keeps it: masked
 
 
 def test_reveal_is_audited_and_needs_a_reason(lake, tmp_path):

@@ -30,9 +30,15 @@ class FakeLakeResource(dg.ConfigurableResource):
 
 
 @pytest.fixture(scope="module")
-def clean_lake(tmp_path_factory) -> str:
+def clean_home(tmp_path_factory) -> Path:
+    """Where the clean lake's keys are (a test that writes to a copy of it signs with them)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def clean_lake(tmp_path_factory, clean_home) -> str:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUDITLAKE_HOME", str(tmp_path_factory.mktemp("home")))
+        mp.setenv("AUDITLAKE_HOME", str(clean_home))
         lake = build_clean_lake(tmp_path_factory.mktemp("clean"))
         evaluate_lake(lake, report=False)
     return lake.uri
@@ -157,9 +163,10 @@ def test_a_report_folder_that_cannot_be_written_does_not_fail_the_data(tmp_path,
     assert "data_docs_not_written" in result.metadata and "data_docs" not in result.metadata
 
 
-def test_findings_frame_breakage_fails_the_findings_check(tmp_path, clean_lake):
+def test_findings_frame_breakage_fails_the_findings_check(tmp_path, clean_lake, clean_home, monkeypatch):
     import shutil
 
+    monkeypatch.setenv("AUDITLAKE_HOME", str(clean_home))
     copy = tmp_path / "copy"
     shutil.copytree(clean_lake, copy, copy_function=shutil.copy)
     for p in copy.rglob("*"):

@@ -65,13 +65,14 @@ def read_meta(lake: Lake, create: bool = False) -> dict:
 
 
 def open_lake_keys(lake: Lake, create: bool = False) -> KeyStore:
-    """The lake's keystore in AUDITLAKE_HOME. It is made on first use only while the lake has
-    signed nothing: keys made up for a lake with checkpoints could neither verify nor extend
-    it (every signature and chain link would read as forged)."""
+    """The lake's keystore in AUDITLAKE_HOME. Only a writer that may start the lake
+    (`create`: init, ingest) makes one, and only while the lake holds no tables: keys made
+    up by a reader, or for a lake something already signed, could neither verify nor
+    extend it (every signature and chain link would read as forged)."""
     from ..keys import auditlake_home, keystore_exists
 
     meta = read_meta(lake, create=create)
-    if not keystore_exists(meta["log_id"]) and lake.latest("checkpoints") is not None:
+    if not keystore_exists(meta["log_id"]) and not (create and not has_tables(lake)):
         raise AuditlakeError(f"no keystore of the lake {lake.uri} ({meta['log_id']}) in {auditlake_home()}: point "
                              "AUDITLAKE_HOME at the keystore of the host that created the lake")
     from ..kms import select_keystore  # KMS envelope keys when AUDITLAKE_KMS_KEY_ID is set
