@@ -918,3 +918,23 @@ def test_masking_takes_personal_keys_and_shapes_only():
     # A time of day is no IPv6 address; an ISO instant and a UUID are kept whole.
     text = "call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, fe80:0:0:0:202:b3ff:fe1e:8329"
     assert mask_text(text) == ("call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, ***")
+
+
+def test_a_lake_started_by_init_on_one_host_is_not_forked_by_another(lake_dir, tmp_path, monkeypatch):
+    """`init` publishes the lake's keys: another host without them refuses to make its own."""
+    from auditlake.errors import AuditlakeError
+    from auditlake.keys import KeyStore
+    from auditlake.lake.admin import init_lake
+    from auditlake.lake.meta import read_meta
+    from auditlake.lake.store import Lake
+
+    lake = Lake.open(str(lake_dir))
+    init_lake(lake)
+    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "host-b"))
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=1)])
+    with pytest.raises(AuditlakeError, match="no keystore of the lake"):
+        ingest(lake, [str(tmp_path / "a")])
+    KeyStore(read_meta(lake)["log_id"])  # host B's own keys for that log
+    with pytest.raises(AuditlakeError, match="holds none of the keys the lake .* published"):
+        ingest(lake, [str(tmp_path / "a")])
+    assert lake.delta("ledger") is None

@@ -185,8 +185,9 @@ def evaluate_lake(lake: Lake, as_of: datetime | str | None = None, holidays: fro
 
     started = time.monotonic()
     as_of_dt = parse_as_of(as_of)
-    if lake.read_json("auditlake.json") is None:
-        raise AuditlakeError(f"no lake at {lake.uri} (no auditlake.json); run `auditlake init` or `auditlake ingest`")
+    from ..lake.meta import read_meta
+
+    read_meta(lake)  # a lake, whole (one line when it is not)
     hol = configured_holidays(lake) if holidays is None else frozenset(holidays)
     events, ledger_version = read_projection(lake)
     read_s = time.monotonic() - started

@@ -66,16 +66,21 @@ def read_meta(lake: Lake, create: bool = False) -> dict:
 
 def open_lake_keys(lake: Lake, create: bool = False) -> KeyStore:
     """The lake's keystore in AUDITLAKE_HOME. Only a writer that may start the lake
-    (`create`: init, ingest) makes one, and only while the lake holds no tables: keys made
-    up by a reader, or for a lake something already signed, could neither verify nor
-    extend it (every signature and chain link would read as forged)."""
+    (`create`: init, ingest) makes one, and only while the lake has no keys anywhere: no
+    tables and no published keys (`init` publishes them). Keys made up by a reader, or for
+    a lake whose keys live on another host, could neither verify nor extend it (every
+    signature and chain link would read as forged, or the lake would fork)."""
     from ..keys import auditlake_home, keystore_exists
 
     meta = read_meta(lake, create=create)
-    if not keystore_exists(meta["log_id"]) and not (create and not has_tables(lake)):
+    published = set(meta.get("public_keys") or {})
+    if not keystore_exists(meta["log_id"]) and (not create or published or has_tables(lake)):
         raise AuditlakeError(f"no keystore of the lake {lake.uri} ({meta['log_id']}) in {auditlake_home()}: point "
                              "AUDITLAKE_HOME at the keystore of the host that created the lake")
     from ..kms import select_keystore  # KMS envelope keys when AUDITLAKE_KMS_KEY_ID is set
 
     keys = select_keystore(meta["log_id"])
+    if published and not published & set(keys.public_keys()):
+        raise AuditlakeError(f"the keystore in {auditlake_home()} holds none of the keys the lake {lake.uri} published "
+                             "in auditlake.json: point AUDITLAKE_HOME at the lake's keystore")
     return keys
