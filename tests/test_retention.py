@@ -493,6 +493,25 @@ def test_a_forged_lift_does_not_lift_a_hold(lake_dir, tmp_path):
     assert admin.legal_hold_active(lake)
 
 
+def test_an_unsigned_hold_record_holds_is_reported_and_can_be_lifted(lake_dir, tmp_path):
+    from auditlake.privacy import erase
+
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    s1 = _subjects(uri)[0]
+    lake = Lake.open(uri)
+    planted = {"hold_id": "e" * 32, "action": "set", "scope": "subject", "subject_id": s1, "reason": "x",
+               "at": "9999-12-31T00:00:00.000000Z", "actor": "nobody"}
+    (lake_dir / "_holds").mkdir(exist_ok=True)
+    (lake_dir / "_holds" / "99991231-planted.json").write_text(json.dumps(planted))
+    with pytest.raises(AuditlakeError, match="hold"):
+        erase(lake, s1)
+    found = _findings(uri)
+    assert [f["kind"] for f in found] == ["RET-WORM"] and "not signed by the lake" in found[0]["detail"]
+    admin.lift_hold(lake, s1, "planted", hold_id="e" * 32)  # dated 9999: the lift names it all the same
+    assert not admin.legal_hold_active(lake, s1) and _findings(uri) == []
+
+
 def _forged_hold_event(n: int, action: str, scope: str, subject_id: str | None) -> dict:
     """A producer's landing line dressed as the lake's own hold event (no record signed by the lake)."""
     from events import event
@@ -648,12 +667,23 @@ def test_repair_restores_a_hold_record_hidden_on_s3(s3_lake_uri, s3_env, tmp_pat
     c = s3_client(s3_env.endpoint)
     bucket = _bucket(s3_lake_uri)
     (record,) = [o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix="lake/_holds/")["Contents"]]
+    # The record is write-once in fact: COMPLIANCE retention, so its version cannot be deleted.
+    version = c.head_object(Bucket=bucket, Key=record)
+    assert version["ObjectLockMode"] == "COMPLIANCE"
+    with pytest.raises(ClientError):
+        c.delete_object(Bucket=bucket, Key=record, VersionId=version["VersionId"])
     c.delete_object(Bucket=bucket, Key=record)
     assert [x["table"] for x in _findings(s3_lake_uri)] == ["_holds"]
+    # Meanwhile: objects committed without the hold's S3 legal hold, and one switched off.
+    _ingest(s3_lake_uri, tmp_path / "in2", 3, seed=4)
+    ledger_key = next(o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix="lake/tables/ledger/")["Contents"]
+                      if o["Key"].endswith(".parquet"))
+    c.put_object_legal_hold(Bucket=bucket, Key=ledger_key, LegalHold={"Status": "OFF"})
     r = run_cli("--lake", s3_lake_uri, "repair", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert record.removeprefix("lake/") in json.loads(r.stdout)["repaired"]
     assert _findings(s3_lake_uri) == [] and admin.legal_hold_active(Lake.open(s3_lake_uri))
+    assert c.get_object_legal_hold(Bucket=bucket, Key=ledger_key)["LegalHold"]["Status"] == "ON"
 
 
 def test_erasure_does_not_go_ahead_when_the_ledger_cannot_say_whether_a_hold_applies(lake_dir, tmp_path):

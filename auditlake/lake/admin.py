@@ -230,22 +230,35 @@ def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None
     name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{rec['hold_id'][:8]}.json"
     _write_once(lake, f"{HOLDS_DIR}/{name}", json.dumps(rec, indent=1, sort_keys=True).encode())
     record_events(lake, [event])
+    if lake.is_s3:  # write-once in fact: its versions cannot be deleted either (COMPLIANCE retention)
+        from . import s3
+
+        s3.lock_object(lake, f"{HOLDS_DIR}/{name}", years=retention.policy(lake)["years"])
     return rec
 
 
 def hold_problems(lake: Lake) -> list[dict]:
     """RET-WORM findings: hold records the ledger tells of that `_holds/` does not hold
-    with a valid signature (a deleted record would otherwise lift its hold in silence).
-    An unsigned telling (see _ledger_holds) is reported while it holds: lifting it by its
-    id ends the finding."""
-    kept = {rec.get("hold_id") for rec, ok in _hold_records(lake) if ok}
+    with a valid signature (a deleted record would otherwise lift its hold in silence), and
+    holds in force on an unsigned telling or record, named with how to end them."""
+    records = _hold_records(lake)
+    kept = {rec.get("hold_id") for rec, ok in records if ok}
     told = [(h, ok) for h, ok in _ledger_holds(lake, skip_unreadable=True) if h.get("hold_id") not in kept]
-    active = {h.get("hold_id") for h in active_holds(lake)} if any(not ok for _, ok in told) else set()
-    return [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
-             "detail": f"the legal hold record {h['hold_id']} ({h['action']} on "
-                       f"{'subject ' + str(h['subject_id']) if h['scope'] == 'subject' else 'the lake'} at {h['at']}) "
-                       "that the ledger records is missing from _holds/ or not signed by the lake"}
-            for h, ok in told if ok or h.get("hold_id") in active]
+    unsigned = [rec for rec, ok in records if not ok and rec.get("action") == "set"]
+    active = ({h.get("hold_id") for h in active_holds(lake)} if unsigned or any(not ok for _, ok in told) else set())
+
+    def where(h: dict) -> str:
+        return f"{'subject ' + str(h.get('subject_id')) if h.get('scope') == 'subject' else 'the lake'} at {h.get('at')}"
+
+    out = [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
+            "detail": f"the legal hold record {h['hold_id']} ({h['action']} on {where(h)}) that the ledger records is "
+                      "missing from _holds/ or not signed by the lake"}
+           for h, ok in told if ok or h.get("hold_id") in active]
+    out += [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
+             "detail": f"the legal hold record {rec.get('hold_id')} under _holds/ (set on {where(rec)}) is not signed by "
+                       f"the lake; it holds until `auditlake hold lift --hold-id {rec.get('hold_id')}` ends it"}
+            for rec in unsigned if rec.get("hold_id") in active]
+    return out
 
 
 def _committed_rels(lake: Lake) -> list[str]:
@@ -564,6 +577,10 @@ def repair(lake: Lake) -> dict:
         incidents.append(_incident("object_locked", None, f"put {sealed} committed object(s) under retention that were not"))
     _append_incidents(lake, incidents)
     retention.lock_new(lake, keys)  # the incidents commit itself
+    if lake.is_s3:
+        # The objects' S3 legal holds as the holds in force say (a restored hold record, an
+        # object whose legal hold was switched off, objects committed while a record was hidden).
+        _apply_s3_holds(lake)
     after = verify(lake)
     return {
         "ok": after.ok,
