@@ -475,6 +475,12 @@ def test_legal_hold_set_and_lift(lake_uri, tmp_path):
     if lake.is_s3:
         held = {o.rel for o in _committed(lake_uri) if s3.lock_info(lake, o.rel).legal_hold}
         assert held == admin.subject_files(lake, {s1}) and held
+        # A subject's file whose S3 legal hold is switched off: reported, and repair sets it again.
+        off = sorted(held)[0]
+        s3.set_legal_hold(lake, off, False, s3.history(lake, off).original.version_id)
+        found = _findings(lake_uri)
+        assert [(f["file"], "on a subject" in f["detail"]) for f in found] == [(off, True)]
+        assert run_cli("--lake", lake_uri, "repair").returncode == 0 and _findings(lake_uri) == []
     with pytest.raises(AuditlakeError, match="no legal hold"):
         admin.lift_hold(lake, "subj-none", "")
     admin.lift_hold(lake, s1, "settled")

@@ -889,7 +889,16 @@ def _check_s3(lake: Lake, years: int) -> list[dict]:
         findings.append(_f("bucket", None, f"bucket {lake.bucket} does not have Object Lock enabled"))
     # From _holds/ only: verify reports a record the ledger knows and _holds/ lost on its own
     # (admin.hold_problems), and must not stop on a ledger file it cannot read.
-    lake_hold = any(h["scope"] == "lake" for h in active_holds(lake, with_ledger=False))
+    holds = active_holds(lake, with_ledger=False)
+    lake_hold = any(h["scope"] == "lake" for h in holds)
+    subject_held: set[str] = set()  # the ledger files of the subjects under a hold
+    if not lake_hold and any(h["scope"] == "subject" for h in holds):
+        from .admin import subject_files
+
+        try:
+            subject_held = subject_files(lake, {h["subject_id"] for h in holds if h["scope"] == "subject"})
+        except (AuditlakeError, OSError):
+            pass  # an unreadable ledger is reported by the row checks
     todo: list[tuple[str, s3.ObjectHistory, Obj | None]] = []
     for table in table_names(lake):
         hist = s3.histories(lake, f"tables/{table}/")
@@ -931,6 +940,9 @@ def _check_s3(lake: Lake, years: int) -> list[dict]:
                 out.append(_f(table, rel, f"retained until {info.until.date()}, RET-WORM needs {need}", o.partition))
         if lake_hold and not info.legal_hold:
             out.append(_f(table, rel, "a legal hold is active on the lake but not on this object", o.partition))
+        elif rel in subject_held and not info.legal_hold:
+            out.append(_f(table, rel, "a legal hold is active on a subject whose events this object holds, but not "
+                                      "on this object", o.partition))
         return out
 
     for fs in s3._parallel(one, todo):
