@@ -8,9 +8,9 @@ ignored, so a hold can only be lifted with the lake's signing key), and each as 
 record, and is sealed: a deleted record still holds for erasure and is a RET-WORM finding.
 A ledger `set` event without a record signed by the lake (written before events carried
 one, or by a producer: any producer can write a `config.changed` line) still holds, as the
-safe reading, until a signed lift names it; a ledger `lift` without one lifts nothing. On S3 the held objects
-also carry an S3 legal hold, which blocks deleting them and their expiry even after the
-retention period. `legal_hold_active(lake, subject_id)` is what erasure asks.
+safe reading, until a signed lift names it; a ledger `lift` without one lifts nothing. On
+S3 the held objects also carry an S3 legal hold, which blocks deleting them and their
+expiry even after the retention period. `legal_hold_active(lake, subject_id)` is what erasure asks.
 """
 from __future__ import annotations
 
