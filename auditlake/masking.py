@@ -15,6 +15,7 @@ _PATTERNS = [
     re.compile(r"\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b"),  # formatted national numbers
     re.compile(r"\b\d{10,15}\b"),  # bare phone-length digit runs
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
+    re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::[0-9A-Fa-f]{1,4}){1,7}\b"),  # IPv6 with "::" (2001:db8::1)
     re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b"),  # IPv6
 ]
 # The keys that name a person's data: the contract's four, their usual spellings, and those

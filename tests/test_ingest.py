@@ -916,8 +916,10 @@ def test_masking_takes_personal_keys_and_shapes_only():
     assert all(kept in raw for kept in ('"campaign_name":"Spring Sale"', '"hostname":"web-01"', '"username":"svc_router"'))
     assert not any(gone in raw for gone in ("Zed Quinn", "555-0100", "10.9.8.7"))
     # A time of day is no IPv6 address; an ISO instant and a UUID are kept whole.
-    text = "call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, fe80:0:0:0:202:b3ff:fe1e:8329"
-    assert mask_text(text) == ("call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, ***")
+    text = ("call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, "
+            "fe80:0:0:0:202:b3ff:fe1e:8329, 2001:db8::1, std::vector")
+    assert mask_text(text) == ("call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, "
+                               "***, ***, std::vector")
 
 
 def test_a_lake_started_by_init_on_one_host_is_not_forked_by_another(lake_dir, tmp_path, monkeypatch):
