@@ -14,12 +14,14 @@ expiry even after the retention period. `legal_hold_active(lake, subject_id)` is
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -91,12 +93,12 @@ def _signed(rec, public: dict) -> bool:
         return False
 
 
-def _hold_records(lake: Lake) -> list[tuple[dict, bool]]:
-    """Every hold record with whether its signature verifies."""
+def _hold_records(lake: Lake, public: Callable[[], dict]) -> list[tuple[dict, bool]]:
+    """Every hold record with whether its signature verifies (`public`: the lake's public
+    keys, read when a record needs them)."""
     names = [n for n in _list(lake, HOLDS_DIR) if n.endswith(".json")]
     if not names:
         return []
-    public = _public_keys(lake)
     out = []
     for name in names:
         try:
@@ -104,12 +106,11 @@ def _hold_records(lake: Lake) -> list[tuple[dict, bool]]:
         except ValueError:
             continue
         if isinstance(rec, dict):
-            out.append((rec, _signed(rec, public)))
-    out.sort(key=lambda r: (str(r[0].get("at", "")), str(r[0].get("hold_id", ""))))
+            out.append((rec, _signed(rec, public())))
     return out
 
 
-def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[tuple[dict, bool]]:
+def _ledger_holds(lake: Lake, public: Callable[[], dict], skip_unreadable: bool = False) -> list[tuple[dict, bool]]:
     """The hold records the ledger's audit events tell of, whatever `_holds/` still holds,
     with whether each is signed by the lake: the record an event carries, else (an event
     without one) a `set` built from its fields, unsigned. A ledger file that cannot be read
@@ -143,13 +144,12 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[tuple[dict,
                 texts += read([path])
             except (OSError, pa.ArrowException):
                 continue
-    public = _public_keys(lake)
     out = []
     for text in texts:
         data = json.loads(text)
         if data.get("setting") != HOLD_SETTING:
             continue
-        if _signed(data.get("hold_record"), public):
+        if _signed(data.get("hold_record"), public()):
             out.append((data["hold_record"], True))
         elif data.get("new_value") == "on":
             out.append(({k: data.get(k) for k in ("hold_id", "scope", "subject_id", "at")}
@@ -157,17 +157,24 @@ def _ledger_holds(lake: Lake, skip_unreadable: bool = False) -> list[tuple[dict,
     return out
 
 
-def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
+def _lazy_public_keys(lake: Lake) -> Callable[[], dict]:
+    """The lake's public keys, read once and only if a record is there to check (a writer
+    asks for the holds on every S3 commit)."""
+    return functools.cache(lambda: _public_keys(lake))
+
+
+def _with_ledger(records: list[tuple[dict, bool]], told: list[tuple[dict, bool]]) -> list[tuple[dict, bool]]:
+    """`_holds/`'s records and those the ledger tells of that `_holds/` no longer has."""
+    kept = {rec.get("hold_id") for rec, ok in records if ok}
+    return records + [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"} if ok else h, ok)
+                      for h, ok in told if h.get("hold_id") not in kept]
+
+
+def _in_force(records: list[tuple[dict, bool]]) -> list[dict]:
     """The holds in force: every `set` record (signed or not: the safe reading) not ended
     by a lift signed by the lake. A lift names the hold it ends, whenever either was
     written; a lift that names none (written before lifts named their hold) ends the holds
-    of its scope set at or before it. `with_ledger` also counts the records the ledger's
-    audit events tell of that `_holds/` no longer has: deleting a record lifts nothing."""
-    records = _hold_records(lake)
-    if with_ledger:
-        kept = {rec.get("hold_id") for rec, ok in records if ok}
-        records += [({**h, "reason": "(its record under _holds/ is gone; known from the ledger)"} if ok else h, ok)
-                    for h, ok in _ledger_holds(lake) if h.get("hold_id") not in kept]
+    of its scope set at or before it."""
     sets: dict[str, dict] = {}
     lifted: set[str] = set()
     scope_lifts: list[dict] = []
@@ -188,6 +195,17 @@ def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
             and str(lf.get("at") or "") >= str(h.get("at") or "") for lf in scope_lifts)
 
     return sorted((h for h in sets.values() if not ended(h)), key=lambda h: (str(h.get("at") or ""), str(h.get("hold_id"))))
+
+
+def active_holds(lake: Lake, with_ledger: bool = True) -> list[dict]:
+    """The holds in force (see _in_force). `with_ledger` also counts the records the
+    ledger's audit events tell of that `_holds/` no longer has: deleting a record lifts
+    nothing."""
+    public = _lazy_public_keys(lake)
+    records = _hold_records(lake, public)
+    if with_ledger:
+        records = _with_ledger(records, _ledger_holds(lake, public))
+    return _in_force(records)
 
 
 def legal_hold_active(lake: Lake, subject_id: str | None = None) -> bool:
@@ -241,11 +259,11 @@ def hold_problems(lake: Lake) -> list[dict]:
     """RET-WORM findings: hold records the ledger tells of that `_holds/` does not hold
     with a valid signature (a deleted record would otherwise lift its hold in silence), and
     holds in force on an unsigned telling or record, named with how to end them."""
-    records = _hold_records(lake)
+    public = _lazy_public_keys(lake)
+    records = _hold_records(lake, public)
     kept = {rec.get("hold_id") for rec, ok in records if ok}
-    told = [(h, ok) for h, ok in _ledger_holds(lake, skip_unreadable=True) if h.get("hold_id") not in kept]
-    unsigned = [rec for rec, ok in records if not ok and rec.get("action") == "set"]
-    active = ({h.get("hold_id") for h in active_holds(lake)} if unsigned or any(not ok for _, ok in told) else set())
+    told = [(h, ok) for h, ok in _ledger_holds(lake, public, skip_unreadable=True) if h.get("hold_id") not in kept]
+    active = {h.get("hold_id") for h in _in_force(_with_ledger(records, told))}
 
     def where(h: dict) -> str:
         return f"{'subject ' + str(h.get('subject_id')) if h.get('scope') == 'subject' else 'the lake'} at {h.get('at')}"
@@ -257,7 +275,7 @@ def hold_problems(lake: Lake) -> list[dict]:
     out += [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
              "detail": f"the legal hold record {rec.get('hold_id')} under _holds/ (set on {where(rec)}) is not signed by "
                        f"the lake; it holds until `auditlake hold lift --hold-id {rec.get('hold_id')}` ends it"}
-            for rec in unsigned if rec.get("hold_id") in active]
+            for rec, ok in records if not ok and rec.get("action") == "set" and rec.get("hold_id") in active]
     return out
 
 
@@ -353,8 +371,6 @@ def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "", hold_
     hold = target[0]
     rec = _record_hold(lake, keys, "lift", hold.get("subject_id") if hold["scope"] == "subject" else None, reason,
                        lifts=str(hold.get("hold_id")))
-    if any(h.get("hold_id") == hold.get("hold_id") for h in active_holds(lake)):
-        raise AuditlakeError(f"the lift of hold {hold.get('hold_id')} was recorded but the hold still reads as active")
     held = None
     if lake.is_s3:
         held, _ = _apply_s3_holds(lake)
