@@ -46,7 +46,7 @@ RAW_LIMIT = 4096
 
 
 # Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk.
-_MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]] + [r"(?i)(name|phone|email|mobile|ip|address)\W*:", r"\\u00"])
+_MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]] + [r"(?i)" + _PII_KEY + r"\W*:", r"\\u00"])
 # A person's name in free text can only be guessed: two or more capitalised words in a row.
 _CAPITALISED_WORDS = re.compile(r"\b[A-Z][a-z'’-]+(?:[ \t]+[A-Z][a-z'’-]+)+\b")
 

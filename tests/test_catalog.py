@@ -237,12 +237,12 @@ def test_console_results_are_bounded_in_size_and_pii_shaped_text_is_masked(tiny,
     assert capped and 0 < table.num_rows < total
     table, capped = ex.analyst_query(
         "SELECT event_id, data || ' bob@example.com' AS note, [data || ' +14155550100'] AS notes, "
-        "encode('10.1.2.3') AS ip_bytes, tenant_id FROM events")
+        "encode('10.1.2.3') AS ip_bytes, '{\"cell\":\"Ann\"}' AS member, tenant_id FROM events")
     assert not capped and table.num_rows == total
     text = str(table.to_pylist())
-    for value in ("bob@example.com", "+14155550100", "10.1.2.3"):
+    for value in ("bob@example.com", "+14155550100", "10.1.2.3", "Ann"):
         assert value not in text
-    assert text.count("***") == 3 * total
+    assert text.count("***") == 4 * total
     assert set(table.column("event_id").to_pylist()) == {ev["event_id"] for ev in tiny["events"]}  # ids are kept
     ex.close()
 
