@@ -153,7 +153,8 @@ def checkpoints(context: dg.AssetExecutionContext, config: VerifyConfig, lake: L
             metadata={"findings": dg.MetadataValue.md(findings_md(report)), "events": report.events},
         )
     if report.findings:
-        context.log.warning("the catalog file differs from what `auditlake catalog` writes (rebuilt downstream): "
+        context.log.warning("the catalog file differs from what `auditlake catalog` writes (rebuilt downstream; "
+                            "the trusted checkpoint waits for a clean pass): "
                             + "; ".join(f.detail for f in report.findings[:5]))
     rows = read_checkpoints(lk)
     latest = rows[-1] if rows else {}
@@ -164,7 +165,8 @@ def checkpoints(context: dg.AssetExecutionContext, config: VerifyConfig, lake: L
         f"Latest checkpoint: tree size **{latest.get('tree_size', 0)}**, root `{latest.get('root', '')}`, "
         f"id `{latest.get('checkpoint_hash', '')}`, signed with key `{latest.get('key_id', '')}` at {latest.get('time', '-')}.",
         f"Trusted checkpoint before this run: tree size {report.trusted_tree_size if report.trusted_tree_size is not None else 'none'}; "
-        "now advanced to the latest.",
+        + ("now advanced to the latest." if report.ok else
+           "not advanced: the catalog file differs (the catalog step rebuilds it; the next clean verify advances it)."),
         "#### Recent checkpoints\n\n" + md.table(["tree size", "time", "root", "checkpoint id", "key"], recent, limit=10),
     ])
     return dg.MaterializeResult(

@@ -95,8 +95,9 @@ class VerifyReport:
 
     @property
     def ledger_ok(self) -> bool:
-        """No finding about the sealed record: the catalog file is derived from it (rebuilt
-        by `auditlake catalog`), so a changed catalog alone does not hold the trust store back."""
+        """No finding about the sealed record (a changed catalog file is derived from it and
+        rebuilt by `auditlake catalog`). The trust store still advances only on a pass with
+        no finding at all (`ok`)."""
         return all(f.kind == CATALOG_CHANGED for f in self.findings)
 
     def add(self, kind: str, table: str, detail: str, **where) -> None:
@@ -1090,7 +1091,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
         for kind, table, detail, where in found:
             report.add(kind, table, detail, **where)
     report.ok = not report.findings
-    if report.ledger_ok and update_trust and cps:
+    if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
         if manifests is not None:
