@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 
 # The two C extensions (batch SHA-256; verify's record matcher and export's row text) build against OpenSSL's
 # libcrypto and Python's headers; Debian packages them as below.
-NATIVE := auditlake/ledger/_sha256.c auditlake/_records.c
+NATIVE := auditlake/ledger/_sha256.c auditlake/_records.c auditlake/_sha256_x16.h
 
 $(VENV)/.installed: requirements.lock pyproject.toml $(NATIVE)
 	@{ command -v cc >/dev/null 2>&1 && test -f /usr/include/openssl/sha.h \

@@ -859,3 +859,37 @@ def test_arrow_pipeline_matches_python_pipeline():
     texts = [f'{{"seq":{i},"event_type":"login"}}' for i in range(70_001)]
     hashes = [leaf_hash(t.encode()) for t in texts]
     assert Frontier.empty().extend(leaf_hashes(pa.array(texts))).root() == root_from_leaf_hashes(hashes) == mth(hashes)
+
+
+def test_batch_hasher_sixteen_items_at_a_time_is_sha256_and_hmac():
+    """The AVX-512 path of the batch hasher (16 independent items at once, where the CPU has
+    it) and the one-at-a-time path give hashlib's and hmac's digests: leaf hashes, links
+    from given previous hashes and plain HMACs, for items of every length across SHA-256's
+    block and padding boundaries (an HMAC's inner hash counts its 64-byte key block), long
+    keys, whole groups of 16 and a remainder. The chained links (each from the one before)
+    are one at a time either way and must agree too."""
+    import hmac as hmac_
+
+    from auditlake.ledger import _sha256
+
+    items = [bytes([k % 251]) * k for k in range(300)] + [b"", b"z" * 70_000, bytes(range(256)) * 3]
+    data = b"".join(items)
+    offsets = np.cumsum([0] + [len(x) for x in items]).astype(np.int64)
+    prevs = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(len(items)))
+    had = _sha256.simd()
+    try:
+        for enabled in (True, False):
+            assert _sha256.simd(enabled) == (enabled and had)
+            assert _sha256.leaf_hashes(data, offsets) == b"".join(leaf_hash(x) for x in items)
+            for key in (b"k" * 32, b"", b"long key " * 20):
+                assert _sha256.hmacs(key, prevs, data, offsets) == b"".join(
+                    hmac_.new(key, prevs[32 * i:32 * i + 32] + x, "sha256").digest() for i, x in enumerate(items))
+                assert _sha256.hmacs(key, b"", data, offsets) == b"".join(
+                    hmac_.new(key, x, "sha256").digest() for x in items)
+                chained, prev = [], prevs[:32]
+                for x in items:
+                    prev = hmac_.new(key, prev + x, "sha256").digest()
+                    chained.append(prev)
+                assert _sha256.hmac_chain(key, prevs[:32], data, offsets) == b"".join(chained)
+    finally:
+        _sha256.simd(had)

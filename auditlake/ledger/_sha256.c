@@ -2,8 +2,9 @@
  * one call, so the per-item cost is OpenSSL's compression function (SHA-NI where the CPU
  * has it), not a Python call. The GIL is released while hashing.
  *
- * Items are given as Arrow binary arrays: a data buffer and n + 1 int64 offsets (callers
- * cast to large_binary). The Python wrappers in merkle.py and chain.py define the meaning;
+ * Independent items go 16 at a time through the AVX-512 hasher (_sha256_x16.h) where the
+ * CPU has it; simd() says whether. Items are given as Arrow binary arrays: a data buffer
+ * and n + 1 int64 offsets (callers cast to large_binary). The Python wrappers in merkle.py and chain.py define the meaning;
  * tests compare every function with hashlib/hmac.
  */
 #define PY_SSIZE_T_CLEAN
@@ -11,7 +12,10 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
 #include <openssl/sha.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "../_sha256_x16.h"
 
 #define HASH 32
 
@@ -57,6 +61,44 @@ static PyObject *new_output(Py_ssize_t n, unsigned char **out) {
     return result;
 }
 
+#ifdef SHA256_X16
+/* The 16 padded messages of one sha256_x16 call, in a buffer grown as needed. */
+typedef struct {
+    unsigned char *buf;
+    size_t cap;
+    int32_t off[16], nblocks[16];
+} Lanes;
+
+/* Items r..r+15 as lanes, each after head_len bytes of its head (heads + l * head_step),
+ * `before` bytes having been absorbed ahead of each; -1 without memory, or past the 32-bit
+ * lane offsets (the caller then hashes them one at a time). */
+static int lanes_fill(Lanes *lanes, const unsigned char *d, const int64_t *o, Py_ssize_t r, const unsigned char *heads,
+                      size_t head_len, size_t head_step, int64_t before) {
+    size_t at = 0;
+    for (int l = 0; l < 16; l++) {
+        size_t len = (size_t)(o[r + l + 1] - o[r + l]), need = at + head_len + len + 72;
+        if (need > INT32_MAX) return -1;
+        if (need > lanes->cap) {
+            unsigned char *bigger = realloc(lanes->buf, need * 2);
+            if (!bigger) return -1;
+            lanes->buf = bigger;
+            lanes->cap = need * 2;
+        }
+        memcpy(lanes->buf + at, heads + l * head_step, head_len);
+        memcpy(lanes->buf + at + head_len, d + o[r + l], len);
+        lanes->off[l] = (int32_t)at;
+        lanes->nblocks[l] = sha256_pad(lanes->buf + at, (int64_t)(head_len + len), before);
+        at += 64 * (size_t)lanes->nblocks[l];
+    }
+    return 0;
+}
+
+/* A context's chaining state, as sha256_x16 starts from it. */
+static void state_of(const SHA256_CTX *c, uint32_t state[8]) {
+    for (int k = 0; k < 8; k++) state[k] = (uint32_t)c->h[k];
+}
+#endif
+
 /* HMAC-SHA-256 contexts that absorbed the padded key (RFC 2104). */
 static int hmac_pads(Py_buffer *key, SHA256_CTX *inner, SHA256_CTX *outer) {
     unsigned char k[64] = {0}, pad[64];
@@ -94,9 +136,16 @@ static PyObject *leaf_hashes(PyObject *self, PyObject *args) {
         const unsigned char *d = it.data.buf;
         const int64_t *o = it.offsets.buf;
         static const unsigned char prefix = 0x00;
+        Py_ssize_t i = 0;
         Py_BEGIN_ALLOW_THREADS
+#ifdef SHA256_X16
+        Lanes lanes = {0};
+        for (; x16_enabled && i + 16 <= it.n && lanes_fill(&lanes, d, o, i, &prefix, 1, 0, 0) == 0; i += 16)
+            sha256_x16(lanes.buf, lanes.off, lanes.nblocks, H0, (uint8_t(*)[32])(out + i * HASH));
+        free(lanes.buf);
+#endif
         SHA256_CTX c;
-        for (Py_ssize_t i = 0; i < it.n; i++) {
+        for (; i < it.n; i++) {
             SHA256_Init(&c);
             SHA256_Update(&c, &prefix, 1);
             SHA256_Update(&c, d + o[i], (size_t)(o[i + 1] - o[i]));
@@ -219,8 +268,33 @@ static PyObject *links(PyObject *args, int chained) {
         hmac_pads(&key, &inner, &outer);
         const unsigned char *d = it.data.buf, *p = prevs.buf;
         const int64_t *o = it.offsets.buf;
+        Py_ssize_t i = 0;
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < it.n; i++) {
+#ifdef SHA256_X16
+        if (!chained && x16_enabled) {
+            /* Inner hashes of 16 independent links, then their outer hashes (one block each). */
+            uint32_t inner_state[8], outer_state[8];
+            state_of(&inner, inner_state);
+            state_of(&outer, outer_state);
+            Lanes lanes = {0};
+            static const unsigned char none = 0; /* the head of a plain HMAC: nothing */
+            unsigned char mids[16][64];
+            int32_t mid_off[16], one[16];
+            for (; i + 16 <= it.n && lanes_fill(&lanes, d, o, i, plain ? &none : p + i * HASH, plain ? 0 : HASH, plain ? 0 : HASH, 64) == 0;
+                 i += 16) {
+                unsigned char mid[16][HASH];
+                sha256_x16(lanes.buf, lanes.off, lanes.nblocks, inner_state, mid);
+                for (int l = 0; l < 16; l++) {
+                    memcpy(mids[l], mid[l], HASH);
+                    one[l] = sha256_pad(mids[l], HASH, 64);
+                    mid_off[l] = 64 * l;
+                }
+                sha256_x16(&mids[0][0], mid_off, one, outer_state, (uint8_t(*)[32])(out + i * HASH));
+            }
+            free(lanes.buf);
+        }
+#endif
+        for (; i < it.n; i++) {
             const unsigned char *prev = chained ? (i ? out + (i - 1) * HASH : p) : plain ? NULL : p + i * HASH;
             hmac_link(&inner, &outer, prev, d + o[i], (size_t)(o[i + 1] - o[i]), out + i * HASH);
         }
@@ -246,9 +320,15 @@ static PyMethodDef methods[] = {
     {"node_hashes", node_hashes, METH_VARARGS, "SHA-256(0x01 || left || right) of each pair, concatenated."},
     {"hmacs", hmacs, METH_VARARGS, "HMAC-SHA-256(key, prevs[i] || item i) (or of item i alone) of each item, concatenated."},
     {"hmac_chain", hmac_chain, METH_VARARGS, "Chained HMAC-SHA-256 links after prev, concatenated."},
+    {"simd", simd, METH_VARARGS, "Whether independent items are hashed 16 at a time with AVX-512; set it (tests)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sha256", "Batch SHA-256 for the ledger.", -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__sha256(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__sha256(void) {
+#ifdef SHA256_X16
+    x16_enabled = x16_supported();
+#endif
+    return PyModule_Create(&module);
+}
