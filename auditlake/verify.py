@@ -197,7 +197,7 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
     on_disk = {
         posixpath.relpath(i.path, table_path): i.size
         for i in _list(fs, table_path)
-        if not posixpath.relpath(i.path, table_path).startswith("_delta_log")
+        if posixpath.relpath(i.path, table_path).split("/", 1)[0] != "_delta_log"  # not _delta_log_old/ or _delta_logx
     }
     for path, add in live.items():
         rel = _unquote(path)
@@ -275,7 +275,8 @@ def _ledger_files(lake: Lake, live: dict[str, dict], report: VerifyReport) -> tu
         except FileNotFoundError:
             continue  # reported by check_history
         except (OSError, ValueError) as exc:  # ValueError: also a name that is not UTF-8
-            if "not found" not in str(exc).lower():
+            # Gone is check_history's finding; a message's words ("magic bytes not found") are not.
+            if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 report.add("data_file_replaced", "ledger", f"unreadable: {str(exc)[:120]}", file=rel,
                            partition=_partition(rel))
             continue
@@ -1095,7 +1096,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
         if manifests is not None:
-            _seen_manifests_path(keys.log_id).write_text(json.dumps(manifests, indent=1, sort_keys=True))
+            retention.remember_manifests(keys.log_id, manifests)
     con.close()
     spill.cleanup()
     report.duration_s = time.monotonic() - started
@@ -1111,24 +1112,12 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
     if lake.is_s3:  # Object Lock keeps S3 objects; no memory needed
         return found, None
     manifests = retention.manifest_digests(lake)
-    seen_path = _seen_manifests_path(keys.log_id)
-    try:
-        seen = json.loads(seen_path.read_text()) if seen_path.exists() else {}
-    except (OSError, ValueError):
-        seen = {}  # unreadable memory: this pass checks without it and a clean one rewrites it
-    for name, digest in sorted(seen.items()):
+    for name, digest in sorted(retention.seen_manifests(keys.log_id).items()):
         if manifests.get(name) != digest:
-            # Manifests deleted and their files re-sealed by the next ingest or repair would
-            # otherwise pass, whatever was changed in the files meanwhile.
             found.append((retention.KIND, retention.MANIFEST_DIR,
-                          "a retention manifest the last clean verify saw is gone or changed",
+                          "a retention manifest this host sealed or a clean verify saw is gone or changed",
                           {"file": f"{retention.MANIFEST_DIR}/{name}", "partition": None}))
     return found, manifests
-
-
-def _seen_manifests_path(log_id: str) -> Path:
-    """The retention manifests of the last clean verify, kept beside the trusted checkpoint."""
-    return trust_path(log_id).with_suffix(".manifests.json")
 
 
 def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: VerifyReport) -> merkle.Frontier | None:

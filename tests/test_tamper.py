@@ -54,7 +54,12 @@ def _copy(pristine, dest: Path, monkeypatch) -> tuple[Lake, Path]:
     for r, ds, fs in os.walk(dest):
         for n in fs:
             os.chmod(os.path.join(r, n), 0o644)  # the copy is a new lake; tampering needs write access
-    monkeypatch.setenv("AUDITLAKE_HOME", str(home))
+    # Its own home too: what a writer seals in one copy is remembered there (by log id).
+    own_home = dest.parent / f"{dest.name}-home"
+    if own_home.exists():
+        shutil.rmtree(own_home)
+    shutil.copytree(home, own_home)
+    monkeypatch.setenv("AUDITLAKE_HOME", str(own_home))
     return Lake.open(str(dest)), trusted
 
 
@@ -401,8 +406,6 @@ def test_a_commit_the_lake_did_not_sign_is_never_sealed_and_repair_removes_it(pr
     from auditlake.lake.admin import repair
 
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
-    shutil.copytree(pristine[1], tmp_path / "home")  # repair's verify keeps what it saw: not in the shared home
-    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "home"))
     tamper_forged_ingest_log_row(lake, 7)
     landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
     with pytest.raises(AuditlakeError, match=f"ingest_log/_delta_log/{N_FILES:020d}.json is no commit the lake makes"):
@@ -483,8 +486,6 @@ def test_a_forged_log_entry_is_never_sealed_nor_written_after(pristine, tmp_path
     from auditlake.lake import retention
 
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
-    shutil.copytree(pristine[1], tmp_path / "home")  # repair's verify keeps what it saw: not in the shared home
-    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "home"))
     versions = {t: lake.delta(t).version() for t in ("ledger", "checkpoints", "ingest_log")}
     tamper(lake, 1)  # the ledger's log, or (junk) the checkpoints' log
     forged = [p for t in versions for p in Path(lake.uri, "tables", t, "_delta_log").glob("*.json")
@@ -617,3 +618,90 @@ def test_a_signed_tables_file_with_other_columns_is_unsigned(pristine, tmp_path,
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     assert any(f.kind == "unsigned_commit" and f.table == "ingest_log" and "columns" in f.detail
                for f in report.findings), report.findings
+
+
+def _newest_manifest(lake: Lake) -> Path:
+    return sorted(Path(lake.uri, "_retention").glob("*.json"))[-1]
+
+
+def test_the_newest_batch_sealed_again_before_any_verify_saw_it_is_found(pristine, tmp_path, monkeypatch):
+    """No verify has seen the newest batch's manifest (the fixture never advances the trust
+    store), yet the writer remembered it beside the trusted checkpoint when it sealed it: its
+    deletion, a file of the batch changed meanwhile, and repair sealing the files again as
+    they are now, is found."""
+    from auditlake.cli import main
+
+    lake, _ = _copy(pristine, tmp_path / "lake", monkeypatch)
+    newest = _newest_manifest(lake)
+    victim = next(Path(lake.uri, rel) for rel in json.loads(newest.read_text())["objects"]
+                  if rel.startswith("tables/ledger/") and rel.endswith(".parquet"))
+    _rewrite(victim, lambda t: _set(t, "source_line", 0, 999))  # provenance: outside the sealed record
+    newest.unlink()
+    assert main(["--lake", lake.uri, "repair"]) in (0, 1)
+    report = verify(lake, update_trust=False)
+    assert any(f.kind == "RET-WORM" and f.file == f"_retention/{newest.name}" and "is gone or changed" in f.detail
+               for f in report.findings), report.findings
+
+
+def test_the_newest_batch_removed_whole_before_any_verify_saw_it_is_found(pristine, tmp_path, monkeypatch):
+    """Every table's last commit, its files and the manifest sealing them deleted leaves a
+    shorter lake that is consistent in itself: the manifest the writer remembered is missing."""
+    lake, _ = _copy(pristine, tmp_path / "lake", monkeypatch)
+    newest = _newest_manifest(lake)
+    for rel in json.loads(newest.read_text())["objects"]:
+        Path(lake.uri, rel).unlink(missing_ok=True)
+    newest.unlink()
+    _relock(lake)
+    report = verify(lake, update_trust=False)
+    assert report.events == (N_FILES - 1) * PER_FILE  # the shorter lake reads whole
+    assert [(f.kind, f.file) for f in report.findings] == [("RET-WORM", f"_retention/{newest.name}")], report.findings
+
+
+def test_a_malformed_manifest_is_a_finding_not_a_crash(pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    for name, body in (("zz.json", "[]"), ("zy.json", '{"objects": [1]}'), ("zx.json", '{"objects": {"a": 1}}')):
+        Path(lake.uri, "_retention", name).write_text(body)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    unreadable = {f.file for f in report.findings if f.detail == "retention manifest is unreadable"}
+    assert unreadable == {"_retention/zz.json", "_retention/zy.json", "_retention/zx.json"}, report.findings
+
+
+def test_a_ledger_file_overwritten_with_noise_is_replaced_not_missing(pristine, tmp_path, monkeypatch):
+    """pyarrow's message for it says "magic bytes not found": the file is there, unreadable."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim, _ = _row_file(lake, 7)
+    victim.write_bytes(os.urandom(victim.stat().st_size))
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    rel = str(victim.relative_to(Path(lake.uri, "tables", "ledger")))
+    assert any(f.kind == "data_file_replaced" and f.file == rel and f.detail.startswith("unreadable")
+               for f in report.findings), report.findings
+
+
+@pytest.mark.parametrize("folder", ["_delta_log_old", "_delta_logx"])
+def test_a_data_file_in_a_folder_named_like_the_log_is_inserted(pristine, tmp_path, monkeypatch, folder):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim, _ = _row_file(lake, 7)
+    copy = Path(lake.uri, "tables", "ledger", folder, "x.parquet")
+    copy.parent.mkdir()
+    shutil.copy(victim, copy)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert any(f.kind == "data_file_inserted" and f.file == f"{folder}/x.parquet" for f in report.findings), report.findings
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_sealed_file_behind_a_symbolic_link_is_a_finding(pristine, tmp_path, monkeypatch, link):
+    """Identical bytes elsewhere are not under the lake's lock (the attacker may change them)."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim, _ = _row_file(lake, 7)
+    moved = tmp_path / "outside" / victim.parent.name
+    if link == "file":
+        moved.mkdir(parents=True)
+        shutil.move(victim, moved / victim.name)
+        victim.symlink_to(moved / victim.name)
+    else:
+        moved.parent.mkdir()
+        shutil.move(victim.parent, moved)
+        victim.parent.symlink_to(moved, target_is_directory=True)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    rel = str(victim.relative_to(lake.uri))
+    assert any(f.kind == "RET-WORM" and f.file == rel and "symbolic link" in f.detail for f in report.findings), report.findings

@@ -24,6 +24,7 @@ Both kinds of lake share the walk over the Delta logs; only the sealing differs.
 from __future__ import annotations
 
 import bisect
+import fcntl
 import hashlib
 import json
 import os
@@ -35,12 +36,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
 from ..errors import AuditlakeError
-from ..keys import KeyStore, load_public_key
+from ..keys import KeyStore, auditlake_home, load_public_key
 from ..ledger.canonical import canonical_json
 from .store import Lake
 
@@ -627,9 +629,13 @@ def _manifests(lake: Lake) -> dict[str, dict | None]:
         if ck not in _manifest_cache:
             try:
                 with open(path) as f:
-                    _manifest_cache[ck] = json.load(f)
+                    m = json.load(f)
             except (OSError, ValueError):
-                _manifest_cache[ck] = None
+                m = None
+            # Any other shape is no manifest the lake writes (its signature is checked later).
+            objects = m.get("objects") if isinstance(m, dict) else None
+            shaped = isinstance(objects, dict) and all(isinstance(e, dict) for e in objects.values())
+            _manifest_cache[ck] = m if shaped else None
         m = _manifest_cache[ck]
         out[name] = None if m is None else json.loads(json.dumps(m))
     return out
@@ -642,6 +648,36 @@ def manifest_digests(lake: Lake) -> dict[str, str]:
         return {}
     return {name: _sha256(os.path.join(d, name)) for name in sorted(os.listdir(d))
             if name.endswith(".json") and not name.startswith(".") and os.path.isfile(os.path.join(d, name))}
+
+
+def seen_manifests_path(log_id: str) -> Path:
+    """{name: SHA-256} of the retention manifests this host's writers sealed and its clean
+    verify passes found, kept beside the trusted checkpoint (outside the lake): one deleted
+    and its files sealed again by the next ingest or repair would otherwise pass, whatever
+    was changed in them meanwhile, even before any verify saw them."""
+    return auditlake_home() / "trust" / f"{log_id}.manifests.json"
+
+
+def seen_manifests(log_id: str) -> dict[str, str]:
+    path = seen_manifests_path(log_id)
+    try:
+        seen = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}  # unreadable memory: checked without it, and the next writer or clean pass rewrites it
+    return {k: v for k, v in seen.items() if isinstance(v, str)} if isinstance(seen, dict) else {}
+
+
+def remember_manifests(log_id: str, digests: dict[str, str]) -> None:
+    """Add manifests to the seen ones (under a lock: writers and verify share the file)."""
+    path = seen_manifests_path(log_id)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        seen = seen_manifests(log_id)
+        seen.update(digests)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(seen, indent=1, sort_keys=True))
+        os.replace(tmp, path)
 
 
 def _sha256(path: str) -> str:
@@ -697,6 +733,7 @@ def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | Non
         os.fsync(f.fileno())
     os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     os.rename(tmp, os.path.join(d, name))  # a crash leaves a hidden .tmp, never half a manifest
+    remember_manifests(keys.log_id, {name: _sha256(os.path.join(d, name))})
     return len(objects)
 
 
@@ -729,6 +766,7 @@ def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
         if rel not in sealed and os.path.exists(os.path.join(lake.uri, rel)):
             findings.append(_f(o.table, rel, f"{UNLOCKED} (not in a sealed manifest; "
                                  "the next ingest or `auditlake repair` seals it)", o.partition))
+    real_root = os.path.realpath(lake.uri)
     for rel, entry in sorted(sealed.items()):
         table = _table_of(rel)
         path = os.path.join(lake.uri, rel)
@@ -736,6 +774,10 @@ def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
             st = os.stat(path)
         except FileNotFoundError:
             findings.append(_f(table, rel, "sealed object was deleted", _part(rel)))
+            continue
+        if os.path.realpath(path) != os.path.join(real_root, rel):
+            # A link (the file's or a folder's on its path) puts the bytes where the lock is not.
+            findings.append(_f(table, rel, "sealed object is replaced by a symbolic link", _part(rel)))
             continue
         if st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
             findings.append(_f(table, rel, "sealed object is writable (retention lock lifted)", _part(rel)))
