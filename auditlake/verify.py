@@ -331,7 +331,7 @@ def _check_unsequenced(report: VerifyReport, paths: list[str], fs: pafs.FileSyst
         outside = rows.filter(pc.or_kleene(pc.is_null(seq), pc.less(seq, 0)))
         for seq, event_id in zip(outside.column("seq").to_pylist(), outside.column("event_id").to_pylist()):
             report.add("reordered_row", "ledger", f"a row with {'no seq' if seq is None else f'seq {seq}'}: outside the chain",
-                       file=path[len(prefix):], event_id=event_id)
+                       file=path[len(prefix):], event_id=event_id, partition=_partition(path[len(prefix):]))
             found += 1
             if found == FINDINGS_PER_KIND:
                 return
@@ -504,10 +504,15 @@ def _check_positions(con: duckdb.DuckDBPyConnection, pos: _Positions, report: Ve
     dups = np.flatnonzero(pos.count > 1)[:FINDINGS_PER_KIND]
     if len(dups):
         seqs = pos.seq[dups].tolist()
-        files = dict(con.execute("SELECT seq, min(_file) FROM ledger WHERE seq IN (SELECT unnest(?::BIGINT[])) GROUP BY seq",
-                                 [seqs]).fetchall())
+        # The copy a later commit added is the duplicate (ledger_added: each file's commit).
+        copies = {seq: (eid, f) for seq, eid, f in con.execute(
+            """SELECT seq, arg_max(event_id, (coalesce(version, -1), _file)), arg_max(_file, (coalesce(version, -1), _file))
+               FROM ledger LEFT JOIN ledger_added USING (_file)
+               WHERE seq IN (SELECT unnest(?::BIGINT[])) GROUP BY seq""", [seqs]).fetchall()}
         for i, seq in zip(dups.tolist(), seqs):
-            report.add("duplicate_row", "ledger", f"seq {seq} appears {pos.count[i]} times", seq=seq, file=files.get(seq))
+            eid, f = copies.get(seq, (None, None))
+            report.add("duplicate_row", "ledger", f"seq {seq} appears {pos.count[i]} times", seq=seq, event_id=eid,
+                       file=f, partition=_partition(f) if f else None)
     if len(pos):
         for i in np.flatnonzero(np.diff(pos.seq) > 1)[:FINDINGS_PER_KIND].tolist():
             lo, hi = int(pos.seq[i]) + 1, int(pos.seq[i + 1]) - 1
@@ -1061,6 +1066,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
             before = len(report.findings)
             try:
                 _load_ledger(con, paths, fs, lake.filesystem()[1], start)
+                con.register("ledger_added", pa.table({"_file": [_unquote(p) for p in live["ledger"]],
+                                                       "version": [a["version"] for a in live["ledger"].values()]}))
                 positions, leaf_hashes = _check_rows(con, keys, report, (paths, fs), start,
                                                      trusted.chain_head if base else ZERO_HASH)
                 break

@@ -705,3 +705,29 @@ def test_a_sealed_file_behind_a_symbolic_link_is_a_finding(pristine, tmp_path, m
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     rel = str(victim.relative_to(lake.uri))
     assert any(f.kind == "RET-WORM" and f.file == rel and "symbolic link" in f.detail for f in report.findings), report.findings
+
+
+def test_a_row_copied_into_a_later_commit_is_located_at_the_copy(pristine, tmp_path, monkeypatch):
+    """The duplicate is the copy a later commit added: its file, partition and event id (the
+    original file sorts either side of it by name)."""
+    from deltalake import write_deltalake
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    original, i = _row_file(lake, 7)
+    row = pq.read_table(original).slice(i, 1)
+    day = original.parent.name.split("=", 1)[1]
+    before = set(_files(lake, "ledger"))
+    write_deltalake(lake.table_uri("ledger"), row.append_column("event_date", pa.array([day])), mode="append")
+    copy, = set(_files(lake, "ledger")) - before
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    dup, = [f for f in report.findings if f.kind == "duplicate_row"]
+    assert (dup.seq, dup.file, dup.partition, dup.event_id) == (
+        7, str(copy.relative_to(Path(lake.uri, "tables", "ledger"))), original.parent.name, row.column("event_id")[0].as_py())
+
+
+def test_a_row_without_seq_is_located_with_its_partition(pristine, tmp_path, monkeypatch):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    tamper_unsequenced_row(lake, 7)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    row, = [f for f in report.findings if f.event_id == "forged-unsequenced"]
+    assert row.kind == "reordered_row" and row.partition == row.file.split("/")[0], row
