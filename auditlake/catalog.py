@@ -205,6 +205,27 @@ def store_erased(con, ids: list[str]) -> None:
         con.unregister("erased_source")
 
 
+def refresh_erased(lake: Lake) -> str | None:
+    """Rewrite the erased people in the lake's default catalog file, if there is one, so
+    analysts see '[erased]' at once; None when done (or no catalog), else why not (the
+    file open in a writer elsewhere: `auditlake catalog` then does it)."""
+    import duckdb
+
+    db = default_db_path(lake)
+    ids = erased_ids(lake)
+    if not db.exists() or ids is None:
+        return None
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as exc:
+        return f"the catalog {db} could not be updated ({str(exc).splitlines()[0][:120]}): run `auditlake catalog`"
+    try:
+        store_erased(con, ids)
+    finally:
+        con.close()
+    return None
+
+
 def view_statements(refs: dict[str, str | None]) -> list[str]:
     """CREATE VIEW statements; `refs` maps a lake table name to a SQL table reference
     (None: the table does not exist yet, the view is empty)."""

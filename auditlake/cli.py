@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--lake", default=argparse.SUPPRESS, help="a folder or s3://bucket/prefix (default $AUDITLAKE_LAKE or ./lake)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document on stdout")
     p = _Parser(prog="auditlake", description="A tamper-evident audit data lake.")
-    p.add_argument("--lake", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
+    p.add_argument("--lake", default=None, help="a folder or s3://bucket/prefix (default $AUDITLAKE_LAKE or ./lake)")
+    p.add_argument("--json", action="store_true", default=False, help="print one JSON document on stdout")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ve = cmd("verify-export", "check an export bundle offline")
     ve.add_argument("dir")
-    ve.add_argument("--public-key", help="public key file (default: the keys of the lake of --lake, AUDITLAKE_LAKE or "
-                    "./lake, else the bundle's own key, which shows integrity, not origin)")
+    ve.add_argument("--public-key", help="public key file (JSON from `auditlake keys export-public`; default: the keys "
+                    "of the lake of --lake, AUDITLAKE_LAKE or ./lake; without either it refuses, as the bundle's own "
+                    "key would show integrity, not origin)")
 
     pr = cmd("prove", "an inclusion proof for one event (or a consistency proof)")
     pr.add_argument("event_id", nargs="?")
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     vp = cmd("verify-proof", "check a proof offline")
     vp.add_argument("file")
     vp.add_argument("--public-key", help="public key file (JSON from `auditlake keys export-public`; default: the keys "
-                    "of the lake of --lake, AUDITLAKE_LAKE or ./lake, else the proof's own key, which shows integrity, not origin)")
+                    "of the lake of --lake, AUDITLAKE_LAKE or ./lake; without either it refuses, as the proof's own "
+                    "key would show integrity, not origin)")
 
     er = cmd("erase", "GDPR/CCPA erasure by crypto-shredding the subject's data key")
     er.add_argument("subject_id")

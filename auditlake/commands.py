@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from .cli import emit
+from .errors import AuditlakeError
 from .lake.store import Lake
 
 
 def generate(args) -> int:
     from .generate import generate as run
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AuditlakeError(f"--out {args.out} is a file: give a folder (it gets landing/ and ground_truth.json)")
     summary = run(args.out, events=args.events, seed=args.seed, days=args.days)
     emit(args, f"wrote {summary.get('events', args.events)} events to {args.out}/landing, ground truth {args.out}/ground_truth.json", summary)
     return 0
@@ -105,9 +109,14 @@ def demo(args) -> int:
     summary = evaluate_lake(lake)
     say(f"compliance: {summary.get('findings', summary)} findings")
     db = build_catalog(lake)["db"]
-    say(f"catalog: {db} (open it with `duckdb {db}`)")
-    explore = f"auditlake --lake {lake.uri} explore"
-    operate = "DAGSTER_HOME=.dagster_home dagster dev -w workspace.yaml"
+    say(f"catalog: {db} (open it with `duckdb -readonly {db}`)")
+    # Typed as shown, from any folder and without the venv activated.
+    bin_dir = Path(sys.executable).parent
+    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+    lake_arg = shlex.quote(lake.uri)
+    explore = f"{shlex.quote(str(bin_dir / 'auditlake'))} --lake {lake_arg} explore"
+    operate = (f"DAGSTER_HOME={shlex.quote(str(workspace.parent / '.dagster_home'))} AUDITLAKE_LAKE={lake_arg} "
+               f"{shlex.quote(str(bin_dir / 'dagster'))} dev -w {shlex.quote(str(workspace))}")
     say(f"explore: {explore}   |   operate: {operate}")
     if args.json:
         print(json.dumps({"lake": lake.uri, "ingest": {"accepted": report.accepted, "quarantined": report.quarantined},

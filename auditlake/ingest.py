@@ -652,9 +652,9 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     their content hashes or event ids (seconds on a large ledger). Everything else, the
     ingest log and the replays within the files included, is checked as usual."""
     started = time.monotonic()
-    keys = open_lake_keys(lake, create=True)
     ignored: list[dict] = []
-    files = landing.find(lake, paths, ignored)
+    files = landing.find(lake, paths, ignored)  # first: a wrong path makes no lake and no keys
+    keys = open_lake_keys(lake, create=True)
     if not fresh and (pending := audit_events.pending_files(lake)):
         known = {f.path for f in files}
         files += [f for f in landing.find(lake, pending) if f.path not in known]

@@ -379,9 +379,11 @@ def erase(lake: Lake, subject_id: str, reason: str = "data subject request", act
          "keystore_copies_shredded": len(shredded), "keystore_copies_remaining": len(remaining)},
         actor=actor, subject=subject_id,
     )
+    from .catalog import refresh_erased
+
     return {"subject_id": subject_id, "request_id": request_id, "key_destroyed": existed,
             "erased_at": erased_at, "already_erased_at": before, "audit_event_id": audit_id,
-            "copies_shredded": shredded, "copies_remaining": remaining}
+            "copies_shredded": shredded, "copies_remaining": remaining, "catalog_note": refresh_erased(lake)}
 
 
 def _wrapped_key(keys: KeyStore, subject_id: str) -> bytes | None:
@@ -440,6 +442,8 @@ def cli_erase(args) -> int:
         what += f", and {len(res['copies_shredded'])} keystore backup copy(ies) shredded"
     text = (f"erased {res['subject_id']}: {what}; its personal data now reads as {ERASED}. "
             f"Logged as {res['request_id']} (event {res['audit_event_id']}).")
+    if res["catalog_note"]:
+        text += f"\nNOTE: {res['catalog_note']}"
     if res["copies_remaining"]:
         text += ("\nWARNING: copies of the destroyed key remain in: " + ", ".join(res["copies_remaining"])
                  + " (delete or re-create these backups)")

@@ -1033,8 +1033,11 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
 def load_trusted(path: str | Path) -> Checkpoint:
     try:
         return Checkpoint.from_dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise AuditlakeError(f"cannot read the trusted checkpoint {path}: {exc}") from exc
+    except (KeyError, TypeError) as exc:
+        raise AuditlakeError(f"{path} is not a checkpoint (JSON of a checkpoints row, as the trust store "
+                             f"keeps it): {'no ' + str(exc) if isinstance(exc, KeyError) else exc}") from exc
 
 
 def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = True, incremental: bool = False) -> VerifyReport:

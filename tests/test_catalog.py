@@ -277,9 +277,22 @@ def test_erased_subjects_pii_reads_erased_in_the_catalog_and_the_explorer(tiny):
     assert {v for row in con.execute(q, [first]).fetchall() for v in row} == {"[erased]"}
     assert {v for row in con.execute(q, [second]).fetchall() for v in row} == {"***"}
     con.close()
-    erase(lake, second)
+    assert erase(lake, second)["catalog_note"] is None  # and the catalog file shows it at once
     live.versions()
     assert shown(live, first) == shown(live, second) == {"[erased]"} and shown(live, evs[2]["subject"]["id"]) == {"***"}
+    con = connect(doc["db"])
+    assert {v for row in con.execute(q, [second]).fetchall() for v in row} == {"[erased]"}
+    con.close()
+    # A writer in another process holds the file: said, not an error.
+    held = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(doc['db'])!r}); "
+                             "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "open"
+        note = erase(lake, evs[2]["subject"]["id"])["catalog_note"]
+    finally:
+        held.kill()
+        held.wait()
+    assert "run `auditlake catalog`" in note
 
 
 # ----------------------------------------------------------------------------- S3

@@ -3,6 +3,9 @@ line on stderr for usage and I/O errors, the lake named by --lake, AUDITLAKE_LAK
 from __future__ import annotations
 
 import json
+import os
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +35,14 @@ def test_demo_json_is_one_document(tmp_path, capsys, monkeypatch):
     assert doc["verify"]["ok"] and doc["verify"]["events"] == doc["ingest"]["accepted"] > 0
     assert doc["lake"] == str(tmp_path / "lake") and doc["catalog"].endswith("catalog.duckdb")
     assert doc["compliance"]["findings"] > 0
+    # The hints run as printed from any folder, the venv not activated (DAGSTER_HOME must be absolute).
+    env, dagster, dev, w, workspace = shlex.split(doc["operate"])[1:]
+    assert env == f"AUDITLAKE_LAKE={tmp_path / 'lake'}" and (dev, w) == ("dev", "-w")
+    assert os.access(dagster, os.X_OK) and Path(workspace).is_file()
+    home = shlex.split(doc["operate"])[0].split("=", 1)[1]
+    assert Path(home).is_absolute() and Path(home).parent == Path(workspace).parent
+    auditlake, lake, where, explore = shlex.split(doc["explore"])
+    assert os.access(auditlake, os.X_OK) and (lake, where, explore) == ("--lake", str(tmp_path / "lake"), "explore")
 
 
 @pytest.mark.parametrize("argv", [["generate", "--events", "-5", "--out", "x"], ["generate", "--events", "0", "--out", "x"],
@@ -83,3 +94,32 @@ def test_an_error_line_is_not_wrapped_twice():
     assert error_line(AuditlakeError(once)) == once
     assert error_line(OSError('Could not connect to the endpoint URL: "http://127.0.0.1:9/b"')).startswith(
         "S3 endpoint unreachable (http://127.0.0.1:9): ")
+
+
+@pytest.mark.parametrize("landing", ["nowhere", "notes.txt"])
+def test_an_ingest_of_a_wrong_path_makes_no_lake_and_no_keys(landing, tmp_path, capsys, monkeypatch):
+    """A mistyped --lake with a wrong landing path leaves nothing behind: no lake identity
+    (auditlake.json) and no keystore made up for it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("AUDITLAKE_HOME", str(home))
+    (tmp_path / "notes.txt").write_text("not landing data")
+    assert main(["--lake", str(tmp_path / "typo"), "ingest", str(tmp_path / landing)]) == 2
+    assert _one_error_line(capsys)
+    assert not (tmp_path / "typo").exists() and not (home / "keystores").exists()
+
+
+def test_user_mistakes_get_one_line_saying_what_is_wrong(small, tmp_path, capsys):
+    keys = tmp_path / "pub.json"
+    assert main(["--lake", small.uri, "keys", "export-public", "--out", str(keys)]) == 0
+    capsys.readouterr()
+    assert main(["--lake", small.uri, "verify", "--trusted", str(keys)]) == 2
+    assert "is not a checkpoint" in _one_error_line(capsys)
+    assert main(["generate", "--events", "100", "--out", str(keys)]) == 2
+    assert "is a file: give a folder" in _one_error_line(capsys)
+
+
+def test_the_top_level_help_names_the_options_every_command_takes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--lake LAKE" in out and "--json" in out
