@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,11 +53,14 @@ class LandingFile:
         return self._memo["sha256"]
 
     def _content_sha256(self) -> str:
-        h = hashlib.sha256()
-        with self.fs.open_input_stream(self.path, compression=None) as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+        """The hash; a gzip file is also inflated whole on this pass (see _corruption)."""
+        with self.fs.open_input_stream(self.path, compression=None) as stream:
+            f = _HashingReader(stream)
+            if self.format == "jsonl.gz":
+                self._memo["corrupt"] = _corruption(f)
+            while f.read(_CHUNK):
+                pass
+            return f.sha256()
 
     def records(self) -> Iterator[tuple[int, bytes | dict | Unreadable]]:
         """(1-based line, raw line bytes) for JSONL; (1-based row, row dict) for Parquet."""
@@ -87,6 +91,12 @@ class LandingFile:
         return AuditlakeError(f"cannot read landing file {self.name}: {_one_line(exc)}")
 
     def _line_blocks(self) -> Iterator[tuple[int, list[bytes] | Unreadable]]:
+        if self.format == "jsonl.gz":
+            self.sha256()  # its pass inflates the whole file: the checks run before any line is taken
+            if corrupt := self._memo["corrupt"]:
+                yield 1, Unreadable(f"{corrupt}: no line of the file is taken (a failed check does not say where "
+                                    "the damage is)")
+                return
         pending = b""
         long: LongLine | None = None  # a line past the size limit whose end is not read yet
         n = 0
@@ -264,6 +274,8 @@ def find(lake: Lake, paths: list[str] | None, ignored: list[dict] | None = None)
             if not paths:
                 continue
             raise AuditlakeError(f"no such landing file or folder: {root}")
+        if info.type not in (pafs.FileType.File, pafs.FileType.Directory):
+            raise AuditlakeError(f"not a regular file or folder (a pipe, socket or device): {root}")
         if info.type == pafs.FileType.File:
             if not path.endswith(SUFFIXES):
                 raise AuditlakeError(f"not a landing file (.jsonl, .jsonl.gz or .parquet): {root}")
@@ -300,9 +312,13 @@ def _walk(fs: pafs.FileSystem, path: str) -> Iterator[tuple[str, int, str | None
                 yield _printable(full), 0, "the file name is not UTF-8"
             else:
                 try:
-                    yield full, os.stat(full).st_size, None
+                    st = os.stat(full)
                 except FileNotFoundError:
                     continue  # removed since it was listed
+                if stat.S_ISREG(st.st_mode):
+                    yield full, st.st_size, None
+                else:  # opening a pipe waits for a writer, a device reads forever
+                    yield _printable(full), 0, "not a regular file (a pipe, socket or device): not opened"
 
 
 class _GzipDamage(Exception):
@@ -331,6 +347,21 @@ def _gunzip(f) -> Iterator[bytes]:
         raise
     if pieces:
         yield b"".join(pieces)
+
+
+def _corruption(f) -> str | None:
+    """Why a gzip file's data is corrupt (a member's CRC or length check failed, or its
+    deflate data is invalid), else None, reading it to the end: such a failure does not say
+    where the damage is, so no line of the file can be trusted, not even those before it. A
+    file cut off or followed by something that is no member keeps its checked lines."""
+    try:
+        for _ in _inflate(f):
+            pass
+    except _GzipDamage as exc:
+        what, why = exc.args
+        if what == "corrupt gzip stream":
+            return f"{what} ({why})"
+    return None
 
 
 def _inflate(f) -> Iterator[bytes]:

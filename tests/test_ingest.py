@@ -349,6 +349,25 @@ def test_a_damaged_gzip_file_is_read_up_to_the_damage_and_the_rest_is_one_line(l
     assert verify(lake).ok
 
 
+@pytest.mark.parametrize("level, at", [(0, "value"), (6, "middle"), (6, "trailer")])
+def test_a_gzip_file_failing_its_check_gives_no_line_even_before_the_damage(lake, tmp_path, level, at):
+    """A CRC that fails says the member is damaged, not where: a byte changed early in a
+    stored (level 0) member inflates to different money, which must never be sealed."""
+    lines = b"".join(json.dumps(event(n=i) | {"data": event(n=i)["data"] | {"price": "84.71"}}).encode() + b"\n"
+                     for i in range(400))
+    data = bytearray(gzip.compress(lines, compresslevel=level))
+    where = data.index(b"84.71") + 4 if at == "value" else len(data) // 2 if at == "middle" else len(data) - 6
+    data[where] ^= 0x08  # 84.71 -> 84.79 in the stored member
+    path = tmp_path / "in" / "bids.jsonl.gz"
+    path.parent.mkdir()
+    path.write_bytes(bytes(data))
+    report = ingest(lake, [str(path)])
+    assert report.accepted == 0
+    (bad,) = _table(lake, "quarantine").to_pylist()
+    assert bad["line"] == 1 and bad["reason"].startswith("corrupt gzip stream (") and "no line of the file" in bad["reason"]
+    assert verify(lake).ok
+
+
 def test_a_parquet_row_larger_than_64_kib_is_quarantined_like_a_line(lake, tmp_path):
     rows = [event(n=1), event(n=2, event_type="user.login") | {"data": {"method": "pw", "pad": "x" * 70_000}}]
     pq.write_table(pa.table({k: [json.dumps(r[k]) if isinstance(r[k], dict) else r[k] for r in rows] for k in rows[0]}),
@@ -373,7 +392,7 @@ def test_a_damaged_parquet_file_is_quarantined_from_where_it_breaks(lake, tmp_pa
     assert (report.accepted, report.quarantined) == (2 + 4, 3)
     bad = {(r["source_file"], r["line"]): r["reason"] for r in _table(lake, "quarantine").to_pylist()}
     assert set(bad) == {("b.parquet", 1), ("c.parquet", 5), ("g.jsonl.gz", 1)}
-    assert bad["g.jsonl.gz", 1].startswith("corrupt gzip stream after line 0: ")
+    assert bad["g.jsonl.gz", 1].startswith("corrupt gzip stream (Error -3 ")
     assert bad["b.parquet", 1].startswith("unreadable Parquet after row 0: ")
     assert bad["c.parquet", 5].startswith("unreadable Parquet after row 4: ")
     log = {r["source_file"]: (r["lines_read"], r["accepted"], r["quarantined"]) for r in _table(lake, "ingest_log").to_pylist()}
@@ -545,6 +564,30 @@ def test_a_landing_folder_is_read_without_following_links_and_what_it_skips_is_s
         "events.JSONL": "not a landing file (.jsonl, .jsonl.gz or .parquet)",
         "bad\ufffd.jsonl": "the file name is not UTF-8",
     }
+
+
+def test_pipes_sockets_and_devices_are_ignored_not_opened(lake, tmp_path, capsys):
+    """Opening a pipe waits for a writer forever, a device reads forever, a socket fails: in a
+    folder each is listed as ignored and the files beside it are ingested; named alone, one line."""
+    import socket
+
+    from auditlake.cli import main
+
+    land = tmp_path / "in"
+    write_jsonl(land / "good.jsonl", [event(n=1)])
+    os.mkfifo(land / "pipe.jsonl")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(land / "sock.jsonl"))
+    try:
+        report = ingest(lake, [str(land)])
+        assert [f.file for f in report.files] == ["good.jsonl"] and report.accepted == 1
+        assert {i["file"]: i["reason"] for i in report.ignored} == {
+            name: "not a regular file (a pipe, socket or device): not opened" for name in ("pipe.jsonl", "sock.jsonl")}
+        capsys.readouterr()
+        assert main(["--lake", lake.uri, "ingest", str(land / "pipe.jsonl")]) == 2
+        assert "not a regular file" in capsys.readouterr().err
+    finally:
+        sock.close()
 
 
 def test_bad_paths_are_one_line_errors(lake, tmp_path):
