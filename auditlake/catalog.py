@@ -52,7 +52,8 @@ from .lake.store import Lake
 from .ledger.seal import IP_OWNER_SQL
 
 VIEWS = ("events", "findings", "findings_history", "quarantine", "checkpoints", "ingest_log")
-CATALOG_FORMAT = 4  # 3: the events view reads erased_subjects; 4: an address is erased with its owner (ip_owner)
+CATALOG_FORMAT = 5  # 3: the events view reads erased_subjects; 4: an address is erased with its owner (ip_owner);
+# 5: the quarantine view keeps ingest's cut note
 
 # ----------------------------------------------------------------------------- extension
 
@@ -129,9 +130,9 @@ def _findings_select(ref: str) -> str:
             f"evaluated_at, tree_size FROM ({inner}) AS latest")
 
 
-# Ingest masks `raw`; a line too long to parse is masked as text only (e-mails, phones,
-# IPs), so PII-named JSON members in it are masked here as well.
-_RAW_PII = r'"(name|email|phone|ip)"(\s*):(\s*)"(\\.|[^"\\])*("|$)'
+# Ingest masks `raw`; PII-named JSON members are masked here as well (rows of older lakes).
+# A value cut off by ingest's size limit ends at its "... [cut; ..." note, which is kept.
+_RAW_PII = r'"(name|email|phone|ip)"(\s*):(\s*)"(\\.|[^"\\])*?("|\.\.\. \[cut; |$)'
 
 
 def _findings_history_select(ref: str) -> str:
@@ -140,7 +141,7 @@ def _findings_history_select(ref: str) -> str:
 
 
 def _quarantine_select(ref: str) -> str:
-    raw = f"regexp_replace(raw, '{_RAW_PII}', '\"\\1\":\"***\"', 'g')"
+    raw = f"regexp_replace(raw, '{_RAW_PII}', '\"\\1\":\"***\\5', 'g')"
     return (f"SELECT source_file, line, reason, {raw} AS raw, event_id, quarantined_at, batch_id, source_sha256 "
             f"FROM {ref}")
 

@@ -22,10 +22,12 @@ _PATTERNS = [
 # with a prefix that says whose (customer_name, caller_phone, client_ip). Words, not `\w*`
 # around them: that made the search quadratic in a line of one long key, and masked
 # campaign_name and hostname too.
-_PII_KEY = (r"(?:(?:customer|contact|caller|callee|consumer|user|person|subject|lead|owner|recipient|sender|"
-            r"client|remote)_)?(?:name|full_?name|first_?name|last_?name|given_?name|family_?name|middle_?name|"
-            r"display_?name|surname|phone|phone_?number|mobile|mobile_?number|cell|email|e_?mail|email_?address|"
-            r"ip|ip_?address|ip_?addr|addr)")
+_PII_WHOSE = "customer|contact|caller|callee|consumer|user|person|subject|lead|owner|recipient|sender|client|remote"
+_PII_WHAT = (r"name|full_?name|first_?name|last_?name|given_?name|family_?name|middle_?name|display_?name|surname|"
+             r"phone|phone_?number|mobile|mobile_?number|cell|email|e_?mail|email_?address|ip|ip_?address|ip_?addr|addr")
+# customer_name or customerName, not username (a login such as svc_router): the case of the
+# letter after the prefix counts even where the rest is matched ignoring case.
+_PII_KEY = rf"(?:(?:{_PII_WHOSE})(?:_|(?-i:(?=[A-Z]))))?(?:{_PII_WHAT})"
 # A PII member, by its key (name, full_name, phone_number, ...), in text that is not parseable
 # JSON (a truncated or broken line, a Python repr) or inside a string that holds JSON: the key
 # in any quotes, the value in double, single or escaped double quotes (cut off or not), or
@@ -45,8 +47,10 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 RAW_LIMIT = 4096
 
 
-# Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk.
-_MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]] + [r"(?i)" + _PII_KEY + r"\W*:", r"\\u00"])
+# Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk. RE2 has
+# no look-ahead: a key is taken in both spellings here (a filter may match more).
+_MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]]
+                         + [rf"(?i)(?:(?:{_PII_WHOSE})_?)?(?:{_PII_WHAT})\W*:", r"\\u00"])
 # A person's name in free text can only be guessed: two or more capitalised words in a row.
 _CAPITALISED_WORDS = re.compile(r"\b[A-Z][a-z'’-]+(?:[ \t]+[A-Z][a-z'’-]+)+\b")
 

@@ -16,6 +16,7 @@ import os
 import pickle
 import platform
 import queue
+import re
 import struct
 import subprocess
 import sys
@@ -121,9 +122,23 @@ def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
         return None, f"not JSON: {str(exc)[:160]}"
 
 
+REASON_MAX = 300  # characters of a quarantine reason: one line a person reads
+
+
+def reason_line(reason: str) -> str:
+    """A reason as one bounded line: the values it quotes are masked (they may be personal
+    data), then control characters escaped (a producer's newline or terminal escape would
+    forge a second line wherever reasons are shown), then cut."""
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), mask_text(reason))
+    return text if len(text) <= REASON_MAX else text[:REASON_MAX - 1] + "…"
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def quarantine_row(file: str, sha: str, line: int, reason: str, raw, event) -> dict:
     return {
-        "source_file": file, "source_sha256": sha, "line": line, "reason": mask_text(reason),  # reasons quote values
+        "source_file": file, "source_sha256": sha, "line": line, "reason": reason_line(reason),
         "raw": "" if isinstance(raw, Unreadable) else mask_raw(raw),
         "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None,
     }

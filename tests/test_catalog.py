@@ -563,3 +563,29 @@ def test_a_killed_builds_half_written_files_are_removed_by_the_next(tiny):
     catalog.build_catalog(tiny["lake"])
     assert not any(p.exists() for p in left) and live.exists()
     live.unlink()
+
+
+def test_the_quarantine_view_keeps_the_cut_note_of_a_long_line_whatever_sits_at_the_cut(lake, tmp_path):
+    """A line past 64 KiB keeps its first 4 KiB and says it was cut; a masked PII value just
+    before the note must not swallow it (the stored text would read as a whole line)."""
+    import uuid
+
+    from auditlake.ingest import ingest
+
+    lines = []
+    for off in range(14):
+        e = {"event_id": str(uuid.uuid4()), "occurred_at": "2026-03-02T14:03:22Z", "event_type": "call.completed",
+             "source": "s", "tenant_id": "t", "actor": {"type": "service", "id": "s"}, "subject": {"id": "s"},
+             "lawful_basis": None, "data": {"call_id": "c", "duration_s": 1, "disposition": "a"}}
+        head = json.dumps(e, separators=(",", ":"))[:-1]
+        lines.append(head + ',"note":"' + "a" * (4096 - len(head) - 13 - off) + '","phone":"+13125550186","pad":"'
+                     + "z" * 70_000 + '"}')
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "cut.jsonl").write_text("\n".join(lines) + "\n")
+    ingest(lake, [str(tmp_path / "in")])
+    con = connect(catalog.build_catalog(lake)["db"])
+    raws = [r for (r,) in con.execute("SELECT raw FROM quarantine ORDER BY line").fetchall()]
+    con.close()
+    assert len(raws) == 14
+    for raw in raws:
+        assert "... [cut; the whole line has " in raw and "5550186" not in raw, raw[-60:]

@@ -127,13 +127,14 @@ def test_quarantined_raw_lines_have_no_plain_pii(lake, tmp_path):
     bad = event(n=5) | {"event_type": "nope"}
     # A name in a line that is not JSON, and names under keys the contract does not use.
     odd = event(n=6) | {"event_type": "nope"}
-    odd["data"] = {"full_name": "Zelda Quimby", "contact": {"phone_number": "555-0100", "ip_address": "fe80::1:2"}}
+    odd["data"] = {"full_name": "Zelda Quimby", "contact": {"phone_number": "555-0100", "ip_address": "fe80::1:2"},
+                   "callerName": "Yolanda Pettigrew", "customerName": "Ulric Oatley", "userName": "Ines Varga"}
     write_jsonl(tmp_path / "in" / "a.jsonl", [json.dumps(bad), "garbage +13125550199 mail me@example.org 10.0.0.9",
                                               "sub_zq,+14155550166,Zelda Quimby,203.0.113.251", json.dumps(odd)])
     ingest(lake, [str(tmp_path / "in")])
     raws = " ".join(r["raw"] for r in _table(lake, "quarantine").to_pylist())
     for pii in ("+13125550005", "person5@example.com", "Person Number5", "+13125550199", "me@example.org", "10.0.0.9",
-                "Zelda", "Quimby", "555-0100", "fe80::1:2"):
+                "Zelda", "Quimby", "555-0100", "fe80::1:2", "Pettigrew", "Oatley", "Varga"):
         assert pii not in raws
     assert "***" in raws
 
@@ -983,3 +984,22 @@ def test_a_lake_started_by_init_on_one_host_is_not_forked_by_another(lake_dir, t
     with pytest.raises(AuditlakeError, match="holds none of the keys the lake .* published"):
         ingest(lake, [str(tmp_path / "a")])
     assert lake.delta("ledger") is None
+
+
+def test_a_quarantine_reason_is_one_bounded_line_whatever_the_producer_wrote(lake, tmp_path):
+    """Reasons quote producer values: a newline in them would forge a second line wherever
+    reasons are shown, a terminal escape would colour it, a 50,000-character name would flood it."""
+    from auditlake.sealing import REASON_MAX
+
+    lines = [event(n=1) | {"event_type": "call.completed\nINJECTED: accepted"},
+             event(n=2) | {"evil\r\nkey": 1},
+             event(n=3) | {"event_type": "\x1b[31mred\x1b[0m\u2028"},
+             event(n=4) | {"k" * 50_000: 1}]
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", lines))])
+    reasons = {r["line"]: r["reason"] for r in _table(lake, "quarantine").to_pylist()}
+    assert len(reasons) == 4
+    for reason in reasons.values():
+        assert len(reason) <= REASON_MAX and reason.isprintable(), repr(reason)
+    assert "call.completed\\nINJECTED: accepted" in reasons[1] and "\\x1b[31mred" in reasons[3]
+    assert reasons[4].endswith("…")
+    _assert_reasons_have_families(lake)
