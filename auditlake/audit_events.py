@@ -20,10 +20,9 @@ import orjson
 
 from .contract import check_event
 from .errors import AuditlakeError
-from .lake.store import Lake
+from .lake.store import AUDIT_DIR, Lake
 from .masking import mask_text
 
-AUDIT_DIR = "_audit"
 SOURCE = "auditlake"
 SYSTEM_TENANT = "auditlake"
 

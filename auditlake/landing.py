@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 
 from .contract import CATALOG, MAX_LINE_BYTES
 from .errors import AuditlakeError
-from .lake.store import Lake
+from .lake.store import AUDIT_DIR, Lake
 from .ledger.canonical import loads_exact, may_hold_long_integer
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -259,6 +259,8 @@ def find(lake: Lake, paths: list[str] | None, ignored: list[dict] | None = None)
     hidden files (in-progress uploads): other suffixes, symbolic links (never followed out of
     a folder: they could reach any file on the machine, or loop), names that are not UTF-8."""
     landing_root = lake.fs_path(lake.child("landing"))[1] + "/"
+    lake_root = None if lake.is_s3 else os.path.realpath(lake.uri)
+    lake_landing = (landing_root, lake.fs_path(lake.child(AUDIT_DIR))[1] + "/")
     roots = paths or [lake.child("landing")]
     found: dict[str, LandingFile] = {}
     ignored = [] if ignored is None else ignored
@@ -276,12 +278,15 @@ def find(lake: Lake, paths: list[str] | None, ignored: list[dict] | None = None)
             raise AuditlakeError(f"no such landing file or folder: {root}")
         if info.type not in (pafs.FileType.File, pafs.FileType.Directory):
             raise AuditlakeError(f"not a regular file or folder (a pipe, socket or device): {root}")
+        if lake_root and _inside(os.path.realpath(path), lake_root) and not (path + "/").startswith(lake_landing):
+            raise AuditlakeError(f"{root} is the lake's own data, not landing data (its landing files go in "
+                                 f"{landing_root.rstrip('/')}, ingested when no path is given)")
         if info.type == pafs.FileType.File:
             if not path.endswith(SUFFIXES):
                 raise AuditlakeError(f"not a landing file (.jsonl, .jsonl.gz or .parquet): {root}")
             found[path] = LandingFile(fs, path, name_of(path, posixpath.dirname(path)), info.size)
             continue
-        for item_path, size, why in _walk(fs, path):
+        for item_path, size, why in _walk(fs, path, lake_root):
             name = name_of(item_path, path)
             if why is None and not item_path.endswith(SUFFIXES):
                 why = "not a landing file (.jsonl, .jsonl.gz or .parquet)"
@@ -292,9 +297,13 @@ def find(lake: Lake, paths: list[str] | None, ignored: list[dict] | None = None)
     return sorted(found.values(), key=lambda f: (f.name, f.path))
 
 
-def _walk(fs: pafs.FileSystem, path: str) -> Iterator[tuple[str, int, str | None]]:
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _walk(fs: pafs.FileSystem, path: str, lake_root: str | None = None) -> Iterator[tuple[str, int, str | None]]:
     """(path, size, why it is no landing file or None) of the files in a folder, hidden
-    files and folders left out."""
+    files and folders left out, and the lake's own folder (`lake_root`) said and not read."""
     if not isinstance(fs, pafs.LocalFileSystem):
         for item in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
             if item.type == pafs.FileType.File and not _hidden(posixpath.relpath(item.path, path)):
@@ -302,6 +311,9 @@ def _walk(fs: pafs.FileSystem, path: str) -> Iterator[tuple[str, int, str | None
         return
     for folder, dirs, files in os.walk(path, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if lake_root and lake_root in (os.path.join(folder, d) for d in dirs):
+            dirs.remove(os.path.basename(lake_root))
+            yield lake_root, 0, "the lake's own folder: its data is no landing data"
         for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))] + sorted(files):
             full = os.path.join(folder, name)
             if name.startswith("."):

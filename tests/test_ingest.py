@@ -1003,3 +1003,23 @@ def test_a_quarantine_reason_is_one_bounded_line_whatever_the_producer_wrote(lak
     assert "call.completed\\nINJECTED: accepted" in reasons[1] and "\\x1b[31mred" in reasons[3]
     assert reasons[4].endswith("…")
     _assert_reasons_have_families(lake)
+
+
+def test_the_lakes_own_data_is_never_read_as_landing_data(lake_dir, tmp_path, capsys):
+    """`ingest <lake>` or a table folder is refused (its Parquet files would be quarantined
+    with their sealed text copied into raw); `ingest .` beside the lake skips the lake."""
+    from auditlake.cli import main
+
+    parent = lake_dir.parent
+    write_jsonl(parent / "drop" / "a.jsonl", [event(n=1)])
+    assert main(["--lake", str(lake_dir), "ingest", str(parent / "drop")]) == 0
+    for inside in (lake_dir, lake_dir / "tables" / "ledger"):
+        capsys.readouterr()
+        assert main(["--lake", str(lake_dir), "ingest", str(inside)]) == 2
+        assert "is the lake's own data, not landing data" in capsys.readouterr().err
+    write_jsonl(parent / "b.jsonl", [event(n=2)])
+    capsys.readouterr()
+    assert main(["--lake", str(lake_dir), "--json", "ingest", str(parent)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["accepted"] == 1 and doc["quarantined"] == 0
+    assert {"file": "lake", "reason": "the lake's own folder: its data is no landing data"} in doc["ignored"]

@@ -49,6 +49,7 @@ def _s3_settings() -> dict[str, str]:
 
 # What a local lake keeps in its folder; the rest of the folder is free for people's files.
 LAKE_OWNED = ("tables", "_retention", "landing", "auditlake.json", "catalog.duckdb")
+AUDIT_DIR = "_audit"  # the lake's own audit events, written as landing files and ingested
 
 
 @dataclass
