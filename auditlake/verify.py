@@ -245,6 +245,13 @@ def _action(line: bytes) -> tuple[str, dict] | None:
     return kind, body
 
 
+def _table_relative(table: str, rel: str | None) -> str | None:
+    """A lake-relative path of a table's file as every finding names it: relative to the
+    table's folder (the lake's other files stay relative to the lake)."""
+    prefix = f"tables/{table}/"
+    return rel[len(prefix):] if rel and rel.startswith(prefix) else rel
+
+
 def _partition(rel: str | None) -> str | None:
     """A table-relative file's partition folder ("event_date=2026-03-01"), as every finding names it."""
     return rel.split("/")[0] if rel and "/" in rel else None
@@ -1116,7 +1123,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
 def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str, dict]], dict[str, str] | None]:
     """(kind, table, detail, location) of the retention and catalog checks, and a local lake's
     retention manifests now ({name: SHA-256}, None on S3)."""
-    found = [(f["kind"], f["table"], f["detail"], {"file": f.get("file"), "partition": f.get("partition")})
+    found = [(f["kind"], f["table"], f["detail"], {"file": _table_relative(f["table"], f.get("file")),
+                                                    "partition": f.get("partition")})
              for f in retention.check(lake, keys)]
     found += [(CATALOG_CHANGED, "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
     if lake.is_s3:  # Object Lock keeps S3 objects; no memory needed

@@ -41,7 +41,11 @@ def _findings(uri: str) -> list[dict]:
 
     report = verify(Lake.open(uri), update_trust=False)
     assert report.ok == (not report.findings)
-    return [asdict(f) for f in report.findings]
+    # Findings name a table's file relative to the table; the retention findings here by the
+    # object's path in the lake, as the retention module and repair name objects.
+    return [asdict(f) | ({"file": f"tables/{f.table}/{f.file}"} if f.kind == "RET-WORM" and f.file
+                         and not f.table.startswith("_") and "." not in f.table else {})
+            for f in report.findings]
 
 
 def _init(uri: str, years: int = 7) -> dict:

@@ -703,8 +703,9 @@ def test_a_sealed_file_behind_a_symbolic_link_is_a_finding(pristine, tmp_path, m
         shutil.move(victim.parent, moved)
         victim.parent.symlink_to(moved, target_is_directory=True)
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
-    rel = str(victim.relative_to(lake.uri))
-    assert any(f.kind == "RET-WORM" and f.file == rel and "symbolic link" in f.detail for f in report.findings), report.findings
+    rel = str(victim.relative_to(Path(lake.uri, "tables", "ledger")))  # as every finding names a table's file
+    assert any(f.kind == "RET-WORM" and f.file == rel and f.partition == victim.parent.name and "symbolic link" in f.detail
+               for f in report.findings), report.findings
 
 
 def test_a_row_copied_into_a_later_commit_is_located_at_the_copy(pristine, tmp_path, monkeypatch):
@@ -731,3 +732,16 @@ def test_a_row_without_seq_is_located_with_its_partition(pristine, tmp_path, mon
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     row, = [f for f in report.findings if f.event_id == "forged-unsequenced"]
     assert row.kind == "reordered_row" and row.partition == row.file.split("/")[0], row
+
+
+def test_every_finding_names_a_tables_file_the_same_way(pristine, tmp_path, monkeypatch):
+    """A file changed in place is found by the row checks and the retention check: both name
+    it relative to its table, so a reader grouping findings by file sees one file."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim, i = _row_file(lake, 7)
+    _rewrite(victim, lambda t: _set(t, "tenant_id", i, "tenant-z"))
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    rel = str(victim.relative_to(Path(lake.uri, "tables", "ledger")))
+    named = {(f.kind, f.file) for f in report.findings if f.table == "ledger" and f.kind in ("changed_field", "RET-WORM")}
+    assert {k for k, _ in named} == {"changed_field", "RET-WORM"} and {f for _, f in named} == {rel}, report.findings
