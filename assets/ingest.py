@@ -139,6 +139,10 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
     if chosen:  # never call ingest with no paths: that would ingest the whole landing zone
         context.log.info(f"ingesting {len(chosen)} landing file(s) of {day} into {lk.uri}")
         report = ingest(lk, [file_uri(f) for f in chosen], progress=context.log.info)
+        for f in report.files:
+            if f.name_held_other:
+                context.log.warning(f"{f.file} held other content when it was ingested before: landing files are "
+                                    "immutable; its lines were ingested as a new file's")
     else:
         context.log.info(f"no landing files for {day} in {lk.uri}/landing")
 

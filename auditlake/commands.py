@@ -31,6 +31,11 @@ def ingest(args) -> int:
     if not args.json:
         for item in report.ignored:
             print(f"auditlake: ignored {item['file']}: {item['reason']}", file=sys.stderr)
+        for f in report.files:
+            if f.name_held_other:
+                print(f"auditlake: warning: {f.file} held other content when it was ingested before (SHA-256 "
+                      f"{f.name_held_other[:12]}...): landing files are immutable; its lines were ingested as a new "
+                      "file's (a repeated event id is quarantined as a replay)", file=sys.stderr)
     emit(
         args,
         f"ingested {len(report.files) - skipped} file(s) ({skipped} already ingested, {len(report.ignored)} ignored): "

@@ -72,6 +72,9 @@ class FileReport:
     # A skipped file (its content was ingested before, under any name): the name it was
     # ingested as, whose counts the three above are (this file added nothing).
     ingested_as: str | None = None
+    # A file ingested under a name that earlier held other content (landing files are
+    # immutable: a producer rewrote it): that content's SHA-256. Its lines were taken as new.
+    name_held_other: str | None = None
 
 
 @dataclass
@@ -719,6 +722,15 @@ def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:
         shas = [f.sha256 for f in report.files]
         t = tables.dataset(lake, "ingest_log", log).to_table(filter=pc.field("source_sha256").isin(shas))
         by_sha = {r["source_sha256"]: r for r in t.to_pylist()}
+    names = [f.file for f in report.files if not f.skipped]
+    if log is not None and names:
+        t = tables.dataset(lake, "ingest_log", log).to_table(columns=["source_file", "source_sha256"],
+                                                             filter=pc.field("source_file").isin(names))
+        other = {r["source_file"]: r["source_sha256"] for r in t.to_pylist()
+                 if r["source_sha256"] not in {f.sha256 for f in report.files if f.file == r["source_file"]}}
+        for f in report.files:
+            if not f.skipped:
+                f.name_held_other = other.get(f.file)
     for f in report.files:
         r = by_sha.get(f.sha256)
         if r:

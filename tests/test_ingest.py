@@ -1023,3 +1023,23 @@ def test_the_lakes_own_data_is_never_read_as_landing_data(lake_dir, tmp_path, ca
     doc = json.loads(capsys.readouterr().out)
     assert doc["accepted"] == 1 and doc["quarantined"] == 0
     assert {"file": "lake", "reason": "the lake's own folder: its data is no landing data"} in doc["ignored"]
+
+
+def test_a_landing_file_rewritten_under_its_name_is_said_not_silent(lake, tmp_path, capsys):
+    """Landing files are immutable: new content under a name ingested before is ingested as a
+    new file (its new events accepted, its repeated ones quarantined as replays) and said."""
+    from auditlake.cli import main
+
+    path = write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=1), event(n=2)])
+    first = ingest(lake, [str(path)]).files[0]
+    assert first.name_held_other is None
+    write_jsonl(path, [event(n=2), event(n=3)])
+    second = ingest(lake, [str(path)])
+    assert second.files[0].name_held_other == first.sha256 and (second.accepted, second.quarantined) == (1, 1)
+    assert second.to_dict()["files"][0]["name_held_other"] == first.sha256
+    write_jsonl(path, [event(n=4)])
+    capsys.readouterr()
+    assert main(["--lake", lake.uri, "ingest", str(path)]) == 0
+    assert "a.jsonl held other content when it was ingested before" in capsys.readouterr().err
+    assert main(["--lake", lake.uri, "ingest", str(path)]) == 0  # the same content again: skipped, no warning
+    assert "held other content" not in capsys.readouterr().err
