@@ -28,6 +28,12 @@ def auditlake_home() -> Path:
     return Path(os.environ.get("AUDITLAKE_HOME") or Path.home() / ".auditlake")
 
 
+def trust_dir() -> Path:
+    """The verifier's memory of each log, outside the lake: the last verified checkpoint
+    and the retention manifests seen."""
+    return auditlake_home() / "trust"
+
+
 def keystore_exists(log_id: str) -> bool:
     """Whether this host's AUDITLAKE_HOME holds a keystore of the log (KeyStore() makes one)."""
     return (auditlake_home() / "keystores" / log_id / "keys.json").exists()

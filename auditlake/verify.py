@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from . import _records
 from .catalog import catalog_problems
 from .errors import AuditlakeError
-from .keys import KeyStore, auditlake_home, load_public_key
+from .keys import KeyStore, load_public_key, trust_dir
 from .lake import retention, tables
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
@@ -941,7 +941,7 @@ class _Tree:
 
 # ----------------------------------------------------------------------------- checkpoints
 def trust_path(log_id: str) -> Path:
-    return auditlake_home() / "trust" / f"{log_id}.json"
+    return trust_dir() / f"{log_id}.json"
 
 
 def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:

@@ -42,7 +42,7 @@ from urllib.parse import unquote
 import pyarrow.fs as pafs
 
 from ..errors import AuditlakeError
-from ..keys import KeyStore, auditlake_home, load_public_key
+from ..keys import KeyStore, load_public_key, trust_dir
 from ..ledger.canonical import canonical_json
 from .store import Lake
 
@@ -655,7 +655,7 @@ def seen_manifests_path(log_id: str) -> Path:
     verify passes found, kept beside the trusted checkpoint (outside the lake): one deleted
     and its files sealed again by the next ingest or repair would otherwise pass, whatever
     was changed in them meanwhile, even before any verify saw them."""
-    return auditlake_home() / "trust" / f"{log_id}.manifests.json"
+    return trust_dir() / f"{log_id}.manifests.json"
 
 
 def seen_manifests(log_id: str) -> dict[str, str]:
