@@ -246,8 +246,6 @@ def _sig_body(name: str, log_id: str, lo: int, hi: int, rows: int, sha: str, key
 
 def _signed_segments(lake: Lake, name: str, keys) -> list[tuple[int, int, str, str]]:
     """Segments whose sidecar signature verifies: (lo, hi, path, expected sha256)."""
-    import hashlib as _hl  # noqa: F401 - documented dependency of the check below
-
     fs, _ = lake.filesystem()
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
     out = []
