@@ -279,7 +279,6 @@ def test_event_index_is_exact(monkeypatch, run_max):
     import random
     import uuid
 
-    import numpy as np
     import pyarrow as pa
 
     from auditlake.ingest import _EventIndex

@@ -171,7 +171,7 @@ def markdown(doc: dict) -> str:
             cells.append(("-" if v is None else v) + (mark(tid, n) if tid and v is not None else ""))
         return f"| {label} | " + " | ".join(cells) + f" | {target} |"
 
-    L = [f"# auditlake benchmarks", "",
+    L = ["# auditlake benchmarks", "",
          f"Run {doc['started_at']} to {doc.get('finished_at', '(running)')}, {doc['args']['repeat']} runs per figure "
          f"(median; PostgreSQL {doc['args']['pg_repeat']}), generator seed {doc['args']['seed']}, {doc['args']['days']} days.",
          "",
