@@ -276,18 +276,81 @@ def _action_problem(action, version: int) -> str | None:
     return None
 
 
+_made: set[tuple[str, str, int]] = set()  # (lake, table, version) of the commits this process made
+
+
+def made_here(lake: Lake, table: str, version: int) -> None:
+    """Note a commit this process made (tables.append): its own, not looked into again."""
+    _made.add((lake.uri, table, version))
+
+
 def forged_why(lake: Lake, keys: KeyStore, log: Obj) -> str | None:
-    """Why a log entry is no commit the lake makes: not a blind append, or, in a table whose
-    commits the lake signs, not signed by the lake over the rows it adds."""
+    """Why a log entry is no commit the lake makes: not a blind append; in a table whose
+    commits the lake signs, not signed by the lake over the rows it adds; in the ledger, not
+    the next rows of the chain."""
     from . import tables
 
-    if log.problem or log.table not in tables.SIGNED_COMMITS:
+    if log.problem:
         return log.problem
+    if log.table == "ledger":
+        return None if (lake.uri, "ledger", log.version) in _made else _ledger_commit_problem(lake, keys, log)
+    if log.table not in tables.SIGNED_COMMITS:
+        return None
     _, *adds = read_entry(lake, log.table, log.version, cache=False)  # a removed entry's number is reused
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
     prefix = f"tables/{log.table}/"
     return tables.commit_signature_problem(lake, log.table, log.version, log.action or {},
                                            [a.rel[len(prefix):] for a in adds], public, keys.log_id)
+
+
+def _ledger_commit_problem(lake: Lake, keys: KeyStore, log: Obj) -> str | None:
+    """Why a ledger log entry another process made is no commit of the lake: ingest commits
+    the next seqs of the log, each once, each row linked by the chain to the one before (the
+    first to the chain head of the checkpoint at the log's size then, where there is one). A
+    copy of sealed rows, or rows that do not chain, would otherwise be sealed for good."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ..ledger import chain, packed
+    from ..ledger.checkpoint import ZERO_HASH
+
+    prior = 0
+    for add in _log_adds(lake, "ledger", list_log(lake, "ledger"), log.version - 1, cache=False).values():
+        try:
+            prior += json.loads(add.get("stats") or "")["numRecords"]
+        except (ValueError, KeyError, TypeError):
+            return None  # an earlier entry without row counts: verify judges the rows
+    fs, root = _root(lake)
+    _, *adds = read_entry(lake, "ledger", log.version, cache=False)
+    if not adds:
+        return "a ledger commit that adds no rows"
+    try:
+        rows = pa.concat_tables([pq.read_table(fs.open_input_file(f"{root}/{a.rel}"), columns=["seq", "hash", "key_id", "leaf"])
+                                 for a in adds]).sort_by("seq")
+    except FileNotFoundError:
+        return None  # a committed file that is gone: verify reports it
+    except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+        return f"a data file that does not read as ledger rows ({str(exc).splitlines()[0][:80] if str(exc) else exc})"
+    n, seq = rows.num_rows, rows.column("seq")
+    if seq.null_count or not np.array_equal(seq.to_numpy(), np.arange(prior, prior + n)):
+        return f"its rows are not seq {prior}..{prior + n - 1}, the next of the log, each once"
+    key_ids, stored = rows.column("key_id").to_pylist(), rows.column("hash").to_pylist()
+    if rows.column("leaf").null_count or not set(key_ids) <= set(keys.chain_keys()):
+        return "rows without a leaf, or chained with a key the lake does not hold"
+    cps = lake.delta("checkpoints")
+    heads = (cps.to_pyarrow_dataset().to_table(columns=["chain_head"], filter=pc.field("tree_size") == prior)
+             .column("chain_head").to_pylist() if cps is not None and prior else [])
+    first = 0 if not prior or heads else 1  # no checkpoint at its start: the links after its first row
+    prev = ZERO_HASH if not prior else heads[0] if heads else stored[0]
+    try:
+        computed = chain.extend(keys.chain_keys(), bytes.fromhex(prev), key_ids[first:], rows.column("leaf").slice(first))
+    except (ValueError, TypeError):
+        return "rows whose stored hashes are not hex"
+    if packed.hex_array(computed).to_pylist() != stored[first:]:
+        return "its rows do not chain from the log before them"
+    return None
 
 
 def refuse_forged(lake: Lake, keys: KeyStore, objs: list[Obj]) -> None:

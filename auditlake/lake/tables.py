@@ -182,7 +182,7 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
     from deltalake import CommitProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError, DeltaError
 
-    from .retention import discard_uncommitted
+    from .retention import discard_uncommitted, made_here
 
     rows = rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
     dt = lake.latest(name)  # brought up to date: a commit by another writer is seen here
@@ -217,7 +217,9 @@ def append(lake: Lake, name: str, rows: pa.Table, read_version: int | None, meta
         from .s3 import error_line
 
         raise AuditlakeError(f"cannot append to table {name}: {error_line(exc)}") from exc
-    return (read_version + 1) if read_version is not None else 0
+    version = (read_version + 1) if read_version is not None else 0
+    made_here(lake, name, version)
+    return version
 
 
 def _commit_signature(lake: Lake, name: str, rows: pa.Table, version: int) -> dict[str, str]:
