@@ -717,21 +717,19 @@ def _require_the_lakes_keys(keys: KeyStore, head: Head) -> None:
 
 def _fill_report(lake: Lake, report: IngestReport, state: _State) -> None:
     log = lake.latest("ingest_log")
-    by_sha = {}
+    logged = []
     if log is not None and report.files:
-        shas = [f.sha256 for f in report.files]
-        t = tables.dataset(lake, "ingest_log", log).to_table(filter=pc.field("source_sha256").isin(shas))
-        by_sha = {r["source_sha256"]: r for r in t.to_pylist()}
-    names = [f.file for f in report.files if not f.skipped]
-    if log is not None and names:
-        t = tables.dataset(lake, "ingest_log", log).to_table(columns=["source_file", "source_sha256"],
-                                                             filter=pc.field("source_file").isin(names))
-        other = {r["source_file"]: r["source_sha256"] for r in t.to_pylist()
-                 if r["source_sha256"] not in {f.sha256 for f in report.files if f.file == r["source_file"]}}
-        for f in report.files:
-            if not f.skipped:
-                f.name_held_other = other.get(f.file)
+        shas = pa.array([f.sha256 for f in report.files], pa.string())
+        names = pa.array([f.file for f in report.files if not f.skipped], pa.string())
+        logged = tables.dataset(lake, "ingest_log", log).to_table(
+            filter=pc.field("source_sha256").isin(shas) | pc.field("source_file").isin(names)).to_pylist()
+    by_sha = {r["source_sha256"]: r for r in logged}
+    held: dict[str, set[str]] = {}  # name -> the contents logged under it
+    for r in logged:
+        held.setdefault(r["source_file"], set()).add(r["source_sha256"])
     for f in report.files:
+        if not f.skipped:
+            f.name_held_other = min(held.get(f.file, set()) - {f.sha256}, default=None)
         r = by_sha.get(f.sha256)
         if r:
             f.lines_read, f.accepted, f.quarantined = r["lines_read"], r["accepted"], r["quarantined"]

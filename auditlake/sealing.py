@@ -123,6 +123,7 @@ def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
 
 
 REASON_MAX = 300  # characters of a quarantine reason: one line a person reads
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def reason_line(reason: str) -> str:
@@ -131,9 +132,6 @@ def reason_line(reason: str) -> str:
     forge a second line wherever reasons are shown), then cut."""
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), mask_text(reason))
     return text if len(text) <= REASON_MAX else text[:REASON_MAX - 1] + "…"
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def quarantine_row(file: str, sha: str, line: int, reason: str, raw, event) -> dict:
