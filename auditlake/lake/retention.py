@@ -317,7 +317,7 @@ def _ledger_commit_problem(lake: Lake, keys: KeyStore, log: Obj) -> str | None:
     from ..ledger.checkpoint import ZERO_HASH
 
     prior = 0
-    for add in _log_adds(lake, "ledger", list_log(lake, "ledger"), log.version - 1, cache=False).values():
+    for add in _log_adds(lake, "ledger", list_log(lake, "ledger"), log.version - 1).values():  # entries never change
         try:
             prior += json.loads(add.get("stats") or "")["numRecords"]
         except (ValueError, KeyError, TypeError):
