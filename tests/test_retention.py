@@ -640,14 +640,15 @@ def test_a_deleted_hold_record_still_holds_and_is_reported(lake_dir, tmp_path):
     s1 = _subjects(uri)[0]
     admin.set_hold(Lake.open(uri), s1, "case 7")
     assert _findings(uri) == []
-    for record in (lake_dir / "_holds").glob("*.json"):
-        record.unlink()
+    (record,) = (lake_dir / "_holds").glob("*.json")
+    record.unlink()
     lake = Lake.open(uri)
     assert admin.legal_hold_active(lake, s1)
     with pytest.raises(AuditlakeError, match="hold"):
         erase(lake, s1)
     found = _findings(uri)
-    assert [(x["kind"], x["table"]) for x in found] == [("RET-WORM", "_holds")] and s1 in found[0]["detail"]
+    assert [(x["kind"], x["table"], x["file"]) for x in found] == [("RET-WORM", "_holds", f"_holds/{record.name}")]
+    assert s1 in found[0]["detail"]
     admin.lift_hold(lake, s1, "settled")  # a lift signed by the lake still lifts it
     assert not admin.legal_hold_active(lake, s1)
 

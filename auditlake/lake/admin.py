@@ -245,7 +245,7 @@ def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None
         "new_value": "on" if action == "set" else "off", **{k: rec[k] for k in ("hold_id", "scope", "subject_id", "at")},
         "hold_record": rec,
     }, subject=subject_id)
-    name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{rec['hold_id'][:8]}.json"
+    name = _record_name(rec)
     _write_once(lake, f"{HOLDS_DIR}/{name}", json.dumps(rec, indent=1, sort_keys=True).encode())
     record_events(lake, [event])
     if lake.is_s3:  # write-once in fact: its versions cannot be deleted either (COMPLIANCE retention)
@@ -253,6 +253,16 @@ def _record_hold(lake: Lake, keys: KeyStore, action: str, subject_id: str | None
 
         s3.lock_object(lake, f"{HOLDS_DIR}/{name}", years=retention.policy(lake)["years"])
     return rec
+
+
+def _record_name(rec: dict) -> str | None:
+    """A hold record's file name under _holds/: its time and the start of its id (None for
+    a record told without a time of the form the lake writes)."""
+    try:
+        at = datetime.strptime(str(rec.get("at")), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return f"{at.strftime('%Y%m%dT%H%M%S%f')}-{str(rec.get('hold_id'))[:8]}.json"
 
 
 def hold_problems(lake: Lake) -> list[dict]:
@@ -268,7 +278,7 @@ def hold_problems(lake: Lake) -> list[dict]:
     def where(h: dict) -> str:
         return f"{'subject ' + str(h.get('subject_id')) if h.get('scope') == 'subject' else 'the lake'} at {h.get('at')}"
 
-    out = [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
+    out = [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": f"{HOLDS_DIR}/{name}" if (name := _record_name(h)) else None,
             "detail": f"the legal hold record {h['hold_id']} ({h['action']} on {where(h)}) that the ledger records is "
                       "missing from _holds/ or not signed by the lake"}
            for h, ok in told if ok or h.get("hold_id") in active]
