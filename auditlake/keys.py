@@ -34,9 +34,14 @@ def trust_dir() -> Path:
     return auditlake_home() / "trust"
 
 
+def keystore_dir(log_id: str, root: Path | None = None) -> Path:
+    """The folder of a log's keystore (under AUDITLAKE_HOME unless another `root` is given)."""
+    return (root or auditlake_home() / "keystores") / log_id
+
+
 def keystore_exists(log_id: str) -> bool:
     """Whether this host's AUDITLAKE_HOME holds a keystore of the log (KeyStore() makes one)."""
-    return (auditlake_home() / "keystores" / log_id / "keys.json").exists()
+    return (keystore_dir(log_id) / "keys.json").exists()
 
 
 def _b64(b: bytes) -> str:
@@ -123,7 +128,7 @@ class KeyStore:
 
     def __init__(self, log_id: str, root: Path | None = None, wrapper: KeyWrapper | None = None):
         self.log_id = log_id
-        self.dir = (root or auditlake_home() / "keystores") / log_id
+        self.dir = keystore_dir(log_id, root)
         self._lock = threading.Lock()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)

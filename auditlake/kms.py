@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import AuditlakeError
-from .keys import KeyStore, KeyWrapper, _insert_keys, _write_private, auditlake_home
+from .keys import KeyStore, KeyWrapper, _insert_keys, _write_private, keystore_dir
 
 ENV_KEY_ID = "AUDITLAKE_KMS_KEY_ID"
 PREFIX = b"kms1:"
@@ -154,7 +154,7 @@ class KmsKeyStore(KeyStore):
 
 def keystore_kms_key(log_id: str) -> str | None:
     """The KMS key id a keystore is bound to, if any."""
-    marker = auditlake_home() / "keystores" / log_id / MARKER
+    marker = keystore_dir(log_id) / MARKER
     try:
         return json.loads(marker.read_text())["key_id"]
     except (OSError, ValueError, KeyError):
