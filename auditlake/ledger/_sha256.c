@@ -4,8 +4,8 @@
  *
  * Independent items go 16 at a time through the AVX-512 hasher (_sha256_x16.h) where the
  * CPU has it; simd() says whether. Items are given as Arrow binary arrays: a data buffer
- * and n + 1 int64 offsets (callers cast to large_binary). The Python wrappers in merkle.py and chain.py define the meaning;
- * tests compare every function with hashlib/hmac.
+ * and n + 1 int64 offsets (callers cast to large_binary). The Python wrappers in merkle.py
+ * and chain.py define the meaning; tests compare every function with hashlib/hmac.
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_API_COMPAT 10101
