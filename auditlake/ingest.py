@@ -198,7 +198,8 @@ def _signed(lake: Lake, keys: KeyStore, name: str, info, log: retention.Obj, dat
     key = (lake.uri, name, log.version, info.mtime_ns, info.size)
     if key not in _signed_verdicts:
         _signed_verdicts[key] = not tables.commit_signature_problem(
-            lake, name, log.version, log.action or {}, [d.rel.split("/", 2)[2] for d in data], public, keys.log_id)
+            lake, name, log.version, log.action or {},
+            [(d.rel.split("/", 2)[2], (d.action or {}).get("partitionValues")) for d in data], public, keys.log_id)
     return _signed_verdicts[key]
 
 

@@ -153,7 +153,7 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
             report.add("history_missing", name, f"Delta log versions {a + 1}..{b - 1} are missing")
     live: dict[str, dict] = {}
     added_in: dict[str, int] = {}  # by path as stored: one file under two spellings of its path is read twice by other readers
-    commits: dict[int, tuple[dict, list[str]]] = {}  # version -> (commitInfo, the paths it adds)
+    commits: dict[int, tuple[dict, list[tuple[str, dict]]]] = {}  # version -> (commitInfo, (path, partitionValues) it adds)
     for v in versions:
         fname = f"{log_path}/{v:020d}.json"
         with fs.open_input_stream(fname) as f:
@@ -167,10 +167,10 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
                            file=f"_delta_log/{v:020d}.json")
                 continue
             kind, body = action
-            info, paths = commits.setdefault(v, ({}, []))
+            info, adds = commits.setdefault(v, ({}, []))
             if kind == "add":
-                paths.append(_unquote(body["path"]))
                 rel = _unquote(body["path"])
+                adds.append((rel, body.get("partitionValues")))
                 if rel in added_in:
                     report.add("non_append_commit", name, f"version {v} adds a file that version {added_in[rel]} added",
                                file=rel, partition=_partition(rel))
@@ -217,14 +217,14 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
     return {_unquote(p): a for p, a in live.items()}
 
 
-def _check_signed_commits(lake: Lake, name: str, commits: dict[int, tuple[dict, list[str]]], keys: KeyStore,
+def _check_signed_commits(lake: Lake, name: str, commits: dict[int, tuple[dict, list[tuple[str, dict]]]], keys: KeyStore,
                           report: VerifyReport) -> None:
     """Each commit carries the lake's signature of the rows it adds (ledger.commits): one
     without it was not made by the lake (a forged findings evaluation, an ingest log row
     that would make ingest skip a landing file), one whose rows differ had a file swapped."""
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
-    for v, (info, paths) in sorted(commits.items()):
-        if why := tables.commit_signature_problem(lake, name, v, info, paths, public, keys.log_id):
+    for v, (info, adds) in sorted(commits.items()):
+        if why := tables.commit_signature_problem(lake, name, v, info, adds, public, keys.log_id):
             report.add("unsigned_commit", name, why, file=f"_delta_log/{v:020d}.json")
 
 

@@ -123,6 +123,34 @@ def test_a_wrong_tile_does_not_yield_a_wrong_proof(lake, tmp_path, monkeypatch, 
     assert "tiles disagree" in capsys.readouterr().err
 
 
+def test_a_forged_tiles_commit_is_reported_never_sealed_and_repaired(lake, tmp_path):
+    """The tiles' commits are signed like the other tables no chain seals: a blind append of
+    made-up nodes is an unsigned_commit (partition values included in the signed rows), the
+    next ingest stops before sealing it for good, and repair removes it."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from auditlake.errors import AuditlakeError
+    from auditlake.lake.admin import repair
+    from auditlake.lake.tables import TILES
+
+    _ingest(lake, tmp_path, 0, 300, "b1")
+    version = lake.delta("tiles").version()
+    assert verify(lake, update_trust=False).ok  # the lake's own tiles commits carry its signature
+    write_deltalake(lake.table_uri("tiles"), pa.Table.from_pylist([{"level": 9, "idx": 0, "hash": "ab" * 32}], schema=TILES),
+                    mode="append")
+    forged = f"_delta_log/{version + 1:020d}.json"
+    report = verify(lake, update_trust=False)
+    assert ("unsigned_commit", "tiles", forged) in {(f.kind, f.table, f.file) for f in report.findings}, report.findings
+    assert {f.kind for f in report.findings} == {"unsigned_commit", "RET-WORM"}  # (its files are not locked)
+    write_jsonl(tmp_path / "b2" / "a.jsonl", [event(n=i) for i in range(300, 310)])
+    with pytest.raises(AuditlakeError, match="is no commit the lake makes"):
+        ingest(lake, [str(tmp_path / "b2")])
+    assert f"tables/tiles/{forged}" in repair(lake)["repaired"]
+    assert ingest(lake, [str(tmp_path / "b2")]).accepted == 10
+    assert verify(lake, update_trust=False).ok
+
+
 def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     ids, _ = _ids(lake3)
     lake_arg = ["--lake", lake3.uri]

@@ -300,7 +300,8 @@ def forged_why(lake: Lake, keys: KeyStore, log: Obj) -> str | None:
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
     prefix = f"tables/{log.table}/"
     return tables.commit_signature_problem(lake, log.table, log.version, log.action or {},
-                                           [a.rel[len(prefix):] for a in adds], public, keys.log_id)
+                                           [(a.rel[len(prefix):], (a.action or {}).get("partitionValues")) for a in adds],
+                                           public, keys.log_id)
 
 
 def _ledger_commit_problem(lake: Lake, keys: KeyStore, log: Obj) -> str | None:

@@ -128,8 +128,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "tiles": TILES,
 }
 PARTITIONS = {"ledger": ["event_date"], "tiles": ["level"]}
-# Tables whose rows no chain or signed checkpoint seals: each commit to one is signed (ledger.commits).
-SIGNED_COMMITS = ("quarantine", "ingest_log", "findings", "incidents")
+# Tables whose rows no chain or signed checkpoint seals: each commit to one is signed
+# (ledger.commits). The tiles, a cache of Merkle nodes that a proof is checked against the
+# signed checkpoint anyway, too: a forged commit would otherwise be sealed for good.
+SIGNED_COMMITS = ("quarantine", "ingest_log", "findings", "incidents", "tiles")
 # Old log entries are the audit trail of the tables: never let delta-rs clean them up.
 TABLE_CONFIG = {"delta.appendOnly": "true", "delta.enableExpiredLogCleanup": "false"}
 # Long values no reader prunes files by (sealed text, leaves, hashes, raw lines): without
@@ -235,12 +237,13 @@ def _commit_signature(lake: Lake, name: str, rows: pa.Table, version: int) -> di
             commits.SIGNATURE: commits.sign(keys.signing_key(), body)}
 
 
-def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, paths: list[str],
+def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, adds: list[tuple[str, dict]],
                              public: dict, log_id: str) -> str | None:
-    """Why version `version` of table `name` (its commitInfo `info`, adding `paths`, relative
-    to the table, percent-decoded) does not carry the lake's signature of its rows; None if
-    it does, or if a file is gone (the history checks report that). `public`:
-    {key_id: Ed25519PublicKey}."""
+    """Why version `version` of table `name` (its commitInfo `info`, adding `adds`: each file's
+    path relative to the table, percent-decoded, and its add action's partitionValues) does
+    not carry the lake's signature of its rows; None if it does, or if a file is gone (the
+    history checks report that). A partition column's values are the add action's, as
+    readers take them. `public`: {key_id: Ed25519PublicKey}."""
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
@@ -250,13 +253,20 @@ def commit_signature_problem(lake: Lake, name: str, version: int, info: dict, pa
     if not isinstance(signature, str) or key_id not in public:
         return f"version {version} carries no signature of the lake"
     fs, root = lake.filesystem()
-    files = [f"{root}/tables/{name}/{p}" for p in paths]
+    files = [f"{root}/tables/{name}/{p}" for p, _ in adds]
+    partitions = PARTITIONS.get(name, [])
+    stored = set(SCHEMAS[name].names) - set(partitions)
     try:
-        rows = [pq.read_table(fs.open_input_file(f)) for f in files]
-        if any(set(t.column_names) != set(SCHEMAS[name].names) for t in rows):
-            # A column dropped or added would not change the signed values read by name.
-            return f"version {version}: a file whose columns are not the table's"
-        rows = [t.select(SCHEMAS[name].names) for t in rows]
+        rows = []
+        for f, (_, values) in zip(files, adds):
+            t = pq.read_table(fs.open_input_file(f))
+            if set(t.column_names) != stored:
+                # A column dropped or added would not change the signed values read by name.
+                return f"version {version}: a file whose columns are not the table's"
+            for c in partitions:
+                value = values.get(c) if isinstance(values, dict) else None
+                t = t.append_column(c, pa.array([value] * t.num_rows, pa.string()).cast(SCHEMAS[name].field(c).type))
+            rows.append(t.select(SCHEMAS[name].names))
         digest = commits.rows_digest(r for t in rows for r in zip(*(c.to_pylist() for c in t.columns)))
     except (OSError, pa.ArrowException, ValueError):  # ValueError: bytes changed into invalid UTF-8
         if any(info.type == pafs.FileType.NotFound for info in fs.get_file_info(files)):
