@@ -1127,6 +1127,8 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
                                                     "partition": f.get("partition")})
              for f in retention.check(lake, keys)]
     found += [(CATALOG_CHANGED, "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
+    found += [("data_file_inserted", "tables", "a file or folder under tables/ that is no table of the lake",
+               {"file": f"tables/{name}", "partition": None}) for name in _foreign_tables(lake)]
     if lake.is_s3:  # Object Lock keeps S3 objects; no memory needed
         return found, None
     manifests = retention.manifest_digests(lake)
@@ -1136,6 +1138,14 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
                           "a retention manifest this host sealed or a clean verify saw is gone or changed",
                           {"file": f"{retention.MANIFEST_DIR}/{name}", "partition": None}))
     return found, manifests
+
+
+def _foreign_tables(lake: Lake) -> list[str]:
+    """The names under tables/ that are no table of the lake (each table's own folder is
+    checked file by file by check_history)."""
+    fs, root = lake.filesystem()
+    infos = fs.get_file_info(pafs.FileSelector(f"{root}/tables", allow_not_found=True))
+    return sorted(name for i in infos if (name := posixpath.basename(i.path)) not in tables.SCHEMAS)
 
 
 def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: VerifyReport) -> merkle.Frontier | None:

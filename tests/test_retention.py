@@ -501,6 +501,12 @@ def test_a_forged_lift_does_not_lift_a_hold(lake_dir, tmp_path):
     forged = {**rec, "action": "lift", "hold_id": "f" * 32, "at": "2999-01-01T00:00:00.000000Z"}
     (lake_dir / "_holds" / "29990101T000000000000-forged.json").write_text(json.dumps(forged))
     assert admin.legal_hold_active(lake)
+    # It lifts nothing, but someone wrote it: a finding, as is any other file there that is
+    # no record the lake signed.
+    (lake_dir / "_holds" / "notes.txt").write_text("junk")
+    (lake_dir / "_holds" / "list.json").write_text("[]")
+    assert [(f["kind"], f["table"], f["file"]) for f in _findings(uri)] == [
+        ("RET-WORM", "_holds", f"_holds/{name}") for name in ("29990101T000000000000-forged.json", "list.json", "notes.txt")]
 
 
 def test_an_unsigned_hold_record_holds_is_reported_and_can_be_lifted(lake_dir, tmp_path):

@@ -155,6 +155,16 @@ def tamper_readded_file(lake, seq):
     return {"non_append_commit"}
 
 
+def tamper_foreign_table(lake, seq):
+    """A table no part of the lake made, beside its own (nothing reads it, but someone wrote it)."""
+    import pyarrow.parquet as pq
+
+    folder = Path(lake.uri, "tables", f"shadow_{seq}")
+    folder.mkdir()
+    pq.write_table(pa.table({"seq": [seq]}), folder / "part-0.parquet")
+    return {"data_file_inserted"}
+
+
 def tamper_forged_ingest_log_row(lake, seq):
     """A blind append to the ingest log, which would make ingest skip a landing file as done."""
     from deltalake import write_deltalake

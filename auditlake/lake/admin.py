@@ -93,21 +93,26 @@ def _signed(rec, public: dict) -> bool:
         return False
 
 
-def _hold_records(lake: Lake, public: Callable[[], dict]) -> list[tuple[dict, bool]]:
-    """Every hold record with whether its signature verifies (`public`: the lake's public
+def _hold_files(lake: Lake, public: Callable[[], dict]) -> list[tuple[str, dict | None, bool]]:
+    """Every file under `_holds/`: its name, its hold record (None when it is not a JSON
+    object in a .json file) and whether the lake signed it (`public`: the lake's public
     keys, read when a record needs them)."""
-    names = [n for n in _list(lake, HOLDS_DIR) if n.endswith(".json")]
-    if not names:
-        return []
     out = []
-    for name in names:
-        try:
-            rec = json.loads(lake.read_bytes(f"{HOLDS_DIR}/{name}") or b"{}")
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append((rec, _signed(rec, public())))
+    for name in _list(lake, HOLDS_DIR):
+        rec = None
+        if name.endswith(".json"):
+            try:
+                rec = json.loads(lake.read_bytes(f"{HOLDS_DIR}/{name}") or b"{}")
+            except ValueError:
+                pass
+        rec = rec if isinstance(rec, dict) else None
+        out.append((name, rec, rec is not None and _signed(rec, public())))
     return out
+
+
+def _hold_records(lake: Lake, public: Callable[[], dict]) -> list[tuple[dict, bool]]:
+    """Every hold record with whether its signature verifies."""
+    return [(rec, ok) for _, rec, ok in _hold_files(lake, public) if rec is not None]
 
 
 def _ledger_holds(lake: Lake, public: Callable[[], dict], skip_unreadable: bool = False) -> list[tuple[dict, bool]]:
@@ -267,10 +272,13 @@ def _record_name(rec: dict) -> str | None:
 
 def hold_problems(lake: Lake) -> list[dict]:
     """RET-WORM findings: hold records the ledger tells of that `_holds/` does not hold
-    with a valid signature (a deleted record would otherwise lift its hold in silence), and
-    holds in force on an unsigned telling or record, named with how to end them."""
+    with a valid signature (a deleted record would otherwise lift its hold in silence),
+    holds in force on an unsigned telling or record, named with how to end them, and any
+    other file under `_holds/` that is no record the lake signed (a forged lift lifts
+    nothing, but someone wrote it), but an unsigned hold that a signed lift has ended."""
     public = _lazy_public_keys(lake)
-    records = _hold_records(lake, public)
+    files = _hold_files(lake, public)
+    records = [(rec, ok) for _, rec, ok in files if rec is not None]
     kept = {rec.get("hold_id") for rec, ok in records if ok}
     told = [(h, ok) for h, ok in _ledger_holds(lake, public, skip_unreadable=True) if h.get("hold_id") not in kept]
     active = {h.get("hold_id") for h in _in_force(_with_ledger(records, told))}
@@ -282,10 +290,17 @@ def hold_problems(lake: Lake) -> list[dict]:
             "detail": f"the legal hold record {h['hold_id']} ({h['action']} on {where(h)}) that the ledger records is "
                       "missing from _holds/ or not signed by the lake"}
            for h, ok in told if ok or h.get("hold_id") in active]
-    out += [{"kind": "RET-WORM", "table": HOLDS_DIR, "file": None,
-             "detail": f"the legal hold record {rec.get('hold_id')} under _holds/ (set on {where(rec)}) is not signed by "
-                       f"the lake; it holds until `auditlake hold lift --hold-id {rec.get('hold_id')}` ends it"}
-            for rec, ok in records if not ok and rec.get("action") == "set" and rec.get("hold_id") in active]
+    for name, rec, ok in files:
+        if ok:
+            continue
+        if rec is None or rec.get("action") != "set":
+            detail = "a file under _holds/ that is no legal hold record signed by the lake"
+        elif rec.get("hold_id") in active:
+            detail = (f"the legal hold record {rec.get('hold_id')} (set on {where(rec)}) is not signed by the lake; it "
+                      f"holds until `auditlake hold lift --hold-id {rec.get('hold_id')}` ends it")
+        else:
+            continue  # an unsigned hold a signed lift has ended: dealt with, and the lift says so
+        out.append({"kind": "RET-WORM", "table": HOLDS_DIR, "file": f"{HOLDS_DIR}/{name}", "detail": detail})
     return out
 
 
