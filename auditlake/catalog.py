@@ -43,6 +43,7 @@ import tempfile
 import threading
 import tomllib
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -350,8 +351,17 @@ def catalog_problems(lake: Lake) -> list[str]:
         return [f"the catalog cannot be opened: {str(exc).splitlines()[0][:160]}"]
     try:
         found = {**dict(con.execute(_VIEWS_SQL).fetchall()), **dict(con.execute(_MACROS_SQL).fetchall())}
+        try:
+            listed = Counter(r[0] for r in con.execute(f"SELECT subject_id FROM {ERASED_TABLE}").fetchall())
+        except duckdb.Error:
+            listed = None
     finally:
         con.close()
+    # The people the events view shows as erased must be the keystore's (when it opens here):
+    # a row added or removed would label someone's data erased, or an erased person's not.
+    erased = erased_ids(lake)
+    stale = [] if erased is None or listed == Counter(erased) else [
+        f"{ERASED_TABLE} does not list the people the keystore has erased (rebuild it with `auditlake catalog`)"]
     expected: dict[str, set[str]] = {}
     present = {t: f"delta_scan('{_sql_str(p)}')" for t in TABLE_OF_VIEW.values() if (p := _local_table_path(lake, t))}
     with tempfile.TemporaryDirectory(prefix="auditlake-catalog-") as scratch:
@@ -374,7 +384,7 @@ def catalog_problems(lake: Lake) -> list[str]:
             finally:
                 ref.close()
             if found.keys() == expected.keys() and all(found[k] in expected[k] for k in found):
-                return []  # the usual case, settled by the first variant
+                return stale  # the usual case, settled by the first variant
     problems = []
     for name in sorted(set(found) | set(expected)):
         if name not in found:
@@ -383,7 +393,7 @@ def catalog_problems(lake: Lake) -> list[str]:
             problems.append(f"{name} is in the catalog, but auditlake writes no such view or macro")
         elif found[name] not in expected[name]:
             problems.append(f"{name} is not defined as auditlake writes it")
-    return [f"{p} (rebuild it with `auditlake catalog`)" for p in problems]
+    return [f"{p} (rebuild it with `auditlake catalog`)" for p in problems] + stale
 
 
 def _snapshot_root(db: Path) -> Path:

@@ -549,6 +549,24 @@ def test_verify_reports_a_catalog_view_that_is_not_the_one_auditlake_writes(tiny
     assert verify(lake, update_trust=False).ok
 
 
+def test_verify_reports_an_erased_list_that_is_not_the_keystores(tiny):
+    """The events view labels the people in erased_subjects as erased: a row added there
+    would label someone's data erased (and one removed an erased person's as merely masked)."""
+    from auditlake.verify import verify
+
+    lake = tiny["lake"]
+    db = catalog.build_catalog(lake)["db"]
+    assert verify(lake, update_trust=False).ok
+    con = duckdb.connect(db)
+    con.execute("INSERT INTO erased_subjects VALUES ('someone-not-erased')")
+    con.close()
+    report = verify(lake, update_trust=False)
+    assert [(f.kind, f.file) for f in report.findings] == [("catalog_changed", "catalog.duckdb")]
+    assert report.findings[0].detail.startswith("erased_subjects does not list the people the keystore has erased")
+    catalog.build_catalog(lake)
+    assert verify(lake, update_trust=False).ok
+
+
 def test_a_killed_builds_half_written_files_are_removed_by_the_next(tiny):
     """A catalog build killed mid-way leaves its hidden temp file and WAL in the lake root;
     the next build removes those of dead processes, never a live one's."""
