@@ -737,16 +737,122 @@ done:
     return result;
 }
 
+/* repeated_name(text) -> None | bytes | True
+ *
+ * For a JSON text that parsed: a member name that occurs twice in one object (its raw
+ * bytes between the quotes), True when no name repeats byte for byte but some name holds
+ * an escape (then only a decoding check can tell "a" from "\u0061"), else None. Each
+ * object's names are sorted when it closes: n log n, whatever a line's shape. */
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} Span;
+
+static int span_cmp(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    if (x->n != y->n) return x->n < y->n ? -1 : 1;
+    return memcmp(x->p, y->p, (size_t)x->n);
+}
+
+/* Room for one more in a growable array that starts in `local` (no allocation for the usual
+ * line); 0 without memory. */
+static int grow(void **items, Py_ssize_t *cap, Py_ssize_t used, size_t size, void *local) {
+    if (used < *cap) return 1;
+    void *bigger = malloc(size * (size_t)(*cap * 2));
+    if (!bigger) return 0;
+    memcpy(bigger, *items, size * (size_t)used);
+    if (*items != local) free(*items);
+    *items = bigger;
+    *cap *= 2;
+    return 1;
+}
+
+static PyObject *repeated_name(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
+    const char *s = b.buf;
+    Py_ssize_t len = b.len, found = -1, found_n = 0;
+    int escaped = 0, nomem = 0;
+    /* names: every open object's member names so far; frames: where each open container's
+     * names start in `names` (-1 for an array). */
+    Span local_names[256];
+    Py_ssize_t local_frames[64];
+    Span *names = local_names;
+    Py_ssize_t *frames = local_frames, names_cap = 256, frames_cap = 64, top = 0, depth = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < len && found < 0 && !nomem; i++) {
+        char c = s[i];
+        if (c == '"') {
+            Py_ssize_t start = ++i;
+            int esc = 0;
+            while (i < len && s[i] != '"') {
+                if (s[i] == '\\') {
+                    esc = 1;
+                    i++;
+                }
+                i++;
+            }
+            if (i >= len) break;
+            Py_ssize_t j = i + 1;
+            while (j < len && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r')) j++;
+            if (j < len && s[j] == ':' && depth > 0 && frames[depth - 1] >= 0) {
+                if (!grow((void **)&names, &names_cap, top, sizeof(Span), local_names)) {
+                    nomem = 1;
+                    break;
+                }
+                names[top].p = s + start;
+                names[top].n = i - start;
+                top++;
+                escaped |= esc;
+            }
+        } else if (c == '{' || c == '[') {
+            if (!grow((void **)&frames, &frames_cap, depth, sizeof(Py_ssize_t), local_frames)) {
+                nomem = 1;
+                break;
+            }
+            frames[depth++] = c == '{' ? top : -1;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            Py_ssize_t first = frames[--depth];
+            if (first >= 0 && top - first > 1) {
+                qsort(names + first, (size_t)(top - first), sizeof(Span), span_cmp);
+                for (Py_ssize_t k = first + 1; k < top; k++) {
+                    if (span_cmp(&names[k - 1], &names[k]) == 0) {
+                        found = names[k].p - s;
+                        found_n = names[k].n;
+                        break;
+                    }
+                }
+            }
+            if (first >= 0) top = first;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (names != local_names) free(names);
+    if (frames != local_frames) free(frames);
+    PyObject *result;
+    if (nomem) {
+        result = PyErr_NoMemory();
+    } else if (found >= 0) {
+        result = PyBytes_FromStringAndSize(s + found, found_n);
+    } else {
+        result = escaped ? Py_True : Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&b);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"match_records", match_records, METH_VARARGS, "Rows whose record is exactly the template's text."},
     {"json_objects", json_objects, METH_VARARGS, "Rows of columns as RFC 8785 JSON objects."},
     {"json_leaf_hashes", json_leaf_hashes, METH_VARARGS, "RFC 6962 leaf hashes of those rows."},
     {"instants_text", instants_text, METH_VARARGS, "int64 microseconds as RFC 3339 UTC text."},
     {"simd", simd, METH_VARARGS, "Whether the leaf hasher uses AVX-512; set it (tests)."},
+    {"repeated_name", repeated_name, METH_VARARGS, "A member name that repeats in one object of a JSON text."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_records", "Record text: verify's matcher, export's JSON rows.", -1, methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_records", "Record text: verify's matcher, export's JSON rows, ingest's repeated-name check.", -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__records(void) {
     init_escapes();

@@ -108,6 +108,7 @@ REASON_FAMILIES: dict[str, str] = {
     "oversized": r"^line larger than 64 KiB",
     "empty": r"^empty line$",
     "not_json": r"^not JSON",
+    "repeated_name": r"^not I-JSON: ",
     "not_object": r"^not a JSON object$",
     "unknown_field": r"^unknown (envelope|actor|subject) field: ",
     "missing_field": r"^missing required field: ",

@@ -3,6 +3,7 @@ as (line number, raw bytes or row dict) in bounded memory."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import stat
@@ -17,7 +18,7 @@ import pyarrow.fs as pafs
 from .contract import CATALOG, MAX_LINE_BYTES
 from .errors import AuditlakeError
 from .lake.store import AUDIT_DIR, Lake
-from .ledger.canonical import loads_exact, may_hold_long_integer
+from .ledger.canonical import loads_exact, may_hold_long_integer, repeated_name
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 _CHUNK = 1 << 20
@@ -28,6 +29,19 @@ class Unreadable:
     """The rest of a file could not be read; quarantined as one line with this reason."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A Parquet row that is no event before any contract check: why, and the row as read."""
+
+    row: dict
+    reason: str
+
+
+def repeated_name_reason(where: str, name: str) -> str:
+    return (f"not I-JSON: {where} holds the member name {json.dumps(name)[:40]} twice in one object "
+            "(RFC 7493; the sealed RFC 8785 form takes each name once)")
 
 
 @dataclass(frozen=True)
@@ -219,17 +233,39 @@ def block_size(block: list[bytes] | pa.RecordBatch | Unreadable) -> int:
     return 1 if isinstance(block, Unreadable) else len(block) if isinstance(block, list) else block.num_rows
 
 
-def records_of(block: list[bytes] | pa.RecordBatch | Unreadable) -> list[bytes | dict | Unreadable]:
+def records_of(block: list[bytes] | pa.RecordBatch | Unreadable) -> list[bytes | dict | Rejected | Unreadable]:
     """A block's records: raw lines as they are, Parquet rows as event dicts."""
     if isinstance(block, Unreadable):
         return [block]
     if isinstance(block, list):
         return block
     struct_cols = {f.name for f in block.schema if pa.types.is_struct(f.type)}
+    # A struct type with a field name twice: which one a reader takes is anyone's guess, so
+    # every row is rejected (shown without such columns, which pyarrow cannot read as dicts).
+    repeated = {f.name: name for f in block.schema if (name := _repeated_field(f.type)) is not None}
+    if repeated:
+        column, name = next(iter(repeated.items()))
+        reason = repeated_name_reason(f"column {column}", name)
+        shown = block.select([c for c in block.schema.names if c not in repeated])
+        return [Rejected(row, reason) for row in shown.to_pylist()]
     return [_parquet_row(row, struct_cols) for row in block.to_pylist()]
 
 
-def _parquet_row(row: dict, struct_cols: set[str]) -> dict:
+def _repeated_field(t: pa.DataType) -> str | None:
+    """A field name that a struct type (at any depth) holds twice."""
+    if pa.types.is_struct(t):
+        names = [t.field(i).name for i in range(t.num_fields)]
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        return twice if twice is not None else next(
+            (r for i in range(t.num_fields) if (r := _repeated_field(t.field(i).type)) is not None), None)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _repeated_field(t.value_type)
+    if pa.types.is_map(t):
+        return _repeated_field(t.item_type)
+    return None
+
+
+def _parquet_row(row: dict, struct_cols: set[str]) -> dict | Rejected:
     """A Parquet row as an event: JSON-string columns parsed; a struct column's null members
     dropped (a struct column holds the union of all rows' fields, so null means absent), bar
     the data members the contract says are present even when null (config.changed's old_value
@@ -238,8 +274,10 @@ def _parquet_row(row: dict, struct_cols: set[str]) -> dict:
     for k, v in row.items():
         if isinstance(v, str) and k in ("actor", "subject", "data"):
             try:
-                text, v = v, orjson.loads(v)
-                if k == "data" and may_hold_long_integer(text.encode()):
+                text, v = v.encode(), orjson.loads(v)
+                if (name := repeated_name(text)) is not None:
+                    return Rejected(row, repeated_name_reason(f"column {k}", name))
+                if k == "data" and may_hold_long_integer(text):
                     v = loads_exact(text)  # orjson reads an integer beyond 64 bits as a float
             except (orjson.JSONDecodeError, ValueError):
                 pass  # left as a string: the contract check reports the wrong type

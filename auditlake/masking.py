@@ -5,6 +5,8 @@ import re
 
 import orjson
 
+from .ledger.canonical import repeated_name
+
 MASK = "***"
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 _PATTERNS = [
@@ -108,7 +110,9 @@ def mask_raw(raw: bytes | dict) -> str:
     else:
         head = raw[: RAW_LIMIT * 4]
         try:
-            text = orjson.dumps(mask_event(orjson.loads(head))).decode() if len(raw) <= RAW_LIMIT * 4 else None
+            # A name given twice would show once if parsed: the line is masked as text instead.
+            text = (orjson.dumps(mask_event(orjson.loads(head))).decode()
+                    if len(raw) <= RAW_LIMIT * 4 and repeated_name(head) is None else None)
         except (orjson.JSONDecodeError, TypeError):  # TypeError: nested deeper than dumps goes
             text = None
         if text is None:  # not JSON: no keys to go by, so names are guessed as well

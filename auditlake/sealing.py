@@ -34,7 +34,7 @@ from .contract import MAX_LINE_BYTES, validate
 from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.tables import LEDGER
-from .landing import Unreadable, records_of
+from .landing import Rejected, Unreadable, records_of, repeated_name_reason
 from .ledger.canonical import (
     CanonicalError,
     canonical_json,
@@ -43,6 +43,7 @@ from .ledger.canonical import (
     fragment,
     loads_exact,
     may_hold_long_integer,
+    repeated_name,
 )
 from .ledger.seal import Nonces, aad, blind_indexes, ip_owner, seal
 from .masking import mask_raw, mask_text
@@ -96,7 +97,9 @@ class SealedChunk:
     raw_bytes: int
 
 
-def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
+def parse(raw: bytes | dict | Rejected | Unreadable) -> tuple[dict | None, str | None]:
+    if isinstance(raw, Rejected):
+        return None, raw.reason
     if isinstance(raw, dict):  # a Parquet row: as large as the JSON line it stands for
         try:
             size = len(orjson.dumps(raw, default=str))
@@ -113,13 +116,16 @@ def parse(raw: bytes | dict | Unreadable) -> tuple[dict | None, str | None]:
     if not raw.strip():
         return None, "empty line"
     try:
-        return orjson.loads(raw), None
+        event = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if raw.startswith(b"\xef\xbb\xbf"):
             return None, "not JSON: starts with a UTF-8 byte order mark, which JSON Lines does not allow"
         # The parser's message names the problem and where (it never quotes the line), e.g.
         # "depth limit exceeded: line 1 column 5122 (char 5121)" for nesting past 1024 levels.
         return None, f"not JSON: {str(exc)[:160]}"
+    if (name := repeated_name(raw)) is not None:
+        return None, repeated_name_reason("the line", name)
+    return event, None
 
 
 REASON_MAX = 300  # characters of a quarantine reason: one line a person reads
@@ -137,7 +143,7 @@ def reason_line(reason: str) -> str:
 def quarantine_row(file: str, sha: str, line: int, reason: str, raw, event) -> dict:
     return {
         "source_file": file, "source_sha256": sha, "line": line, "reason": reason_line(reason),
-        "raw": "" if isinstance(raw, Unreadable) else mask_raw(raw),
+        "raw": "" if isinstance(raw, Unreadable) else mask_raw(raw.row if isinstance(raw, Rejected) else raw),
         "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None,
     }
 

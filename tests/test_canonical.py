@@ -69,3 +69,59 @@ json_values = st.recursive(
 @given(json_values)
 def test_fast_path_equals_reference_implementation(value):
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+# ---------------------------------------------------------------- names given twice (I-JSON)
+def _text(node, escape) -> str:
+    """JSON text of a tree whose objects are lists of (name, value) pairs (names may repeat);
+    escape(name) spells a name, perhaps with \\u escapes."""
+    import json
+
+    if isinstance(node, tuple):
+        return "{" + ", ".join(f"{escape(k)} :{_text(v, escape)}" for k, v in node[0]) + "}"
+    if isinstance(node, list):
+        return "[" + ",".join(_text(v, escape) for v in node) + "]"
+    return json.dumps(node)
+
+
+def _has_repeat(node) -> bool:
+    if isinstance(node, tuple):
+        names = [k for k, _ in node[0]]
+        return len(set(names)) < len(names) or any(_has_repeat(v) for _, v in node[0])
+    return isinstance(node, list) and any(_has_repeat(v) for v in node)
+
+
+_names = st.sampled_from(["a", "b", "ab", "", 'q"', "x\\", "\u00e9", ":"])
+_trees = st.recursive(
+    st.one_of(st.none(), st.integers(-5, 5), _names),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.lists(st.tuples(_names, inner), max_size=5).map(lambda pairs: (pairs,))),
+    max_leaves=20)
+
+
+@given(tree=_trees, escaped=st.booleans())
+def test_a_name_given_twice_in_one_object_is_found_whatever_its_spelling(tree, escaped):
+    import json
+
+    from auditlake.ledger.canonical import repeated_name
+
+    escape = (lambda k: '"' + "".join(f"\\u{ord(c):04x}" for c in k) + '"') if escaped else json.dumps
+    text = _text(tree, escape).encode()
+    json.loads(text)  # the tree's text is JSON
+    assert (repeated_name(text) is not None) == _has_repeat(tree), text
+
+
+@pytest.mark.parametrize("text", [b"[" * 100_000, b'{"":' * 50_000, b'"' + b"\\" * 9, b'{"a":1,"a"', b"}]}]", b""])
+def test_the_repeated_name_scan_survives_any_bytes(text):
+    """The C scan is only asked about texts that parsed, but never reads past any input."""
+    from auditlake import _records
+
+    assert _records.repeated_name(text) in (None, True) or isinstance(_records.repeated_name(text), bytes)
+
+
+def test_many_names_in_one_object_are_compared_in_n_log_n():
+    from auditlake.ledger.canonical import repeated_name
+
+    names = [f'"k{i}":{i}' for i in range(20_000)]
+    assert repeated_name(("{" + ",".join(names) + "}").encode()) is None
+    assert repeated_name(("{" + ",".join(names + ['"k7":0']) + "}").encode()) == "k7"

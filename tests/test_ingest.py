@@ -50,6 +50,10 @@ BAD_LINES = [
     (json.dumps(event(n=87) | {"event_type": "bid.placed", "data": {"bid_id": "b1", "call_id": "c1", "buyer_id": "x",
                                                                    "amount": "\u0661\u0662.50", "currency": "USD"}}),
      "data.amount"),
+    # A name twice in one object: orjson keeps the last, other readers the first (RFC 7493).
+    (json.dumps(event(n=85))[:-1] + ', "event_type": "consent.granted"}', 'the member name "event_type" twice'),
+    (json.dumps(event(n=84)).replace('"direction": ', '"\\u0064irection": "inbound", "direction": '),
+     'the member name "direction" twice'),
 ]
 
 
@@ -380,6 +384,28 @@ def test_a_parquet_row_larger_than_64_kib_is_quarantined_like_a_line(lake, tmp_p
     from auditlake.sealing import parse
 
     assert parse({"event_id": 2**70}) == ({"event_id": 2**70}, None)
+
+
+def test_a_parquet_member_name_given_twice_is_quarantined_with_the_row(lake, tmp_path):
+    """As in a line: a JSON-string column with a name twice in one object, and a struct type
+    with a field twice (which reads back with one of them: every row of the file)."""
+    rows = [event(n=i) for i in range(3)]
+    text = {k: [json.dumps(r[k]) if isinstance(r[k], dict) else r[k] for r in rows] for k in rows[0]}
+    text["data"][1] = text["data"][1][:-1] + ', "direction": "inbound"}'
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table(text), tmp_path / "in" / "a.parquet")
+    twice = pa.struct([("id", pa.string()), ("id", pa.string())])
+    table = pa.table({k: v for k, v in text.items() if k != "subject"}).append_column(
+        "subject", pa.array([{"id": "s"}] * 3, pa.struct([("id", pa.string())])).cast(twice))
+    pq.write_table(table, tmp_path / "in" / "b.parquet")
+    report = ingest(lake, [str(tmp_path / "in")])
+    assert (report.accepted, report.quarantined) == (2, 4)
+    q = sorted(_table(lake, "quarantine").to_pylist(), key=lambda r: (r["source_file"], r["line"]))
+    assert [(r["source_file"].rsplit("/", 1)[-1], r["line"]) for r in q] == [("a.parquet", 2)] + [("b.parquet", i) for i in (1, 2, 3)]
+    assert q[0]["reason"].startswith('not I-JSON: column data holds the member name "direction" twice')
+    assert "call_id" in q[0]["raw"] and "+1312555" not in q[0]["raw"]  # the row as read, PII masked
+    assert all(r["reason"].startswith('not I-JSON: column subject holds the member name "id" twice') for r in q[1:])
+    _assert_reasons_have_families(lake)
 
 
 def test_a_damaged_parquet_file_is_quarantined_from_where_it_breaks(lake, tmp_path):

@@ -13,6 +13,8 @@ import re
 import orjson
 import rfc8785
 
+from .. import _records
+
 _MAX_EXACT_INT = 2**53 - 1
 _PLAIN = frozenset({str, bool, type(None)})
 
@@ -101,3 +103,18 @@ def loads_noting_repeats(text: str | bytes) -> tuple[object, list[str]]:
         return dict(pairs)
 
     return json.loads(text, object_pairs_hook=pairs_to_dict), repeated
+
+
+def repeated_name(text: bytes) -> str | None:
+    """A member name that occurs twice in one object of this JSON text (which parsed), else
+    None. The sealed form is RFC 8785, which takes I-JSON (RFC 7493): each name once; a
+    reader that keeps the first of two names and one that keeps the last (as orjson does)
+    would see two different events in one line. Compared byte for byte in C; a text with a
+    name spelled with an escape ("\\u0061" is "a") is decoded first."""
+    found = _records.repeated_name(text)
+    if found is not True:
+        return None if found is None else found.decode(errors="replace")
+    try:
+        return next(iter(loads_noting_repeats(text)[1]), None)
+    except RecursionError:  # deeper than the json module goes (orjson goes to 1024): not told apart
+        return "(a name nested too deeply to compare)"
