@@ -109,12 +109,15 @@ def mask_raw(raw: bytes | dict) -> str:
             text = str(mask_event(raw))
     else:
         head = raw[: RAW_LIMIT * 4]
+        text = None
         try:
-            # A name given twice would show once if parsed: the line is masked as text instead.
-            text = (orjson.dumps(mask_event(orjson.loads(head))).decode()
-                    if len(raw) <= RAW_LIMIT * 4 and repeated_name(head) is None else None)
+            if len(raw) <= RAW_LIMIT * 4:
+                parsed = orjson.loads(head)
+                # A name given twice would show once if parsed: the line is masked as text instead.
+                if repeated_name(head) is None:
+                    text = orjson.dumps(mask_event(parsed)).decode()
         except (orjson.JSONDecodeError, TypeError):  # TypeError: nested deeper than dumps goes
-            text = None
+            pass
         if text is None:  # not JSON: no keys to go by, so names are guessed as well
             text = _CAPITALISED_WORDS.sub(MASK, head.decode("utf-8", errors="replace"))
     text = mask_text(text)
