@@ -70,8 +70,7 @@ def keys(args) -> int:
     lake = Lake.open(args.lake)
     ks = open_lake_keys(lake)
     if args.action == "rotate":
-        chain_id, sk_id = ks.rotate()
-        publish_public_keys(lake, ks)
+        chain_id, sk_id = ks.rotate(publish=lambda rotated: publish_public_keys(lake, rotated))
         emit(args, f"rotated: chain key {chain_id}, signing key {sk_id}", {"chain_key_id": chain_id, "signing_key_id": sk_id})
         return 0
     doc = {"log_id": ks.log_id, "public_keys": ks.public_keys()}

@@ -8,12 +8,15 @@ VACUUM, in rollback-journal mode, so no page, WAL frame or journal keeps a copy.
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
+import fcntl
 import json
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -135,9 +138,41 @@ class KeyStore:
         self._path = self.dir / "keys.json"
         if not self._path.exists():
             self._create()
-        self._keys = json.loads(self._path.read_text())
+        self._keys = self._load()
         self.wrapper: KeyWrapper = wrapper or LocalKeyWrapper(_unb64(self._keys["kek"]))
         self._db_path = self.dir / "datakeys.sqlite"
+
+    def _load(self) -> dict:
+        """keys.json, checked whole: a damaged file, or another log's, is one line naming it
+        (another log's keys would make every signature and link of this lake read as forged)."""
+        try:
+            keys = json.loads(self._path.read_text())
+            for part in ("chain", "signing"):
+                keys[part]["keys"][keys[part]["current"]]  # the current key is one of the keys
+            for v in keys["chain"]["keys"].values():
+                _unb64(v)
+            for v in keys["signing"]["keys"].values():
+                Ed25519PrivateKey.from_private_bytes(_unb64(v))
+            _unb64(keys["bidx"]["key"])
+            AESGCM(_unb64(keys["kek"]))
+        except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise AuditlakeError(f"the keystore file {self._path} is damaged ({type(exc).__name__}: "
+                                 f"{str(exc)[:120]}): restore it from a backup") from exc
+        if keys.get("log_id") != self.log_id:
+            raise AuditlakeError(f"the keystore file {self._path} holds the keys of log {keys.get('log_id')}, not of "
+                                 f"{self.log_id}: put that log's own keys.json there")
+        return keys
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """This keystore to one writer at a time, across processes (a rotation reads, adds to
+        and writes keys.json: two at once would each drop the other's keys)."""
+        with self._lock, open(self.dir / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     # -- creation and rotation -------------------------------------------------------
     def _create(self) -> None:
@@ -153,9 +188,11 @@ class KeyStore:
         }
         _create_private(self._path, json.dumps(keys, indent=2))  # first writer wins
 
-    def rotate(self) -> tuple[str, str]:
-        """Add a new chain key and a new signing key; old ones stay for verification."""
-        with self._lock:
+    def rotate(self, publish: Callable[[KeyStore], None] | None = None) -> tuple[str, str]:
+        """Add a new chain key and a new signing key; old ones stay for verification.
+        `publish` is called with the keystore before another rotation can start."""
+        with self._exclusive():
+            self._keys = self._load()  # as another process may have rotated since
             chain_id = "hk-" + secrets.token_hex(6)
             self._keys["chain"]["keys"][chain_id] = _b64(secrets.token_bytes(32))
             self._keys["chain"]["current"] = chain_id
@@ -164,6 +201,8 @@ class KeyStore:
             self._keys["signing"]["keys"][sk_id] = _b64(sk.private_bytes_raw())
             self._keys["signing"]["current"] = sk_id
             _write_private(self._path, json.dumps(self._keys, indent=2))
+            if publish is not None:
+                publish(self)
             return chain_id, sk_id
 
     # -- chain and signing -----------------------------------------------------------
@@ -195,6 +234,8 @@ class KeyStore:
     # -- data keys ---------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         new = not self._db_path.exists()
+        if new or not self._keys.get("datakeys"):
+            self._note_data_key_store()
         try:
             con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
             if new:
@@ -208,6 +249,20 @@ class KeyStore:
         except (sqlite3.Error, OSError) as exc:
             raise AuditlakeError(f"cannot open the data-key store {self._db_path}: {exc}") from exc
         return con
+
+    def _note_data_key_store(self) -> None:
+        """Before the data-key store is first made, keys.json notes that it exists: one that
+        is gone later is refused, never made again empty (that would forget every subject's
+        key and every erasure, and seal an erased person's new PII)."""
+        with self._exclusive():
+            stored = self._load()  # (its other keys as another process may have rotated them)
+            if stored.get("datakeys"):
+                if not self._db_path.exists():
+                    raise AuditlakeError(f"the data-key store {self._db_path} is missing: the subjects' keys and the "
+                                         "record of erasures are in it; restore it from a backup")
+            else:
+                _write_private(self._path, json.dumps({**stored, "datakeys": True}, indent=2))
+            self._keys["datakeys"] = True
 
     def data_keys(self, subject_ids: Iterable[str], create: bool = True) -> dict[str, bytes]:
         """Data keys of these subjects, creating missing ones (never for an erased subject,

@@ -1068,3 +1068,65 @@ def test_a_landing_file_rewritten_under_its_name_is_said_not_silent(lake, tmp_pa
     assert "a.jsonl held other content when it was ingested before" in capsys.readouterr().err
     assert main(["--lake", lake.uri, "ingest", str(path)]) == 0  # the same content again: skipped, no warning
     assert "held other content" not in capsys.readouterr().err
+
+
+def test_concurrent_rotations_keep_every_key(lake, tmp_path):
+    """A rotation reads, adds to and writes keys.json: run at once, each would drop the
+    keys the others added, and a key that signed is lost for good."""
+    import subprocess
+    import sys
+
+    from auditlake.lake.meta import open_lake_keys, read_meta
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest(lake, [str(tmp_path / "a")])
+    procs = [subprocess.Popen([sys.executable, "-m", "auditlake.cli", "--lake", lake.uri, "--json", "keys", "rotate"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    made = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    keys = open_lake_keys(lake)
+    assert {m["signing_key_id"] for m in made} < set(keys.public_keys()) and len(keys.public_keys()) == 7
+    assert {m["chain_key_id"] for m in made} < set(keys.chain_keys()) and len(keys.chain_keys()) == 7
+    assert set(read_meta(lake)["public_keys"]) == set(keys.public_keys())  # published whole
+    write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 6)])
+    ingest(lake, [str(tmp_path / "b")])
+    assert verify(lake).ok
+
+
+def test_a_keystore_is_refused_when_damaged_foreign_inside_the_lake_or_without_its_data_keys(lake, tmp_path, monkeypatch):
+    """One line naming what is wrong, and nothing made up in its place: another log's keys
+    would make the whole lake read as forged; keys inside the lake sit beside what they
+    seal; an empty data-key store made again would forget every erasure."""
+    import shutil
+
+    from auditlake.errors import AuditlakeError
+    from auditlake.keys import keystore_dir
+    from auditlake.lake.meta import read_meta
+    from auditlake.privacy import erase
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest(lake, [str(tmp_path / "a")])
+    erase(lake, event(n=0)["subject"]["id"])
+    ks = keystore_dir(read_meta(lake)["log_id"])
+    saved = tmp_path / "saved"
+    shutil.copytree(ks, saved)
+    write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 6)])
+
+    (ks / "datakeys.sqlite").unlink()
+    with pytest.raises(AuditlakeError, match="data-key store .* is missing"):
+        ingest(lake, [str(tmp_path / "b")])
+    assert not (ks / "datakeys.sqlite").exists()
+
+    keys = json.loads((saved / "keys.json").read_text())
+    for broken in [{**keys, "log_id": "log-" + "0" * 32}, {**keys, "kek": "AAAA"}, {k: v for k, v in keys.items() if k != "chain"}]:
+        (ks / "keys.json").write_text(json.dumps(broken))
+        with pytest.raises(AuditlakeError, match=r"keystore file .*keys.json (holds the keys of log log-0|is damaged)") as refused:
+            ingest(lake, [str(tmp_path / "b")])
+        assert "\n" not in str(refused.value)
+
+    shutil.rmtree(ks)
+    shutil.copytree(saved, ks)
+    with monkeypatch.context() as m, pytest.raises(AuditlakeError, match="is inside the lake"):
+        m.setenv("AUDITLAKE_HOME", str(Path(lake.uri) / "_retention" / "home"))
+        ingest(lake, [str(tmp_path / "b")])
+    assert ingest(lake, [str(tmp_path / "b")]).accepted == 3 and verify(lake).ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 from datetime import datetime, timezone
 
 from ..errors import AuditlakeError
@@ -72,6 +73,12 @@ def open_lake_keys(lake: Lake, create: bool = False) -> KeyStore:
     signature and chain link would read as forged, or the lake would fork)."""
     from ..keys import auditlake_home, keystore_exists
 
+    home = auditlake_home()
+    if not lake.is_s3 and home.resolve().is_relative_to(Path(lake.uri).resolve()):
+        # Keys beside what they seal: whoever can change the lake could re-key it, and the
+        # trust store (here too) could be rolled back with it.
+        raise AuditlakeError(f"AUDITLAKE_HOME {home} is inside the lake {lake.uri}: the keystore and the trust store "
+                             "must be kept outside the lake")
     meta = read_meta(lake, create=create)
     published = set(meta.get("public_keys") or {})
     if not keystore_exists(meta["log_id"]) and (not create or published or has_tables(lake)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,10 +152,18 @@ class Lake:
         fs, root = self.filesystem()
         path = f"{root}/{rel}"
         try:
-            if not self.is_s3:  # S3 has no folders (pyarrow would write empty marker objects)
-                fs.create_dir(posixpath.dirname(path), recursive=True)
-            with fs.open_output_stream(path) as f:
+            if self.is_s3:  # a PUT is whole or not at all (and S3 has no folders to make)
+                with fs.open_output_stream(path) as f:
+                    f.write(data)
+                return
+            # Locally through a temporary file: a reader or a crash never meets a half-written one.
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            with open(tmp, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
         except OSError as exc:
             raise AuditlakeError(f"cannot write {self.uri}/{rel}: {exc}") from exc
 
