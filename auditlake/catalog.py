@@ -228,6 +228,34 @@ def refresh_erased(lake: Lake) -> str | None:
     return None
 
 
+def refresh_views(lake: Lake) -> str | None:
+    """Rebuild the lake's default catalog file, if there is one, when a view in it stands for
+    a table that did not exist when it was built (a typed empty placeholder) and does now:
+    else analysts would read nothing through it for good. Writers that create tables
+    (ingest, compliance) call this. None when there is nothing to do or it is done, else
+    why not (and `auditlake catalog` does it)."""
+    import duckdb
+
+    db = default_db_path(lake)
+    if lake.is_s3 or not db.exists():
+        return None
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            versions = json.loads(con.execute("SELECT value FROM auditlake_catalog WHERE key = 'versions'").fetchone()[0])
+        finally:
+            con.close()
+    except (duckdb.Error, TypeError, ValueError):
+        return None  # not a catalog auditlake wrote: verify says so
+    if not any(v is None and _local_table_path(lake, t) for t, v in versions.items()):
+        return None
+    try:
+        build_catalog(lake)  # a new file moved over the old one: readers never block it
+    except (duckdb.Error, OSError, AuditlakeError) as exc:
+        return f"the catalog {db} could not be rebuilt ({str(exc).splitlines()[0][:120]}): run `auditlake catalog`"
+    return None
+
+
 def view_statements(refs: dict[str, str | None]) -> list[str]:
     """CREATE VIEW statements; `refs` maps a lake table name to a SQL table reference
     (None: the table does not exist yet, the view is empty)."""
@@ -280,6 +308,8 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
     db = Path(db_path).expanduser().resolve() if db_path else default_db_path(lake)
     if db != default_db_path(lake):
         lake.refuse_output_inside(db, "the catalog file")
+    if why := _not_replaceable(db):
+        raise AuditlakeError(f"{db} {why}: give the catalog another path")
     db.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(db)
     tmp = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -315,6 +345,28 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
             "versions": versions, "delta_extension": delta_extension_path()}
 
 
+def _not_replaceable(db: Path) -> str | None:
+    """Why the file at `db` is not a catalog this may write over (None if it is one, or
+    there is none): a folder, or anything else a user keeps there."""
+    import duckdb
+
+    if db.is_dir():
+        return "is a folder"
+    if not db.exists():
+        return None
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return "exists and is no auditlake catalog"
+    try:
+        con.execute("SELECT 1 FROM auditlake_catalog LIMIT 1")
+    except duckdb.Error:
+        return "exists and is a DuckDB database that is no auditlake catalog"
+    finally:
+        con.close()
+    return None
+
+
 def _remove_dead_builds(db: Path) -> None:
     """The half-built files (and their WAL) of builds whose process is gone (killed)."""
     for stale in db.parent.glob(f".{glob.escape(db.name)}.*.tmp*"):
@@ -338,8 +390,9 @@ def catalog_problems(lake: Lake) -> list[str]:
     """Where a local lake's catalog file (what analysts open) defines a view
     or macro otherwise than `auditlake catalog` writes it: a view redefined could hide events
     or findings from everyone who reads through it. Compared as DuckDB itself normalizes
-    them, a table's view either over the table or empty (built before the table existed).
-    S3 catalogs live outside the lake, in the user's home."""
+    them: a table's view over the table, empty only while there is no such table (one built
+    before the table existed reads nothing once it does). S3 catalogs live outside the lake,
+    in the user's home."""
     import duckdb
 
     db = default_db_path(lake)
@@ -362,38 +415,45 @@ def catalog_problems(lake: Lake) -> list[str]:
     erased = erased_ids(lake)
     stale = [] if erased is None or listed == Counter(erased) else [
         f"{ERASED_TABLE} does not list the people the keystore has erased (rebuild it with `auditlake catalog`)"]
-    expected: dict[str, set[str]] = {}
     present = {t: f"delta_scan('{_sql_str(p)}')" for t in TABLE_OF_VIEW.values() if (p := _local_table_path(lake, t))}
-    with tempfile.TemporaryDirectory(prefix="auditlake-catalog-") as scratch:
-        for i, refs in enumerate((present, {})):
-            # Written and read back: DuckDB prints a definition it loaded from a file otherwise
-            # than one it has just parsed (type names quoted or not).
-            path = f"{scratch}/{i}.duckdb"
-            ref = duckdb.connect(path)
-            try:
-                install_delta_extension(ref)
-                store_erased(ref, [])
-                for stmt in view_statements(refs):
-                    ref.execute(stmt)
-            finally:
-                ref.close()
-            ref = duckdb.connect(path, read_only=True)
-            try:
-                for name, sql in [*ref.execute(_VIEWS_SQL).fetchall(), *ref.execute(_MACROS_SQL).fetchall()]:
-                    expected.setdefault(name, set()).add(sql)
-            finally:
-                ref.close()
-            if found.keys() == expected.keys() and all(found[k] in expected[k] for k in found):
-                return stale  # the usual case, settled by the first variant
+    expected, placeholder = _definitions(present), None
+    if found.keys() == expected.keys() and all(found[k] == expected[k] for k in found):
+        return stale  # the usual case
     problems = []
     for name in sorted(set(found) | set(expected)):
         if name not in found:
             problems.append(f"{name} is missing from the catalog")
         elif name not in expected:
             problems.append(f"{name} is in the catalog, but auditlake writes no such view or macro")
-        elif found[name] not in expected[name]:
-            problems.append(f"{name} is not defined as auditlake writes it")
+        elif found[name] != expected[name]:
+            placeholder = placeholder or _definitions({})
+            problems.append(f"the view {name} was built before its table existed and reads nothing" if
+                            name in TABLE_OF_VIEW and found[name] == placeholder.get(name)
+                            else f"{name} is not defined as auditlake writes it")
     return [f"{p} (rebuild it with `auditlake catalog`)" for p in problems] + stale
+
+
+def _definitions(refs: dict[str, str | None]) -> dict[str, str]:
+    """{name: SQL} of the views and macros `auditlake catalog` writes over these refs, as
+    DuckDB prints them from a file (written and read back: it prints a definition it loaded
+    otherwise than one it has just parsed, type names quoted or not)."""
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="auditlake-catalog-") as scratch:
+        path = f"{scratch}/reference.duckdb"
+        ref = duckdb.connect(path)
+        try:
+            install_delta_extension(ref)
+            store_erased(ref, [])
+            for stmt in view_statements(refs):
+                ref.execute(stmt)
+        finally:
+            ref.close()
+        ref = duckdb.connect(path, read_only=True)
+        try:
+            return dict([*ref.execute(_VIEWS_SQL).fetchall(), *ref.execute(_MACROS_SQL).fetchall()])
+        finally:
+            ref.close()
 
 
 def _snapshot_root(db: Path) -> Path:

@@ -36,6 +36,8 @@ def ingest(args) -> int:
                 print(f"auditlake: warning: {f.file} held other content when it was ingested before (SHA-256 "
                       f"{f.name_held_other[:12]}...): landing files are immutable; its lines were ingested as a new "
                       "file's (a repeated event id is quarantined as a replay)", file=sys.stderr)
+    if report.catalog_note:
+        print(f"auditlake: warning: {report.catalog_note}", file=sys.stderr)
     emit(
         args,
         f"ingested {len(report.files) - skipped} file(s) ({skipped} already ingested, {len(report.ignored)} ignored): "

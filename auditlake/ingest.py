@@ -90,6 +90,7 @@ class IngestReport:
     retries: int = 0
     workers: int = 0  # sealing worker processes (0: sealed in the ingest process)
     ignored: list[dict] = field(default_factory=list)  # what the landing folders hold that is no landing file
+    catalog_note: str | None = None  # why the lake's catalog, built before a table this run made, is not rebuilt
 
     @property
     def lines_read(self) -> int:
@@ -111,6 +112,7 @@ class IngestReport:
             "retries": self.retries,
             "workers": self.workers,
             "ignored": self.ignored,
+            "catalog_note": self.catalog_note,
         }
 
 
@@ -668,6 +670,9 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     finally:
         sealers.shutdown()
     _fill_report(lake, report, state)
+    from .catalog import refresh_views
+
+    report.catalog_note = refresh_views(lake)
     report.retries = retries
     report.ignored = ignored
     report.workers = getattr(sealers, "workers", 0)

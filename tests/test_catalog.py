@@ -549,6 +549,56 @@ def test_verify_reports_a_catalog_view_that_is_not_the_one_auditlake_writes(tiny
     assert verify(lake, update_trust=False).ok
 
 
+def test_a_catalog_built_before_its_tables_shows_them_once_they_exist(tmp_path, monkeypatch):
+    """Built on a new lake, its views are typed empty stand-ins: the writers that then make
+    the tables (ingest, compliance) rebuild it, else analysts would read nothing through it
+    for good. One left stale is a verify finding."""
+    from events import event, write_jsonl
+
+    from auditlake.compliance.run import evaluate_lake
+    from auditlake.ingest import ingest
+    from auditlake.lake.admin import init_lake
+    from auditlake.verify import verify
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    init_lake(lake, 7)
+    db = catalog.build_catalog(lake)["db"]
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(4)] + ["{not json"]))])
+    con = connect(db)
+    assert [con.execute(f"SELECT count(*) FROM {v}").fetchone()[0] for v in ("events", "quarantine", "findings")] == [4, 1, 0]
+    con.close()
+    assert verify(lake, update_trust=False).ok  # the findings view waits for its table
+    with monkeypatch.context() as m:
+        m.setattr(catalog, "refresh_views", lambda lake: None)  # a writer of an older auditlake
+        evaluate_lake(lake, report=False)
+    report = verify(lake, update_trust=False)
+    assert [(f.kind, f.detail.split(" (")[0]) for f in report.findings] == [
+        ("catalog_changed", f"the view {v} was built before its table existed and reads nothing")
+        for v in ("findings", "findings_history")], report.findings
+    assert evaluate_lake(lake, report=False)["catalog_note"] is None  # rebuilt by the next one
+    assert verify(lake, update_trust=False).ok
+
+
+def test_catalog_db_writes_over_its_own_catalog_only(tiny, capsys):
+    """`--db PATH` names where the catalog goes: a user's file, folder or DuckDB database
+    there is refused in one line (left as it was, no temporary file left), an auditlake
+    catalog is replaced."""
+    from auditlake.cli import main
+
+    tmp, lake = tiny["tmp"], tiny["lake"]
+    (tmp / "notes.txt").write_text("important")
+    (tmp / "adir").mkdir()
+    duckdb.connect(str(tmp / "mine.duckdb")).execute("CREATE TABLE t (a INT)").close()
+    for name, why in [("notes.txt", "is no auditlake catalog"), ("adir", "is a folder"),
+                      ("mine.duckdb", "is a DuckDB database that is no auditlake catalog")]:
+        assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / name)]) == 2
+        assert why in capsys.readouterr().err
+    assert (tmp / "notes.txt").read_text() == "important" and not list(tmp.glob(".*.tmp"))
+    assert duckdb.connect(str(tmp / "mine.duckdb"), read_only=True).execute("SELECT count(*) FROM t").fetchone() == (0,)
+    for _ in range(2):  # made, then replaced
+        assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 0
+
+
 def test_verify_reports_an_erased_list_that_is_not_the_keystores(tiny):
     """The events view labels the people in erased_subjects as erased: a row added there
     would label someone's data erased (and one removed an erased person's as merely masked)."""

@@ -38,6 +38,8 @@ def run(args) -> int:
         "quality": {name: s.to_dict() for name, s in suites.items()},
         "data_docs": docs,
     }
+    if summary.get("catalog_note"):
+        print(f"auditlake: warning: {summary['catalog_note']}", file=sys.stderr)
     emit(args, _human(summary, suites, docs), doc)
     if getattr(args, "json", False):  # stdout holds the JSON; tell a human on stderr
         for s in suites.values():

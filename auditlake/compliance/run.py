@@ -232,6 +232,9 @@ def evaluate_lake(lake: Lake, as_of: datetime | str | None = None, holidays: fro
         summary["timings"] = {"report_s": round(time.monotonic() - t0, 3)}
     summary.setdefault("timings", {}).update(
         read_s=round(read_s, 3), rules_s=round(rules_s, 3), write_s=round(write_s, 3))
+    from ..catalog import refresh_views
+
+    summary["catalog_note"] = refresh_views(lake)  # the findings view of a catalog built before them
     summary["duration_s"] = round(time.monotonic() - started, 3)
     return summary
 
