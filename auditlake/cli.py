@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = cmd("keys", "key management")
     k.add_argument("action", choices=["rotate", "export-public"])
     k.add_argument("--out", help="file for export-public")
+    k.add_argument("--change-ticket", help="rotate: the change ticket (a security change; SOX-CHANGE flags one without)")
+    k.add_argument("--approved-by", help="rotate: who approved it (not the one who rotates)")
 
     c = cmd("compliance", "evaluate the rules of RULES.md into the findings table")
     c.add_argument("--as-of", help="RFC 3339 instant (default: the latest occurred_at in the ledger)")

@@ -163,6 +163,11 @@ class KeyStore:
                                  f"{self.log_id}: put that log's own keys.json there")
         return keys
 
+    def reload(self) -> None:
+        """keys.json as it is now: another process may have rotated the keys."""
+        with self._exclusive():
+            self._keys = self._load()
+
     @contextlib.contextmanager
     def _exclusive(self):
         """This keystore to one writer at a time, across processes (a rotation reads, adds to

@@ -601,6 +601,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
                 pending.popleft().result()
         for future in pending:
             future.result()
+    links.note_retired()
     links.bad.report(con, report)
     projection.report(con, report)
     return pos, memoryview(links.leaf_hashes.reshape(-1))  # no copy: 32 bytes per event
@@ -745,6 +746,10 @@ class _Chain:
         self.pos, self.start = pos, start
         self.start_raw = np.frombuffer(bytes.fromhex(start_hash), np.uint8)
         self.leaf_hashes = np.zeros((len(pos), 32), np.uint8)
+        # Each position's chain key by age (the keystore's order, oldest first; -1 unknown):
+        # a key a newer one replaced must not chain rows after that one's (see note_retired).
+        self.rank = {kid: i for i, kid in enumerate(self.keys)}
+        self.ranks = np.full(len(pos), -1, np.int16)
         self.taken: set[int] = set()  # duplicated positions whose leaf hash is set
         self._taking = threading.Lock()  # batches are checked in two threads
         self.bad = _FirstRows()
@@ -760,6 +765,7 @@ class _Chain:
         prevs, has_prev, odd = self._prevs(seq, at)
         key_ids = key_id if pa.types.is_dictionary(key_id.type) else pc.dictionary_encode(key_id)
         codes = key_ids.indices.fill_null(-1).to_numpy()
+        self.ranks[at] = np.array([self.rank.get(k, -1) for k in key_ids.dictionary.to_pylist()] + [-1], np.int16)[codes]
         for code, kid in [*enumerate(key_ids.dictionary.to_pylist()), (-1, None)]:
             rows = np.flatnonzero(codes == code)
             if kid not in self.keys:
@@ -769,6 +775,17 @@ class _Chain:
             rows = rows[has_prev[rows]]
             computed = self._links(self.keys[kid], rows, prevs, leaf, odd)
             self._compare(computed, stored.take(pa.array(rows, pa.int64())), seq[rows])
+
+    def note_retired(self) -> None:
+        """The rows chained with a key older than one a row before them used: rotation
+        retires a key, and whoever still holds it (a copy taken before) must not extend the
+        log with it. (Rotation changes the chain and the signing key at once; a writer that
+        meets a newer key in the lake reads the keystore again.)"""
+        known = self.ranks >= 0
+        newest = np.maximum.accumulate(np.where(known, self.ranks, -1))
+        bad = np.flatnonzero(known & (self.ranks < newest))[:FINDINGS_PER_KIND].tolist()
+        if bad:
+            self.bad.add("retired_key", self.pos.seq[bad].tolist(), [self.pos.stored(p) for p in bad])
 
     def _links(self, key: bytes, rows: np.ndarray, prevs: np.ndarray, leaf: pa.Array, odd: dict[int, bytes]) -> bytes:
         """The HMACs of `rows`, packed; a previous hash that is not 32 bytes (a stored hash
@@ -844,6 +861,7 @@ class _FirstRows:
     DETAIL = {
         "unknown_key": "row hashed with a key id the keystore does not hold",
         "changed_row": "the sealed record or its hash was altered (chain broken)",
+        "retired_key": "chained with a key that a newer one had replaced at an earlier seq (a retired key extends nothing)",
     }
 
     def __init__(self):
@@ -982,6 +1000,8 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
         return positions.head(seq, ZERO_HASH)
 
     prev_hash, prev_size = ZERO_HASH, -1
+    order = {kid: i for i, kid in enumerate(public)}  # the keystore's signing keys, oldest first
+    newest: tuple[int, str, int] | None = None  # (age, id, tree size) of the newest key a checkpoint used so far
     for row in rows:
         size = row.get("tree_size")
         if type(size) is not int:
@@ -1001,6 +1021,12 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
         key = public.get(cp.key_id)
         if key is None or not cp.signature_valid(key):
             report.add("forged_checkpoint", "checkpoints", f"tree size {size}: signature does not verify")
+        elif newest is not None and order[cp.key_id] < newest[0]:
+            report.add("retired_key", "checkpoints", f"tree size {size}: signed with key {cp.key_id}, which key "
+                       f"{newest[1]} had replaced (it signed the checkpoint at tree size {newest[2]}): a retired key "
+                       "extends nothing")
+        elif newest is None or order[cp.key_id] > newest[0]:
+            newest = (order[cp.key_id], cp.key_id, size)
         if cp.prev_checkpoint_hash != prev_hash:
             report.add("missing_checkpoint", "checkpoints", f"tree size {size}: does not link to the previous checkpoint (one is missing or forged)")
         if size <= prev_size:

@@ -1130,3 +1130,89 @@ def test_a_keystore_is_refused_when_damaged_foreign_inside_the_lake_or_without_i
         m.setenv("AUDITLAKE_HOME", str(Path(lake.uri) / "_retention" / "home"))
         ingest(lake, [str(tmp_path / "b")])
     assert ingest(lake, [str(tmp_path / "b")]).accepted == 3 and verify(lake).ok
+
+
+def _keystore_copy(lake, where: Path):
+    """A copy of the lake's keystore as it is now (a backup, or a copy someone took)."""
+    import shutil
+
+    from auditlake.keys import KeyStore, keystore_dir
+    from auditlake.lake.meta import read_meta
+
+    log_id = read_meta(lake)["log_id"]
+    shutil.copytree(keystore_dir(log_id), where / log_id)
+    return lambda: KeyStore(log_id, root=where)
+
+
+def test_a_retired_key_extends_nothing(lake, tmp_path, monkeypatch):
+    """Rotation retires the old keys: rows chained and a checkpoint signed with them after
+    the new keys were used (someone kept a copy of the old keystore) are retired_key
+    findings, located. The rotation itself is an audit event under the new keys."""
+    import auditlake.ingest as ingest_module
+    from auditlake.cli import main
+    from auditlake.keys import KeyStore
+    from auditlake.lake.meta import open_lake_keys
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest(lake, [str(tmp_path / "a")])
+    old = open_lake_keys(lake)
+    assert main(["--lake", lake.uri, "keys", "rotate"]) == 0
+    rotation = [r for r in _table(lake, "ledger").to_pylist() if r["event_type"] == "config.changed"]
+    assert [(r["seq"], json.loads(r["data"])["setting"], json.loads(r["data"])["category"]) for r in rotation] == [
+        (3, "keys", "security")]
+    assert rotation[0]["key_id"] != old.chain_key_id
+    # Someone who kept the old private keys (and knows the public ones): a keystore whose
+    # current keys are the retired ones.
+    stolen_dir = tmp_path / "stolen"
+    stolen = _keystore_copy(lake, stolen_dir)()
+    keys_file = stolen_dir / old.log_id / "keys.json"
+    doc = json.loads(keys_file.read_text())
+    doc["chain"]["current"], doc["signing"]["current"] = old.chain_key_id, old.signing_key_id
+    keys_file.write_text(json.dumps(doc))
+    stolen = KeyStore(old.log_id, root=stolen_dir)
+    with monkeypatch.context() as m:  # the holder of the copy, with the checks of the lake's writer taken out
+        m.setattr(ingest_module, "open_lake_keys", lambda lake, create=False: stolen)
+        m.setattr(KeyStore, "reload", lambda self: None)
+        m.setattr(ingest_module, "_require_the_lakes_keys", lambda keys, head: None)
+        write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 5)])
+        assert ingest(lake, [str(tmp_path / "b")]).accepted == 2
+    report = verify(lake, update_trust=False)
+    found = {(f.kind, f.table, f.seq) for f in report.findings}
+    assert {("retired_key", "ledger", 4), ("retired_key", "ledger", 5), ("retired_key", "checkpoints", None)} <= found, found
+    assert all(f.event_id and f.file for f in report.findings if f.kind == "retired_key" and f.table == "ledger")
+
+
+def test_a_writer_that_meets_newer_keys_in_the_lake_takes_them(lake, tmp_path, monkeypatch):
+    """A keystore read before another process rotated (a long-running writer) reads it again
+    when the lake's latest checkpoint is signed by a key it does not use: it never extends
+    the log with the retired keys."""
+    import auditlake.ingest as ingest_module
+    from auditlake.cli import main
+    from auditlake.lake.meta import open_lake_keys
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest(lake, [str(tmp_path / "a")])
+    early = open_lake_keys(lake)
+    assert main(["--lake", lake.uri, "keys", "rotate"]) == 0  # and its audit event is sealed
+    with monkeypatch.context() as m:
+        m.setattr(ingest_module, "open_lake_keys", lambda lake, create=False: early)
+        write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 5)])
+        assert ingest(lake, [str(tmp_path / "b")]).accepted == 2
+    assert early.signing_key_id == open_lake_keys(lake).signing_key_id
+    assert verify(lake).ok
+
+
+def test_a_key_rotation_is_a_security_change_sox_reads(lake, tmp_path):
+    from auditlake.cli import main
+    from auditlake.compliance.run import evaluate_lake
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest(lake, [str(tmp_path / "a")])
+    assert main(["--lake", lake.uri, "keys", "rotate"]) == 0
+    assert main(["--lake", lake.uri, "keys", "rotate", "--change-ticket", "CHG-7", "--approved-by", "security-lead"]) == 0
+    evaluate_lake(lake, report=False)
+    flagged = {r["event_id"] for r in _table(lake, "findings").to_pylist() if r["rule_id"] == "SOX-CHANGE"}
+    rotations = {r["event_id"]: json.loads(r["data"]) for r in _table(lake, "ledger").to_pylist()
+                 if r["event_type"] == "config.changed"}
+    assert [d.get("change_ticket") for e, d in rotations.items() if e in flagged] == [None]
+    assert [d.get("change_ticket") for e, d in rotations.items() if e not in flagged] == ["CHG-7"]
