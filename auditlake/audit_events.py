@@ -89,7 +89,7 @@ def record_events(lake: Lake, events: list[dict]) -> list[str]:
     day = events[0]["occurred_at"][:10]
     rel = f"{AUDIT_DIR}/{day}/{events[0]['event_id']}.jsonl"
     body = b"".join(orjson.dumps(ev) + b"\n" for ev in events)
-    _write_whole(lake, rel, body)
+    lake.write_bytes(rel, body)  # whole or not at all: a crash may leave it for later (pending_files), never torn
     report = ingest(lake, [lake.child(rel)], fresh=True)  # a new file of new events: see ingest()
     if report.quarantined:
         raise AuditlakeError(f"the audit event file {rel} was quarantined; see the quarantine table")
@@ -107,18 +107,6 @@ def record_audit_event(
     """Build a contract-valid event, ingest it into the ledger, return its event id."""
     ev = build_event(event_type, data, actor=actor, subject=subject, tenant_id=tenant_id)
     return record_events(lake, [ev])[0]
-
-
-def _write_whole(lake: Lake, rel: str, body: bytes) -> None:
-    """Write the file whole or not at all: a crash may leave it to be ingested later (see
-    pending_files), never torn. An S3 PUT is whole; a local file is renamed into place."""
-    if lake.is_s3:
-        lake.write_bytes(rel, body)
-        return
-    folder, name = posixpath.split(rel)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"  # hidden: no ingest reads it
-    lake.write_bytes(tmp, body)
-    os.replace(os.path.join(lake.uri, tmp), os.path.join(lake.uri, rel))
 
 
 PENDING_DAYS = 7  # how far back the next ingest looks for audit files a crash left
