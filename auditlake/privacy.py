@@ -264,6 +264,8 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
         raise AuditlakeError("dsar needs a subject id")
     lake.refuse_output_inside(out_dir, "the subject access folder")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise AuditlakeError(f"{out} is a file; choose a new folder for the subject access export")
     if out.exists() and any(out.iterdir()):
         raise AuditlakeError(f"{out} is not empty; choose a new folder for the subject access export")
     keys = open_lake_keys(lake)

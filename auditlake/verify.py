@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import duckdb
@@ -1065,12 +1065,19 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
 # ----------------------------------------------------------------------------- entry
 def load_trusted(path: str | Path) -> Checkpoint:
     try:
-        return Checkpoint.from_dict(json.loads(Path(path).read_text()))
+        cp = Checkpoint.from_dict(json.loads(Path(path).read_text()))
     except (OSError, ValueError) as exc:
         raise AuditlakeError(f"cannot read the trusted checkpoint {path}: {exc}") from exc
     except (KeyError, TypeError) as exc:
         raise AuditlakeError(f"{path} is not a checkpoint (JSON of a checkpoints row, as the trust store "
                              f"keeps it): {'no ' + str(exc) if isinstance(exc, KeyError) else exc}") from exc
+    wrong = [f.name for f in fields(Checkpoint)
+             if not (type(getattr(cp, f.name)) is int and cp.tree_size >= 0 if f.name == "tree_size"
+                     else isinstance(getattr(cp, f.name), str))]
+    if wrong:
+        raise AuditlakeError(f"{path} is not a checkpoint (JSON of a checkpoints row, as the trust store keeps it): "
+                             f"{', '.join(wrong)} of the wrong type (tree_size a whole number, the others text)")
+    return cp
 
 
 def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = True, incremental: bool = False) -> VerifyReport:

@@ -116,6 +116,16 @@ def test_user_mistakes_get_one_line_saying_what_is_wrong(small, tmp_path, capsys
     assert "is not a checkpoint" in _one_error_line(capsys)
     assert main(["generate", "--events", "100", "--out", str(keys)]) == 2
     assert "is a file: give a folder" in _one_error_line(capsys)
+    typed = tmp_path / "typed.json"  # a checkpoint whose fields are of the wrong types
+    typed.write_text(json.dumps({"log_id": "x", "tree_size": "5", "root": "a", "chain_head": "b", "time": "t",
+                                 "prev_checkpoint_hash": "p", "key_id": "k", "signature": "s"}))
+    assert main(["--lake", small.uri, "verify", "--trusted", str(typed)]) == 2
+    assert "tree_size of the wrong type" in _one_error_line(capsys)
+    for argv in (["--lake", str(keys), "init"], ["--lake", str(keys), "verify"]):
+        assert main(argv) == 2
+        assert "is a file, not a lake folder" in _one_error_line(capsys)
+    assert main(["--lake", small.uri, "dsar", "subj-0", "--out", str(keys)]) == 2
+    assert "is a file; choose a new folder" in _one_error_line(capsys)
 
 
 def test_the_top_level_help_names_the_options_every_command_takes(capsys):

@@ -75,6 +75,8 @@ class Lake:
         if "://" in uri and not uri.startswith("file://"):
             raise AuditlakeError(f"unsupported lake URI scheme: {uri} (use a folder or s3://bucket/prefix)")
         path = Path(uri.removeprefix("file://")).expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise AuditlakeError(f"{path} is a file, not a lake folder")
         return cls(uri=str(path))
 
     # -- locations -------------------------------------------------------------------
