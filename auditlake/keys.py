@@ -172,7 +172,7 @@ class KeyStore:
     def _exclusive(self):
         """This keystore to one writer at a time, across processes (a rotation reads, adds to
         and writes keys.json: two at once would each drop the other's keys)."""
-        with self._lock, open(self.dir / ".lock", "a") as f:
+        with self._lock, os.fdopen(os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)) as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
