@@ -1162,6 +1162,13 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
     found += [(CATALOG_CHANGED, "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
     found += [("data_file_inserted", "tables", "a file or folder under tables/ that is no table of the lake",
                {"file": f"tables/{name}", "partition": None}) for name in _foreign_tables(lake)]
+    # The published public keys are informational (trust comes from the keystore), but an
+    # offline verifier may take them from there: one the keystore does not hold is planted.
+    published = (lake.read_json("auditlake.json") or {}).get("public_keys") or {}
+    planted = ([f"the public key {kid}, which the keystore does not hold" for kid in sorted(set(published) - set(keys.public_keys()))]
+               if isinstance(published, dict) else ["public_keys that are no map of key ids"])
+    found += [("identity_changed", "lake", f"auditlake.json publishes {what}", {"file": "auditlake.json", "partition": None})
+              for what in planted]
     if lake.is_s3:  # Object Lock keeps S3 objects; no memory needed
         return found, None
     manifests = retention.manifest_digests(lake)

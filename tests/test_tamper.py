@@ -790,3 +790,19 @@ def test_a_ledger_commit_the_lake_did_not_make_is_never_sealed_and_repair_remove
     assert f"tables/ledger/_delta_log/{N_FILES:020d}.json" in repair(lake)["repaired"]
     assert ingest(lake, [str(landing)]).accepted == 3
     assert verify(lake, trusted_file=str(trusted), update_trust=False).ok
+
+
+def test_a_public_key_planted_in_the_lakes_identity_file_is_reported(pristine, tmp_path, monkeypatch):
+    """auditlake.json's public keys are informational, but an offline verifier may take them
+    from there: one the keystore does not hold was planted."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    meta = Path(lake.uri, "auditlake.json")
+    doc = json.loads(meta.read_text())
+    from auditlake.lake.meta import open_lake_keys
+
+    doc["public_keys"] = {**open_lake_keys(lake).public_keys(), "sk-planted": "AAAA"}
+    meta.write_text(json.dumps(doc))
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert [(f.kind, f.file) for f in report.findings] == [("identity_changed", "auditlake.json")], report.findings
+    assert "sk-planted" in report.findings[0].detail
