@@ -238,13 +238,14 @@ class KeyStore:
 
     # -- data keys ---------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        new = not self._db_path.exists()
-        if new or not self._keys.get("datakeys"):
-            self._note_data_key_store()
+        if not (self._keys.get("datakeys") and self._db_path.exists()):
+            self._make_data_key_store()
+        return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         try:
             con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
-            if new:
-                os.chmod(self._db_path, 0o600)
+            os.chmod(self._db_path, 0o600)
             con.execute("PRAGMA secure_delete=ON")
             con.execute("PRAGMA journal_mode=DELETE")
             con.execute(
@@ -255,10 +256,11 @@ class KeyStore:
             raise AuditlakeError(f"cannot open the data-key store {self._db_path}: {exc}") from exc
         return con
 
-    def _note_data_key_store(self) -> None:
-        """Before the data-key store is first made, keys.json notes that it exists: one that
+    def _make_data_key_store(self) -> None:
+        """The data-key store is made once, and keys.json then notes that it exists: one that
         is gone later is refused, never made again empty (that would forget every subject's
-        key and every erasure, and seal an erased person's new PII)."""
+        key and every erasure, and seal an erased person's new PII). Under the keystore's
+        lock, so no process sees the note before the store."""
         with self._exclusive():
             stored = self._load()  # (its other keys as another process may have rotated them)
             if stored.get("datakeys"):
@@ -266,6 +268,7 @@ class KeyStore:
                     raise AuditlakeError(f"the data-key store {self._db_path} is missing: the subjects' keys and the "
                                          "record of erasures are in it; restore it from a backup")
             else:
+                self._connect().close()
                 _write_private(self._path, json.dumps({**stored, "datakeys": True}, indent=2))
             self._keys["datakeys"] = True
 

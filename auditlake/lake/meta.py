@@ -23,12 +23,19 @@ def _create_exclusive(lake: Lake, body: bytes) -> None:
         put_if_absent(lake, META, body)
         return
     os.makedirs(lake.uri, exist_ok=True)
-    try:
-        fd = os.open(os.path.join(lake.uri, META), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as f:
+    # Written whole beside it, then linked into place (fails if one is there): a concurrent
+    # first writer never reads a half-written identity.
+    tmp = os.path.join(lake.uri, f".{META}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
         f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, os.path.join(lake.uri, META))
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
 
 
 def has_tables(lake: Lake) -> bool:
