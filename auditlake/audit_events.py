@@ -20,6 +20,7 @@ import orjson
 
 from .contract import check_event
 from .errors import AuditlakeError
+from .lake import tables
 from .lake.store import AUDIT_DIR, Lake
 from .masking import mask_text
 
@@ -89,8 +90,10 @@ def record_events(lake: Lake, events: list[dict]) -> list[str]:
     day = events[0]["occurred_at"][:10]
     rel = f"{AUDIT_DIR}/{day}/{events[0]['event_id']}.jsonl"
     body = b"".join(orjson.dumps(ev) + b"\n" for ev in events)
+    before = tables.version(lake, "ledger")
     lake.write_bytes(rel, body)  # whole or not at all: a crash may leave it for later (pending_files), never torn
-    report = ingest(lake, [lake.child(rel)], fresh=True)  # a new file of new events: see ingest()
+    # A new file of new events (see ingest()), unless another ingest takes it meanwhile.
+    report = ingest(lake, [lake.child(rel)], fresh_since=-1 if before is None else before)
     if report.quarantined:
         raise AuditlakeError(f"the audit event file {rel} was quarantined; see the quarantine table")
     return [ev["event_id"] for ev in events]

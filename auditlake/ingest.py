@@ -205,15 +205,15 @@ def _signed(lake: Lake, keys: KeyStore, name: str, info, log: retention.Obj, dat
     return _signed_verdicts[key]
 
 
-def _load_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fresh: bool = False) -> _State:
+def _load_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fresh_since: int | None = None) -> _State:
     try:
-        return _read_state(lake, keys, files, fresh)
+        return _read_state(lake, keys, files, fresh_since)
     except FileNotFoundError as exc:  # a file a table's log names is gone: never ingest on top of that
         raise AuditlakeError(f"a committed file of the lake is missing ({exc}): the lake is damaged; run "
                              "`auditlake verify`, then `auditlake repair` (nothing was written)") from exc
 
 
-def _read_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fresh: bool = False) -> _State:
+def _read_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fresh_since: int | None = None) -> _State:
     """The plan's state for these landing files. Lake.latest: tables already open in this
     process (an export's audit event) are only brought up to date; each version is taken
     before anything else can update its table."""
@@ -229,6 +229,10 @@ def _read_state(lake: Lake, keys: KeyStore, files: list[landing.LandingFile], fr
     for row in _signed_rows(lake, keys, "quarantine", q_sha, ["line"]).to_pylist():
         quarantined.setdefault(row["source_sha256"], set()).add(row["line"])
     head = load_head(lake, keys)
+    # New files of new events (see ingest()): while the ledger is where it was when they were
+    # written, none of its rows can come from them. Once it moved, another ingest may have
+    # taken them (every ingest takes the audit files not yet logged): searched as any file.
+    fresh = fresh_since is not None and (head.ledger_version if head.ledger_version is not None else -1) == fresh_since
     l_sha = set()
     if head.ledger_version is not None and not fresh:
         l_sha, _ = _shas_with_rows(lake, "ledger", shas)
@@ -650,23 +654,24 @@ def _log_files(lake: Lake, keys: KeyStore, state: _State, batch: _Batch, batch_i
 
 # ----------------------------------------------------------------------------- entry
 def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str], None] | None = None,
-           fresh: bool = False) -> IngestReport:
+           fresh_since: int | None = None) -> IngestReport:
     """Ingest landing files (files or folders; default the lake's landing/), and the lake's own
-    audit event files a crash left unlogged (audit_events.pending_files). `fresh` is for the
-    lake's own audit events: the caller has just written these files under new names with
-    new event ids, so no ledger row can come from them and the ledger is not searched for
-    their content hashes or event ids (seconds on a large ledger). Everything else, the
-    ingest log and the replays within the files included, is checked as usual."""
+    audit event files a crash left unlogged (audit_events.pending_files). `fresh_since` is for
+    the lake's own audit events: the ledger's version (-1: none) before the caller wrote these
+    files under new names with new event ids; while the ledger is still there, no ledger row
+    can come from them and the ledger is not searched for their content hashes or event ids
+    (seconds on a large ledger). Everything else, the ingest log and the replays within the
+    files included, is checked as usual."""
     started = time.monotonic()
     ignored: list[dict] = []
     files = landing.find(lake, paths, ignored)  # first: a wrong path makes no lake and no keys
     keys = open_lake_keys(lake, create=True)
-    if not fresh and (pending := audit_events.pending_files(lake)):
+    if fresh_since is None and (pending := audit_events.pending_files(lake)):
         known = {f.path for f in files}
         files += [f for f in landing.find(lake, pending) if f.path not in known]
     sealers = _sealing(keys, files)
     try:
-        report, state, retries = _plan_and_commit(lake, keys, files, sealers, progress, fresh)
+        report, state, retries = _plan_and_commit(lake, keys, files, sealers, progress, fresh_since)
     finally:
         sealers.shutdown()
     _fill_report(lake, report, state)
@@ -682,13 +687,13 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
 
 def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile],
                      sealers: sealing.InlineSealing | sealing.WorkerSealing,
-                     progress: Callable[[str], None] | None, fresh: bool = False) -> tuple[IngestReport, _State, int]:
+                     progress: Callable[[str], None] | None, fresh_since: int | None = None) -> tuple[IngestReport, _State, int]:
     """Plan from the tables' state and commit batch by batch; on a lost commit race, re-plan."""
     retries = 0
     while True:
         report = IngestReport()
         try:
-            state = _load_state(lake, keys, files, fresh)
+            state = _load_state(lake, keys, files, fresh_since)
             head = state.head
             if head.checkpoint is not None and head.checkpoint.key_id != keys.signing_key_id:
                 keys.reload()  # rotated by another process: the lake's newest keys, never a retired one

@@ -158,10 +158,10 @@ def test_an_audit_event_a_crash_left_unlogged_is_ingested_by_the_next_run(lake, 
         admin.set_hold(lake, SUBJECT, reason="litigation")
     real = ingest_module.ingest
 
-    def killed(lake_, paths=None, progress=None, fresh=False):
-        if fresh:
+    def killed(lake_, paths=None, progress=None, fresh_since=None):
+        if fresh_since is not None:
             raise KeyboardInterrupt  # the process dies before the audit file is ingested
-        return real(lake_, paths, progress, fresh)
+        return real(lake_, paths, progress, fresh_since)
 
     monkeypatch.setattr(ingest_module, "ingest", killed)
     with pytest.raises(KeyboardInterrupt):
@@ -465,3 +465,35 @@ def test_erasing_twice_or_an_unknown_subject_says_so(lake, tmp_path, capsys):
     assert "already erased at 20" in capsys.readouterr().out
     assert main(["--lake", lake.uri, "erase", "subj-never-seen"]) == 0
     assert "no event of it carried sealed personal data" in capsys.readouterr().out
+
+
+def test_an_audit_event_another_ingest_took_meanwhile_is_sealed_once(lake, tmp_path, monkeypatch):
+    """Every ingest takes the lake's audit files not yet logged. One that sealed the rows of a
+    file whose recorder is still at work (its ingest log row not yet written): the recorder
+    must find them in the ledger, not seal the same events again."""
+    from auditlake import audit_events
+    from auditlake import ingest as ingest_module
+    from auditlake.lake import tables
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest_module.ingest(lake, [str(tmp_path / "a")])
+    ev = audit_events.build_event("data.exported", {"export_id": "x1", "format": "parquet", "rows": 1,
+                                                    "destination": "here"})
+    before = tables.version(lake, "ledger")
+    rel = f"_audit/{ev['occurred_at'][:10]}/{ev['event_id']}.jsonl"
+    lake.write_bytes(rel, json.dumps(ev).encode() + b"\n")
+    real_append = tables.append
+
+    def dies_before_its_log(lake_, name, *args, **kwargs):
+        if name == "ingest_log":
+            raise KeyboardInterrupt  # the other ingest stops after sealing the rows
+        return real_append(lake_, name, *args, **kwargs)
+
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(tables, "append", dies_before_its_log)
+        write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=9)])
+        ingest_module.ingest(lake, [str(tmp_path / "b")])  # takes the pending audit file too
+    ingest_module.ingest(lake, [lake.child(rel)], fresh_since=before)  # the recorder carries on
+    ids = lake.delta("ledger").to_pyarrow_dataset().to_table(columns=["event_id"]).column("event_id").to_pylist()
+    assert ids.count(ev["event_id"]) == 1 and len(ids) == len(set(ids))
+    assert verify(lake).ok
