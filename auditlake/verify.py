@@ -530,11 +530,51 @@ def _check_positions(con: duckdb.DuckDBPyConnection, pos: _Positions, report: Ve
 
 def _hex_rows(a: pa.Array) -> np.ndarray | None:
     """A string array's values as an (n, 64) byte matrix if all are non-null and 64 bytes long."""
+    return _fixed_rows(a, 64)
+
+
+def _fixed_rows(a: pa.Array, width: int) -> np.ndarray | None:
+    """A string array's values as an (n, width) byte matrix if all are non-null and that long."""
     a = a.cast(pa.large_string())
     offsets = np.frombuffer(a.buffers()[1], np.int64, len(a) + 1, 8 * a.offset)
-    if a.null_count or not (np.diff(offsets) == 64).all():
+    if a.null_count or not (np.diff(offsets) == width).all():
         return None
-    return np.frombuffer(a.buffers()[2], np.uint8, 64 * len(a), int(offsets[0])).reshape(-1, 64)
+    return np.frombuffer(a.buffers()[2], np.uint8, width * len(a), int(offsets[0])).reshape(-1, width)
+
+
+class _EventIds:
+    """Each position's event id as 64 bits (a canonical UUID's 36 bytes folded by XOR, read
+    in place; any other id hashed whole): an event id at two positions (EVENTS.md: unique
+    across the ledger) is one event sealed twice, and each link and record can be sound, so
+    only this shows it. Equal fingerprints are compared exactly after the scan."""
+
+    def __init__(self, pos: _Positions):
+        self.pos = pos
+        self.prints = np.zeros(len(pos), np.uint64)
+
+    def add(self, seq: np.ndarray, ids: pa.Array) -> None:
+        at = seq - self.pos.lo if self.pos.lo is not None else np.searchsorted(self.pos.seq, seq)
+        rows = _fixed_rows(ids, 36)
+        if rows is not None:
+            flat, n = rows.reshape(-1), len(rows)  # each id's bytes as four 8-byte words and a 4-byte one
+            words = np.ndarray((n, 4), "<u8", flat, 0, (36, 8))
+            tail = np.ndarray((n,), "<u4", flat, 32, (36,))
+            self.prints[at] = np.bitwise_xor.reduce(words, axis=1) ^ tail
+        else:
+            self.prints[at] = np.array([hash(x) & 0xFFFF_FFFF_FFFF_FFFF for x in ids.to_pylist()], np.uint64)
+
+    def report(self, con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
+        ordered = np.sort(self.prints)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if not len(repeated):
+            return
+        seqs = self.pos.seq[np.isin(self.prints, repeated)].tolist()
+        twice = con.execute(
+            f"""SELECT event_id, max(seq), arg_max(_file, seq) FROM ledger WHERE seq IN (SELECT unnest(?::BIGINT[]))
+                GROUP BY event_id HAVING min(seq) <> max(seq) ORDER BY 2 LIMIT {FINDINGS_PER_KIND}""", [seqs]).fetchall()
+        for eid, seq, f in twice:  # located at the later copy
+            report.add("duplicate_row", "ledger", f"event id {eid} is sealed at more than one position", seq=seq,
+                       event_id=eid, file=f, partition=_partition(f) if f else None)
 
 
 # The sealed record, parsed once per row by from_json into a struct `s`: much cheaper than
@@ -584,6 +624,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
     pos = _Positions(con)
     _check_positions(con, pos, report, start)
     links = _Chain(keys, pos, start, start_hash)
+    event_ids = _EventIds(pos)
 
     def check(item: tuple[pa.RecordBatch, np.ndarray]) -> None:
         batch, outside_partition = item
@@ -591,6 +632,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
         leaf = batch.column("leaf").cast(pa.large_binary()).fill_null(b"")  # as the C code reads it
         links.check(seq, batch.column("key_id"), batch.column("hash"), leaf)
         projection.check(seq, batch, leaf, outside_partition)
+        event_ids.add(seq, batch.column("event_id"))
 
     # Two batches at a time: the hashing and matching release the GIL.
     with ThreadPoolExecutor(2) as pool:
@@ -604,6 +646,7 @@ def _check_rows(con: duckdb.DuckDBPyConnection, keys: KeyStore, report: VerifyRe
     links.note_retired()
     links.bad.report(con, report)
     projection.report(con, report)
+    event_ids.report(con, report)
     return pos, memoryview(links.leaf_hashes.reshape(-1))  # no copy: 32 bytes per event
 
 

@@ -210,3 +210,25 @@ def test_instants_read_as_duckdb_reads_them():
         except duckdb.Error:
             micros = 0
         assert _match(template, [json.dumps(text).encode()], [pa.array([micros], pa.int64())]) == [False], text
+
+
+def test_an_event_sealed_twice_is_a_duplicate_row(lake, tmp_path):
+    """One event id at two positions (EVENTS.md: unique across the ledger): every link and
+    record is sound, so only the ids show it. Made here the way a writer's shortcut could
+    (an audit event recorder that did not search the ledger), located at the later copy."""
+    import json
+
+    from auditlake.ingest import ingest
+    from auditlake.lake import tables
+    from auditlake.verify import verify
+    from events import event, write_jsonl
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(5)])
+    ingest(lake, [str(tmp_path / "a")])
+    again = tmp_path / "b" / "b.jsonl"
+    again.parent.mkdir()
+    again.write_text(json.dumps(event(n=2), indent=None, separators=(", ", ": ")) + "\n")  # other bytes, same event
+    ingest(lake, [str(again)], fresh_since=tables.version(lake, "ledger"))
+    report = verify(lake, update_trust=False)
+    assert [(f.kind, f.seq, f.event_id) for f in report.findings] == [("duplicate_row", 5, event(n=2)["event_id"])]
+    assert report.findings[0].file.startswith("event_date=")
