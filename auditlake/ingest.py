@@ -695,8 +695,6 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
         try:
             state = _load_state(lake, keys, files, fresh_since)
             head = state.head
-            if head.checkpoint is not None and head.checkpoint.key_id != keys.signing_key_id:
-                keys.reload()  # rotated by another process: the lake's newest keys, never a retired one
             _require_the_lakes_keys(keys, head)
             retention.refuse_hidden_tail(lake)
             if head.tree_size > head.checkpoint_frontier_size:  # a crash left an unsealed tail

@@ -111,6 +111,12 @@ def _private_temp(path: Path, text: str) -> Path:
     return tmp
 
 
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """Which file is at `path` now (a replaced one differs)."""
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _write_private(path: Path, text: str) -> None:
     os.replace(_private_temp(path, text), path)
 
@@ -144,8 +150,10 @@ class KeyStore:
 
     def _load(self) -> dict:
         """keys.json, checked whole: a damaged file, or another log's, is one line naming it
-        (another log's keys would make every signature and link of this lake read as forged)."""
+        (another log's keys would make every signature and link of this lake read as forged).
+        Notes which file it read (see _fresh)."""
         try:
+            self._stamp = _stamp(self._path)
             keys = json.loads(self._path.read_text())
             for part in ("chain", "signing"):
                 keys[part]["keys"][keys[part]["current"]]  # the current key is one of the keys
@@ -163,10 +171,17 @@ class KeyStore:
                                  f"{self.log_id}: put that log's own keys.json there")
         return keys
 
-    def reload(self) -> None:
-        """keys.json as it is now: another process may have rotated the keys."""
-        with self._exclusive():
-            self._keys = self._load()
+    def _fresh(self) -> dict:
+        """The keys as keys.json holds them now: another process may have rotated them (it is
+        replaced whole, so a read needs no lock). A writer then chains and signs with the
+        newest keys, and finds the commits and rows other writers made with them its own."""
+        try:
+            moved = _stamp(self._path) != self._stamp
+        except OSError:
+            moved = False
+        if moved:
+            self._keys = {**self._load(), **({"datakeys": True} if self._keys.get("datakeys") else {})}
+        return self._keys
 
     @contextlib.contextmanager
     def _exclusive(self):
@@ -213,23 +228,24 @@ class KeyStore:
     # -- chain and signing -----------------------------------------------------------
     @property
     def chain_key_id(self) -> str:
-        return self._keys["chain"]["current"]
+        return self._fresh()["chain"]["current"]
 
     def chain_keys(self) -> dict[str, bytes]:
-        return {k: _unb64(v) for k, v in self._keys["chain"]["keys"].items()}
+        return {k: _unb64(v) for k, v in self._fresh()["chain"]["keys"].items()}
 
     @property
     def signing_key_id(self) -> str:
-        return self._keys["signing"]["current"]
+        return self._fresh()["signing"]["current"]
 
     def signing_key(self) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(_unb64(self._keys["signing"]["keys"][self.signing_key_id]))
+        signing = self._fresh()["signing"]
+        return Ed25519PrivateKey.from_private_bytes(_unb64(signing["keys"][signing["current"]]))
 
     def public_keys(self) -> dict[str, str]:
-        """Every signing key's public half (base64 raw Ed25519), by key id."""
+        """Every signing key's public half (base64 raw Ed25519), by key id, oldest first."""
         return {
             kid: public_key_b64(Ed25519PrivateKey.from_private_bytes(_unb64(v)).public_key())
-            for kid, v in self._keys["signing"]["keys"].items()
+            for kid, v in self._fresh()["signing"]["keys"].items()
         }
 
     @property

@@ -1132,16 +1132,16 @@ def test_a_keystore_is_refused_when_damaged_foreign_inside_the_lake_or_without_i
     assert ingest(lake, [str(tmp_path / "b")]).accepted == 3 and verify(lake).ok
 
 
-def _keystore_copy(lake, where: Path):
-    """A copy of the lake's keystore as it is now (a backup, or a copy someone took)."""
+def _keystore_copy(lake, where: Path) -> Path:
+    """A copy of the lake's keystore as it is now (a backup, or a copy someone took): its keys.json."""
     import shutil
 
-    from auditlake.keys import KeyStore, keystore_dir
+    from auditlake.keys import keystore_dir
     from auditlake.lake.meta import read_meta
 
     log_id = read_meta(lake)["log_id"]
     shutil.copytree(keystore_dir(log_id), where / log_id)
-    return lambda: KeyStore(log_id, root=where)
+    return where / log_id / "keys.json"
 
 
 def test_a_retired_key_extends_nothing(lake, tmp_path, monkeypatch):
@@ -1155,24 +1155,23 @@ def test_a_retired_key_extends_nothing(lake, tmp_path, monkeypatch):
 
     write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
     ingest(lake, [str(tmp_path / "a")])
-    old = open_lake_keys(lake)
+    keys = open_lake_keys(lake)
+    log_id, old_chain, old_signing = keys.log_id, keys.chain_key_id, keys.signing_key_id
     assert main(["--lake", lake.uri, "keys", "rotate"]) == 0
     rotation = [r for r in _table(lake, "ledger").to_pylist() if r["event_type"] == "config.changed"]
     assert [(r["seq"], json.loads(r["data"])["setting"], json.loads(r["data"])["category"]) for r in rotation] == [
         (3, "keys", "security")]
-    assert rotation[0]["key_id"] != old.chain_key_id
+    assert rotation[0]["key_id"] != old_chain and keys.chain_key_id == rotation[0]["key_id"]  # (it reads the keys again)
     # Someone who kept the old private keys (and knows the public ones): a keystore whose
     # current keys are the retired ones.
     stolen_dir = tmp_path / "stolen"
-    stolen = _keystore_copy(lake, stolen_dir)()
-    keys_file = stolen_dir / old.log_id / "keys.json"
+    keys_file = _keystore_copy(lake, stolen_dir)
     doc = json.loads(keys_file.read_text())
-    doc["chain"]["current"], doc["signing"]["current"] = old.chain_key_id, old.signing_key_id
+    doc["chain"]["current"], doc["signing"]["current"] = old_chain, old_signing
     keys_file.write_text(json.dumps(doc))
-    stolen = KeyStore(old.log_id, root=stolen_dir)
+    stolen = KeyStore(log_id, root=stolen_dir)
     with monkeypatch.context() as m:  # the holder of the copy, with the checks of the lake's writer taken out
         m.setattr(ingest_module, "open_lake_keys", lambda lake, create=False: stolen)
-        m.setattr(KeyStore, "reload", lambda self: None)
         m.setattr(ingest_module, "_require_the_lakes_keys", lambda keys, head: None)
         write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 5)])
         assert ingest(lake, [str(tmp_path / "b")]).accepted == 2
