@@ -5,8 +5,6 @@ import re
 
 import orjson
 
-from .ledger.canonical import repeated_name
-
 MASK = "***"
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 _PATTERNS = [
@@ -109,15 +107,11 @@ def mask_raw(raw: bytes | dict) -> str:
             text = str(mask_event(raw))
     else:
         head = raw[: RAW_LIMIT * 4]
-        text = None
         try:
-            if len(raw) <= RAW_LIMIT * 4:
-                parsed = orjson.loads(head)
-                # A name given twice would show once if parsed: the line is masked as text instead.
-                if repeated_name(head) is None:
-                    text = orjson.dumps(mask_event(parsed)).decode()
+            # (A name given twice shows once, its last value, masked by its key like any other.)
+            text = orjson.dumps(mask_event(orjson.loads(head))).decode() if len(raw) <= RAW_LIMIT * 4 else None
         except (orjson.JSONDecodeError, TypeError):  # TypeError: nested deeper than dumps goes
-            pass
+            text = None
         if text is None:  # not JSON: no keys to go by, so names are guessed as well
             text = _CAPITALISED_WORDS.sub(MASK, head.decode("utf-8", errors="replace"))
     text = mask_text(text)

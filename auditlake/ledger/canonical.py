@@ -98,8 +98,11 @@ def loads_noting_repeats(text: str | bytes) -> tuple[object, list[str]]:
     repeated: list[str] = []
 
     def pairs_to_dict(pairs: list[tuple]) -> dict:
-        keys = [k for k, _ in pairs]
-        repeated.extend(k for i, k in enumerate(keys) if k in keys[:i])
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                repeated.append(k)
+            seen.add(k)
         return dict(pairs)
 
     return json.loads(text, object_pairs_hook=pairs_to_dict), repeated
