@@ -209,22 +209,30 @@ def store_erased(con, ids: list[str]) -> None:
 
 def refresh_erased(lake: Lake) -> str | None:
     """Rewrite the erased people in the lake's default catalog file, if there is one, so
-    analysts see '[erased]' at once; None when done (or no catalog), else why not (the
-    file open in a writer elsewhere: `auditlake catalog` then does it)."""
+    analysts see '[erased]' at once; None when done (or no catalog), else why not (then
+    `auditlake catalog` does it). A copy is changed and moved over the file, as a build
+    is, so a reader holding it open (the duckdb CLI, the explorer) never blocks it; not
+    while a writer has it open (what it writes would be lost)."""
     import duckdb
 
     db = default_db_path(lake)
     ids = erased_ids(lake)
     if not db.exists() or ids is None:
         return None
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        con = duckdb.connect(str(db))
-    except duckdb.Error as exc:
+        duckdb.connect(str(db), read_only=True).close()  # refused while a writer holds it
+        shutil.copyfile(db, tmp)
+        con = duckdb.connect(str(tmp))
+        try:
+            store_erased(con, ids)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, db)
+    except (duckdb.Error, OSError) as exc:
+        tmp.unlink(missing_ok=True)
         return f"the catalog {db} could not be updated ({str(exc).splitlines()[0][:120]}): run `auditlake catalog`"
-    try:
-        store_erased(con, ids)
-    finally:
-        con.close()
     return None
 
 
