@@ -316,7 +316,7 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
     db = Path(db_path).expanduser().resolve() if db_path else default_db_path(lake)
     if db != default_db_path(lake):
         lake.refuse_output_inside(db, "the catalog file")
-    if why := _not_replaceable(db):
+    if why := _not_replaceable(db, own=db == default_db_path(lake)):
         raise AuditlakeError(f"{db} {why}: give the catalog another path")
     db.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(db)
@@ -353,19 +353,22 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
             "versions": versions, "delta_extension": delta_extension_path()}
 
 
-def _not_replaceable(db: Path) -> str | None:
+def _not_replaceable(db: Path, own: bool) -> str | None:
     """Why the file at `db` is not a catalog this may write over (None if it is one, or
-    there is none): a folder, or anything else a user keeps there."""
+    there is none): a folder, or anything else a user keeps there. The lake's own catalog
+    file (`own`) is rebuilt whoever holds it open."""
     import duckdb
 
     if db.is_dir():
         return "is a folder"
-    if not db.exists():
+    if own or not db.exists():
         return None
     try:
         con = duckdb.connect(str(db), read_only=True)
     except duckdb.Error:
-        return "exists and is no auditlake catalog"
+        with open(db, "rb") as f:
+            duck = f.read(12)[8:] == b"DUCK"  # DuckDB's file header
+        return "is a DuckDB database open for writing elsewhere" if duck else "exists and is no auditlake catalog"
     try:
         con.execute("SELECT 1 FROM auditlake_catalog LIMIT 1")
     except duckdb.Error:

@@ -603,6 +603,20 @@ def test_catalog_db_writes_over_its_own_catalog_only(tiny, capsys):
     assert duckdb.connect(str(tmp / "mine.duckdb"), read_only=True).execute("SELECT count(*) FROM t").fetchone() == (0,)
     for _ in range(2):  # made, then replaced
         assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 0
+    # Open for writing in another process: another path's file is refused as such; the
+    # lake's own catalog file is rebuilt all the same (it is auditlake's).
+    default = str(catalog.default_db_path(lake))
+    main(["--lake", lake.uri, "catalog"])
+    for path, code in ((str(tmp / "cat.duckdb"), 2), (default, 0)):
+        held = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({path!r}); "
+                                 "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert held.stdout.readline().strip() == "open"
+            assert main(["--lake", lake.uri, "catalog", *(["--db", path] if path != default else [])]) == code
+        finally:
+            held.kill()
+            held.wait()
+        assert code == 0 or "is a DuckDB database open for writing elsewhere" in capsys.readouterr().err
 
 
 def test_verify_reports_an_erased_list_that_is_not_the_keystores(tiny):
