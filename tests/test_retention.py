@@ -505,8 +505,11 @@ def test_a_forged_lift_does_not_lift_a_hold(lake_dir, tmp_path):
     # no record the lake signed.
     (lake_dir / "_holds" / "notes.txt").write_text("junk")
     (lake_dir / "_holds" / "list.json").write_text("[]")
+    (lake_dir / "_holds" / "more").mkdir()
+    (lake_dir / "_holds" / "more" / "lift.json").write_text(json.dumps(forged))
     assert [(f["kind"], f["table"], f["file"]) for f in _findings(uri)] == [
-        ("RET-WORM", "_holds", f"_holds/{name}") for name in ("29990101T000000000000-forged.json", "list.json", "notes.txt")]
+        ("RET-WORM", "_holds", f"_holds/{name}") for name in ("29990101T000000000000-forged.json", "list.json", "more/",
+                                                              "notes.txt")]
 
 
 def test_an_unsigned_hold_record_holds_is_reported_and_can_be_lifted(lake_dir, tmp_path):

@@ -63,13 +63,16 @@ def _write_once(lake: Lake, rel: str, body: bytes) -> None:
         f.write(body)
 
 
-def _list(lake: Lake, rel_dir: str) -> list[str]:
+def _list(lake: Lake, rel_dir: str, folders: bool = False) -> list[str]:
+    """The names of the files in a folder of the lake (and, with `folders`, its folders, as
+    `name/`)."""
     fs, root = lake.filesystem()
     try:
         infos = fs.get_file_info(pafs.FileSelector(f"{root}/{rel_dir}", allow_not_found=True))
     except FileNotFoundError:
         return []
-    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+    return sorted(posixpath.basename(i.path) + ("/" if i.type == pafs.FileType.Directory else "") for i in infos
+                  if i.type == pafs.FileType.File or (folders and i.type == pafs.FileType.Directory))
 
 
 # ----------------------------------------------------------------------------- legal holds
@@ -98,7 +101,7 @@ def _hold_files(lake: Lake, public: Callable[[], dict]) -> list[tuple[str, dict 
     object in a .json file) and whether the lake signed it (`public`: the lake's public
     keys, read when a record needs them)."""
     out = []
-    for name in _list(lake, HOLDS_DIR):
+    for name in _list(lake, HOLDS_DIR, folders=True):  # a folder is no record either
         rec = None
         if name.endswith(".json"):
             try:
@@ -294,7 +297,7 @@ def hold_problems(lake: Lake) -> list[dict]:
         if ok:
             continue
         if rec is None or rec.get("action") != "set":
-            detail = "a file under _holds/ that is no legal hold record signed by the lake"
+            detail = "an entry under _holds/ that is no legal hold record signed by the lake"
         elif rec.get("hold_id") in active:
             detail = (f"the legal hold record {rec.get('hold_id')} (set on {where(rec)}) is not signed by the lake; it "
                       f"holds until `auditlake hold lift --hold-id {rec.get('hold_id')}` ends it")
