@@ -43,6 +43,7 @@ from .lake.meta import open_lake_keys
 from .lake.store import Lake
 from .ledger import chain, merkle, packed
 from .ledger.checkpoint import SIGNED_FIELDS, ZERO_HASH, Checkpoint
+from .ledger.commits import SIGNATURE as COMMIT_SIGNATURE
 
 FINDINGS_PER_KIND = 50
 GENESIS_HEX = ZERO_HASH
@@ -223,9 +224,16 @@ def _check_signed_commits(lake: Lake, name: str, commits: dict[int, tuple[dict, 
     without it was not made by the lake (a forged findings evaluation, an ingest log row
     that would make ingest skip a landing file), one whose rows differ had a file swapped."""
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
+    signed_before = False
     for v, (info, adds) in sorted(commits.items()):
+        # Tiles were signed from commit 71bf81c on: the unsigned commits before a lake's first
+        # signed one are a lake's made earlier (a cache that proofs check anyway), not forged.
+        legacy = name == "tiles" and not signed_before and COMMIT_SIGNATURE not in info
         if why := tables.commit_signature_problem(lake, name, v, info, adds, public, keys.log_id):
-            report.add("unsigned_commit", name, why, file=f"_delta_log/{v:020d}.json")
+            if not legacy:
+                report.add("unsigned_commit", name, why, file=f"_delta_log/{v:020d}.json")
+        else:
+            signed_before = True
 
 
 def _action(line: bytes) -> tuple[str, dict] | None:

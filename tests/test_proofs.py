@@ -151,6 +151,26 @@ def test_a_forged_tiles_commit_is_reported_never_sealed_and_repaired(lake, tmp_p
     assert verify(lake, update_trust=False).ok
 
 
+def test_a_lake_whose_tiles_were_stored_before_they_were_signed_still_verifies(lake, tmp_path, monkeypatch):
+    """Tiles commits of a lake made before they were signed (commit 71bf81c) are no forgery:
+    unsigned ones before its first signed one pass; one after it is unsigned_commit."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from auditlake.lake import tables
+    from auditlake.lake.tables import TILES
+
+    with monkeypatch.context() as m:  # an older auditlake's writer
+        m.setattr(tables, "SIGNED_COMMITS", tuple(t for t in tables.SIGNED_COMMITS if t != "tiles"))
+        _ingest(lake, tmp_path, 0, 300, "b1")
+    assert "auditlake_signature" not in lake.delta("tiles").history(1)[0]
+    _ingest(lake, tmp_path, 300, 600, "b2")  # this one's tiles commit is signed
+    assert verify(lake, update_trust=False).ok
+    write_deltalake(lake.table_uri("tiles"), pa.Table.from_pylist([{"level": 9, "idx": 0, "hash": "ab" * 32}], schema=TILES),
+                    mode="append")
+    assert "unsigned_commit" in {f.kind for f in verify(lake, update_trust=False).findings}
+
+
 def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     ids, _ = _ids(lake3)
     lake_arg = ["--lake", lake3.uri]
