@@ -1142,7 +1142,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     trusted = load_trusted(trusted_file) if trusted_file else (load_trusted(tpath) if tpath.exists() else None)
     live: dict[str, dict[str, dict]] = {}
     for name in tables.SCHEMAS:
-        live[name] = check_history(lake, name, report, keys) or {}
+        if name != "tiles":  # (checked beside the rows, below)
+            live[name] = check_history(lake, name, report, keys) or {}
     cps = _read_checkpoints(lake, live["checkpoints"])
     base = _incremental_base(trusted, cps, report) if incremental else None
     start = base.size if base else 0
@@ -1150,6 +1151,10 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     # The retention and catalog checks need none of the rows: they run beside the row checks
     # (hashing every sealed file, GIL released), their findings reported after them.
     with ThreadPoolExecutor(1) as side:
+        # The tiles' history too: checking each commit's signature reads every tiles file,
+        # and nothing else needs them.
+        tiles_report = VerifyReport()
+        tiles_history = side.submit(check_history, lake, "tiles", tiles_report, keys)
         lake_findings = side.submit(_lake_findings, lake, keys)
         # A private spill folder: two verifies started in one directory must not share ./.tmp.
         spill = tempfile.TemporaryDirectory(prefix="auditlake-verify-")
@@ -1189,6 +1194,8 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
         _check_checkpoints(keys, positions, tree, report, trusted, cps)
         report.tree_size = tree.size
         report.root = (tree.root(tree.size) or b"").hex()
+        tiles_history.result()
+        report.findings += tiles_report.findings
         found, manifests = lake_findings.result()
         for kind, table, detail, where in found:
             report.add(kind, table, detail, **where)
