@@ -469,6 +469,14 @@ class _Positions:
     def __len__(self) -> int:
         return len(self.seq)
 
+    def index(self, seq: np.ndarray) -> np.ndarray:
+        """Each read row's position index: with each seq of lo.. once, seq - lo (a seq outside
+        them, were DuckDB and pyarrow to read a file differently, takes the search)."""
+        at = seq - self.lo if self.lo is not None else None
+        if at is None or (len(at) and (at.min() < 0 or at.max() >= len(self.seq))):
+            at = np.searchsorted(self.seq, seq)
+        return at
+
     def stored(self, i: int) -> str | None:
         """The first stored hash of position index i, as stored."""
         return self.odd[i] if i in self.odd else self.raw[i].tobytes().hex()
@@ -561,7 +569,7 @@ class _EventIds:
         self.prints = np.zeros(len(pos), np.uint64)
 
     def add(self, seq: np.ndarray, ids: pa.Array) -> None:
-        at = seq - self.pos.lo if self.pos.lo is not None else np.searchsorted(self.pos.seq, seq)
+        at = self.pos.index(seq)
         rows = _fixed_rows(ids, 36)
         if rows is not None:
             flat, n = rows.reshape(-1), len(rows)  # each id's bytes as four 8-byte words and a 4-byte one
@@ -578,7 +586,8 @@ class _EventIds:
             return
         seqs = self.pos.seq[np.isin(self.prints, repeated)].tolist()
         twice = con.execute(
-            f"""SELECT event_id, max(seq), arg_max(_file, seq) FROM ledger WHERE seq IN (SELECT unnest(?::BIGINT[]))
+            f"""SELECT event_id, max(seq), arg_max(_file, seq) FROM ledger
+                WHERE event_id IS NOT NULL AND seq IN (SELECT unnest(?::BIGINT[]))
                 GROUP BY event_id HAVING min(seq) <> max(seq) ORDER BY 2 LIMIT {FINDINGS_PER_KIND}""", [seqs]).fetchall()
         for eid, seq, f in twice:  # located at the later copy
             report.add("duplicate_row", "ledger", f"event id {eid} is sealed at more than one position", seq=seq,
@@ -807,11 +816,7 @@ class _Chain:
 
     def check(self, seq: np.ndarray, key_id: pa.Array, stored: pa.Array, leaf: pa.Array) -> None:
         """Check a batch's links (`leaf` as large_binary, NULL as empty)."""
-        # Every row read is a position: with each seq of lo.. once, its index is seq - lo (a
-        # seq outside them, were DuckDB and pyarrow to read a file differently, takes the search).
-        at = seq - self.pos.lo if self.pos.lo is not None else None
-        if at is None or (len(at) and (at.min() < 0 or at.max() >= len(self.pos))):
-            at = np.searchsorted(self.pos.seq, seq)
+        at = self.pos.index(seq)  # every row read is a position
         self._leaf_hashes(at, stored, leaf)
         prevs, has_prev, odd = self._prevs(seq, at)
         key_ids = key_id if pa.types.is_dictionary(key_id.type) else pc.dictionary_encode(key_id)
