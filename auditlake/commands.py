@@ -94,7 +94,8 @@ def keys(args) -> int:
     if args.out:
         lake.refuse_output_inside(args.out, "the key file")
         Path(args.out).write_text(json.dumps(doc, indent=2))
-    emit(args, json.dumps(doc, indent=2), doc)
+    emit(args, f"wrote {len(doc['public_keys'])} public key(s) of {ks.log_id} to {args.out}" if args.out
+         else json.dumps(doc, indent=2), doc)
     return 0
 
 
