@@ -398,21 +398,12 @@ def test_what_is_outside_the_chain_is_found_never_sealed_and_removed_by_repair(p
     """A row appended with no seq or a negative one is outside every seq range that verify
     reads, a file added twice is read once: verify finds them, the next ingest refuses to
     seal them (sealed, they would stay for good), and repair removes them."""
-    from auditlake.errors import AuditlakeError
-    from auditlake.lake.admin import repair
-
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
     expected = tamper(lake, 3)
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     assert expected <= {f.kind for f in report.findings}, report.findings
     assert next(f for f in report.findings if f.kind in expected).file.startswith("event_date=")
-    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
-    with pytest.raises(AuditlakeError, match="is no commit the lake makes"):
-        ingest(lake, [str(landing)])
-    _relock(lake)
-    assert f"tables/ledger/_delta_log/{N_FILES:020d}.json" in repair(lake)["repaired"]
-    assert ingest(lake, [str(landing)]).accepted == 3
-    assert verify(lake, trusted_file=str(trusted), update_trust=False).ok
+    _refused_until_repaired(lake, trusted, tmp_path, "is no commit the lake makes")
 
 
 def test_a_commit_the_lake_did_not_sign_is_never_sealed_and_repair_removes_it(pristine, tmp_path, monkeypatch):
@@ -771,9 +762,6 @@ def test_a_ledger_commit_the_lake_did_not_make_is_never_sealed_and_repair_remove
     S3), the seqs no longer gap-free; the ingest stops with one line, repair removes it."""
     from deltalake import write_deltalake
 
-    from auditlake.errors import AuditlakeError
-    from auditlake.lake.admin import repair
-
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
     original, i = _row_file(lake, 7)
     row = pq.read_table(original).slice(i, 1)
@@ -781,10 +769,19 @@ def test_a_ledger_commit_the_lake_did_not_make_is_never_sealed_and_repair_remove
         row = _set(_set(row, "seq", 0, N_FILES * PER_FILE), "hash", 0, "ab" * 32)
     day = original.parent.name.split("=", 1)[1]
     write_deltalake(lake.table_uri("ledger"), row.append_column("event_date", pa.array([day])), mode="append")
-    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
     # (The unchained row is also the tail after the last checkpoint, which ingest checks first.)
-    with pytest.raises(AuditlakeError, match=f"ledger/_delta_log/{N_FILES:020d}.json is no commit the lake makes|"
-                                             "the ledger's tail after the last checkpoint does not chain"):
+    _refused_until_repaired(lake, trusted, tmp_path, f"ledger/_delta_log/{N_FILES:020d}.json is no commit the lake "
+                                                     "makes|the ledger's tail after the last checkpoint does not chain")
+
+
+def _refused_until_repaired(lake, trusted, tmp_path, refused: str) -> None:
+    """The next ingest stops with one line matching `refused`, before sealing the forged ledger
+    commit; repair removes it; then ingest carries on and verify is clean."""
+    from auditlake.errors import AuditlakeError
+    from auditlake.lake.admin import repair
+
+    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
+    with pytest.raises(AuditlakeError, match=refused):
         ingest(lake, [str(landing)])
     _relock(lake)
     assert f"tables/ledger/_delta_log/{N_FILES:020d}.json" in repair(lake)["repaired"]
