@@ -409,18 +409,10 @@ def test_what_is_outside_the_chain_is_found_never_sealed_and_removed_by_repair(p
 def test_a_commit_the_lake_did_not_sign_is_never_sealed_and_repair_removes_it(pristine, tmp_path, monkeypatch):
     """A well-formed append the lake did not sign, in a table whose commits it signs: the next
     ingest stops before sealing it (sealed, it would be a finding for good), repair removes it."""
-    from auditlake.errors import AuditlakeError
-    from auditlake.lake.admin import repair
-
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
     tamper_forged_ingest_log_row(lake, 7)
-    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000 + i) for i in range(3)])
-    with pytest.raises(AuditlakeError, match=f"ingest_log/_delta_log/{N_FILES:020d}.json is no commit the lake makes"):
-        ingest(lake, [str(landing)])
-    _relock(lake)
-    assert f"tables/ingest_log/_delta_log/{N_FILES:020d}.json" in repair(lake)["repaired"]
-    assert ingest(lake, [str(landing)]).accepted == 3
-    assert verify(lake, trusted_file=str(trusted), update_trust=False).ok
+    _refused_until_repaired(lake, trusted, tmp_path, f"ingest_log/_delta_log/{N_FILES:020d}.json is no commit the lake "
+                            "makes", table="ingest_log")
 
 
 def test_a_forged_ingest_log_row_does_not_make_ingest_skip_its_file(pristine, tmp_path, monkeypatch):
@@ -774,9 +766,10 @@ def test_a_ledger_commit_the_lake_did_not_make_is_never_sealed_and_repair_remove
                                                      "makes|the ledger's tail after the last checkpoint does not chain")
 
 
-def _refused_until_repaired(lake, trusted, tmp_path, refused: str) -> None:
-    """The next ingest stops with one line matching `refused`, before sealing the forged ledger
-    commit; repair removes it; then ingest carries on and verify is clean."""
+def _refused_until_repaired(lake, trusted, tmp_path, refused: str, table: str = "ledger") -> None:
+    """The next ingest stops with one line matching `refused`, before sealing the forged commit
+    (the table's first after the pristine lake's); repair removes it; then ingest carries on
+    and verify is clean."""
     from auditlake.errors import AuditlakeError
     from auditlake.lake.admin import repair
 
@@ -784,7 +777,7 @@ def _refused_until_repaired(lake, trusted, tmp_path, refused: str) -> None:
     with pytest.raises(AuditlakeError, match=refused):
         ingest(lake, [str(landing)])
     _relock(lake)
-    assert f"tables/ledger/_delta_log/{N_FILES:020d}.json" in repair(lake)["repaired"]
+    assert f"tables/{table}/_delta_log/{N_FILES:020d}.json" in repair(lake)["repaired"]
     assert ingest(lake, [str(landing)]).accepted == 3
     assert verify(lake, trusted_file=str(trusted), update_trust=False).ok
 
