@@ -1142,7 +1142,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     and chain head (falls back to a full pass when there is no trusted checkpoint)."""
     started = time.monotonic()
     report = VerifyReport()
-    keys = open_lake_keys(lake)
+    keys = _lake_keys(lake, report)
     tpath = trust_path(keys.log_id)
     trusted = load_trusted(trusted_file) if trusted_file else (load_trusted(tpath) if tpath.exists() else None)
     live: dict[str, dict[str, dict]] = {}
@@ -1249,6 +1249,32 @@ def _foreign_tables(lake: Lake) -> list[str]:
     fs, root = lake.filesystem()
     infos = fs.get_file_info(pafs.FileSelector(f"{root}/tables", allow_not_found=True))
     return sorted(name for i in infos if (name := posixpath.basename(i.path)) not in tables.SCHEMAS)
+
+
+def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
+    """The lake's keystore. A lake whose identity file is gone while its tables are there
+    is tampering, not a usage error: its log id is taken from its checkpoints (whose
+    signatures say whether they are this keystore's), the rest verified, the loss reported."""
+    from .keys import keystore_exists
+    from .kms import select_keystore
+    from .lake.meta import META, has_tables
+
+    try:
+        return open_lake_keys(lake)
+    except AuditlakeError:
+        if lake.read_json(META) is not None or not has_tables(lake):
+            raise
+        try:
+            ids = tables.dataset(lake, "checkpoints").to_table(columns=["log_id"]).column("log_id").unique().to_pylist()
+        except (OSError, pa.ArrowException, AuditlakeError):
+            raise AuditlakeError(f"the lake at {lake.uri} has no {META} (its identity) and no readable checkpoints: "
+                                 "restore them from a backup") from None
+        known = [i for i in ids if isinstance(i, str) and keystore_exists(i)]
+        if len(known) != 1:
+            raise
+        report.add("identity_changed", "lake", f"{META}, the lake's identity (log id, retention policy, published keys), "
+                   "is gone", file=META)
+        return select_keystore(known[0])
 
 
 def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: VerifyReport) -> merkle.Frontier | None:

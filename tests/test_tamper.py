@@ -796,3 +796,21 @@ def test_a_public_key_planted_in_the_lakes_identity_file_is_reported(pristine, t
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     assert [(f.kind, f.file) for f in report.findings] == [("identity_changed", "auditlake.json")], report.findings
     assert "sk-planted" in report.findings[0].detail
+
+
+def test_a_deleted_identity_file_is_a_finding_not_a_usage_error(pristine, tmp_path, monkeypatch):
+    """auditlake.json gone while the tables are there is tampering (exit 1, a finding), the
+    rest verified under the keystore its checkpoints' log id names; a writer still refuses."""
+    from auditlake.cli import main
+    from auditlake.errors import AuditlakeError
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    Path(lake.uri, "auditlake.json").unlink()
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert [(f.kind, f.file) for f in report.findings] == [("identity_changed", "auditlake.json")], report.findings
+    assert report.events == N_FILES * PER_FILE
+    assert main(["--lake", lake.uri, "verify", "--no-trust-update"]) == 1
+    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000)])
+    with pytest.raises(AuditlakeError, match="has tables but no auditlake.json"):
+        ingest(lake, [str(landing)])
