@@ -230,7 +230,8 @@ def test_a_lake_that_lost_its_identity_file_fails_the_check_and_gets_no_new_one(
     assert dg.materialize([ledger, ledger_integrity], partition_key=DAY1, resources=res).success
     (lake_dir / "auditlake.json").unlink()
     got = ledger_integrity(dg.build_asset_check_context(), lake=res["lake"])
-    assert not got.passed and got.severity == dg.AssetCheckSeverity.ERROR and "no auditlake.json" in got.description
+    assert not got.passed and got.severity == dg.AssetCheckSeverity.ERROR  # a finding, not an I/O error
+    assert "identity_changed" in got.metadata["report"].value and "auditlake.json" in got.metadata["report"].value
     drop(lake_dir, DAY2, 100, 10)  # a new file: the ingest refuses rather than start a second log
     result = dg.materialize([ledger, ledger_integrity], partition_key=DAY2, resources=res, raise_on_error=False)
     assert not result.success and not (lake_dir / "auditlake.json").exists()
