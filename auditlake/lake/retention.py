@@ -1085,11 +1085,13 @@ def refuse_hidden_tail(lake: Lake) -> None:
     that version again would fork the table."""
     sealed = sealed_rels(lake)
     for table in table_names(lake):
-        rel = log_rel(table, list_log(lake, table).latest + 1)
+        version = list_log(lake, table).latest + 1
+        rel = log_rel(table, version)
         if lake.is_s3:
             from . import s3
 
-            hidden = bool(s3.history(lake, rel).versions)
+            # A version there, unless another writer committed it since the listing (listed now).
+            hidden = bool(s3.history(lake, rel).versions) and list_log(lake, table).latest < version
         else:
             hidden = rel in sealed
         if hidden:
