@@ -180,7 +180,7 @@ class KeyStore:
         except OSError:
             moved = False
         if moved:
-            self._keys = {**self._load(), **({"datakeys": True} if self._keys.get("datakeys") else {})}
+            self._keys = self._load()  # (the data-key store's note is in the file once made)
         return self._keys
 
     @contextlib.contextmanager

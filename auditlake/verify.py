@@ -500,7 +500,7 @@ class _Positions:
 def _decode_hashes(hashes: pa.Array) -> tuple[np.ndarray, dict[int, str | None]]:
     """Stored hex hashes as an (n, 32) byte matrix, and {index: value} of those that are not
     64 lowercase hex digits (or NULL), whose rows of the matrix are zero."""
-    rows = _hex_rows(hashes)
+    rows = _fixed_rows(hashes, 64)
     if rows is not None:
         text = rows.tobytes()
         try:
@@ -542,11 +542,6 @@ def _check_positions(con: duckdb.DuckDBPyConnection, pos: _Positions, report: Ve
             report.add("deleted_row", "ledger", f"seq {lo}..{hi} missing", seq=lo)
         if pos.seq[0] != start:
             report.add("deleted_row", "ledger", f"seq {start}..{pos.seq[0] - 1} missing", seq=start)
-
-
-def _hex_rows(a: pa.Array) -> np.ndarray | None:
-    """A string array's values as an (n, 64) byte matrix if all are non-null and 64 bytes long."""
-    return _fixed_rows(a, 64)
 
 
 def _fixed_rows(a: pa.Array, width: int) -> np.ndarray | None:
@@ -901,7 +896,7 @@ class _Chain:
     def _compare(self, computed: bytes, stored: pa.Array, seqs: np.ndarray) -> None:
         """Record the rows whose stored hash is not the computed one (as lowercase hex)."""
         got = np.frombuffer(binascii.hexlify(computed), np.uint8).reshape(-1, 64)
-        rows = _hex_rows(stored)
+        rows = _fixed_rows(stored, 64)
         if rows is not None:
             wrong = np.flatnonzero((rows != got).any(axis=1))
         else:

@@ -119,7 +119,7 @@ def test_the_repeated_name_scan_survives_any_bytes(text):
     assert _records.repeated_name(text) in (None, True) or isinstance(_records.repeated_name(text), bytes)
 
 
-def test_many_names_in_one_object_are_compared_in_n_log_n():
+def test_a_name_repeated_among_many_in_one_object_is_found():
     from auditlake.ledger.canonical import repeated_name
 
     names = [f'"k{i}":{i}' for i in range(20_000)]
