@@ -119,16 +119,27 @@ def _events_select(ref: str) -> str:
 FROM {ref}"""
 
 
-def _findings_select(ref: str) -> str:
-    try:
-        from .compliance.run import latest_findings_sql
+def latest_findings_sql(table_ref: str) -> str:
+    """DuckDB SELECT of the latest evaluation's findings from the findings table
+    `table_ref` (a table name, a view or e.g. `delta_scan('<uri>')`). The latest
+    evaluation is the greatest (evaluated_at, evaluation_id) not dated in the future; its
+    marker row (rule_id null) is dropped. Columns: rule_id, event_id, tenant_id, occurred_at, severity,
+    detail, evaluation_id, as_of, evaluated_at, code_version, tree_size."""
+    return (
+        "SELECT f.rule_id, f.event_id, f.tenant_id, f.occurred_at, f.severity, f.detail,\n"
+        "       f.evaluation_id, f.as_of, f.evaluated_at, f.code_version, f.tree_size\n"
+        f"FROM {table_ref} AS f\n"
+        "WHERE f.rule_id IS NOT NULL\n"
+        "  AND f.evaluation_id = (\n"
+        f"    SELECT e.evaluation_id FROM {table_ref} AS e\n"
+        "    WHERE e.evaluated_at IS NULL OR e.evaluated_at <= now()\n"
+        "    ORDER BY e.evaluated_at DESC NULLS LAST, e.evaluation_id DESC LIMIT 1)"
+    )
 
-        inner = latest_findings_sql(ref)
-    except ImportError:
-        inner = (f"SELECT * FROM {ref} WHERE evaluation_id = (SELECT evaluation_id FROM {ref} "
-                 "ORDER BY evaluated_at DESC, evaluation_id DESC LIMIT 1)")
+
+def _findings_select(ref: str) -> str:
     return (f"SELECT rule_id, event_id, tenant_id, occurred_at, severity, detail, evaluation_id, as_of, "
-            f"evaluated_at, tree_size FROM ({inner}) AS latest")
+            f"evaluated_at, tree_size FROM ({latest_findings_sql(ref)}) AS latest")
 
 
 # Ingest masks `raw`; PII-named JSON members are masked here as well (rows of older lakes).

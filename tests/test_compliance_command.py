@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from quality_fixtures import write_jsonl  # noqa: E402
 
+from auditlake.catalog import latest_findings_sql  # noqa: E402
 from auditlake.cli import main  # noqa: E402
 from auditlake.compliance import rules  # noqa: E402
 from auditlake.compliance.run import (  # noqa: E402
@@ -24,7 +25,6 @@ from auditlake.compliance.run import (  # noqa: E402
     append_findings,
     evaluations,
     latest_findings,
-    latest_findings_sql,
 )
 from auditlake.generate import generate  # noqa: E402
 from auditlake.lake.meta import open_lake_keys  # noqa: E402

@@ -19,7 +19,7 @@ latest": the latest evaluation is the one with the greatest `(evaluated_at,
 evaluation_id)`, `evaluated_at` not in the future (a row dated ahead, which only a forger
 writes, would otherwise hide every later evaluation for good in an append-only table);
 `evaluation_id` itself sorts by time (`YYYYMMDDTHHMMSSffffffZ-<hex8>`).
-`latest_findings` (polars) and `latest_findings_sql` (DuckDB, for the catalog view) apply
+`latest_findings` (polars) and `catalog.latest_findings_sql` (DuckDB, for the catalog view) apply
 exactly that rule and drop the marker row.
 """
 from __future__ import annotations
@@ -273,7 +273,7 @@ def evaluation_findings(lake: Lake, evaluation_id: str, include_marker: bool = F
 
 def latest_findings(lake: Lake) -> pl.DataFrame:
     """The findings of the latest evaluation (columns of tables.FINDINGS; empty when there
-    is none), sorted by rule_id, occurred_at, event_id. Same rule as `latest_findings_sql`."""
+    is none), sorted by rule_id, occurred_at, event_id. Same rule as `catalog.latest_findings_sql`."""
     eid = latest_evaluation_id(lake)
     if eid is None:
         return pl.from_arrow(tables.FINDINGS.empty_table())
@@ -290,21 +290,3 @@ def evaluations(lake: Lake) -> pl.DataFrame:
     marks = df.filter(pl.col("rule_id").is_null() & pl.col("event_id").is_null())
     return marks.select("evaluation_id", "as_of", "evaluated_at", "code_version", "tree_size",
                         summary="detail").sort(["evaluated_at", "evaluation_id"], descending=True)
-
-
-def latest_findings_sql(table_ref: str) -> str:
-    """DuckDB SELECT of the latest evaluation's findings from the findings table
-    `table_ref` (a table name, a view or e.g. `delta_scan('<uri>')`). The latest
-    evaluation is the greatest (evaluated_at, evaluation_id) not dated in the future; its
-    marker row (rule_id null) is dropped. Columns: rule_id, event_id, tenant_id, occurred_at, severity,
-    detail, evaluation_id, as_of, evaluated_at, code_version, tree_size."""
-    return (
-        "SELECT f.rule_id, f.event_id, f.tenant_id, f.occurred_at, f.severity, f.detail,\n"
-        "       f.evaluation_id, f.as_of, f.evaluated_at, f.code_version, f.tree_size\n"
-        f"FROM {table_ref} AS f\n"
-        "WHERE f.rule_id IS NOT NULL\n"
-        "  AND f.evaluation_id = (\n"
-        f"    SELECT e.evaluation_id FROM {table_ref} AS e\n"
-        "    WHERE e.evaluated_at IS NULL OR e.evaluated_at <= now()\n"
-        "    ORDER BY e.evaluated_at DESC NULLS LAST, e.evaluation_id DESC LIMIT 1)"
-    )
