@@ -40,6 +40,7 @@ _PII_MEMBER = re.compile(
     r"""\\+"(?:(?!\\+").)*(?:\\+")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|(?!null\b)[^,}\]\s][^,}\]]*)""",
     re.IGNORECASE | re.DOTALL,
 )
+_PII_KEY_RE = re.compile(_PII_KEY, re.IGNORECASE)
 # A letter written as a \u escape ("n\u0061me"), read as the letter so that _PII_MEMBER sees the key.
 _ESCAPED_LETTER = re.compile(r"\\+u00(4[1-9a-fA-F]|5[0-9aA]|6[1-9a-fA-F]|7[0-9aA])")
 _TIME_OF_DAY = re.compile(r"(?<![\w:])\d{1,2}:\d{2}:\d{2}(?:\.\d+)?(?![\w:])")
@@ -79,6 +80,19 @@ def mask_text(text: str) -> str:
 # The members of actor and subject that are not personal data (EVENTS.md); every other one
 # is masked in a rejected line.
 _NOT_PII = {"actor": frozenset({"type", "id", "role"}), "subject": frozenset({"id", "country", "region", "timezone"})}
+
+
+def mask_json(value):
+    """A parsed JSON value (a producer's `data`) with the members whose key names a person's
+    data masked whole (customer_name, caller_phone, ...) and PII-shaped text masked in the
+    rest, recursively: what mask_text does to the value's JSON text, kept as a value."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: MASK if _PII_KEY_RE.fullmatch(k) and v not in (None, "") else mask_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_json(v) for v in value]
+    return value
 
 
 def mask_event(ev):

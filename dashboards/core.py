@@ -24,6 +24,7 @@ from auditlake.catalog import (
     users_path,
 )
 from auditlake.lake.store import Lake
+from auditlake.masking import mask_text
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -229,8 +230,17 @@ def spreadsheet_safe_csv(df) -> str:
     return out.to_csv(index=False)
 
 
-def show_table(df, key: str | None = None, height: int | str = "auto") -> None:
+def show_table(df, key: str | None = None, height: int | str = "auto", masked: bool = True) -> None:
     """A dataframe (canvas-rendered, inert text) in a container keyed `tbl-<key>` (the
-    key is a CSS class for the browser test and a handle for AppTest)."""
+    key is a CSS class for the browser test and a handle for AppTest). PII-shaped text is
+    masked in every text column (what producers write is kept as written) unless `masked`
+    is False: only the privacy officer's audited reveal shows it."""
+    if masked and len(df.columns):
+        import pandas as pd
+
+        df = df.copy()
+        for c in df.columns:
+            if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype):
+                df[c] = df[c].map(lambda v: mask_text(v) if isinstance(v, str) else v)
     box = st.container(key=f"tbl-{key}") if key else st.container()
     box.dataframe(df, hide_index=True, height=height)

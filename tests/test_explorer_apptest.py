@@ -18,6 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 XSS_EVENT_ID = "00000000-0000-4000-8000-00000000c0de"
+# A producer's own PII where the contract has none: data members named for a person's data,
+# an e-mail as actor id and as region (kept as written in the ledger, masked for auditors).
+LEAK_EVENT_ID = "00000000-0000-4000-8000-0000000001ea"
+PRODUCER_PII = ("Zoe Leakname", "leak.data@example.com", "producer.actor@example.com", "region.leak@example.com")
 XSS_PAYLOAD = "<script>window.__xss=1;alert('xss')</script>"
 XSS_IMG = '<img src=x onerror="window.__xss=1">'
 STALE_RULE = "STALE-RULE"
@@ -95,6 +99,15 @@ def _xss_event(occurred_at: str) -> dict:
     }
 
 
+def _leak_event(occurred_at: str) -> dict:
+    return {
+        "event_id": LEAK_EVENT_ID, "occurred_at": occurred_at, "event_type": "user.login", "source": "admin-console",
+        "tenant_id": "tenant-xss", "actor": {"type": "user", "id": PRODUCER_PII[2]},
+        "subject": {"id": "subj-leak", "country": "US", "region": PRODUCER_PII[3]}, "lawful_basis": "contract",
+        "data": {"method": "sso", "customer_name": PRODUCER_PII[0], "caller_email": PRODUCER_PII[1]},
+    }
+
+
 def _findings(lake, ground_truth: dict) -> None:
     """Two evaluations: an old one (a rule that must not show) and the latest, from the
     generator's ground truth."""
@@ -145,7 +158,8 @@ def build(root: Path, events: int = 3000) -> dict:
         xss_dir = root / "xss"
         xss_dir.mkdir(exist_ok=True)
         last_day = datetime.fromisoformat(truth["as_of"].replace("Z", "+00:00")) - timedelta(hours=1)
-        (xss_dir / "hostile.jsonl").write_text(json.dumps(_xss_event(last_day.strftime("%Y-%m-%dT%H:%M:%SZ"))) + "\n")
+        at = last_day.strftime("%Y-%m-%dT%H:%M:%SZ")
+        (xss_dir / "hostile.jsonl").write_text(json.dumps(_xss_event(at)) + "\n" + json.dumps(_leak_event(at)) + "\n")
         lake = Lake.open(str(root / "lake"))
         ingest(lake, [str(gen / "landing")])
         ingest(lake, [str(xss_dir)])
@@ -658,6 +672,22 @@ def test_auditor_pages_hold_no_plain_pii(app_env):
     assert ev["event_id"] in "\n".join(seen)
     leaked = find_leaks(pii, seen)
     assert not leaked, leaked[:10]
+
+
+def test_producer_pii_outside_the_contract_is_masked_for_auditors(app_env):
+    """PII a producer put where the contract has none (a data member named customer_name, an
+    e-mail as actor id or region) is masked on the Event page and in Search results."""
+    at = login_as("auditor")
+    open_event(at, LEAK_EVENT_ID)
+    fields = json.loads(at.json[0].value)
+    assert fields["data"] == {"method": "sso", "customer_name": "***", "caller_email": "***"}
+    assert fields["actor_id"] == "***" and fields["subject_region"] == "***"
+    assert search(at, subject="subj-leak") == 1
+    shown = table(at, "search_results")
+    assert shown["event_id"].tolist() == [LEAK_EVENT_ID]
+    leaked = find_leaks(set(PRODUCER_PII), [all_text(at), shown.to_string()])
+    # (the search form keeps what was typed: here no PII, the subject id)
+    assert not leaked, leaked
 
 
 # ----------------------------------------------------------------------------- compliance

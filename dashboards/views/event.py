@@ -8,22 +8,11 @@ import re
 
 import streamlit as st
 
-from auditlake.masking import mask_text
+from auditlake.masking import mask_json, mask_text
 from dashboards import core
 
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def mask_data(value):
-    """PII-shaped text inside `data` (e-mails, phone numbers, IPs) masked, recursively."""
-    if isinstance(value, str):
-        return mask_text(value)
-    if isinstance(value, dict):
-        return {k: mask_data(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_data(v) for v in value]
-    return value
 
 
 def load_event(event_id: str, date_hint: str | None):
@@ -49,9 +38,11 @@ def record_for_display(row: dict) -> dict:
             v = v.item()
         if k == "data":
             try:
-                v = mask_data(json.loads(v))
+                v = mask_json(json.loads(v))
             except (TypeError, ValueError):
                 v = mask_text(str(v))
+        elif isinstance(v, str):  # a producer's actor id, region or time zone may hold PII too
+            v = mask_text(v)
         out[k] = v
     return out
 

@@ -38,5 +38,5 @@ def render(user: dict) -> None:
         st.text(f"subject {subject_id}: {len(rows)} event(s)")
         import pandas as pd
 
-        core.show_table(pd.DataFrame(rows).astype(str) if rows else pd.DataFrame(), key="reveal_rows")
+        core.show_table(pd.DataFrame(rows).astype(str) if rows else pd.DataFrame(), key="reveal_rows", masked=False)
         st.button("Hide", key="reveal_hide", on_click=lambda: st.session_state.pop("revealed", None))
