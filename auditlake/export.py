@@ -39,6 +39,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .errors import AuditlakeError
+from .inputs import MAX_DOCUMENT_BYTES, read_document
 from .keys import load_public_key, signing_key_id
 from .lake.store import Lake
 from . import _records
@@ -653,9 +654,11 @@ def verify_export(bundle_dir: str, public_keys: dict[str, str] | None = None) ->
     try:
         if mpath.is_symlink() or (mpath.exists() and not mpath.is_file()):
             return _not_intact(f"{MANIFEST} is not a regular file")
-        manifest, repeated = loads_noting_repeats(mpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return _not_intact(f"the bundle has no {MANIFEST}")
+        if not mpath.exists():
+            return _not_intact(f"the bundle has no {MANIFEST}")
+        if mpath.stat().st_size > MAX_DOCUMENT_BYTES:
+            return _not_intact(f"{MANIFEST} is larger than any manifest ({MAX_DOCUMENT_BYTES >> 20} MiB)")
+        manifest, repeated = loads_noting_repeats(read_document(mpath, "the manifest").decode("utf-8"))
     except (ValueError, UnicodeError, RecursionError) as exc:
         return _not_intact(f"{MANIFEST} is not JSON: {str(exc)[:200] or exc.__class__.__name__}")
     except OSError as exc:
@@ -678,7 +681,7 @@ def _verify_manifest(root: Path, manifest: dict, repeated: list[str], public_key
     declared = manifest.get("public_keys") if isinstance(manifest.get("public_keys"), dict) else {}
     if isinstance(manifest.get("public_key"), str) and isinstance(kid, str):
         declared = {**declared, kid: manifest["public_key"]}
-    if public_keys:
+    if public_keys is not None:  # pinned, even to no key at all (then nothing verifies)
         keyring, trust = dict(public_keys), "pinned public key"
         if kid in declared and kid in keyring and declared[kid] != keyring[kid]:
             problems.append(f"the bundle declares a different public key for {kid} than the pinned one")
@@ -688,7 +691,7 @@ def _verify_manifest(root: Path, manifest: dict, repeated: list[str], public_key
     def check_sig(key_id, signature, signed: bytes, what: str) -> None:
         b64 = keyring.get(key_id) if isinstance(key_id, str) else None
         if b64 is None:
-            problems.append(f"{what} is signed with key {key_id!r}, which is not the {'pinned' if public_keys else 'declared'} key")
+            problems.append(f"{what} is signed with key {key_id!r}, which is not the {'pinned' if public_keys is not None else 'declared'} key")
             return
         try:
             pub = load_public_key(b64)

@@ -1192,6 +1192,8 @@ def verify_proof_doc(doc, public_key_b64=None) -> tuple[bool, str]:
         pinned = _key_map(public_key_b64)
     except (ValueError, binascii.Error, TypeError) as exc:
         return False, f"the pinned public key is not a base64 Ed25519 key: {exc}"
+    if public_key_b64 is not None and not pinned:  # pinned to no key: nothing verifies
+        return False, "the pinned key set holds no public key"
     if not isinstance(doc, dict):
         return False, "the proof is not a JSON object"
     if doc.get("version") != PROOF_VERSION:
@@ -1309,14 +1311,18 @@ def pinned_public_keys(args) -> dict[str, str]:
 def load_public_key_file(path: str) -> dict[str, str]:
     """{key_id: b64} from `auditlake keys export-public` JSON, {"public_key": b64}, a bare
     base64 key, or a PEM SubjectPublicKeyInfo."""
+    from .inputs import read_document
+
     try:
-        text = Path(path).read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_document(path, "the public key file", 1 << 20).decode().strip()
+    except UnicodeDecodeError as exc:
         raise AuditlakeError(f"cannot read the public key file {path}: {exc}") from exc
     try:
         if text.startswith("{"):
             d = json.loads(text)
             if isinstance(d.get("public_keys"), dict):
+                if not d["public_keys"]:  # pinned to nothing must not read as "not pinned"
+                    raise ValueError("its public_keys are empty")
                 return {str(k): str(v) for k, v in d["public_keys"].items()}
             if isinstance(d.get("public_key"), str):
                 return _key_map(d["public_key"])
@@ -1371,10 +1377,9 @@ def cli_prove(args) -> int:
 def cli_verify_proof(args) -> int:
     from .cli import emit
 
-    try:
-        raw = Path(args.file).read_bytes()
-    except OSError as exc:
-        raise AuditlakeError(f"cannot read {args.file}: {exc}") from exc
+    from .inputs import read_document
+
+    raw = read_document(args.file, "the proof")
     pinned = pinned_public_keys(args)
     try:
         doc, repeated = loads_noting_repeats(raw)

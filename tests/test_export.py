@@ -388,6 +388,13 @@ def test_verify_export_pins_the_public_key(glake, tmp_path, capsys, monkeypatch)
     (out / "manifest.json").write_text(json.dumps(m))
     assert export.verify_export(str(out))["ok"]
     assert main(["verify-export", str(out), "--public-key", str(keyfile)]) == 1
+    # A key file with no keys pins nothing: refused, never read as "not pinned".
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"log_id": "x", "public_keys": {}}))
+    capsys.readouterr()
+    assert main(["verify-export", str(out), "--public-key", str(empty)]) == 2
+    assert "public_keys are empty" in capsys.readouterr().err
+    assert not export.verify_export(str(out), {})["ok"]
     assert main(["--lake", glake.uri, "verify-export", str(out)]) == 1  # a named lake pins its keys
     (tmp_path / "cwd").mkdir()
     (tmp_path / "cwd" / "lake").symlink_to(glake.uri)

@@ -1,11 +1,13 @@
 """Inclusion and consistency proofs (INTERFACES.md), their offline check, and tiles."""
 import copy
 import json
+import os
 
 import pytest
 
 from auditlake import proofs
 from auditlake.cli import main
+from auditlake.errors import AuditlakeError
 from auditlake.head import read_checkpoints
 from auditlake.ingest import ingest
 from auditlake.ledger import merkle
@@ -379,6 +381,39 @@ def test_public_key_file_formats(lake3, tmp_path):
     (tmp_path / "junk.txt").write_text("hello")
     with pytest.raises(Exception):
         proofs.load_public_key_file(str(tmp_path / "junk.txt"))
+    # Pinned to no key at all: refused, never read as "not pinned" (then the proof's own key,
+    # which anyone can replace, would be trusted).
+    (tmp_path / "empty.json").write_text(json.dumps({"log_id": keys.log_id, "public_keys": {}}))
+    with pytest.raises(AuditlakeError, match="public_keys are empty"):
+        proofs.load_public_key_file(str(tmp_path / "empty.json"))
+    assert proofs.verify_proof_doc(doc, {}) == (False, "the pinned key set holds no public key")
+
+
+def test_offline_inputs_that_are_no_regular_file_or_too_large_are_refused(lake3, tmp_path, capsys, monkeypatch):
+    """/dev/zero or a FIFO given as the proof or the key file: one line, exit 2, at once
+    (not a hang or an exhausted memory)."""
+    from auditlake import inputs
+
+    ids, _ = _ids(lake3)
+    proof = tmp_path / "p.json"
+    assert main(["--lake", lake3.uri, "prove", ids[1], "--out", str(proof)]) == 0
+    keyfile = tmp_path / "pub.json"
+    assert main(["--lake", lake3.uri, "keys", "export-public", "--out", str(keyfile)]) == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = [(["verify-proof", "/dev/zero", "--public-key", str(keyfile)], "the proof /dev/zero is not a regular file"),
+             (["verify-proof", str(fifo), "--public-key", str(keyfile)], "is not a regular file"),
+             (["verify-proof", str(proof), "--public-key", str(fifo)], "the public key file"),
+             (["verify-proof", str(proof), "--public-key", "/dev/zero"], "is not a regular file")]
+    for argv, said in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert said in err and "\n" not in err, err
+    monkeypatch.setattr(inputs, "MAX_DOCUMENT_BYTES", 100)
+    capsys.readouterr()
+    assert main(["verify-proof", str(proof), "--public-key", str(keyfile)]) == 2
+    assert "larger than" in capsys.readouterr().err
 
 
 def test_proof_after_key_rotation_uses_the_checkpoints_key(lake, tmp_path):
