@@ -327,7 +327,7 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
     db = Path(db_path).expanduser().resolve() if db_path else default_db_path(lake)
     if db != default_db_path(lake):
         lake.refuse_output_inside(db, "the catalog file")
-    if why := _not_replaceable(db, own=db == default_db_path(lake)):
+    if why := _not_replaceable(db, db == default_db_path(lake), lake.uri):
         raise AuditlakeError(f"{db} {why}: give the catalog another path")
     db.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(db)
@@ -364,10 +364,11 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
             "versions": versions, "delta_extension": delta_extension_path()}
 
 
-def _not_replaceable(db: Path, own: bool) -> str | None:
-    """Why the file at `db` is not a catalog this may write over (None if it is one, or
-    there is none): a folder, or anything else a user keeps there. The lake's own catalog
-    file (`own`) is rebuilt whoever holds it open."""
+def _not_replaceable(db: Path, own: bool, lake_uri: str) -> str | None:
+    """Why the file at `db` is not a catalog this may write over (None if it is one of this
+    lake, or there is none): a folder, another lake's catalog (its analysts would read this
+    lake), or anything else a user keeps there. The lake's own catalog file (`own`) is
+    rebuilt whoever holds it open."""
     import duckdb
 
     if db.is_dir():
@@ -381,11 +382,13 @@ def _not_replaceable(db: Path, own: bool) -> str | None:
             duck = f.read(12)[8:] == b"DUCK"  # DuckDB's file header
         return "is a DuckDB database open for writing elsewhere" if duck else "exists and is no auditlake catalog"
     try:
-        con.execute("SELECT 1 FROM auditlake_catalog LIMIT 1")
+        row = con.execute("SELECT value FROM auditlake_catalog WHERE key = 'lake'").fetchone()
     except duckdb.Error:
         return "exists and is a DuckDB database that is no auditlake catalog"
     finally:
         con.close()
+    if row and row[0] != lake_uri:
+        return f"is the catalog of another lake ({row[0]})"
     return None
 
 

@@ -487,7 +487,7 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     if prof.reveals_pii and not reason:
         raise AuditlakeError(f"profile {prof.name!r} releases personal data: a privileged export needs "
                              "--reveal-reason (it is logged)")
-    lake.refuse_output_inside(out_dir, "the export folder")
+    lake.refuse_output_inside(out_dir, "the export folder", holds_pii=prof.reveals_pii)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AuditlakeError(f"{out} exists and is not an empty folder; choose a new one for the bundle")

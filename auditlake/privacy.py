@@ -262,7 +262,7 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
     `out_dir`, recorded as a `data.exported` audit event before the files are written."""
     if not subject_id or not subject_id.strip():
         raise AuditlakeError("dsar needs a subject id")
-    lake.refuse_output_inside(out_dir, "the subject access folder")
+    lake.refuse_output_inside(out_dir, "the subject access folder", holds_pii=True)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AuditlakeError(f"{out} is a file; choose a new folder for the subject access export")

@@ -587,8 +587,8 @@ def test_a_catalog_built_before_its_tables_shows_them_once_they_exist(tmp_path, 
 
 def test_catalog_db_writes_over_its_own_catalog_only(tiny, capsys):
     """`--db PATH` names where the catalog goes: a user's file, folder or DuckDB database
-    there is refused in one line (left as it was, no temporary file left), an auditlake
-    catalog is replaced."""
+    there is refused in one line (left as it was, no temporary file left), as is another
+    lake's catalog; this lake's catalog is replaced."""
     from auditlake.cli import main
 
     tmp, lake = tiny["tmp"], tiny["lake"]
@@ -603,6 +603,14 @@ def test_catalog_db_writes_over_its_own_catalog_only(tiny, capsys):
     assert duckdb.connect(str(tmp / "mine.duckdb"), read_only=True).execute("SELECT count(*) FROM t").fetchone() == (0,)
     for _ in range(2):  # made, then replaced
         assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 0
+    # Another lake's catalog is not replaced: its analysts would read this lake.
+    with duckdb.connect(str(tmp / "cat.duckdb")) as con:
+        con.execute("UPDATE auditlake_catalog SET value = '/srv/other-lake' WHERE key = 'lake'")
+    capsys.readouterr()
+    assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 2
+    assert "is the catalog of another lake (/srv/other-lake)" in capsys.readouterr().err
+    (tmp / "cat.duckdb").unlink()
+    assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 0
     # Open for writing in another process: another path's file is refused as such; the
     # lake's own catalog file is rebuilt all the same (it is auditlake's).
     default = str(catalog.default_db_path(lake))

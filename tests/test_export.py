@@ -1,5 +1,6 @@
 """Redacted export bundles: formats, filters, profiles, the signed manifest and its offline check."""
 import gzip
+import os
 import re
 import json
 import shutil
@@ -614,8 +615,10 @@ def test_frames_merge_batches_up_to_a_twelfth_of_the_export(lake, tmp_path, monk
 
 def test_no_command_writes_its_output_into_the_lakes_own_data(lake, tmp_path, capsys):
     """A bundle, a subject access export, a proof, a key file or a catalog aimed at the lake's
-    tables, retention manifests, landing folder or identity file is refused (exit 2) and the
-    lake still verifies; elsewhere in the lake folder is free."""
+    tables, retention manifests, landing folder, audit events, holds or identity file is
+    refused (exit 2) and the lake still verifies; elsewhere in the lake folder is free, but
+    for output with plain personal data (a subject access folder, a privileged export),
+    which an erasure could not reach there."""
     from auditlake.verify import verify
     from events import event, write_jsonl
 
@@ -623,7 +626,8 @@ def test_no_command_writes_its_output_into_the_lakes_own_data(lake, tmp_path, ca
     root = lake.uri
     event_id = event(n=1)["event_id"]
     inside = [f"{root}/tables/ledger/event_date=2099-01-01", f"{root}/tables/ledger/_delta_log/sub",
-              f"{root}/_retention/x", f"{root}/landing/bundle", f"{root}/auditlake.json"]
+              f"{root}/_retention/x", f"{root}/landing/bundle", f"{root}/_audit/2026-01-01/x.jsonl",
+              f"{root}/_holds/x", f"{root}/auditlake.json"]
     for target in inside:
         assert main(["--lake", root, "export", "--format", "parquet", "--out", target]) == 2, target
         assert main(["--lake", root, "dsar", "subj-1", "--out", target]) == 2, target
@@ -635,6 +639,12 @@ def test_no_command_writes_its_output_into_the_lakes_own_data(lake, tmp_path, ca
     assert main(["--lake", root, "export", "--out", str(tmp_path / "link" / "ledger" / "x")]) == 2
     assert main(["--lake", root, "prove", event_id, "--out", f"{root}/proof.json"]) == 0
     assert main(["--lake", root, "export", "--format", "jsonl", "--out", f"{root}/exports/one"]) == 0
+    capsys.readouterr()
+    assert main(["--lake", root, "dsar", "subj-1", "--out", f"{root}/dsar"]) == 2
+    assert main(["--lake", root, "export", "--profile", "privileged", "--reveal-reason", "case 12",
+                 "--out", f"{root}/exports/plain"]) == 2
+    assert capsys.readouterr().err.count("holds personal data in plain text") == 2
+    assert not os.path.exists(f"{root}/dsar") and not os.path.exists(f"{root}/exports/plain")
     report = verify(lake, update_trust=False)
     assert report.ok, report.findings
 

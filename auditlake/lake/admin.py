@@ -31,9 +31,8 @@ from ..errors import AuditlakeError, ConflictError
 from ..keys import KeyStore, load_public_key
 from ..ledger.canonical import canonical_json
 from . import retention
-from .store import Lake
+from .store import HOLDS_DIR, Lake
 
-HOLDS_DIR = "_holds"
 HOLD_SETTING = "legal_hold"  # data.setting of the ledger's config.changed event of a hold record
 
 

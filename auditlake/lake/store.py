@@ -49,8 +49,9 @@ def _s3_settings() -> dict[str, str]:
 
 
 # What a local lake keeps in its folder; the rest of the folder is free for people's files.
-LAKE_OWNED = ("tables", "_retention", "landing", "auditlake.json", "catalog.duckdb")
 AUDIT_DIR = "_audit"  # the lake's own audit events, written as landing files and ingested
+HOLDS_DIR = "_holds"  # legal holds, each a record signed by the lake
+LAKE_OWNED = ("tables", "_retention", "landing", AUDIT_DIR, HOLDS_DIR, "auditlake.json", "catalog.duckdb")
 
 
 @dataclass
@@ -102,14 +103,19 @@ class Lake:
             raise AuditlakeError(f"path escapes the lake: {rel}")
         return f"{self.uri}/{norm}"
 
-    def refuse_output_inside(self, path: str | os.PathLike, what: str) -> None:
+    def refuse_output_inside(self, path: str | os.PathLike, what: str, holds_pii: bool = False) -> None:
         """A command's output for people (a bundle, a proof, a key file, a catalog) never goes
         where the lake keeps its own data: a file there would be read as a table's data, a
-        landing file or the lake's identity, or overwrite them."""
+        landing file, an audit event, a hold or the lake's identity, or overwrite them. One
+        that `holds_pii` in plain text (a subject access folder, a privileged export) goes
+        nowhere in the lake's folder: an erasure could not reach it there."""
         if self.is_s3:
             return
         root = Path(self.uri)
         target = Path(path).expanduser().resolve()  # symbolic links followed, as a write would
+        if holds_pii and (target == root.resolve() or root.resolve() in target.parents):
+            raise AuditlakeError(f"{what} {path} is inside the lake's folder and holds personal data in plain text "
+                                 "(an erasure could not reach it there); write it elsewhere")
         for owned in LAKE_OWNED:
             place = (root / owned).resolve()
             if target == place or place in target.parents:
