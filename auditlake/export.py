@@ -42,6 +42,7 @@ from .errors import AuditlakeError
 from .inputs import MAX_DOCUMENT_BYTES, read_document
 from .keys import load_public_key, signing_key_id
 from .lake.store import Lake
+from .masking import mask_text
 from . import _records
 from .ledger import merkle, packed
 from .ledger.canonical import canonical_json, loads_noting_repeats
@@ -478,7 +479,8 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     fmts = _formats(formats)
     flt = normalise_filters(filters)
     prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_file)
-    reason = (reveal_reason or "").strip() or None
+    # Kept in the audit event and the signed manifest: PII-shaped text in it is masked.
+    reason = mask_text((reveal_reason or "").strip()) or None
     if reason and not prof.reveals_pii:
         if prof.name != "default":
             raise AuditlakeError(f"profile {prof.name!r} keeps no personal data; --reveal-reason needs a profile that "

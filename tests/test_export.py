@@ -491,7 +491,11 @@ def test_export_after_erasure_reads_erased(lake, tmp_path):
     ingest(lake, [str(tmp_path / "in")])
     privacy.erase(lake, "subj-2")
     export.build_export(lake, str(tmp_path / "d"), ["jsonl"], {})
-    export.build_export(lake, str(tmp_path / "r"), ["jsonl"], {}, profile="privileged", reveal_reason="audit")
+    m = export.build_export(lake, str(tmp_path / "r"), ["jsonl"], {}, profile="privileged",
+                            reveal_reason="audit for jane.roe@example.com, +1 312 555 0199")
+    # The reason is kept in the signed manifest and the audit event: PII-shaped text masked.
+    assert m["reveal_reason"] == "audit for ***, ***"
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["reveal_reason"] == "audit for ***, ***"
     for name in ("d", "r"):
         rows = [json.loads(x) for x in (tmp_path / name / "data" / "part-00000.jsonl").read_text().splitlines()]
         mine = [r for r in rows if r["subject_id"] == "subj-2" and r["source"] != "auditlake"]
