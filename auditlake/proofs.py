@@ -46,7 +46,7 @@ from .lake import tables
 from .lake.store import Lake
 from .ledger import merkle, packed
 from .ledger.canonical import loads_noting_repeats
-from .ledger.checkpoint import Checkpoint
+from .ledger.checkpoint import SIGNED_FIELDS, Checkpoint
 
 TILE_LEVEL = 8
 TILE_LEAVES = 1 << TILE_LEVEL
@@ -1144,6 +1144,9 @@ def _check_checkpoint(d, label: str, pinned: dict[str, str], doc_keys: dict[str,
         return None, f"{label} is missing or not an object"
     if "checkpoint_hash" not in d:
         return None, f"{label} has no checkpoint_hash"
+    if unsigned := sorted(set(d) - {*SIGNED_FIELDS, "signature", "checkpoint_hash"}):
+        # A reader could take such a field for part of what the lake signed.
+        return None, f"{label} has fields no signature covers: {', '.join(map(str, unsigned))[:200]}"
     try:
         cp = Checkpoint.from_dict(d)
     except (KeyError, TypeError, ValueError) as exc:

@@ -307,6 +307,10 @@ def test_every_corrupted_field_of_a_proof_is_rejected(lake3, tmp_path):
         ok, why = proofs.verify_proof_doc(bad)
         assert not ok, label
         assert why, label
+    # A field in the checkpoint that no signature covers (a reader could take it for signed).
+    extra = copy.deepcopy(doc)
+    extra["checkpoint"]["approved_by"] = "the regulator"
+    assert proofs.verify_proof_doc(extra) == (False, "checkpoint has fields no signature covers: approved_by")
     # A checkpoint re-signed by an attacker's key over another root fails when the key is pinned.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
