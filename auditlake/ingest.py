@@ -265,9 +265,10 @@ _HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
 _UUID_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
 
 
-def _fingerprints(ids) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit fingerprint, is a canonical lowercase UUID) of each id: the XOR of the UUID's
-    two 64-bit halves (0 where not a UUID). Vectorised over the arrow string buffer."""
+def _uuid_keys(ids) -> tuple[np.ndarray, np.ndarray]:
+    """(16-byte key, is a canonical lowercase UUID) of each id: the UUID's bytes as numpy
+    'S16', whose order and equality are those of the bytes (zeros where not a UUID).
+    Vectorised over the arrow string buffer."""
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     arr = arr.cast(pa.large_string())
     n = len(arr)
@@ -285,30 +286,27 @@ def _fingerprints(ids) -> tuple[np.ndarray, np.ndarray]:
     nibbles = _HEX[text[:, _UUID_DIGITS]]
     ok &= (text[:, [8, 13, 18, 23]] == ord("-")).all(axis=1) & (nibbles != 255).all(axis=1)
     raw = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)  # 16 bytes per id
-    halves = np.ascontiguousarray(raw).view(np.uint64)
-    return np.where(ok, halves[:, 0] ^ halves[:, 1], np.uint64(0)), ok
+    raw[~ok] = 0
+    return np.ascontiguousarray(raw).view("S16").ravel(), ok
 
 
 class _EventIndex:
-    """A 64-bit fingerprint of each event id in the ledger at the planned snapshot plus this
-    run's own commits, so a batch's replays are found in memory instead of by a search of
-    every ledger file per batch: 8 bytes an event (80 MB at 10M; the one part of ingest's
-    memory that grows with the lake). `candidates` finds every indexed id and, by chance
-    (about n/2^64 an id) or by an id made to share a fingerprint, a few others: _replays
-    confirms the candidates in the ledger, so a shared fingerprint costs a look-up, never a
-    wrongly quarantined event. Sorted runs are merged by size up to RUN_MAX_IDS, like a
-    log-structured tree (a stable sort merges two sorted runs in one pass). Only canonical
-    UUIDs are indexed: no other id passes the contract, so none can be a replay of one (only
-    a tampered ledger could hold one)."""
+    """The event ids in the ledger at the planned snapshot plus this run's own commits, held
+    exactly and compactly: a canonical UUID (the contract's event_id) is 16 bytes, so a
+    batch's replays are found in memory instead of by a search of every ledger file per
+    batch. Sorted runs are merged by size up to RUN_MAX_IDS, like a log-structured tree (a
+    stable sort merges two sorted runs in one pass). An id that is not a canonical UUID (none
+    passes the contract; only a tampered ledger could hold one) is kept as text."""
 
     def __init__(self, lake: Lake | None, version: int | None):
-        self._runs: list[np.ndarray] = []  # sorted fingerprints
+        self._runs: list[np.ndarray] = []  # sorted 'S16' keys
+        self._others: set[str] = set()
         if version is not None:
             dt = lake.delta("ledger")
             if dt.version() != version:
                 dt.load_as_version(version)
             ledger = tables.dataset(lake, "ledger", dt)
-            run = np.empty(ledger.count_rows(), np.uint64)  # filled in place: no second copy of the index
+            run = np.empty(ledger.count_rows(), "S16")  # filled in place: no second copy of the index
             filled, pending, rows = 0, [], 0
 
             def convert():  # a million ids at a time: a call per ledger file costs more than the work
@@ -331,9 +329,12 @@ class _EventIndex:
                 run.sort()  # in place
                 self._runs.append(run)
 
-    @staticmethod
-    def _keys(ids) -> np.ndarray:
-        keys, ok = _fingerprints(ids)
+    def _keys(self, ids) -> np.ndarray:
+        """The keys of the canonical UUIDs among ids; the other ids go to the text set."""
+        keys, ok = _uuid_keys(ids)
+        if not ok.all():
+            ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+            self._others.update(ids.filter(pa.array(~ok)).to_pylist())
         return keys[ok]
 
     def add(self, ids) -> None:
@@ -344,21 +345,25 @@ class _EventIndex:
         while (len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2])
                and len(self._runs[-1]) + len(self._runs[-2]) <= RUN_MAX_IDS):
             merged = np.concatenate([self._runs.pop(-2), self._runs.pop()])
-            merged.sort(kind="stable")  # the two sorted runs merge in one pass
+            merged.sort(kind="stable")  # timsort: the two sorted runs merge in one pass
             self._runs.append(merged)
 
-    def candidates(self, ids) -> np.ndarray:
-        """Which ids may be in the index: every one that is, and any id not a canonical UUID."""
-        keys, ok = _fingerprints(ids)
+    def known(self, ids) -> np.ndarray:
+        """Which ids are in the index (exactly)."""
+        found = np.zeros(len(ids), bool)
+        if not len(ids):
+            return found
+        keys, ok = _uuid_keys(ids)
         order = np.argsort(keys)  # sorted keys: searchsorted walks each run once
-        keys = keys[order]
+        keys, ok = keys[order], ok[order]
         hit = np.zeros(len(ids), bool)
         for run in self._runs:
             at = np.searchsorted(run, keys).clip(max=len(run) - 1)
-            hit |= run[at] == keys
-        found = np.zeros(len(ids), bool)
+            hit |= ok & (run[at] == keys)
         found[order] = hit
-        return found | ~ok
+        if self._others:
+            found |= np.array([x in self._others for x in ids.to_pylist()], bool)
+        return found
 
 
 # ----------------------------------------------------------------------------- batches
@@ -503,23 +508,19 @@ def _replays(lake: Lake, state: _State, sealed: pa.Table, last: bool) -> tuple[n
     batch (the first one wins): (replay mask, already-in-the-ledger mask)."""
     ids = sealed.column("event_id")
     known = np.zeros(len(ids), bool)
-    asked = None  # the ids to look up in the ledger
     if state.fresh:
         pass
     elif state.event_index is None and (last or len(ids) <= DIRECT_LOOKUP_IDS):
         # A run of one batch (a lake-written audit event, a trickle of lines, a day's file)
         # or a small first batch: one filtered read of the ledger's event ids costs less
         # than indexing them all.
-        asked = ids
+        in_ledger = _ids_in_ledger(lake, ids.to_pylist(), state.head.ledger_version)
+        if in_ledger:
+            known = pc.is_in(ids, pa.array(sorted(in_ledger), pa.string())).to_numpy(zero_copy_only=False)
     else:
         if state.event_index is None:
             state.event_index = _EventIndex(lake, state.head.ledger_version)
-        maybe = state.event_index.candidates(ids)
-        asked = ids.filter(pa.array(maybe)) if maybe.any() else None
-    if asked is not None:
-        in_ledger = _ids_in_ledger(lake, asked.to_pylist(), state.head.ledger_version)
-        if in_ledger:
-            known = pc.is_in(ids, pa.array(sorted(in_ledger), pa.string())).to_numpy(zero_copy_only=False)
+        known = state.event_index.known(ids)
     repeated = ~pl.from_arrow(ids).is_first_distinct().to_numpy()
     return known | repeated, known
 

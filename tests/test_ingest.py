@@ -253,9 +253,9 @@ def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake
     if per_batch == 1:
         monkeypatch.setattr(ingest_module, "DIRECT_LOOKUP_IDS", 0)  # else a first batch this small looks up too
     used = []
-    looked_up, indexed = ingest_module._ids_in_ledger, ingest_module._EventIndex.candidates
+    looked_up, indexed = ingest_module._ids_in_ledger, ingest_module._EventIndex.known
     monkeypatch.setattr(ingest_module, "_ids_in_ledger", lambda *a: used.append("looked-up") or looked_up(*a))
-    monkeypatch.setattr(ingest_module._EventIndex, "candidates", lambda self, ids: used.append("indexed") or indexed(self, ids))
+    monkeypatch.setattr(ingest_module._EventIndex, "known", lambda self, ids: used.append("indexed") or indexed(self, ids))
     write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(5)])
     first = ingest(lake, [str(tmp_path / "in")])
     shutil.copy(tmp_path / "in" / "a.jsonl", tmp_path / "in" / "copy-of-a.jsonl")
@@ -269,30 +269,17 @@ def test_same_content_under_another_name_and_replays_are_not_ingested_twice(lake
     third = ingest(lake, [str(tmp_path / "in")])
     assert (third.accepted, third.quarantined) == (1, 1)
     assert second.lines_read == 0 and third.lines_read == 2  # skipped files count in neither total
-    # Indexed: only the replay's candidate is looked up (confirmed), the new event is not.
-    assert set(used) == {"looked-up", "indexed"} - ({"indexed"} if per_batch > 1 else set())
-    assert used.count("looked-up") == 1
+    assert set(used) == {"looked-up" if per_batch > 1 else "indexed"}
     ledger = _table(lake, "ledger")
     assert sorted(ledger.column("seq").to_pylist()) == list(range(6))
     assert len(set(ledger.column("event_id").to_pylist())) == 6
     assert verify(lake).ok
 
 
-def _fingerprint_twin(event_id: str, n: int) -> str:
-    """Another canonical UUID whose two 64-bit halves XOR to event_id's (its fingerprint)."""
-    import uuid
-
-    raw = uuid.UUID(event_id).bytes
-    mask = (0x1111111111111111 * (n + 1)).to_bytes(8, "big")
-    twin = bytes(a ^ b for a, b in zip(raw[:8], mask)) + bytes(a ^ b for a, b in zip(raw[8:], mask))
-    return str(uuid.UUID(bytes=twin))
-
-
 @pytest.mark.parametrize("run_max", [1 << 22, 1_000], ids=["merged", "capped"])
-def test_event_index_finds_every_indexed_id(monkeypatch, run_max):
-    """The replay index misses no id it holds, across merged runs (or runs left apart at
-    the cap); its few other candidates are ids sharing a fingerprint and ids that are not
-    canonical UUIDs (confirmed in the ledger by _replays, see the next test)."""
+def test_event_index_is_exact(monkeypatch, run_max):
+    """The replay index holds ids exactly: across merged runs (or runs left apart at the
+    cap), ids sharing their first 64 bits, and ids that are not canonical UUIDs (kept as text)."""
     import random
     import uuid
 
@@ -303,45 +290,25 @@ def test_event_index_finds_every_indexed_id(monkeypatch, run_max):
     monkeypatch.setattr("auditlake.ingest.RUN_MAX_IDS", run_max)
     rng = random.Random(5)
     ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(3000)]
+    twins = [ids[0][:19] + f"{i:04x}-{i:012x}" for i in range(3)]  # same high word as ids[0]
     crowd = [f"00000000-0000-4000-8000-{i:012x}" for i in range(0, 4000, 2)]  # one high word, made on purpose
+    odd = ["not-a-uuid", "ABCDEF00-0000-0000-0000-000000000000"]
     index = _EventIndex(None, None)
     for i in range(0, len(ids), 250):  # more runs than are kept apart: merged on the way
         index.add(pa.chunked_array([pa.array(ids[i:i + 250])]))
-    index.add(pa.chunked_array([pa.array(["not-a-uuid", "ABCDEF00-0000-0000-0000-000000000000"])]))  # not indexed
+    index.add(pa.chunked_array([pa.array(twins[:2] + odd)]))
     for i in range(0, len(crowd), 500):
         index.add(pa.chunked_array([pa.array(crowd[i:i + 500][::-1])]))
-    stored = set(ids) | set(crowd)
-    twins = [_fingerprint_twin(ids[0], i) for i in range(3)]
-    odd = ["not-a-uuid", "ABCDEF00-0000-0000-0000-000000000000"]
-    others = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(200)]
-    asked = (ids[::11] + twins + odd + others + [f"00000000-0000-4000-8000-{i:012x}" for i in range(0, 4000, 7)])
-    expected = [x in stored or x in twins or x in odd for x in asked]
-    assert index.candidates(pa.chunked_array([pa.array(asked)])).tolist() == expected
+    stored = set(ids) | set(twins[:2]) | set(odd) | set(crowd)
+    asked = (ids[::11] + twins + odd + ["abcdef00-0000-0000-0000-000000000000", "other"]
+             + [f"00000000-0000-4000-8000-{i:012x}" for i in range(0, 4000, 7)]
+             + [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(200)])
+    got = index.known(pa.chunked_array([pa.array(asked)]))
+    assert got.tolist() == [x in stored for x in asked]
     assert max(len(run) for run in index._runs) <= run_max
     sliced = pa.array([None, "x", *asked]).slice(2)  # an offset into the arrow buffers, nulls before it
-    assert index.candidates(pa.chunked_array([sliced])).tolist() == expected
-    assert not index.candidates(pa.chunked_array([pa.array([], pa.string())])).any()
-
-
-def test_an_id_sharing_a_fingerprint_is_no_replay(lake, tmp_path, monkeypatch):
-    """A new event whose id shares its 64-bit fingerprint with a ledger event's is accepted
-    (the candidate is confirmed in the ledger); a true replay beside it is quarantined."""
-    import auditlake.ingest as ingest_module
-
-    monkeypatch.setattr(ingest_module, "BATCH_LINES", 2)
-    monkeypatch.setattr(ingest_module, "CHUNK_LINES", 2)
-    monkeypatch.setattr(ingest_module, "DIRECT_LOOKUP_IDS", 0)  # the index, from the first batch on
-    old = [event(n=i) for i in range(4)]
-    write_jsonl(tmp_path / "a.jsonl", old)
-    assert ingest(lake, [str(tmp_path / "a.jsonl")]).accepted == 4
-    twin = dict(event(n=10), event_id=_fingerprint_twin(old[1]["event_id"], 0))
-    write_jsonl(tmp_path / "b.jsonl", [event(n=11), event(n=12), twin, old[2]])
-    report = ingest(lake, [str(tmp_path / "b.jsonl")])
-    assert (report.accepted, report.quarantined) == (3, 1)
-    assert twin["event_id"] in _table(lake, "ledger").column("event_id").to_pylist()
-    reasons = _table(lake, "quarantine").column("reason").to_pylist()
-    assert reasons == ["replay: event_id already in the ledger"]
-    assert verify(lake).ok
+    assert index.known(pa.chunked_array([sliced])).tolist() == [x in stored for x in asked]
+    assert not index.known(pa.chunked_array([pa.array([], pa.string())])).any()
 
 
 def test_gzip_and_parquet_landing_files(lake, tmp_path):
