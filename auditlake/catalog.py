@@ -665,9 +665,10 @@ class Explorer:
     def analyst_query(self, sql: str, limit: int = 10_000, timeout_s: float = 30.0, max_bytes: int = ANALYST_BYTES):
         """The SQL console: one SELECT over the catalog views only (no table functions, no
         other tables), on a connection that cannot write or read other files. The result
-        stops at `limit` rows or about `max_bytes` (one query must not fill the server's
-        memory), and PII-shaped text in it is masked (see masking.mask_table). Returns
-        (table, capped)."""
+        stops at `limit` rows or `max_bytes` (one query must not fill the server's memory; a
+        single row larger than that is refused), and PII-shaped text in it is masked (see
+        masking.mask_table). Returns (table, capped). The explorer runs it in a worker
+        process of bounded memory (auditlake.console)."""
         import pyarrow as pa
 
         from .masking import mask_table
@@ -679,14 +680,21 @@ class Explorer:
         try:
             cur.execute(sql)
             reader = cur.to_arrow_reader(batch_size=ANALYST_BATCH)
-            batches, rows, size = [], 0, 0
+            batches, rows, size, capped = [], 0, 0, False
             for b in reader:
+                if size + b.nbytes > max_bytes:  # the rows that fit, one by one (a value may be huge)
+                    fit = 0
+                    while fit < b.num_rows and size + b.slice(0, fit + 1).nbytes <= max_bytes:
+                        fit += 1
+                    if not rows and not fit:
+                        raise AnalystSQLError(f"a row of the result is larger than the console's {max_bytes >> 20} MB")
+                    b, capped = b.slice(0, fit), True
                 batches.append(b)
                 rows, size = rows + b.num_rows, size + b.nbytes
-                if rows >= limit or size >= max_bytes:
+                if capped or rows >= limit:
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema) if batches else reader.schema.empty_table()
-            return mask_table(table.slice(0, limit)), rows >= limit or size >= max_bytes
+            return mask_table(table.slice(0, limit)), capped or rows >= limit
         finally:
             timer.cancel()
             cur.close()

@@ -23,6 +23,7 @@ from auditlake.catalog import (
     oidc_role,
     users_path,
 )
+from auditlake.console import Console
 from auditlake.lake.store import Lake
 from auditlake.masking import mask_text
 
@@ -57,6 +58,16 @@ def _explorer(uri: str) -> Explorer:
 
 def explorer() -> Explorer:
     return _explorer(Lake.open(lake_uri()).uri)
+
+
+@st.cache_resource(show_spinner=False)
+def _console(uri: str) -> Console:
+    return Console(Lake.open(uri))
+
+
+def console() -> Console:
+    """The SQL console's worker processes (auditlake.console)."""
+    return _console(Lake.open(lake_uri()).uri)
 
 
 def versions() -> tuple:

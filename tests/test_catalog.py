@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -227,6 +228,46 @@ def test_explorer_queries_go_on_while_an_erasure_is_taken_in(tiny):
     got = ex.query("SELECT count(DISTINCT subject_id) AS n FROM events WHERE subject_name = '[erased]'")
     assert got.column("n")[0].as_py() == len({ev["subject"]["id"] for ev in tiny["events"][:3]})
     ex.close()
+
+
+def test_console_runs_each_query_in_a_worker_of_bounded_memory(tiny, monkeypatch):
+    """The SQL console runs queries in worker processes whose data segment is limited: a
+    value too large fails there in one line (the explorer's memory stays as it was), a row
+    past the size cap is refused, a worker killed or stopped mid-query is said and replaced,
+    and answers are the explorer's own."""
+    import resource
+
+    from auditlake import console
+
+    monkeypatch.setattr(console, "GRACE_S", 1.0)
+    con = console.Console(tiny["lake"])
+    try:
+        table, capped = con.run("SELECT count(*) AS n FROM events")
+        assert table.column("n")[0].as_py() == len(tiny["events"]) and not capped
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(catalog.AnalystSQLError, match="Out of Memory"):
+            con.run("SELECT repeat('a', 4000000000) AS x")
+        with pytest.raises(catalog.AnalystSQLError, match="a row of the result is larger than the console's 1 MB"):
+            con.run("SELECT repeat('a', 2000000) AS x", max_bytes=1 << 20)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 << 10  # KiB: under 50 MB more
+        endless = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"
+        worker = con._idle[-1]
+        os.kill(worker.pid, signal.SIGSTOP)  # stops answering: killed at the deadline
+        with pytest.raises(catalog.AnalystSQLError, match="did not finish in time"):
+            con.run(endless, timeout_s=0.5)
+        assert worker.poll() is not None
+        assert con.run("SELECT count(*) AS n FROM events")[0].num_rows == 1  # a fresh worker
+        worker = con._idle[-1]
+        threading.Timer(0.5, os.kill, (worker.pid, signal.SIGKILL)).start()
+        with pytest.raises(catalog.AnalystSQLError, match="worker stopped"):
+            con.run(endless, timeout_s=30)
+        with pytest.raises(catalog.AnalystSQLError, match="syntax error"):
+            con.run("SELEC 1")
+        assert con.run("SELECT event_id FROM events ORDER BY seq")[0].column("event_id").to_pylist() == [
+            ev["event_id"] for ev in tiny["events"]]
+    finally:
+        con.close()
+    assert not con._idle
 
 
 def test_console_results_are_bounded_in_size_and_pii_shaped_text_is_masked(tiny, monkeypatch):
