@@ -23,11 +23,12 @@ _PATTERNS = [
 # around them: that made the search quadratic in a line of one long key, and masked
 # campaign_name and hostname too.
 _PII_WHOSE = "customer|contact|caller|callee|consumer|user|person|subject|lead|owner|recipient|sender|client|remote"
-_PII_WHAT = (r"name|full_?name|first_?name|last_?name|given_?name|family_?name|middle_?name|display_?name|surname|"
-             r"phone|phone_?number|mobile|mobile_?number|cell|email|e_?mail|email_?address|ip|ip_?address|ip_?addr|addr")
+_PII_WHAT = (r"name|full[_ ]?name|first[_ ]?name|last[_ ]?name|given[_ ]?name|family[_ ]?name|middle[_ ]?name|"
+             r"display[_ ]?name|surname|phone|phone[_ ]?number|mobile|mobile[_ ]?number|cell|email|e_?mail|"
+             r"email[_ ]?address|ip|ip[_ ]?address|ip_?addr|addr")
 # customer_name or customerName, not username (a login such as svc_router): the case of the
 # letter after the prefix counts even where the rest is matched ignoring case.
-_PII_KEY = rf"(?:(?:{_PII_WHOSE})(?:_|(?-i:(?=[A-Z]))))?(?:{_PII_WHAT})"
+_PII_KEY = rf"(?:(?:{_PII_WHOSE})(?:[_. ]|(?-i:(?=[A-Z]))))?(?:{_PII_WHAT})"
 # A PII member, by its key (name, full_name, phone_number, ...), in text that is not parseable
 # JSON (a truncated or broken line, a Python repr) or inside a string that holds JSON: the key
 # in any quotes, the value in double, single or escaped double quotes (cut off or not), or
@@ -51,13 +52,16 @@ RAW_LIMIT = 4096
 # Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk. RE2 has
 # no look-ahead: a key is taken in both spellings here (a filter may match more).
 _MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]]
-                         + [rf"(?i)(?:(?:{_PII_WHOSE})_?)?(?:{_PII_WHAT})\W*:", r"\\u00"])
+                         + [rf"(?i)(?:(?:{_PII_WHOSE})[_. ]?)?(?:{_PII_WHAT})\W*:", r"\\u00"])
 # A person's name in free text can only be guessed: two or more capitalised words in a row.
 _CAPITALISED_WORDS = re.compile(r"\b[A-Z][a-z'’-]+(?:[ \t]+[A-Z][a-z'’-]+)+\b")
 
 
-def mask_text(text: str) -> str:
-    """Mask e-mails, phone numbers and IPs in free text (UUIDs and timestamps are kept)."""
+def mask_text(text: str, names: bool = False) -> str:
+    """Mask e-mails, phone numbers and IPs in free text (UUIDs and timestamps are kept);
+    with `names`, also runs of capitalised words (a name in text with no keys to go by)."""
+    if names:
+        text = _CAPITALISED_WORDS.sub(MASK, text)
     keep: dict[str, str] = {}
 
     def protect(m: re.Match) -> str:
@@ -106,7 +110,7 @@ def mask_event(ev):
             # Every member but the contract's non-personal ones: a misspelt " name" or "mobile"
             # in a rejected line holds the same data.
             out[part] = {k: (v if k in kept or v is None or v == "" else MASK) for k, v in obj.items()}
-        elif isinstance(obj, str):
+        elif obj is not None:  # a string, list or number where an object belongs: whole
             out[part] = MASK
     return out
 
@@ -127,7 +131,8 @@ def mask_raw(raw: bytes | dict) -> str:
         except (orjson.JSONDecodeError, TypeError):  # TypeError: nested deeper than dumps goes
             text = None
         if text is None:  # not JSON: no keys to go by, so names are guessed as well
-            text = _CAPITALISED_WORDS.sub(MASK, head.decode("utf-8", errors="replace"))
+            text = head.decode("utf-8", errors="replace")
+            text = mask_text(text, names=True)
     text = mask_text(text)
     if len(text) <= RAW_LIMIT and (isinstance(raw, dict) or len(raw) <= RAW_LIMIT * 4):
         return text

@@ -134,9 +134,10 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def reason_line(reason: str) -> str:
     """A reason as one bounded line: the values it quotes are masked (they may be personal
-    data), then control characters escaped (a producer's newline or terminal escape would
-    forge a second line wherever reasons are shown), then cut."""
-    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), mask_text(reason))
+    data: PII-shaped text, and runs of capitalised words, which no reason of ours holds),
+    then control characters escaped (a producer's newline or terminal escape would forge a
+    second line wherever reasons are shown), then cut."""
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), mask_text(reason, names=True))
     return text if len(text) <= REASON_MAX else text[:REASON_MAX - 1] + "…"
 
 
