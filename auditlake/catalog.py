@@ -51,6 +51,7 @@ from pathlib import Path
 from .errors import AuditlakeError
 from .lake.store import Lake
 from .ledger.seal import IP_OWNER_SQL
+from .masking import PII_MEMBER_RE2
 
 VIEWS = ("events", "findings", "findings_history", "quarantine", "checkpoints", "ingest_log")
 CATALOG_FORMAT = 5  # 3: the events view reads erased_subjects; 4: an address is erased with its owner (ip_owner);
@@ -102,7 +103,7 @@ def httpfs_available(con) -> bool:
 
 # ----------------------------------------------------------------------------- view SQL
 
-def _events_select(ref: str) -> str:
+def _events_select(ref: str, data: str = "data") -> str:
     def pii(field: str, col: str, owner: str) -> str:
         # The sealed value of an erased person is noise: say so, as exports and DSAR do.
         return (f"CASE WHEN contains(coalesce(pii_fields, ''), '{field}') THEN CASE WHEN {owner} IN "
@@ -115,7 +116,7 @@ def _events_select(ref: str) -> str:
   {pii('subject.phone', 'subject_phone', 'subject_id')}, {pii('subject.email', 'subject_email', 'subject_id')},
   {pii('subject.name', 'subject_name', 'subject_id')},
   CASE WHEN coalesce(pii_fields, '') = '' THEN 'none' ELSE 'masked' END AS pii,
-  pii_fields, phone_bidx, lawful_basis, data, hash, key_id, batch_id, source_file, source_sha256, source_line
+  pii_fields, phone_bidx, lawful_basis, {data} AS data, hash, key_id, batch_id, source_file, source_sha256, source_line
 FROM {ref}"""
 
 
@@ -142,6 +143,7 @@ def _findings_select(ref: str) -> str:
             f"evaluated_at, tree_size FROM ({latest_findings_sql(ref)}) AS latest")
 
 
+_PEOPLES_DATA = f"""regexp_replace(data, '{PII_MEMBER_RE2}', '\\1"***"', 'g')"""
 # Ingest masks `raw`; PII-named JSON members are masked here as well (rows of older lakes).
 # A value cut off by ingest's size limit ends at its "... [cut; ..." note, which is kept.
 _RAW_PII = r'"(name|email|phone|ip)"(\s*):(\s*)"(\\.|[^"\\])*?("|\.\.\. \[cut; |$)'
@@ -275,14 +277,18 @@ def refresh_views(lake: Lake) -> str | None:
     return None
 
 
-def view_statements(refs: dict[str, str | None]) -> list[str]:
+def view_statements(refs: dict[str, str | None], people: bool = False) -> list[str]:
     """CREATE VIEW statements; `refs` maps a lake table name to a SQL table reference
-    (None: the table does not exist yet, the view is empty)."""
+    (None: the table does not exist yet, the view is empty). For the explorer's `people`,
+    the members of producers' `data` named for a person's data (customer_name,
+    caller_email) are masked as well, so `data->>'customer_name'` is; analysts' catalog
+    keeps `data` as sealed."""
     out = []
     for view in VIEWS:
         table = TABLE_OF_VIEW[view]
         ref = refs.get(table) or _empty_ref(table)
-        out.append(f"CREATE OR REPLACE VIEW {view} AS {SELECTS[view](ref)}")
+        select = _events_select(ref, _PEOPLES_DATA) if view == "events" and people else SELECTS[view](ref)
+        out.append(f"CREATE OR REPLACE VIEW {view} AS {select}")
     out.append(
         "CREATE OR REPLACE MACRO events_between(t_from, t_to) AS TABLE "
         "SELECT * FROM events WHERE event_date >= strftime(CAST(t_from AS TIMESTAMPTZ) AT TIME ZONE 'UTC', '%Y-%m-%d') "
@@ -605,7 +611,7 @@ class Explorer:
             else:
                 p = _local_table_path(self.lake, table)
                 refs[table] = f"delta_scan('{_sql_str(p)}')" if p else None
-        for stmt in view_statements(refs):
+        for stmt in view_statements(refs, people=True):
             self.con.execute(stmt)
         self._missing = {t for t, r in refs.items() if r is None}
 

@@ -688,6 +688,13 @@ def test_producer_pii_outside_the_contract_is_masked_for_auditors(app_env):
     leaked = find_leaks(set(PRODUCER_PII), [all_text(at), shown.to_string()])
     # (the search form keeps what was typed: here no PII, the subject id)
     assert not leaked, leaked
+    # The console reads the member by its key: masked in the view, not only in the output.
+    goto(at, "SQL")
+    at.text_area(key="sql_text").set_value(
+        f"SELECT data->>'customer_name' AS n, data->>'method' AS m, reverse(data->>'caller_email') AS r "
+        f"FROM events WHERE event_id = '{LEAK_EVENT_ID}'").run()
+    at.button(key="sql_run").click().run()
+    assert table(at, "sql_table").to_dict("records") == [{"n": "***", "m": "sso", "r": "***"}]
 
 
 # ----------------------------------------------------------------------------- compliance
