@@ -176,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a user sees one line; AUDITLAKE_DEBUG=1 shows the traceback
         if os.environ.get("AUDITLAKE_DEBUG"):
             raise
-        print(f"auditlake: {exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.strerror:  # a path the command was given: the reason and the path
+            print(f"auditlake: {exc.strerror}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        else:
+            print(f"auditlake: {exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -126,6 +126,11 @@ def test_user_mistakes_get_one_line_saying_what_is_wrong(small, tmp_path, capsys
         assert "is a file, not a lake folder" in _one_error_line(capsys)
     assert main(["--lake", small.uri, "dsar", "subj-0", "--out", str(keys)]) == 2
     assert "is a file; choose a new folder" in _one_error_line(capsys)
+    # A path the system refuses: its reason and the path, no Python exception names.
+    assert main(["--lake", small.uri, "export", "--out", str(keys / "sub")]) == 2
+    assert _one_error_line(capsys) == f"auditlake: Not a directory: {keys / 'sub' / 'data'}"
+    assert main(["--lake", small.uri, "keys", "export-public", "--out", str(tmp_path)]) == 2
+    assert _one_error_line(capsys) == f"auditlake: Is a directory: {tmp_path}"
 
 
 def test_the_top_level_help_names_the_options_every_command_takes(capsys):
