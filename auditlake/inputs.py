@@ -1,9 +1,10 @@
 """Documents a user hands to an offline check (a proof, a public key file, a bundle's
-manifest): read whole, but only from a regular file of a bounded size, so that /dev/zero
-or a FIFO given by mistake (or by an attacker) is a one-line error, not a hang or an
-exhausted memory."""
+manifest): read whole, but at most a bounded size, so that /dev/zero given by mistake (or
+by an attacker) is a one-line error, not an exhausted memory. A pipe (`/dev/stdin`,
+`<(...)`) is read like a file; opening one without a writer does not wait for one."""
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 
@@ -13,25 +14,30 @@ MAX_DOCUMENT_BYTES = 64 << 20
 
 
 def read_document(path, what: str, limit: int | None = None) -> bytes:
-    """The bytes of the regular file at `path` (AuditlakeError if it is none or is larger
-    than `limit`, default MAX_DOCUMENT_BYTES). Opened without blocking: a FIFO is refused,
-    not waited on."""
+    """The bytes of the file or pipe at `path` (AuditlakeError if it is another kind of
+    file, or larger than `limit`, default MAX_DOCUMENT_BYTES)."""
     limit = MAX_DOCUMENT_BYTES if limit is None else limit
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, writer or not
     except OSError as exc:
         raise AuditlakeError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise AuditlakeError(f"{what} {path} is not a regular file")
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode)):
+            raise AuditlakeError(f"{what} {path} is not a file")
         if info.st_size > limit:
             raise AuditlakeError(f"{what} {path} is larger than {limit >> 20} MiB")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:  # grew while read
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)  # then read as usual
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # a device or pipe without end, or a file that grew while read
             raise AuditlakeError(f"{what} {path} is larger than {limit >> 20} MiB")
-        return data
+        return b"".join(chunks)
     except OSError as exc:
         raise AuditlakeError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     finally:

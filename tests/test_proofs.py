@@ -393,9 +393,12 @@ def test_public_key_file_formats(lake3, tmp_path):
     assert proofs.verify_proof_doc(doc, {}) == (False, "the pinned key set holds no public key")
 
 
-def test_offline_inputs_that_are_no_regular_file_or_too_large_are_refused(lake3, tmp_path, capsys, monkeypatch):
-    """/dev/zero or a FIFO given as the proof or the key file: one line, exit 2, at once
-    (not a hang or an exhausted memory)."""
+def test_offline_inputs_are_bounded_and_a_pipe_is_read_like_a_file(lake3, tmp_path, capsys, monkeypatch):
+    """/dev/zero given as the proof or the key file: one line, exit 2, at once (not an
+    exhausted memory); a folder is refused; a pipe is read like a file, and one nobody
+    writes to is empty, not waited on."""
+    import threading
+
     from auditlake import inputs
 
     ids, _ = _ids(lake3)
@@ -405,15 +408,24 @@ def test_offline_inputs_that_are_no_regular_file_or_too_large_are_refused(lake3,
     assert main(["--lake", lake3.uri, "keys", "export-public", "--out", str(keyfile)]) == 0
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    cases = [(["verify-proof", "/dev/zero", "--public-key", str(keyfile)], "the proof /dev/zero is not a regular file"),
-             (["verify-proof", str(fifo), "--public-key", str(keyfile)], "is not a regular file"),
-             (["verify-proof", str(proof), "--public-key", str(fifo)], "the public key file"),
-             (["verify-proof", str(proof), "--public-key", "/dev/zero"], "is not a regular file")]
+    cases = [(["verify-proof", "/dev/zero", "--public-key", str(keyfile)], "the proof /dev/zero is larger than 64 MiB"),
+             (["verify-proof", str(proof), "--public-key", "/dev/zero"], "is larger than 1 MiB"),
+             (["verify-proof", str(tmp_path), "--public-key", str(keyfile)], "is not a file"),
+             (["verify-proof", str(proof), "--public-key", str(fifo)], "is not a public key file")]
     for argv, said in cases:
         capsys.readouterr()
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert said in err and "\n" not in err, err
+
+    def feed():
+        with open(fifo, "wb") as f:
+            f.write(proof.read_bytes())
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    assert main(["verify-proof", str(fifo), "--public-key", str(keyfile)]) == 0
+    writer.join()
     monkeypatch.setattr(inputs, "MAX_DOCUMENT_BYTES", 100)
     capsys.readouterr()
     assert main(["verify-proof", str(proof), "--public-key", str(keyfile)]) == 2
