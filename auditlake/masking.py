@@ -34,7 +34,9 @@ _PII_KEY = rf"(?:(?:{_PII_WHOSE})(?:[_. ]|(?-i:(?=[A-Z]))))?(?:{_PII_WHAT})"
 # in any quotes, the value in double, single or escaped double quotes (cut off or not), or
 # unquoted up to the next separator.
 _PII_MEMBER = re.compile(
-    r"""((?:\\*["'])\s*""" + _PII_KEY + r"""\s*(?:\\*["'])\s*:\s*)"""
+    # (A match starts where a run of backslashes does: tried from inside one, each start
+    # re-scanned the rest of the run, quadratic in a line of backslashes.)
+    r"""(?<!\\)((?:\\*["'])\s*""" + _PII_KEY + r"""\s*(?:\\*["'])\s*:\s*)"""
     # An array or object value whole (up to its first closing bracket outside a string):
     # ["John","Smith"] would otherwise keep all but its first element.
     r"""(?:\[(?:[^\]"]|"(?:[^"\\]|\\.)*"?)*\]?|\{(?:[^}"]|"(?:[^"\\]|\\.)*"?)*\}?|"""
@@ -43,7 +45,7 @@ _PII_MEMBER = re.compile(
 )
 _PII_KEY_RE = re.compile(_PII_KEY, re.IGNORECASE)
 # A letter written as a \u escape ("n\u0061me"), read as the letter so that _PII_MEMBER sees the key.
-_ESCAPED_LETTER = re.compile(r"\\+u00(4[1-9a-fA-F]|5[0-9aA]|6[1-9a-fA-F]|7[0-9aA])")
+_ESCAPED_LETTER = re.compile(r"(?<!\\)\\+u00(4[1-9a-fA-F]|5[0-9aA]|6[1-9a-fA-F]|7[0-9aA])")
 _TIME_OF_DAY = re.compile(r"(?<![\w:])\d{1,2}:\d{2}:\d{2}(?:\.\d+)?(?![\w:])")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 RAW_LIMIT = 4096
@@ -59,7 +61,9 @@ _MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]]
 PII_MEMBER_RE2 = (rf'(?i)("(?:(?:{_PII_WHOSE})[_. ]?)?(?:{_PII_WHAT})"\s*:\s*)'
                   r'("(?:\\.|[^"\\])*"|\[(?:[^\]"]|"(?:\\.|[^"\\])*")*\]|-?[0-9][^,}\]]*)')
 # A person's name in free text can only be guessed: two or more capitalised words in a row.
-_CAPITALISED_WORDS = re.compile(r"\b[A-Z][a-z'’-]+(?:[ \t]+[A-Z][a-z'’-]+)+\b")
+# (No closing \b: after a word that ends in ' or - it failed, and the search backtracked
+# through the whole run from every start: quadratic in a line of "X' X' X' ...".)
+_CAPITALISED_WORDS = re.compile(r"\b[A-Z][a-z'’-]+(?:[ \t]+[A-Z][a-z'’-]+)+")
 
 
 def mask_text(text: str, names: bool = False) -> str:

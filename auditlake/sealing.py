@@ -137,6 +137,7 @@ def reason_line(reason: str) -> str:
     data: PII-shaped text, and runs of capitalised words, which no reason of ours holds),
     then control characters escaped (a producer's newline or terminal escape would forge a
     second line wherever reasons are shown), then cut."""
+    reason = reason[:4 * REASON_MAX]  # masked in bounded time, whatever a producer's key quoted in it
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), mask_text(reason, names=True))
     return text if len(text) <= REASON_MAX else text[:REASON_MAX - 1] + "…"
 

@@ -1,4 +1,5 @@
 """Redacted export bundles: formats, filters, profiles, the signed manifest and its offline check."""
+import contextlib
 import gzip
 import os
 import re
@@ -648,6 +649,9 @@ def test_no_command_writes_its_output_into_the_lakes_own_data(lake, tmp_path, ca
     assert main(["--lake", root, "export", "--profile", "privileged", "--reveal-reason", "case 12",
                  "--out", f"{root}/exports/plain"]) == 2
     assert capsys.readouterr().err.count("holds personal data in plain text") == 2
+    with contextlib.chdir(root):  # a literal "~" (quoted in a shell) is a folder here, as the writer takes it
+        assert main(["--lake", root, "dsar", "subj-1", "--out", "~/x"]) == 2
+    assert not os.path.exists(f"{root}/~")
     assert not os.path.exists(f"{root}/dsar") and not os.path.exists(f"{root}/exports/plain")
     report = verify(lake, update_trust=False)
     assert report.ok, report.findings

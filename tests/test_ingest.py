@@ -3,6 +3,8 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -989,6 +991,22 @@ def test_a_leap_second_is_quarantined_for_what_it_is(lake, tmp_path):
     ingest(lake, [str(tmp_path / "in")])
     assert {r["line"]: r["reason"] for r in _table(lake, "quarantine").to_pylist()} == {
         i + 1: why for i, why in enumerate(cases.values())}
+
+
+def test_masking_hostile_runs_does_not_hang():
+    """Runs that made the masking regexes backtrack from every start (quadratic: before,
+    about 20 s for one 64 KiB line of backslashes and 16 s for a reason quoting a key of
+    "X' X' ...") are masked in one pass: the lot finishes far inside a generous bound (a
+    hang guard, not a speed measurement)."""
+    code = (
+        "from auditlake.masking import mask_text\n"
+        "from auditlake.sealing import reason_line\n"
+        "for unit in ('\\\\', \"X' \", 'A- ', '\\\\\"name\\\\\": '):\n"
+        "    mask_text(unit * (65536 // len(unit)), names=True)\n"
+        "print(reason_line('unknown envelope field: ' + \"X' \" * 20000)[:30])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "unknown envelope field: ***"
 
 
 def test_masking_takes_personal_keys_and_shapes_only():

@@ -112,7 +112,8 @@ class Lake:
         if self.is_s3:
             return
         root = Path(self.uri)
-        target = Path(path).expanduser().resolve()  # symbolic links followed, as a write would
+        # As the writer will take it: links followed, a literal "~" a folder of that name.
+        target = Path(path).resolve()
         if holds_pii and (target == root.resolve() or root.resolve() in target.parents):
             raise AuditlakeError(f"{what} {path} is inside the lake's folder and holds personal data in plain text "
                                  "(an erasure could not reach it there); write it elsewhere")
