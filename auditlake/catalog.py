@@ -314,9 +314,9 @@ def default_db_path(lake: Lake) -> Path:
     return auditlake_home() / "catalogs" / f"{name}.duckdb"
 
 
-def _write_meta(con, lake: Lake, mode: str, versions: dict) -> None:
+def _write_meta(con, lake: Lake, log_id: str, mode: str, versions: dict) -> None:
     con.execute("CREATE OR REPLACE TABLE auditlake_catalog (key VARCHAR, value VARCHAR)")
-    meta = {"lake": lake.uri, "mode": mode, "format": str(CATALOG_FORMAT),
+    meta = {"lake": lake.uri, "log_id": log_id, "mode": mode, "format": str(CATALOG_FORMAT),
             "built_at": datetime.now(timezone.utc).isoformat(), "versions": json.dumps(versions)}
     con.executemany("INSERT INTO auditlake_catalog VALUES (?, ?)", list(meta.items()))
 
@@ -329,11 +329,11 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
 
     from .lake.meta import read_meta
 
-    read_meta(lake)  # a lake, whole: not a mistyped path, nor tables that lost their identity
+    log_id = str(read_meta(lake).get("log_id"))  # a lake, whole: not a mistyped path, nor tables that lost their identity
     db = Path(db_path).expanduser().resolve() if db_path else default_db_path(lake)
     if db != default_db_path(lake):
         lake.refuse_output_inside(db, "the catalog file")
-    if why := _not_replaceable(db, db == default_db_path(lake), lake.uri):
+    if why := _not_replaceable(db, db == default_db_path(lake), lake.uri, log_id):
         raise AuditlakeError(f"{db} {why}: give the catalog another path")
     db.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(db)
@@ -355,7 +355,7 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
         store_erased(con, erased_ids(lake) or [])  # as of this build; the explorer keeps it current
         for stmt in view_statements(refs):
             con.execute(stmt)
-        _write_meta(con, lake, mode, versions)
+        _write_meta(con, lake, log_id, mode, versions)
         counts = {v: con.execute(f"SELECT count(*) FROM {v}").fetchone()[0] for v in VIEWS}
         con.execute("CHECKPOINT")
     except BaseException:
@@ -370,11 +370,11 @@ def build_catalog(lake: Lake, db_path: str | os.PathLike | None = None) -> dict:
             "versions": versions, "delta_extension": delta_extension_path()}
 
 
-def _not_replaceable(db: Path, own: bool, lake_uri: str) -> str | None:
+def _not_replaceable(db: Path, own: bool, lake_uri: str, log_id: str) -> str | None:
     """Why the file at `db` is not a catalog this may write over (None if it is one of this
-    lake, or there is none): a folder, another lake's catalog (its analysts would read this
-    lake), or anything else a user keeps there. The lake's own catalog file (`own`) is
-    rebuilt whoever holds it open."""
+    lake, by its log id, wherever the lake was moved; or there is none): a folder, another
+    lake's catalog (its analysts would read this lake), or anything else a user keeps
+    there. The lake's own catalog file (`own`) is rebuilt whoever holds it open."""
     import duckdb
 
     if db.is_dir():
@@ -388,13 +388,13 @@ def _not_replaceable(db: Path, own: bool, lake_uri: str) -> str | None:
             duck = f.read(12)[8:] == b"DUCK"  # DuckDB's file header
         return "is a DuckDB database open for writing elsewhere" if duck else "exists and is no auditlake catalog"
     try:
-        row = con.execute("SELECT value FROM auditlake_catalog WHERE key = 'lake'").fetchone()
+        meta = dict(con.execute("SELECT key, value FROM auditlake_catalog WHERE key IN ('lake', 'log_id')").fetchall())
     except duckdb.Error:
         return "exists and is a DuckDB database that is no auditlake catalog"
     finally:
         con.close()
-    if row and row[0] != lake_uri:
-        return f"is the catalog of another lake ({row[0]})"
+    if meta.get("log_id", log_id) != log_id or ("log_id" not in meta and meta.get("lake", lake_uri) != lake_uri):
+        return f"is the catalog of another lake ({meta.get('lake')})"
     return None
 
 
@@ -700,10 +700,28 @@ class Explorer:
                 if capped or rows >= limit:
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema) if batches else reader.schema.empty_table()
-            return mask_table(table.slice(0, limit)), capped or rows >= limit
+            table = mask_table(table.slice(0, limit))
+            if table.nbytes > max_bytes:  # masking writes nested values as JSON text: it can grow
+                fit = _rows_within(table, max_bytes)
+                if not fit:
+                    raise AnalystSQLError(f"a row of the result is larger than the console's {max_bytes >> 20} MB")
+                table, capped = table.slice(0, fit), True
+            return table, capped or rows >= limit
         finally:
             timer.cancel()
             cur.close()
+
+
+def _rows_within(table, max_bytes: int) -> int:
+    """How many of the table's first rows take at most max_bytes."""
+    lo, hi = 0, table.num_rows
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if table.slice(0, mid).nbytes <= max_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 class _Shared:

@@ -19,11 +19,14 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import weakref
 
 from .catalog import ANALYST_BYTES, AnalystSQLError
 from .lake.store import Lake
@@ -42,15 +45,20 @@ class Console:
         self._idle: list[subprocess.Popen] = []
         self._lock = threading.Lock()
         self._turns = threading.BoundedSemaphore(WORKERS)
+        # Idle workers end with the console, also when it is dropped without close().
+        self._finalizer = weakref.finalize(self, _stop_all, self._idle)
 
     def run(self, sql: str, limit: int = 10_000, timeout_s: float = 30.0, max_bytes: int = ANALYST_BYTES):
         import pyarrow as pa
 
-        deadline = time.monotonic() + timeout_s + GRACE_S
         if not self._turns.acquire(timeout=timeout_s):
             raise AnalystSQLError("the console is busy with other queries; try again")
         try:
-            worker = self._take()
+            deadline = time.monotonic() + timeout_s + GRACE_S
+            try:
+                worker = self._take()
+            except OSError as exc:  # no process to be had (process or file limits)
+                raise AnalystSQLError(f"the console cannot start a worker ({exc.strerror or exc}); try again") from None
             try:
                 request = json.dumps({"sql": sql, "limit": limit, "timeout_s": timeout_s, "max_bytes": max_bytes})
                 worker.stdin.write(request.encode() + b"\n")
@@ -70,10 +78,7 @@ class Console:
         return pa.ipc.open_stream(payload).read_all(), kind == b"C"
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for worker in idle:
-            _stop(worker)
+        self._finalizer()
 
     def _take(self) -> subprocess.Popen:
         with self._lock:
@@ -81,14 +86,25 @@ class Console:
                 worker = self._idle.pop()
                 if worker.poll() is None:
                     return worker
-        return subprocess.Popen(
-            [sys.executable, "-m", "auditlake.console", self.lake.uri],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
-        )
+                _stop(worker)
+        # Its own temporary folder (DuckDB spills there), removed with it even when killed.
+        tmp = tempfile.mkdtemp(prefix="auditlake-console-")
+        try:
+            # -P: nothing is imported from the server's working folder.
+            worker = subprocess.Popen(
+                [sys.executable, "-P", "-m", "auditlake.console", self.lake.uri],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+                env={**os.environ, "TMPDIR": tmp},
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        worker.tmp = tmp
+        return worker
 
     def _give_back(self, worker: subprocess.Popen) -> None:
         with self._lock:
-            if len(self._idle) < WORKERS:
+            if self._finalizer.alive and len(self._idle) < WORKERS:
                 self._idle.append(worker)
                 return
         _stop(worker)
@@ -119,6 +135,12 @@ def _stop(worker: subprocess.Popen) -> None:
     worker.wait()
     for stream in (worker.stdin, worker.stdout):
         stream.close()
+    shutil.rmtree(worker.tmp, ignore_errors=True)
+
+
+def _stop_all(workers: list[subprocess.Popen]) -> None:
+    while workers:
+        _stop(workers.pop())
 
 
 # ----------------------------------------------------------------------------- worker

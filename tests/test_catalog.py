@@ -3,6 +3,7 @@ partition pruning on time, the plain duckdb CLI, S3 lakes, read-only access that
 blocks a writer; and the explorer's users file and SQL guard."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -265,9 +266,22 @@ def test_console_runs_each_query_in_a_worker_of_bounded_memory(tiny, monkeypatch
             con.run("SELEC 1")
         assert con.run("SELECT event_id FROM events ORDER BY seq")[0].column("event_id").to_pylist() == [
             ev["event_id"] for ev in tiny["events"]]
+        # Masking writes a nested value as JSON text (about 6 bytes per false): the cap holds after it.
+        table, capped = con.run("SELECT list_transform(generate_series(1, 100000), x -> false) AS x FROM events",
+                                max_bytes=1 << 20)
+        assert capped and table.num_rows == 1 and table.nbytes <= 1 << 20
+        folders = [w.tmp for w in con._idle]
+        assert folders and all(os.path.isdir(f) for f in folders)
     finally:
         con.close()
-    assert not con._idle
+    assert not con._idle and not any(os.path.exists(f) for f in folders)  # spill folders go with their workers
+    # A console dropped without close() ends its idle workers too.
+    dropped = console.Console(tiny["lake"])
+    dropped.run("SELECT 1 AS one")
+    worker = dropped._idle[-1]
+    del dropped
+    gc.collect()
+    assert worker.poll() is not None and not os.path.exists(worker.tmp)
 
 
 def test_console_results_are_bounded_in_size_and_pii_shaped_text_is_masked(tiny, monkeypatch):
@@ -644,9 +658,14 @@ def test_catalog_db_writes_over_its_own_catalog_only(tiny, capsys):
     assert duckdb.connect(str(tmp / "mine.duckdb"), read_only=True).execute("SELECT count(*) FROM t").fetchone() == (0,)
     for _ in range(2):  # made, then replaced
         assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 0
-    # Another lake's catalog is not replaced: its analysts would read this lake.
+    # This lake moved elsewhere (same log id): its catalog is rebuilt. Another lake's catalog
+    # (another log id) is not replaced: its analysts would read this lake.
+    with duckdb.connect(str(tmp / "cat.duckdb")) as con:
+        con.execute("UPDATE auditlake_catalog SET value = '/srv/old-place' WHERE key = 'lake'")
+    assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 0
     with duckdb.connect(str(tmp / "cat.duckdb")) as con:
         con.execute("UPDATE auditlake_catalog SET value = '/srv/other-lake' WHERE key = 'lake'")
+        con.execute("UPDATE auditlake_catalog SET value = 'log-other' WHERE key = 'log_id'")
     capsys.readouterr()
     assert main(["--lake", lake.uri, "catalog", "--db", str(tmp / "cat.duckdb")]) == 2
     assert "is the catalog of another lake (/srv/other-lake)" in capsys.readouterr().err

@@ -28,6 +28,8 @@ def render(user: dict) -> None:
                 st.session_state["sql_csv"] = core.spreadsheet_safe_csv(df)
             except AnalystSQLError as exc:  # DuckDB's errors, a time or memory limit: said, never raised
                 st.session_state["sql_result"] = (sql, None, False, str(exc)[:1000])
+            except Exception as exc:  # noqa: BLE001 - anything else is said too
+                st.session_state["sql_result"] = (sql, None, False, f"{exc.__class__.__name__}: {str(exc)[:1000]}")
     res = st.session_state.get("sql_result")
     if res:
         _, df, capped, err = res
@@ -36,6 +38,6 @@ def render(user: dict) -> None:
             st.code(err, language=None)
         else:
             st.caption(f"{len(df):,} rows" + (" (capped)" if capped else ""))
-            core.show_table(df, key="sql_table")
+            core.show_table(df, key="sql_table", masked=False)  # the worker masked it (not again, in the server)
             st.download_button("Download CSV", st.session_state["sql_csv"], file_name="query-result.csv",
                                mime="text/csv", key="sql_download")
