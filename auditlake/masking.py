@@ -23,9 +23,9 @@ _PATTERNS = [
 # around them: that made the search quadratic in a line of one long key, and masked
 # campaign_name and hostname too.
 _PII_WHOSE = "customer|contact|caller|callee|consumer|user|person|subject|lead|owner|recipient|sender|client|remote"
-_PII_WHAT = (r"name|full[_ ]?name|first[_ ]?name|last[_ ]?name|given[_ ]?name|family[_ ]?name|middle[_ ]?name|"
-             r"display[_ ]?name|surname|phone|phone[_ ]?number|mobile|mobile[_ ]?number|cell|email|e_?mail|"
-             r"email[_ ]?address|ip|ip[_ ]?address|ip_?addr|addr")
+_PII_WHAT = (r"name|full[-_. ]?name|first[-_. ]?name|last[-_. ]?name|given[-_. ]?name|family[-_. ]?name|"
+             r"middle[-_. ]?name|display[-_. ]?name|surname|phone|phone[-_. ]?(?:number|no)|mobile|"
+             r"mobile[-_. ]?number|cell|email|e[-_. ]?mail|email[-_. ]?address|ip|ip[-_. ]?address|ip[-_. ]?addr|addr")
 # customer_name or customerName, not username (a login such as svc_router): the case of the
 # letter after the prefix counts even where the rest is matched ignoring case.
 _PII_KEY = rf"(?:(?:{_PII_WHOSE})(?:[_. ]|(?-i:(?=[A-Z]))))?(?:{_PII_WHAT})"
