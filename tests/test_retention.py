@@ -197,6 +197,67 @@ def test_repair_restores_tampered_objects_on_s3(s3_lake_uri, s3_env, tmp_path):
     assert _findings(s3_lake_uri) == []
 
 
+@pytest.mark.s3
+def test_no_writer_builds_on_a_log_entry_written_over_on_s3(s3_lake_uri, s3_env, tmp_path):
+    """A new version put on a committed (locked) log entry that drops its data file: ingest
+    refuses before its sweep could take the file for a leftover; repair restores the entry
+    and writers carry on."""
+    _init(s3_lake_uri)
+    _ingest(s3_lake_uri, tmp_path / "in", 40, seed=1)
+    _ingest(s3_lake_uri, tmp_path / "in2", 40, seed=2)
+    c, bucket = s3_client(s3_env.endpoint), _bucket(s3_lake_uri)
+    lake = Lake.open(s3_lake_uri)
+    latest = retention.list_log(lake, "ledger").latest
+    key = f"lake/tables/ledger/_delta_log/{latest:020d}.json"
+    lines = c.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
+    kept = [ln for ln in lines if b'"add"' not in ln]
+    assert len(kept) < len(lines)
+    c.put_object(Bucket=bucket, Key=key, Body=b"\n".join(kept) + b"\n")
+    data_keys = {v["Key"] for v in c.list_object_versions(Bucket=bucket, Prefix="lake/tables/ledger/event_date=")
+                 .get("Versions", [])}
+    with pytest.raises(AuditlakeError, match="was changed after it was committed"):
+        _ingest(s3_lake_uri, tmp_path / "in3", 10, seed=3)
+    after = c.list_object_versions(Bucket=bucket, Prefix="lake/tables/ledger/event_date=")
+    assert not after.get("DeleteMarkers") and {v["Key"] for v in after["Versions"]} == data_keys  # nothing swept
+    r = run_cli("--lake", s3_lake_uri, "repair", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout + r.stderr
+    _ingest(s3_lake_uri, tmp_path / "in3", 10, seed=3)
+    assert _findings(s3_lake_uri) == []
+
+
+@pytest.mark.s3
+def test_repair_of_a_forged_commit_or_a_weakened_lock_leaves_writers_free_on_s3(s3_lake_uri, s3_env, tmp_path):
+    """A forged ingest_log commit that repair removes leaves no version behind to read as a
+    hidden commit (writers carry on); nor does a junk version put and deleted at the next
+    log entry. A committed object whose lock was removed or weakened to GOVERNANCE (with the
+    bypass permission) is locked in COMPLIANCE mode again."""
+    _init(s3_lake_uri)
+    _ingest(s3_lake_uri, tmp_path / "in", 40, seed=1)
+    c, bucket = s3_client(s3_env.endpoint), _bucket(s3_lake_uri)
+    lake = Lake.open(s3_lake_uri)
+    forged_version = retention.list_log(lake, "ingest_log").latest + 1
+    forged = f"lake/tables/ingest_log/_delta_log/{forged_version:020d}.json"
+    c.put_object(Bucket=bucket, Key=forged, Body=b'{"commitInfo":{"operation":"WRITE"}}\n')
+    junk = f"lake/tables/quarantine/_delta_log/{retention.list_log(lake, 'quarantine').latest + 1:020d}.json"
+    c.put_object(Bucket=bucket, Key=junk, Body=b"{}\n")
+    c.delete_object(Bucket=bucket, Key=junk)
+    ledger, cp = _ledger_file(s3_lake_uri), next(o for o in _committed(s3_lake_uri) if o.table == "checkpoints")
+    c.put_object_retention(Bucket=bucket, Key=f"lake/{ledger.rel}", Retention={}, BypassGovernanceRetention=True)
+    c.put_object_retention(Bucket=bucket, Key=f"lake/{cp.rel}", BypassGovernanceRetention=True,
+                           Retention={"Mode": "GOVERNANCE", "RetainUntilDate": "2030-01-01T00:00:00Z"})
+    kinds = {f["kind"] for f in _findings(s3_lake_uri)}
+    assert {"unsigned_commit", "RET-WORM"} <= kinds, kinds
+    r = run_cli("--lake", s3_lake_uri, "repair", "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["ok"], r.stdout + r.stderr
+    assert {f"tables/ingest_log/_delta_log/{forged_version:020d}.json", ledger.rel, cp.rel} <= set(doc["repaired"])
+    for rel in (ledger.rel, cp.rel):
+        assert c.head_object(Bucket=bucket, Key=f"lake/{rel}")["ObjectLockMode"] == "COMPLIANCE"
+    assert not c.list_object_versions(Bucket=bucket, Prefix=forged).get("Versions")
+    _ingest(s3_lake_uri, tmp_path / "in2", 20, seed=2)  # not stopped by a "hidden" commit
+    assert _findings(s3_lake_uri) == []
+
+
 def test_a_forged_retention_watermark_does_not_stop_writers_locking(s3_lake_uri, s3_env, tmp_path):
     """The watermark (how far retention was applied) lives in the bucket: raised by someone
     who can write there, it would stop every later commit being locked. It is signed; a

@@ -465,7 +465,6 @@ def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
 
     incidents: list[dict] = []
     failed: list[str] = []
-    years = retention.policy(lake, refresh=True)["years"]
     for table in retention.table_names(lake):
         hist = s3.histories(lake, f"tables/{table}/")
         committed = {o.rel: o for o in retention.committed(lake, table)}
@@ -475,10 +474,15 @@ def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
                 continue
             info = s3.lock_info(lake, rel, h.original.version_id)
             if not info.mode and rel not in committed:
-                continue  # never sealed nor committed: a writer's leftover, not a ledger object
+                # Never sealed nor committed: a writer's leftover, not a ledger object; a log
+                # entry of that kind (hidden under a marker) goes whole, or writers would
+                # take it for a hidden commit.
+                if retention.LOG_RE.match(posixpath.basename(rel)) and h.latest is not None and h.latest.delete_marker:
+                    retention._remove(lake, rel, versions=True)
+                    incidents.append(_incident("log_entry_removed", rel, "removed: a log entry nobody sealed, "
+                                                                        "hidden under a delete marker"))
+                continue
             _restore_original(lake, k, h, incidents, failed)
-        locked = [(rel, h) for k, h in hist.items() if (rel := s3.rel_of(lake, k)) in committed and h.original]
-        incidents += [i for i in s3._parallel(lambda item: _extend_lock(lake, *item, committed, years), locked) if i]
     # Legal hold records are written once each: what is on top of one (a delete marker that
     # would lift the hold for every reader) goes.
     for k, h in sorted(s3.histories(lake, f"{HOLDS_DIR}/").items()):
@@ -487,17 +491,37 @@ def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
     return incidents, failed
 
 
+def _relock_s3(lake: Lake) -> list[dict]:
+    """The committed objects' locks as RET-WORM needs them (after the forged commits are
+    gone: locking one would keep it for years)."""
+    from . import s3
+
+    years = retention.policy(lake, refresh=True)["years"]
+    incidents: list[dict] = []
+    for table in retention.table_names(lake):
+        hist = s3.histories(lake, f"tables/{table}/")
+        committed = {o.rel: o for o in retention.committed(lake, table)}
+        locked = [(rel, h) for k, h in hist.items() if (rel := s3.rel_of(lake, k)) in committed and h.original]
+        incidents += [i for i in s3._parallel(lambda item: _extend_lock(lake, *item, committed, years), locked) if i]
+    return incidents
+
+
 def _extend_lock(lake: Lake, rel: str, h, committed: dict, years: int) -> dict | None:
-    """Extend a COMPLIANCE lock shorter than RET-WORM needs (set under a shorter policy):
-    such a lock can be lengthened, never shortened."""
+    """Lock a committed object whose COMPLIANCE lock is shorter than RET-WORM needs (set
+    under a shorter policy: such a lock can be lengthened, never shortened), or is not there
+    or in GOVERNANCE mode (removed or weakened with the bypass permission, in the moment
+    between a commit and its lock: lock_new locks only what came after its mark)."""
     from . import s3
 
     info = s3.lock_info(lake, rel, h.original.version_id)
     need = retention.required_until(h.original.last_modified.astimezone(timezone.utc).date(), committed[rel].dates, years)
-    if info.mode != s3.COMPLIANCE or info.until is None or info.until.date() >= need:
-        return None  # unlocked ones are locked by lock_new, long enough ones are fine
+    if info.mode == s3.COMPLIANCE and info.until is not None and info.until.date() >= need:
+        return None
     s3.lock_object(lake, rel, until=need)
-    return _incident("lock_extended", rel, f"retention extended from {info.until.date()} to {need}")
+    if info.mode == s3.COMPLIANCE:
+        return _incident("lock_extended", rel, f"retention extended from {info.until.date()} to {need}")
+    was = f"{info.mode} until {info.until.date()}" if info.mode and info.until else "no retention"
+    return _incident("lock_restored", rel, f"COMPLIANCE retention until {need} put back (it had {was})")
 
 
 def _restore_original(lake: Lake, k: str, h, incidents: list[dict], failed: list[str]) -> None:
@@ -591,7 +615,7 @@ def _remove_forged_log_entries(lake: Lake, keys, failed: list[str]) -> list[dict
                 failed.append(f"{log.rel}: {why}; it is sealed, so it stays (restore the table from a backup)")
                 incidents.append(_incident("restore_failed", log.rel, why))
                 break
-            retention._remove(lake, log.rel)
+            retention._remove(lake, log.rel, versions=True)
             incidents.append(_incident("log_entry_removed", log.rel, f"removed: {why}"))
             added.update(a.rel for a in adds)
         if added:  # the files they added, unless a commit of the lake adds them too
@@ -615,6 +639,8 @@ def repair(lake: Lake) -> dict:
     incidents, failed = _repair_s3(lake) if lake.is_s3 else _repair_local(lake)
     incidents += _remove_forged_checkpoints(lake, failed)
     incidents += _remove_forged_log_entries(lake, keys, failed)
+    if lake.is_s3:
+        incidents += _relock_s3(lake)
     sealed = retention.lock_new(lake, keys)
     if sealed:
         incidents.append(_incident("object_locked", None, f"put {sealed} committed object(s) under retention that were not"))

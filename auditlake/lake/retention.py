@@ -549,10 +549,17 @@ def _mtime_key(lake: Lake, info: pafs.FileInfo) -> float:
     return float(int(t)) if lake.is_s3 else t
 
 
-def _remove(lake: Lake, rel: str) -> None:
+def _remove(lake: Lake, rel: str, versions: bool = False) -> None:
+    """Remove the object; with `versions`, on S3 every version of it that is not locked
+    too (what repair removes as forged: left under a delete marker, it would read as a
+    hidden commit and stop every writer)."""
     if lake.is_s3:
         from . import s3
 
+        if versions:
+            h = s3.history(lake, rel)
+            if all(s3.delete_version(lake, h.key, v.version_id) is None for v in h.versions + h.markers):
+                return
         s3.delete_current(lake, rel)
     else:
         try:
@@ -1029,6 +1036,9 @@ def _check_s3(lake: Lake, years: int) -> list[dict]:
         if o is None:
             if info.mode:
                 out.append(_f(table, rel, "sealed object was deleted (a delete marker hides it)", _part(rel)))
+            elif LOG_RE.match(posixpath.basename(rel)):
+                out.append(_f(table, rel, "a log entry nobody sealed, hidden under a delete marker: writers take it "
+                                          "for a hidden commit and stop (`auditlake repair` removes it)"))
             return out
         if not h.intact:
             what = []
@@ -1082,7 +1092,9 @@ def refuse_hidden_tail(lake: Lake) -> None:
     """Stop a writer at a table whose next log entry was written before: on S3 a version
     under a delete marker, locally one a manifest sealed. That is a commit hidden, not one
     never made: sweeping its data files as leftovers would delete sealed files, and writing
-    that version again would fork the table."""
+    that version again would fork the table. On S3 also at a log entry written over or
+    hidden (its current version is not the one committed): the table read through it is not
+    the lake's, and sweeping by it would delete sealed files."""
     sealed = sealed_rels(lake)
     for table in table_names(lake):
         version = list_log(lake, table).latest + 1
@@ -1090,6 +1102,14 @@ def refuse_hidden_tail(lake: Lake) -> None:
         if lake.is_s3:
             from . import s3
 
+            log = s3.histories(lake, f"tables/{table}/_delta_log/")
+            changed = sorted(s3.rel_of(lake, k) for k, h in log.items()
+                             if LOG_RE.match(posixpath.basename(k)) and h.versions and not h.intact
+                             and s3.rel_of(lake, k) != rel)
+            if changed:
+                raise AuditlakeError(f"{changed[0]} was changed after it was committed ({len(changed)} log entr"
+                                     f"{'y' if len(changed) == 1 else 'ies'} of {table}): not writing on a table "
+                                     "read through it; run `auditlake verify`, then `auditlake repair`")
             # A version there, unless another writer committed it since the listing (listed now).
             hidden = bool(s3.history(lake, rel).versions) and list_log(lake, table).latest < version
         else:

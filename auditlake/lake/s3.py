@@ -390,13 +390,17 @@ def lock_object(lake: Lake, rel: str, until: date | None = None, *, years: int |
         created = max(today or datetime.now(timezone.utc).date(), orig.last_modified.astimezone(timezone.utc).date())
         until = required_until(created, dates, years or MIN_YEARS)
     want = until_datetime(until)
+    retention = {"Mode": COMPLIANCE, "RetainUntilDate": want}
     try:
-        c.put_object_retention(Bucket=lake.bucket, Key=h.key, VersionId=orig.version_id,
-                               Retention={"Mode": COMPLIANCE, "RetainUntilDate": want})
+        c.put_object_retention(Bucket=lake.bucket, Key=h.key, VersionId=orig.version_id, Retention=retention)
     except ClientError as exc:
-        # COMPLIANCE retention can only be extended: an existing later date is fine.
+        # COMPLIANCE retention can only be extended: an existing later date is fine. A
+        # GOVERNANCE lock (someone's, weaker) is replaced with the bypass permission.
         info = lock_info(lake, rel, orig.version_id)
-        if not (info.mode == COMPLIANCE and info.until is not None and info.until >= want):
+        if info.mode == "GOVERNANCE":
+            call(f"locking s3://{lake.bucket}/{h.key}", c.put_object_retention, Bucket=lake.bucket, Key=h.key,
+                 VersionId=orig.version_id, Retention=retention, BypassGovernanceRetention=True)
+        elif not (info.mode == COMPLIANCE and info.until is not None and info.until >= want):
             raise s3_error(exc, f"locking s3://{lake.bucket}/{h.key}") from exc
     except Exception as exc:  # noqa: BLE001
         from botocore.exceptions import BotoCoreError
