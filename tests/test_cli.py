@@ -124,6 +124,9 @@ def test_user_mistakes_get_one_line_saying_what_is_wrong(small, tmp_path, capsys
     for argv in (["--lake", str(keys), "init"], ["--lake", str(keys), "verify"]):
         assert main(argv) == 2
         assert "is a file, not a lake folder" in _one_error_line(capsys)
+    for uri in ("s3://", "s3:/bucket/p"):  # not a local folder named "s3:"
+        assert main(["--lake", uri, "verify"]) == 2
+        assert "not an S3 lake URI" in _one_error_line(capsys)
     assert main(["--lake", small.uri, "dsar", "subj-0", "--out", str(keys)]) == 2
     assert "is a file; choose a new folder" in _one_error_line(capsys)
     # A path the system refuses: its reason and the path, no Python exception names.

@@ -63,7 +63,10 @@ class Lake:
 
     @classmethod
     def open(cls, uri: str | None = None) -> "Lake":
-        uri = (uri or default_lake_uri()).rstrip("/")
+        uri = uri or default_lake_uri()
+        if uri.startswith("s3:") and not uri.startswith("s3://") or uri.rstrip("/") == "s3:":
+            raise AuditlakeError(f"not an S3 lake URI: {uri} (use s3://bucket/prefix)")
+        uri = uri.rstrip("/")
         if uri.startswith("s3://"):
             parsed = urlparse(uri)
             if not parsed.netloc:
