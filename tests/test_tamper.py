@@ -676,6 +676,37 @@ def test_a_ledger_file_overwritten_with_noise_is_replaced_not_missing(pristine, 
                for f in report.findings), report.findings
 
 
+def test_a_ledger_file_only_duckdb_cannot_read_is_replaced_not_a_crash(pristine, tmp_path, monkeypatch):
+    """A changed byte that pyarrow reads past (the same rows) but DuckDB's reader refuses
+    (a page header): a finding naming the file (exit 1), not DuckDB's error (exit 2)."""
+    import io
+
+    import duckdb
+    import pyarrow.parquet as pq
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim, _ = _row_file(lake, 7)
+    original = victim.read_bytes()
+    for at in range(len(original) // 2, len(original) - 8):
+        damaged = bytearray(original)
+        damaged[at] ^= 1
+        try:
+            pq.read_table(io.BytesIO(bytes(damaged))).validate(full=True)
+        except Exception:  # noqa: BLE001 - pyarrow sees this one: another test's case
+            continue
+        victim.write_bytes(damaged)
+        try:
+            duckdb.execute("SELECT * FROM read_parquet(?)", [str(victim)]).to_arrow_table()
+        except duckdb.Error:
+            break
+    else:
+        pytest.fail("no byte of the file that only DuckDB's reader refuses")
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    rel = str(victim.relative_to(Path(lake.uri, "tables", "ledger")))
+    assert any(f.kind == "data_file_replaced" and f.file == rel and f.detail.startswith("unreadable")
+               for f in report.findings), report.findings
+
+
 @pytest.mark.parametrize("folder", ["_delta_log_old", "_delta_logx"])
 def test_a_data_file_in_a_folder_named_like_the_log_is_inserted(pristine, tmp_path, monkeypatch, folder):
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
