@@ -64,8 +64,8 @@ def run_verify(lake: Lake, *, incremental: bool, update_trust: bool, attempts: i
 
 def findings_md(report: VerifyReport, limit: int = 25) -> str:
     return md.table(
-        ["kind", "table", "partition", "seq", "event_id", "detail"],
-        [(f.kind, f.table, f.partition, f.seq, f.event_id, f.detail) for f in report.findings],
+        ["kind", "table", "file", "seq", "event_id", "detail"],  # (the file names its partition)
+        [(f.kind, f.table, f.file, f.seq, f.event_id, f.detail) for f in report.findings],
         limit=limit,
         width=100,
     )

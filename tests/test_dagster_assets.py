@@ -218,6 +218,8 @@ def test_a_tampered_ledger_stops_everything_downstream(lake_dir):
     c = checks(result)
     assert not c["integrity"].passed and c["integrity"].severity == dg.AssetCheckSeverity.ERROR
     assert c["integrity"].metadata["findings"].value > 0
+    tampered = str(next((lake_dir / "tables" / "ledger").rglob("*.parquet")).relative_to(lake_dir / "tables" / "ledger"))
+    assert tampered in c["integrity"].metadata["report"].value  # the report names the file
     assert set(mats(result)) == {"ledger"}  # nothing downstream of the ledger ran
     # and the verified checkpoints asset refuses on its own (e.g. the hourly verify)
     with pytest.raises(dg.Failure, match="failed verification"):
