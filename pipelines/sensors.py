@@ -6,12 +6,15 @@ time) is hashed, and a file whose *content* is not in the ingest log gets a run 
 content is still queued or going. A re-dropped file (same content, any name) triggers
 nothing. A content whose runs all ended without ingesting it (the run failed, or the file
 was renamed or moved before its run) is asked again, as `landing:<sha256>:<attempt>`, up to
-MAX_ATTEMPTS runs: nothing is dropped because one run went wrong. The cursor is JSON:
-`{"files": {name: [size, mtime_ns, sha256]}}`.
+MAX_ATTEMPTS runs: nothing is dropped because one run went wrong. A content asked for with
+no run on record REASK_S later (its run was deleted, or never made) is asked again (the run
+key keeps a run that does exist from being made twice). The cursor is JSON:
+`{"files": {name: [size, mtime_ns, sha256, asked_at]}}` (asked_at: epoch seconds, 0 if not).
 """
 
 import json
 import os
+import time
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -24,6 +27,7 @@ from .jobs import ingest_job
 
 MAX_RUNS_PER_TICK = 100
 MAX_ATTEMPTS = 3  # runs per landing content before the sensor only warns about it
+REASK_S = 600  # a request with no run on record this long after it is made again
 
 
 def ingested_shas(lake: Lake) -> set[str]:
@@ -56,7 +60,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     previous: dict[str, list] = (json.loads(context.cursor) if context.cursor else {}).get("files", {})
     listing = landing_listing(lk)
     done = ingested_shas(lk) if listing else set()
-    seen_before = {v[2] for v in previous.values()}  # asked for by an earlier tick
+    now = time.time()
+    # Asked for by a recent tick: its run is about to be made (or its request was dropped).
+    asked_recently = {v[2] for v in previous.values() if len(v) > 3 and now - v[3] < REASK_S}
     cursor: dict[str, list] = {}
     requests: list[dg.RunRequest] = []
     asked: set[str] = set()
@@ -77,16 +83,17 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
                 outside.append(f"{d.name} ({d.day})")
                 continue
             sha = lf.sha256()
-            cursor[d.name] = [lf.size, d.mtime_ns, sha]
+            cursor[d.name] = [lf.size, d.mtime_ns, sha, 0]
         if sha in done or sha in asked or len(requests) >= MAX_RUNS_PER_TICK:
             continue  # ingested, or asked for under another name this tick
         asked.add(sha)
         attempts, in_flight = _runs_of(context.instance, sha)
-        if in_flight or (not attempts and sha in seen_before):
+        if in_flight or (not attempts and sha in asked_recently):
             continue  # its run is queued or going (or about to be made from an earlier tick's request)
         if attempts >= MAX_ATTEMPTS:
             given_up.append(d.name)
             continue
+        cursor[d.name] = [*cursor[d.name][:3], now]
         requests.append(
             dg.RunRequest(
                 run_key=run_key(sha, attempts),

@@ -130,3 +130,20 @@ def test_a_file_renamed_before_its_run_is_asked_for_again_under_its_new_name(lak
     assert again.run_config["ops"]["ledger"]["config"]["files"] == [f"{DAY2}/calls-a-renamed.jsonl"]
     assert run(again).success
     assert not tick(instance, lake_dir, second.cursor).run_requests
+
+
+def test_a_request_whose_run_is_gone_is_made_again_later(lake_dir, monkeypatch):
+    """A run deleted (or a request the daemon never turned into one): the content is not
+    lost. The next ticks leave it alone for a while (its run may be about to be made), then
+    ask again under the same run key (which keeps a run that does exist from being made twice)."""
+    import pipelines.sensors as sensors
+
+    instance = DagsterInstance.ephemeral()
+    a = write_jsonl(lake_dir / "landing" / DAY1 / "calls-a.jsonl", [event("call.started", n) for n in range(5)])
+    first = tick(instance, lake_dir)
+    (req,) = first.run_requests
+    assert not tick(instance, lake_dir, first.cursor).run_requests  # asked a moment ago
+    later = sensors.time.time() + sensors.REASK_S + 1
+    monkeypatch.setattr(sensors.time, "time", lambda: later)
+    (again,) = tick(instance, lake_dir, first.cursor).run_requests
+    assert again.run_key == req.run_key == f"landing:{sha(a)}"
