@@ -6,11 +6,23 @@ from datetime import timedelta
 
 import dagster as dg
 
+from auditlake.lake.meta import META, has_tables
+from pipelines.resources import LakeResource
+
 from .jobs import hourly_verify_job, ingest_job, nightly_refresh_job
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
-nightly_refresh_schedule = dg.ScheduleDefinition(
+def _once_there_is_a_lake(lake: LakeResource) -> dg.RunRequest | dg.SkipReason:
+    """A run, or before the first ingest (no lake yet) a skip that says so: a failed run
+    every hour of a new deployment would read as a broken lake."""
+    lk = lake.lake()
+    if lk.read_json(META) is None and not has_tables(lk):
+        return dg.SkipReason(f"no lake at {lk.uri} yet: nothing to verify until the first ingest")
+    return dg.RunRequest()
+
+
+@dg.schedule(
     name="nightly_refresh",
     job=nightly_refresh_job,
     cron_schedule="0 2 * * *",
@@ -18,9 +30,12 @@ nightly_refresh_schedule = dg.ScheduleDefinition(
     default_status=RUNNING,
     description="02:00 UTC: full verify, compliance evaluation, DuckDB catalog refresh.",
 )
+def nightly_refresh_schedule(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+    return _once_there_is_a_lake(lake)
+
 
 # Not at 02:15: the nightly run is verifying then; only one run advances the trust store at a time.
-hourly_verify_schedule = dg.ScheduleDefinition(
+@dg.schedule(
     name="hourly_incremental_verify",
     job=hourly_verify_job,
     cron_schedule="15 0,1,3-23 * * *",
@@ -28,6 +43,8 @@ hourly_verify_schedule = dg.ScheduleDefinition(
     default_status=RUNNING,
     description="Every hour at :15 (except during the nightly run): verify from the last trusted checkpoint.",
 )
+def hourly_verify_schedule(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+    return _once_there_is_a_lake(lake)
 
 
 @dg.schedule(

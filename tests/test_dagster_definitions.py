@@ -73,10 +73,22 @@ def test_jobs_schedules_sensor():
         "checkpoints", "compliance_findings", "duckdb_catalog"}
 
 
-def test_schedules_request_the_right_runs():
+def test_schedules_request_the_right_runs(tmp_path, monkeypatch):
+    from auditlake.lake.admin import init_lake
+    from auditlake.lake.store import Lake
+    from pipelines.resources import LakeResource
+
+    monkeypatch.setenv("AUDITLAKE_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "home"))
+    at = datetime(2026, 3, 2, 5, 15, tzinfo=timezone.utc)
+    for name in ("hourly_incremental_verify", "nightly_refresh"):  # before the first ingest: a skip, said
+        data = defs.resolve_schedule_def(name).evaluate_tick(dg.build_schedule_context(
+            repository_def=defs.get_repository_def(), scheduled_execution_time=at, resources={"lake": LakeResource()}))
+        assert not data.run_requests and "no lake at" in data.skip_message
+    init_lake(Lake.open(str(tmp_path / "lake")), 7)
     hourly = defs.resolve_schedule_def("hourly_incremental_verify")
-    data = hourly.evaluate_tick(dg.build_schedule_context(
-        repository_def=defs.get_repository_def(), scheduled_execution_time=datetime(2026, 3, 2, 5, 15, tzinfo=timezone.utc)))
+    data = hourly.evaluate_tick(dg.build_schedule_context(repository_def=defs.get_repository_def(),
+                                                          scheduled_execution_time=at, resources={"lake": LakeResource()}))
     assert len(data.run_requests) == 1
     assert defs.resolve_job_def("hourly_verify_job").run_config == {
         "ops": {"checkpoints": {"config": {"mode": "incremental"}}}}
