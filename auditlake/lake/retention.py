@@ -556,9 +556,10 @@ def _remove(lake: Lake, rel: str, versions: bool = False) -> None:
     if lake.is_s3:
         from . import s3
 
-        if versions:
+        if versions:  # newest first: a locked one below stops it, with what was put on top gone
             h = s3.history(lake, rel)
-            if all(s3.delete_version(lake, h.key, v.version_id) is None for v in h.versions + h.markers):
+            newest_first = h.markers[::-1] + h.versions[::-1]  # (S3 lists each newest first; times tie)
+            if all(s3.delete_version(lake, h.key, v.version_id) is None for v in newest_first):
                 return
         s3.delete_current(lake, rel)
     else:
