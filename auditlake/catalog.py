@@ -688,10 +688,8 @@ class Explorer:
             reader = cur.to_arrow_reader(batch_size=ANALYST_BATCH)
             batches, rows, size, capped = [], 0, 0, False
             for b in reader:
-                if size + b.nbytes > max_bytes:  # the rows that fit, one by one (a value may be huge)
-                    fit = 0
-                    while fit < b.num_rows and size + b.slice(0, fit + 1).nbytes <= max_bytes:
-                        fit += 1
+                if size + b.nbytes > max_bytes:  # the rows that fit (a value may be huge)
+                    fit = _rows_within(b, max_bytes - size)
                     if not rows and not fit:
                         raise AnalystSQLError(f"a row of the result is larger than the console's {max_bytes >> 20} MB")
                     b, capped = b.slice(0, fit), True
@@ -713,7 +711,7 @@ class Explorer:
 
 
 def _rows_within(table, max_bytes: int) -> int:
-    """How many of the table's first rows take at most max_bytes."""
+    """How many of the first rows of a table or record batch take at most max_bytes."""
     lo, hi = 0, table.num_rows
     while lo < hi:
         mid = (lo + hi + 1) // 2
