@@ -2,9 +2,26 @@
 test sees another's keys, and a fresh local lake folder."""
 from __future__ import annotations
 
+import ast
+import threading
+
 import pytest
 
 pytest_plugins = ["fixtures_s3"]
+
+# CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not per thread:
+# two threads in ast.parse at once can fail with "AST constructor recursion depth mismatch"
+# (python/cpython#106905). AppTest parses the page script in its own thread while pytest's
+# assertion rewriting parses modules in the main thread, so here they parse one at a time.
+_ast_parse, _ast_lock = ast.parse, threading.Lock()
+
+
+def _parse_one_at_a_time(*args, **kwargs):
+    with _ast_lock:
+        return _ast_parse(*args, **kwargs)
+
+
+ast.parse = _parse_one_at_a_time
 
 
 @pytest.fixture(autouse=True)
