@@ -418,14 +418,15 @@ def test_offline_inputs_are_bounded_and_a_pipe_is_read_like_a_file(lake3, tmp_pa
         err = capsys.readouterr().err.strip()
         assert said in err and "\n" not in err, err
 
-    def feed():
-        with open(fifo, "wb") as f:
-            f.write(proof.read_bytes())
-
-    writer = threading.Thread(target=feed)
+    # A pipe as `<(cat p.json)` gives it: read to its end like a file.
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_end, proof.read_bytes()), os.close(write_end)))
     writer.start()
-    assert main(["verify-proof", str(fifo), "--public-key", str(keyfile)]) == 0
-    writer.join()
+    try:
+        assert main(["verify-proof", f"/dev/fd/{read_end}", "--public-key", str(keyfile)]) == 0
+    finally:
+        writer.join()
+        os.close(read_end)
     monkeypatch.setattr(inputs, "MAX_DOCUMENT_BYTES", 100)
     capsys.readouterr()
     assert main(["verify-proof", str(proof), "--public-key", str(keyfile)]) == 2
