@@ -1112,7 +1112,8 @@ def refuse_hidden_tail(lake: Lake) -> None:
                                      f"{'y' if len(changed) == 1 else 'ies'} of {table}): not writing on a table "
                                      "read through it; run `auditlake verify`, then `auditlake repair`")
             # A version there, unless another writer committed it since the listing (listed now).
-            hidden = bool(s3.history(lake, rel).versions) and list_log(lake, table).latest < version
+            tail = log.get(s3.key(lake, rel))
+            hidden = bool(tail and tail.versions) and list_log(lake, table).latest < version
         else:
             hidden = rel in sealed
         if hidden:
