@@ -1,5 +1,6 @@
 """The `auditlake` command (INTERFACES.md). Exit codes: 0 success or intact, 1 the check
-found a problem, 2 usage or I/O error (one line on stderr)."""
+found a problem, 2 usage or I/O error (one line on stderr; with --json also
+`{"ok": false, "error": ...}` on stdout, so a client parsing stdout always gets its document)."""
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,21 @@ HANDLERS = {
 }
 
 
+def fail(message: str, as_json: bool) -> int:
+    """A usage or I/O error: one line on stderr, exit 2."""
+    print(f"auditlake: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"ok": False, "error": message}))
+    return 2
+
+
+class _UsageError(Exception):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        print(f"auditlake: {message}", file=sys.stderr)
-        raise SystemExit(2)
+    def error(self, message):
+        raise _UsageError(message)
 
 
 def _positive(text: str) -> int:
@@ -162,25 +174,25 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:  # the arguments did not parse, so --json is looked for by hand
+        raise SystemExit(fail(str(exc), "--json" in argv)) from None
     module, func = HANDLERS[args.command].split(":")
     try:
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
     except AuditlakeError as exc:
-        print(f"auditlake: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(_one_line(exc), args.json)
     except KeyboardInterrupt:
-        print("auditlake: interrupted", file=sys.stderr)
-        return 2
+        return fail("interrupted", args.json)
     except Exception as exc:  # noqa: BLE001 - a user sees one line; AUDITLAKE_DEBUG=1 shows the traceback
         if os.environ.get("AUDITLAKE_DEBUG"):
             raise
         if isinstance(exc, OSError) and exc.strerror:  # a path the command was given: the reason and the path
-            print(f"auditlake: {exc.strerror}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
-        else:
-            print(f"auditlake: {exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
-        return 2
+            return fail(exc.strerror + (f": {exc.filename}" if exc.filename else ""), args.json)
+        return fail(f"{exc.__class__.__name__}: {_one_line(exc)}", args.json)
 
 
 if __name__ == "__main__":

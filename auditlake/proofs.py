@@ -1345,7 +1345,7 @@ def load_public_key_file(path: str) -> dict[str, str]:
 
 # ============================================================================ CLI
 def cli_prove(args) -> int:
-    from .cli import emit
+    from .cli import emit, fail
 
     from .lake.meta import read_meta
 
@@ -1362,7 +1362,7 @@ def cli_prove(args) -> int:
         else:
             raise AuditlakeError("prove needs an EVENT_ID or --consistency OLD NEW")
     except ProofError as exc:
-        print(f"auditlake: {exc}", file=sys.stderr)
+        fail(str(exc), args.json)
         return 1
     text = json.dumps(doc, indent=2)
     if args.out:

@@ -67,6 +67,21 @@ def test_a_path_that_holds_no_lake_is_said_so(argv, tmp_path, capsys, monkeypatc
     assert "no lake at" in _one_error_line(capsys)
 
 
+@pytest.mark.parametrize("argv", [["verify", "--json"], ["--json", "verify"], ["verify", "--json", "--bogus"],
+                                  ["prove", "no-such-event", "--json"], ["export", "--out", "{tmp}/x", "--format", "xml", "--json"]])
+def test_json_errors_are_a_document_on_stdout_too(argv, small, tmp_path, capsys):
+    """--json promises one document on stdout: a usage or I/O error is one as well, besides its line on stderr."""
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    lake_args = ["--lake", str(tmp_path / "nowhere")] if "verify" in argv else ["--lake", small.uri]
+    try:
+        code = main(lake_args + argv)
+    except SystemExit as stop:
+        code = stop.code
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert code == 2 and doc["ok"] is False and doc["error"] and out.err == f"auditlake: {doc['error']}\n"
+
+
 @pytest.mark.parametrize("flag, value", [("--subject", " "), ("--tenant", ""), ("--event-type", ","), ("--from", "")])
 def test_a_blank_export_filter_is_refused_not_dropped(small, tmp_path, capsys, flag, value):
     """A filter given blank would otherwise export the whole ledger to someone who asked for a part."""
