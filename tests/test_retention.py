@@ -44,7 +44,7 @@ def _findings(uri: str) -> list[dict]:
     # Findings name a table's file relative to the table; the retention findings here by the
     # object's path in the lake, as the retention module and repair name objects.
     return [asdict(f) | ({"file": f"tables/{f.table}/{f.file}"} if f.kind == "RET-WORM" and f.file
-                         and not f.table.startswith("_") and "." not in f.table else {})
+                         and not f.table.startswith("_") and f.table not in ("lake", "bucket") else {})
             for f in report.findings]
 
 
@@ -473,6 +473,25 @@ def test_retention_period_is_configurable(lake_uri, tmp_path):
             sealed.update(json.loads(m.read_text())["objects"])
         until = date.fromisoformat(sealed[o.rel]["retain_until"])
     assert until >= retention.add_years(date.today(), 10)
+    assert _findings(lake_uri) == []
+
+
+def test_a_policy_edited_down_is_reported(lake_uri, tmp_path):
+    """Seven years or more, but less than the lake was sealed under: new objects would be
+    kept for less than promised. Local lakes know it from the signed retention manifests,
+    S3 from auditlake.json's earlier versions; put back, it is no finding."""
+    _init(lake_uri, 10)
+    _ingest(lake_uri, tmp_path / "a", 20)
+    assert _findings(lake_uri) == []
+    lake = Lake.open(lake_uri)
+    meta = lake.read_json("auditlake.json")
+    meta["retention"]["years"] = 8
+    lake.write_json("auditlake.json", meta)
+    assert [(x["kind"], x["file"], x["detail"]) for x in _findings(lake_uri)] == [
+        ("RET-WORM", "auditlake.json", "the retention policy is 8 years, shortened from 10 "
+         "(a lake's retention can grow, never shrink)")]
+    meta["retention"]["years"] = 10
+    lake.write_json("auditlake.json", meta)
     assert _findings(lake_uri) == []
 
 

@@ -809,8 +809,10 @@ def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | Non
     return len(objects)
 
 
-def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
+def _check_local(lake: Lake, keys: KeyStore, years: int) -> tuple[list[dict], int]:
+    """The findings, and the longest retention a signed manifest was sealed under."""
     findings: list[dict] = []
+    sealed_years = 0
     public = {kid: load_public_key(b) for kid, b in keys.public_keys().items()}
     sealed: dict[str, dict] = {}
     for name, m in _manifests(lake).items():
@@ -827,6 +829,8 @@ def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
             findings.append(_f(MANIFEST_DIR, f"{MANIFEST_DIR}/{name}", "retention manifest signature does not verify"))
             continue
         sealed_at = (m.get("sealed_at") or "")[:10]
+        if isinstance(m.get("retention_years"), int):
+            sealed_years = max(sealed_years, m["retention_years"])
         for rel, entry in m.get("objects", {}).items():
             entry.setdefault("created", sealed_at)
             sealed[rel] = entry
@@ -860,7 +864,7 @@ def _check_local(lake: Lake, keys: KeyStore, years: int) -> list[dict]:
                               o.dates if o else _partition_dates(rel), years)
         if str(entry.get("retain_until", "")) < need.isoformat():
             findings.append(_f(table, rel, f"retained until {entry.get('retain_until')}, RET-WORM needs {need}", _part(rel)))
-    return findings
+    return findings, sealed_years
 
 
 def _table_of(rel: str) -> str:
@@ -1144,5 +1148,29 @@ def _check_once(lake: Lake, keys: KeyStore) -> list[dict]:
 
     findings += hold_problems(lake)
     if lake.is_s3:
-        return findings + _check_s3(lake, years)
-    return findings + _check_local(lake, keys, years)
+        return findings + _shortened(_s3_policy_years(lake), pol) + _check_s3(lake, years)
+    local, sealed_years = _check_local(lake, keys, years)
+    return findings + _shortened(sealed_years, pol) + local
+
+
+def _shortened(recorded_years: int, pol: dict) -> list[dict]:
+    """A policy edited down in auditlake.json: new objects would be kept for less than the
+    lake promised (set_policy only ever lengthens it)."""
+    if recorded_years <= pol["years"]:  # below RET-WORM's minimum is a finding of its own
+        return []
+    return [_f("lake", "auditlake.json", f"the retention policy is {pol['configured_years']} years, shortened from "
+               f"{recorded_years} (a lake's retention can grow, never shrink)")]
+
+
+def _s3_policy_years(lake: Lake) -> int:
+    """The longest retention any version of auditlake.json ever set (the bucket keeps them all)."""
+    from . import s3
+
+    longest = 0
+    for v in s3.history(lake, "auditlake.json").versions:
+        try:
+            conf = json.loads(s3.read_version(lake, "auditlake.json", v.version_id)).get("retention") or {}
+            longest = max(longest, int(conf.get("years") or 0))
+        except (ValueError, TypeError, AttributeError):
+            continue  # an unreadable version sets no policy; the current one is checked as read
+    return longest

@@ -442,6 +442,13 @@ def check_object_lock(lake: Lake, keys) -> list[dict]:
     return check(lake, keys)
 
 
+def read_version(lake: Lake, rel: str, version_id: str) -> bytes:
+    """The body of one version of an object."""
+    r = call(f"reading s3://{lake.bucket}/{key(lake, rel)}", client(lake).get_object,
+             Bucket=lake.bucket, Key=key(lake, rel), VersionId=version_id)
+    return r["Body"].read()
+
+
 # ----------------------------------------------------------------------------- repair
 def delete_version(lake: Lake, k: str, version_id: str) -> str | None:
     """Delete one version (or delete marker). None if done, else the S3 error code."""
