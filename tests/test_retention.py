@@ -786,6 +786,35 @@ def test_repair_restores_a_hold_record_hidden_on_s3(s3_lake_uri, s3_env, tmp_pat
     assert c.get_object_legal_hold(Bucket=bucket, Key=ledger_key)["LegalHold"]["Status"] == "ON"
 
 
+@pytest.mark.s3
+def test_repair_brings_back_a_deleted_identity_file_on_s3(s3_lake_uri, s3_env, tmp_path):
+    """auditlake.json deleted (a marker over its versions): verify reports it, repair removes
+    the markers so its newest version reads again, and records that."""
+    _init(s3_lake_uri, 9)
+    _ingest(s3_lake_uri, tmp_path / "in", 5)
+    c, bucket = s3_client(s3_env.endpoint), _bucket(s3_lake_uri)
+    before = c.get_object(Bucket=bucket, Key="lake/auditlake.json")["Body"].read()
+    c.delete_object(Bucket=bucket, Key="lake/auditlake.json")
+    c.delete_object(Bucket=bucket, Key="lake/auditlake.json")
+    assert [(x["kind"], x["file"]) for x in _findings(s3_lake_uri)] == [("identity_changed", "auditlake.json")]
+    r = run_cli("--lake", s3_lake_uri, "repair", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "auditlake.json" in json.loads(r.stdout)["repaired"]
+    assert c.get_object(Bucket=bucket, Key="lake/auditlake.json")["Body"].read() == before
+    assert _findings(s3_lake_uri) == [] and retention.policy(Lake.open(s3_lake_uri), refresh=True)["years"] == 9
+    incidents = Lake.open(s3_lake_uri).delta("incidents").to_pyarrow_dataset().to_table().to_pylist()
+    assert [i["object"] for i in incidents if i["kind"] == "object_restored"] == ["auditlake.json"]
+
+
+def test_a_local_lake_without_its_identity_file_is_not_repaired_into_a_new_one(lake_dir, tmp_path):
+    uri = str(lake_dir)
+    _ingest(uri, tmp_path / "in", 5)
+    (lake_dir / "auditlake.json").unlink()
+    r = run_cli("--lake", uri, "repair")
+    assert r.returncode == 2 and "restore that file from a backup" in r.stderr
+    assert not (lake_dir / "auditlake.json").exists()
+
+
 def test_erasure_does_not_go_ahead_when_the_ledger_cannot_say_whether_a_hold_applies(lake_dir, tmp_path):
     import pyarrow.parquet as pq
 

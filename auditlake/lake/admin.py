@@ -548,6 +548,22 @@ def _restore_original(lake: Lake, k: str, h, incidents: list[dict], failed: list
         incidents.append(_incident("restore_failed", rel, str(exc)))
 
 
+def _unhide_s3_meta(lake: Lake) -> list[dict]:
+    """auditlake.json under a delete marker: the lake never deletes its identity, so every
+    marker on it goes and its newest version reads again."""
+    from . import s3
+    from .meta import META
+
+    h = s3.history(lake, META)
+    if not h.versions or not h.markers:
+        return []
+    for m in reversed(h.markers):
+        if err := s3.delete_version(lake, h.key, m.version_id):
+            raise AuditlakeError(f"cannot remove the delete marker on {META} ({err}): restore it by hand")
+    return [_incident("object_restored", META, f"removed {len(h.markers)} delete marker(s): its version "
+                                               f"{h.versions[-1].version_id} reads again")]
+
+
 def _repair_local(lake: Lake) -> tuple[list[dict], list[str]]:
     """A local lake keeps no second copy of its files: repair restores the read-only lock of
     objects whose content still matches the sealed manifest, and reports the ones it cannot
@@ -632,11 +648,13 @@ def repair(lake: Lake) -> dict:
     from ..verify import verify
     from .meta import open_lake_keys
 
-    keys = open_lake_keys(lake)
     before = verify(lake, update_trust=False)
     if before.ok:
         return {"ok": True, "repaired": [], "failed": [], "findings_before": 0, "findings_after": 0, "incidents": 0}
+    unhidden = _unhide_s3_meta(lake) if lake.is_s3 else []
+    keys = open_lake_keys(lake)  # a local lake's lost identity file stops here: it keeps no copy
     incidents, failed = _repair_s3(lake) if lake.is_s3 else _repair_local(lake)
+    incidents = unhidden + incidents
     incidents += _remove_forged_checkpoints(lake, failed)
     incidents += _remove_forged_log_entries(lake, keys, failed)
     if lake.is_s3:

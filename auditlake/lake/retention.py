@@ -69,14 +69,15 @@ _policy_cache: dict[str, dict] = {}
 def policy(lake: Lake, refresh: bool = False) -> dict:
     """The lake's retention policy (`retention` in auditlake.json, set by `auditlake init`)."""
     if refresh or lake.uri not in _policy_cache:
-        meta = lake.read_json("auditlake.json") or {}
-        conf = meta.get("retention") or {}
+        meta = lake.read_json("auditlake.json")
+        conf = (meta or {}).get("retention") or {}
         configured = int(conf.get("years") or os.environ.get("AUDITLAKE_RETENTION_YEARS") or MIN_YEARS)
         _policy_cache[lake.uri] = {
             # Writers never lock for less than RET-WORM's period, whatever auditlake.json
             # (which anyone who can write the lake can edit) says; verify reports a shorter one.
             "years": max(configured, MIN_YEARS),
             "configured_years": configured,
+            "in_identity_file": meta is not None,
             "mode": "COMPLIANCE",
             "cold_after_days": int(conf.get("cold_after_days") or DEFAULT_COLD_AFTER_DAYS),
             "archive_after_days": int(conf.get("archive_after_days") or DEFAULT_ARCHIVE_AFTER_DAYS),
@@ -1156,7 +1157,8 @@ def _check_once(lake: Lake, keys: KeyStore) -> list[dict]:
 def _shortened(recorded_years: int, pol: dict) -> list[dict]:
     """A policy edited down in auditlake.json: new objects would be kept for less than the
     lake promised (set_policy only ever lengthens it)."""
-    if recorded_years <= pol["years"]:  # below RET-WORM's minimum is a finding of its own
+    # Below RET-WORM's minimum is a finding of its own, and so is a lost identity file.
+    if recorded_years <= pol["years"] or not pol["in_identity_file"]:
         return []
     return [_f("lake", "auditlake.json", f"the retention policy is {pol['configured_years']} years, shortened from "
                f"{recorded_years} (a lake's retention can grow, never shrink)")]
