@@ -665,6 +665,8 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     started = time.monotonic()
     ignored: list[dict] = []
     files = landing.find(lake, paths, ignored)  # first: a wrong path makes no lake and no keys
+    if lake.is_s3:
+        retention.require_worm_bucket(lake)  # nor does a bucket that could not keep it
     keys = open_lake_keys(lake, create=True)
     if fresh_since is None and (pending := audit_events.pending_files(lake)):
         known = {f.path for f in files}

@@ -129,8 +129,8 @@ def test_ingest_refuses_a_bucket_without_object_lock(s3_env, tmp_path):
     r = run_cli("--lake", f"s3://{bucket}/x", "ingest", str(tmp_path / "in"))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Object Lock" in r.stderr and "auditlake init" in r.stderr
-    # Nothing was committed before the check.
-    assert "Contents" not in s3_client(s3_env.endpoint).list_objects_v2(Bucket=bucket, Prefix="x/tables/")
+    # Nothing was written before the check: no tables, and no identity file of a lake the bucket could not keep.
+    assert "Contents" not in s3_client(s3_env.endpoint).list_objects_v2(Bucket=bucket, Prefix="x/")
 
 
 @pytest.mark.s3
