@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -37,14 +38,25 @@ def trust_dir() -> Path:
     return auditlake_home() / "trust"
 
 
+LOG_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def valid_log_id(log_id: object) -> bool:
+    """A log id names a folder of this host's: one name, never a path ("../x" would let a
+    lake's identity file pick keys it planted anywhere, even inside the lake)."""
+    return isinstance(log_id, str) and LOG_ID_RE.fullmatch(log_id) is not None and ".." not in log_id
+
+
 def keystore_dir(log_id: str, root: Path | None = None) -> Path:
     """The folder of a log's keystore (under AUDITLAKE_HOME unless another `root` is given)."""
+    if not valid_log_id(log_id):
+        raise AuditlakeError(f"{str(log_id)[:80]!r} is no log id")
     return (root or auditlake_home() / "keystores") / log_id
 
 
 def keystore_exists(log_id: str) -> bool:
     """Whether this host's AUDITLAKE_HOME holds a keystore of the log (KeyStore() makes one)."""
-    return (keystore_dir(log_id) / "keys.json").exists()
+    return valid_log_id(log_id) and (keystore_dir(log_id) / "keys.json").exists()
 
 
 def _b64(b: bytes) -> str:

@@ -1254,9 +1254,10 @@ def _foreign_tables(lake: Lake) -> list[str]:
 
 
 def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
-    """The lake's keystore. A lake whose identity file is gone while its tables are there
-    is tampering, not a usage error: its log id is taken from its checkpoints (whose
-    signatures say whether they are this keystore's), the rest verified, the loss reported."""
+    """The lake's keystore. A lake whose identity file is gone, or names a log this host has
+    no keys of, while its tables are there is tampering, not a usage error, when the
+    checkpoints are of a log whose keystore is here: that keystore is taken (the checkpoints'
+    signatures say whether they are its), the rest verified, the identity file reported."""
     from .keys import keystore_exists
     from .kms import select_keystore
     from .lake.meta import META, has_tables
@@ -1264,18 +1265,27 @@ def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
     try:
         return open_lake_keys(lake)
     except AuditlakeError:
-        if lake.read_json(META) is not None or not has_tables(lake):
-            raise
+        try:
+            meta = lake.read_json(META)
+        except AuditlakeError:
+            meta = "not JSON"
+        named = meta.get("log_id") if isinstance(meta, dict) else None
+        if keystore_exists(named) or not has_tables(lake):
+            raise  # its own keys are here: the error is another one
         try:
             ids = tables.dataset(lake, "checkpoints").to_table(columns=["log_id"]).column("log_id").unique().to_pylist()
         except (OSError, pa.ArrowException, AuditlakeError):
-            raise AuditlakeError(f"the lake at {lake.uri} has no {META} (its identity) and no readable checkpoints: "
+            raise AuditlakeError(f"the lake at {lake.uri} has no usable {META} (its identity) and no readable checkpoints: "
                                  "restore them from a backup") from None
         known = [i for i in ids if isinstance(i, str) and keystore_exists(i)]
         if len(known) != 1:
             raise
-        report.add("identity_changed", "lake", f"{META}, the lake's identity (log id, retention policy, published keys), "
-                   "is gone", file=META)
+        if meta is None:
+            report.add("identity_changed", "lake", f"{META}, the lake's identity (log id, retention policy, published "
+                       "keys), is gone", file=META)
+        else:
+            report.add("identity_changed", "lake", f"{META} names the log {str(named)[:80]!r}, not the one the lake's "
+                       f"checkpoints are signed for ({known[0]})", file=META)
         return select_keystore(known[0])
 
 

@@ -851,3 +851,50 @@ def test_a_deleted_identity_file_is_a_finding_not_a_usage_error(pristine, tmp_pa
     landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000)])
     with pytest.raises(AuditlakeError, match="has tables but no auditlake.json"):
         ingest(lake, [str(landing)])
+
+
+@pytest.mark.parametrize("log_id", ["log-00000000000000000000000000000000", 7])
+def test_an_identity_file_naming_another_log_is_a_finding_not_a_usage_error(pristine, tmp_path, monkeypatch, log_id):
+    """auditlake.json edited to name a log this host has no keys of, while the checkpoints
+    are signed for one it has: exit 1 with the finding, the rest verified; writers refuse."""
+    from auditlake.cli import main
+    from auditlake.errors import AuditlakeError
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    meta = Path(lake.uri, "auditlake.json")
+    doc = json.loads(meta.read_text())
+    real, doc["log_id"] = doc["log_id"], log_id
+    meta.write_text(json.dumps(doc))
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert [(f.kind, f.file) for f in report.findings] == [("identity_changed", "auditlake.json")], report.findings
+    assert real in report.findings[0].detail and report.events == N_FILES * PER_FILE
+    assert main(["--lake", lake.uri, "verify", "--no-trust-update"]) == 1
+    landing = write_jsonl(tmp_path / "more" / "a.jsonl", [event(n=10_000)])
+    with pytest.raises((AuditlakeError, TypeError)):
+        ingest(lake, [str(landing)])
+
+
+def test_an_identity_file_never_picks_keys_outside_the_keystore_folder(pristine, tmp_path, monkeypatch):
+    """A log id is a name, never a path: auditlake.json naming "../../<lake>/.k/<id>", where a
+    keystore was planted, is refused (the keys could be anyone's, the lake's own forger's)."""
+    from auditlake.cli import main
+    from auditlake.errors import AuditlakeError
+    from auditlake.keys import KeyStore, auditlake_home, keystore_dir
+
+    lake, _trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    meta = Path(lake.uri, "auditlake.json")
+    doc = json.loads(meta.read_text())
+    planted = Path(lake.uri, ".k", doc["log_id"])
+    shutil.copytree(keystore_dir(doc["log_id"]), planted)
+    path_id = "../" * len(auditlake_home().joinpath("keystores").resolve().parts) + str(planted.resolve()).lstrip("/")
+    assert (auditlake_home() / "keystores" / path_id).resolve() == planted.resolve()
+    keys = json.loads((planted / "keys.json").read_text())
+    (planted / "keys.json").write_text(json.dumps(keys | {"log_id": path_id}))
+    doc["log_id"] = path_id
+    meta.write_text(json.dumps(doc))
+    monkeypatch.setenv("AUDITLAKE_HOME", str(tmp_path / "verifier"))  # a host that holds other logs' keys
+    KeyStore("log-" + "0" * 32)
+    assert main(["--lake", lake.uri, "verify", "--no-trust-update"]) == 2
+    with pytest.raises(AuditlakeError, match="no log id"):
+        keystore_dir(path_id)

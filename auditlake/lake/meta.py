@@ -8,7 +8,7 @@ from pathlib import Path
 from datetime import datetime, timezone
 
 from ..errors import AuditlakeError
-from ..keys import KeyStore
+from ..keys import KeyStore, valid_log_id
 from .store import Lake
 
 META = "auditlake.json"
@@ -69,6 +69,8 @@ def read_meta(lake: Lake, create: bool = False) -> dict:
         }
         _create_exclusive(lake, json.dumps(body, indent=2, sort_keys=True).encode())
         meta = lake.read_json(META)
+    if not isinstance(meta, dict) or not valid_log_id(meta.get("log_id")):
+        raise AuditlakeError(f"{META} of the lake at {lake.uri} names no valid log id: restore that file from a backup")
     return meta
 
 
