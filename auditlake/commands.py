@@ -90,7 +90,9 @@ def keys(args) -> int:
         emit(args, f"rotated: chain key {chain_id}, signing key {sk_id} (audit event {event_id})",
              {"chain_key_id": chain_id, "signing_key_id": sk_id, "audit_event_id": event_id})
         return 0
-    doc = {"log_id": ks.log_id, "public_keys": ks.public_keys()}
+    from .proofs import public_key_document
+
+    doc = public_key_document(lake, ks)
     if args.out:
         lake.refuse_output_inside(args.out, "the key file")
         Path(args.out).write_text(json.dumps(doc, indent=2))

@@ -714,12 +714,17 @@ def _verify_manifest(root: Path, manifest: dict, repeated: list[str], public_key
     cp = manifest.get("source_checkpoint")
     if isinstance(cp, dict):
         from .ledger.checkpoint import Checkpoint
+        from .proofs import pinned_limits
 
         try:
             c = Checkpoint.from_dict(cp)
             check_sig(c.key_id, c.signature, c.body(), "the source checkpoint")
             if c.log_id != manifest.get("log_id"):
                 problems.append("the source checkpoint belongs to another log")
+            # What the pinned key file says of its keys: their log, and when each was retired.
+            problems += [f"{what} {why}" for what, key_id, log_id in (("the source checkpoint", c.key_id, c.log_id),
+                                                                      ("the manifest", kid, manifest.get("log_id")))
+                         if (why := pinned_limits(public_keys, log_id, key_id, c.tree_size))]
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"the source checkpoint is malformed: {exc}")
     else:

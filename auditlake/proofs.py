@@ -1129,10 +1129,54 @@ def consistency_proof(lake: Lake, old_size: int, new_size: int) -> dict:
 
 
 # ============================================================================ verifying proofs
+class PinnedKeys(dict):
+    """{key_id: b64} an offline check trusts, with what the key file says of them: the log
+    they sign for (None: not said) and, per retired key, the tree size from which a newer
+    key signed (a checkpoint it signs at that size or later is forged: a retired key,
+    leaked or kept, extends nothing)."""
+
+    def __init__(self, keys: dict[str, str], log_id: str | None = None, retired_at: dict[str, int] | None = None):
+        super().__init__(keys)
+        self.log_id = log_id
+        self.retired_at = dict(retired_at or {})
+
+
+def key_retirements(lake: Lake, keys) -> dict[str, int]:
+    """{key_id: the smallest tree size a newer signing key signed a checkpoint at}, from the
+    lake's checkpoints whose signatures verify (verify's `retired_key` rule, for offline use)."""
+    public = keys.public_keys()
+    order = {kid: i for i, kid in enumerate(public)}  # oldest first
+    first: dict[str, int] = {}  # key -> the smallest tree size it signed at
+    for row in read_checkpoints(lake):
+        kid = row.get("key_id")
+        if kid not in order or kid in first:
+            continue
+        try:
+            cp = Checkpoint(**{k: row[k] for k in (*SIGNED_FIELDS, "signature")})
+        except (KeyError, TypeError):
+            continue
+        if cp.signature_valid(load_public_key(public[kid])):
+            first[kid] = cp.tree_size
+    out = {}
+    for kid, age in order.items():
+        later = [size for k, size in first.items() if order[k] > age]
+        if later:
+            out[kid] = min(later)
+    return out
+
+
+def public_key_document(lake: Lake, keys) -> dict:
+    """What `auditlake keys export-public` writes: the log, its public keys (oldest first)
+    and the retired keys' limits."""
+    return {"log_id": keys.log_id, "public_keys": keys.public_keys(), "retired_at": key_retirements(lake, keys)}
+
+
 def _key_map(public_key) -> dict[str, str]:
     """{key_id: b64} from a b64 string or a {key_id: b64} mapping."""
     if public_key is None:
         return {}
+    if isinstance(public_key, PinnedKeys):
+        return public_key
     if isinstance(public_key, dict):
         return {str(k): str(v) for k, v in public_key.items()}
     pub = load_public_key(str(public_key).strip())
@@ -1168,7 +1212,23 @@ def _check_checkpoint(d, label: str, pinned: dict[str, str], doc_keys: dict[str,
         return None, f"the public key does not have key id {cp.key_id}"
     if not cp.signature_valid(pub):
         return None, f"{label} signature does not verify with key {cp.key_id}"
+    if why := pinned_limits(pinned, cp.log_id, cp.key_id, cp.tree_size):
+        return None, f"{label} {why}"
     return cp, ""
+
+
+def pinned_limits(pinned, log_id, key_id, tree_size) -> str:
+    """Why a signature by `key_id` over something at `tree_size` of `log_id` is not one the
+    pinned key file accepts ("" if it is)."""
+    if not isinstance(pinned, PinnedKeys):
+        return ""
+    if pinned.log_id is not None and log_id != pinned.log_id:
+        return f"is of log {str(log_id)[:80]}, the pinned keys are of log {pinned.log_id}"
+    limit = pinned.retired_at.get(key_id)
+    if limit is not None and isinstance(tree_size, int) and tree_size >= limit:
+        return (f"(tree size {tree_size}) is signed with key {key_id}, which a newer key replaced at tree size "
+                f"{limit}: a retired key extends nothing")
+    return ""
 
 
 def _hashes(proof) -> list[bytes] | None:
@@ -1215,6 +1275,8 @@ def verify_proof_doc(doc, public_key_b64=None) -> tuple[bool, str]:
         return False, f"the proof's public key is not a base64 Ed25519 key: {exc}"
     if not pinned and not doc_keys:
         return False, "no public key: the proof carries none and none was given"
+    if pinned and (differ := sorted(kid for kid, b64 in doc_keys.items() if pinned.get(kid) != b64)):
+        return False, f"the proof declares a public key for {differ[0][:80]} that is not the pinned one"
     trust = "pinned key" if pinned else "the proof's own key (not pinned; pass --public-key to pin one)"
     kind = doc.get("type")
     if kind == "inclusion":
@@ -1308,7 +1370,9 @@ def pinned_public_keys(args) -> dict[str, str]:
     if not named:
         raise AuditlakeError("no public key to check the signature with: pass --public-key FILE "
                              "(from `auditlake keys export-public` on the lake's host)")
-    return open_lake_keys(Lake.open(named)).public_keys()
+    lake = Lake.open(named)
+    doc = public_key_document(lake, open_lake_keys(lake))
+    return PinnedKeys(doc["public_keys"], doc["log_id"], doc["retired_at"])
 
 
 def load_public_key_file(path: str) -> dict[str, str]:
@@ -1326,7 +1390,13 @@ def load_public_key_file(path: str) -> dict[str, str]:
             if isinstance(d.get("public_keys"), dict):
                 if not d["public_keys"]:  # pinned to nothing must not read as "not pinned"
                     raise ValueError("its public_keys are empty")
-                return {str(k): str(v) for k, v in d["public_keys"].items()}
+                log_id, retired = d.get("log_id"), d.get("retired_at") or {}
+                if log_id is not None and not isinstance(log_id, str):
+                    raise ValueError("its log_id is not a string")
+                if not (isinstance(retired, dict) and all(type(v) is int for v in retired.values())):
+                    raise ValueError("its retired_at is not a map of key ids to tree sizes")
+                return PinnedKeys({str(k): str(v) for k, v in d["public_keys"].items()}, log_id,
+                                  {str(k): v for k, v in retired.items()})
             if isinstance(d.get("public_key"), str):
                 return _key_map(d["public_key"])
             raise ValueError("no public_keys or public_key in it")

@@ -450,6 +450,75 @@ def test_proof_after_key_rotation_uses_the_checkpoints_key(lake, tmp_path):
     assert len(doc["public_keys"]) == 2
 
 
+def test_a_retired_key_extends_nothing_offline(lake, tmp_path, capsys):
+    """A signing key that a newer one replaced (leaked, or kept by whoever had the old
+    keystore) signs a checkpoint past the rotation: verify-proof and verify-export refuse it,
+    pinned by the lake's keystore or by a key file exported after the rotation, while what
+    it signed before the rotation still verifies. A key file of another log, or a proof
+    declaring a key that is not pinned, is refused too."""
+    import base64
+    from dataclasses import replace
+
+    from auditlake.export import build_export, verify_export
+    from auditlake.keys import public_key_b64
+    from auditlake.lake.meta import open_lake_keys
+    from auditlake.ledger.canonical import canonical_json
+    from auditlake.ledger.checkpoint import Checkpoint
+
+    _ingest(lake, tmp_path, 0, 300, "b1")
+    ids, _ = _ids(lake)
+    keys = open_lake_keys(lake)
+    old_kid, old_key = keys.signing_key_id, keys.signing_key()
+    before = proofs.inclusion_proof(lake, ids[10])
+    keys.rotate()
+    _ingest(lake, tmp_path, 300, 310, "b2")
+    keyfile = tmp_path / "pub.json"
+    assert main(["--lake", lake.uri, "keys", "export-public", "--out", str(keyfile)]) == 0
+    assert json.loads(keyfile.read_text())["retired_at"] == {old_kid: 310}  # the new key's first checkpoint
+
+    def resign(cp: dict) -> dict:
+        return replace(Checkpoint.from_dict(cp), key_id=old_kid).signed(old_key).to_dict()
+
+    forged = proofs.inclusion_proof(lake, ids[10])
+    forged["checkpoint"] = resign(forged["checkpoint"])
+    forged["public_key"] = public_key_b64(old_key.public_key())
+    by_lake = proofs.pinned_public_keys(type("A", (), {"public_key": None, "lake": lake.uri})())
+    by_file = proofs.load_public_key_file(str(keyfile))
+    for pinned in (by_lake, by_file):
+        ok, why = proofs.verify_proof_doc(forged, pinned)
+        assert not ok and f"signed with key {old_kid}, which a newer key replaced at tree size 310" in why
+        assert proofs.verify_proof_doc(before, pinned)[0]
+    # Without what the key file says of retirement (a file exported before the rotation) the
+    # forgery cannot be told offline: why the file is exported again after each rotation.
+    assert proofs.verify_proof_doc(forged, dict(by_file))[0]
+
+    bundle = tmp_path / "bundle"
+    build_export(lake, str(bundle), ["jsonl"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["source_checkpoint"] = resign(manifest["source_checkpoint"])
+    manifest |= {"key_id": old_kid, "public_key": forged["public_key"], "public_keys": {old_kid: forged["public_key"]}}
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    manifest["signature"] = base64.b64encode(old_key.sign(canonical_json(body))).decode()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    res = verify_export(str(bundle), by_file)
+    assert not res["ok"] and any("a retired key extends nothing" in p for p in res["problems"])
+    assert verify_export(str(bundle), dict(by_file))["ok"]
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(json.loads(keyfile.read_text()) | {"log_id": "log-" + "f" * 32}))
+    ok, why = proofs.verify_proof_doc(before, proofs.load_public_key_file(str(other)))
+    assert not ok and "the pinned keys are of log log-ffff" in why
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from auditlake.keys import signing_key_id
+
+    stranger = Ed25519PrivateKey.generate().public_key()
+    swapped = copy.deepcopy(before)
+    swapped["public_key"] = public_key_b64(stranger)
+    assert proofs.verify_proof_doc(swapped, by_file) == (
+        False, f"the proof declares a public key for {signing_key_id(stranger)} that is not the pinned one")
+
+
 def test_event_index_finds_events_compacts_and_survives_a_forged_entry(lake, tmp_path, monkeypatch):
     monkeypatch.setattr(proofs, "INDEX_MIN_ROWS", 50)
     monkeypatch.setattr(proofs, "INDEX_MAX_SEGMENTS", 1)
