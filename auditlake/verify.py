@@ -39,10 +39,11 @@ from .catalog import catalog_problems
 from .errors import AuditlakeError
 from .keys import KeyStore, load_public_key, trust_dir
 from .lake import retention, tables
-from .lake.meta import open_lake_keys
+from .lake.meta import meta_or_none, open_lake_keys
 from .lake.store import Lake
 from .ledger import chain, merkle, packed
 from .ledger.checkpoint import SIGNED_FIELDS, ZERO_HASH, Checkpoint
+from .ledger.canonical import MAX_EXACT_INT
 from .ledger.commits import SIGNATURE as COMMIT_SIGNATURE
 
 FINDINGS_PER_KIND = 50
@@ -1062,7 +1063,7 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
     newest: tuple[int, str, int] | None = None  # (age, id, tree size) of the newest key a checkpoint used so far
     for row in rows:
         size = row.get("tree_size")
-        if type(size) is not int:
+        if type(size) is not int or size > MAX_EXACT_INT:  # past JSON's exact integers: the lake signs none
             report.add("forged_checkpoint", "checkpoints", f"a checkpoint whose tree size is {size!r}")
             continue
         try:
@@ -1229,7 +1230,7 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
                {"file": f"tables/{name}", "partition": None}) for name in _foreign_tables(lake)]
     # The published public keys are informational (trust comes from the keystore), but an
     # offline verifier may take them from there: one the keystore does not hold is planted.
-    published = (lake.read_json("auditlake.json") or {}).get("public_keys") or {}
+    published = (meta_or_none(lake) or {}).get("public_keys") or {}
     planted = ([f"the public key {kid}, which the keystore does not hold" for kid in sorted(set(published) - set(keys.public_keys()))]
                if isinstance(published, dict) else ["public_keys that are no map of key ids"])
     found += [("identity_changed", "lake", f"auditlake.json publishes {what}", {"file": "auditlake.json", "partition": None})
@@ -1260,10 +1261,15 @@ def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
     signatures say whether they are its), the rest verified, the identity file reported."""
     from .keys import keystore_exists
     from .kms import select_keystore
-    from .lake.meta import META, has_tables
+    from .lake.meta import META, KeysNotPublished, has_tables
 
     try:
         return open_lake_keys(lake)
+    except KeysNotPublished as exc:
+        # The identity file publishes none of this keystore's keys: planted ones (reported
+        # with the lake's findings), or another host's keystore, which the checkpoints'
+        # signatures then show.
+        return select_keystore(exc.log_id)
     except AuditlakeError:
         try:
             meta = lake.read_json(META)
@@ -1283,6 +1289,8 @@ def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
         if meta is None:
             report.add("identity_changed", "lake", f"{META}, the lake's identity (log id, retention policy, published "
                        "keys), is gone", file=META)
+        elif not isinstance(meta, dict):
+            report.add("identity_changed", "lake", f"{META}, the lake's identity, is no JSON object", file=META)
         else:
             report.add("identity_changed", "lake", f"{META} names the log {str(named)[:80]!r}, not the one the lake's "
                        f"checkpoints are signed for ({known[0]})", file=META)

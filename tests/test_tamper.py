@@ -898,3 +898,54 @@ def test_an_identity_file_never_picks_keys_outside_the_keystore_folder(pristine,
     assert main(["--lake", lake.uri, "verify", "--no-trust-update"]) == 2
     with pytest.raises(AuditlakeError, match="no log id"):
         keystore_dir(path_id)
+
+
+@pytest.mark.parametrize("damage", ["gap", "junk_entry"])
+def test_a_damaged_delta_log_is_a_finding_with_the_catalog_beside_it(pristine, tmp_path, monkeypatch, damage):
+    """The catalog's views bind the tables' Delta logs: one DuckDB cannot read must not stop
+    verify (it did, exit 2, before any finding); the history checks report it."""
+    from auditlake.catalog import build_catalog
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    build_catalog(lake)
+    log = Path(lake.uri, "tables", "ledger", "_delta_log")
+    if damage == "gap":
+        (log / f"{N_FILES + 2:020d}.json").write_text('{"commitInfo":{"operation":"WRITE"}}\n')
+    else:
+        (log / f"{N_FILES:020d}.json").write_text("this is not json\n")
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    kinds = {f.kind for f in report.findings}
+    assert ("history_missing" if damage == "gap" else "non_append_commit") in kinds, report.findings
+
+
+def test_a_checkpoint_row_past_jsons_exact_integers_is_forged_not_a_crash(pristine, tmp_path, monkeypatch):
+    from deltalake import write_deltalake
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    t = lake.delta("checkpoints").to_pyarrow_dataset().to_table()
+    row = t.slice(t.num_rows - 1, 1)
+    row = row.set_column(row.schema.get_field_index("tree_size"), "tree_size", pa.array([2**53 + 1], pa.int64()))
+    write_deltalake(lake.table_uri("checkpoints"), row, mode="append")
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert ("forged_checkpoint", f"a checkpoint whose tree size is {2**53 + 1}") in {(f.kind, f.detail) for f in report.findings}
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda d: d | {"public_keys": {"sk-deadbeef0000": "A" * 43 + "="}}, "publishes the public key sk-deadbeef0000"),
+    (lambda d: d | {"public_keys": "garbage"}, "publishes public_keys that are no map of key ids"),
+    (lambda d: "{", "is no JSON object"),
+])
+def test_an_identity_file_publishing_other_keys_or_no_json_is_a_finding(pristine, tmp_path, monkeypatch, edit, said):
+    """Only planted keys published (none of the keystore's), or auditlake.json no longer JSON:
+    exit 1 with identity_changed, the rest verified (it was exit 2, as for a wrong keystore)."""
+    from auditlake.cli import main
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    meta = Path(lake.uri, "auditlake.json")
+    new = edit(json.loads(meta.read_text()))
+    meta.write_text(new if isinstance(new, str) else json.dumps(new))
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    assert [(f.kind, f.file) for f in report.findings] == [("identity_changed", "auditlake.json")], report.findings
+    assert said in report.findings[0].detail and report.events == N_FILES * PER_FILE
+    assert main(["--lake", lake.uri, "verify", "--no-trust-update"]) == 1

@@ -49,6 +49,24 @@ def has_tables(lake: Lake) -> bool:
         return False
 
 
+class KeysNotPublished(AuditlakeError):
+    """The lake's keystore is here, but auditlake.json publishes none of its keys."""
+
+    def __init__(self, log_id: str, message: str):
+        super().__init__(message)
+        self.log_id = log_id
+
+
+def meta_or_none(lake: Lake) -> dict | None:
+    """auditlake.json as a map, or None when it is gone or no JSON object (for checks that
+    go on and report it: verify's identity check says which)."""
+    try:
+        meta = lake.read_json(META)
+    except AuditlakeError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def read_meta(lake: Lake, create: bool = False) -> dict:
     meta = lake.read_json(META)
     if meta is None:
@@ -97,6 +115,6 @@ def open_lake_keys(lake: Lake, create: bool = False) -> KeyStore:
 
     keys = select_keystore(meta["log_id"])
     if published and not published & set(keys.public_keys()):
-        raise AuditlakeError(f"the keystore in {auditlake_home()} holds none of the keys the lake {lake.uri} published "
-                             "in auditlake.json: point AUDITLAKE_HOME at the lake's keystore")
+        raise KeysNotPublished(meta["log_id"], f"the keystore in {auditlake_home()} holds none of the keys the lake "
+                               f"{lake.uri} published in auditlake.json: point AUDITLAKE_HOME at the lake's keystore")
     return keys

@@ -69,8 +69,11 @@ _policy_cache: dict[str, dict] = {}
 def policy(lake: Lake, refresh: bool = False) -> dict:
     """The lake's retention policy (`retention` in auditlake.json, set by `auditlake init`)."""
     if refresh or lake.uri not in _policy_cache:
-        meta = lake.read_json("auditlake.json")
+        from .meta import meta_or_none
+
+        meta = meta_or_none(lake)
         conf = (meta or {}).get("retention") or {}
+        conf = conf if isinstance(conf, dict) else {}
         configured = int(conf.get("years") or os.environ.get("AUDITLAKE_RETENTION_YEARS") or MIN_YEARS)
         _policy_cache[lake.uri] = {
             # Writers never lock for less than RET-WORM's period, whatever auditlake.json

@@ -15,7 +15,7 @@ import rfc8785
 
 from .. import _records
 
-_MAX_EXACT_INT = 2**53 - 1
+MAX_EXACT_INT = 2**53 - 1
 _PLAIN = frozenset({str, bool, type(None)})
 
 
@@ -39,7 +39,7 @@ def _needs_reference(value) -> bool:
             stack.extend(v)
         elif isinstance(v, float):
             return True
-        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > _MAX_EXACT_INT:
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_EXACT_INT:
             return True
     return False
 
