@@ -173,6 +173,8 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
             if kind == "add":
                 rel = _unquote(body["path"])
                 adds.append((rel, body.get("partitionValues")))
+                if why := _partition_values_problem(name, rel, body.get("partitionValues")):
+                    report.add("changed_field", name, f"version {v}: {why}", file=rel, partition=_partition(rel))
                 if rel in added_in:
                     report.add("non_append_commit", name, f"version {v} adds a file that version {added_in[rel]} added",
                                file=rel, partition=_partition(rel))
@@ -216,7 +218,25 @@ def check_history(lake: Lake, name: str, report: VerifyReport, keys: KeyStore) -
                    partition=_partition(rel))
     if name in tables.SIGNED_COMMITS:
         _check_signed_commits(lake, name, commits, keys, report)
+    elif name in ("ledger", "checkpoints"):  # each commit the lake makes there adds rows
+        for v, (_info, adds) in sorted(commits.items()):
+            if not adds:
+                report.add("non_append_commit", name, f"version {v} adds no rows: no commit the lake makes",
+                           file=f"_delta_log/{v:020d}.json")
     return {_unquote(p): a for p, a in live.items()}
+
+
+def _partition_values_problem(name: str, rel: str, values) -> str:
+    """Readers take a partitioned file's column from its add action's partitionValues, the
+    rows' checks from the folder: the two must agree ("" if they do)."""
+    columns = tables.PARTITIONS.get(name)
+    if not columns:
+        return ""
+    folder = dict(part.split("=", 1) for part in rel.split("/")[:-1] if "=" in part)
+    want = {c: _unquote(folder.get(c, "")) for c in columns}
+    if not isinstance(values, dict) or {c: values.get(c) for c in columns} != want:
+        return f"its add action gives the rows {str(values)[:120]}, its folder {want}"
+    return ""
 
 
 def _check_signed_commits(lake: Lake, name: str, commits: dict[int, tuple[dict, list[tuple[str, dict]]]], keys: KeyStore,

@@ -311,6 +311,31 @@ def tamper_junk_log_entry(lake, seq):
     return {"non_append_commit"}
 
 
+def tamper_empty_commit(lake, seq):
+    """A blind append that adds nothing (a note for readers of the history), in the ledger's
+    or the checkpoints' log: no commit the lake makes there."""
+    table = ("ledger", "checkpoints")[seq % 2]
+    log = Path(lake.uri, "tables", table, "_delta_log")
+    last = max(int(p.name[:20]) for p in log.glob("*.json"))
+    note = {"commitInfo": {"operation": "WRITE", "operationParameters": {"mode": "Append"},
+                           "userMetadata": "lake audited OK; seq 100-200 deleted with approval"}}
+    (log / f"{last + 1:020d}.json").write_text(json.dumps(note) + "\n")
+    return {"non_append_commit"}
+
+
+def tamper_partition_value(lake, seq):
+    """The add action of the row's file gives its rows another event_date (readers take it
+    from there) than its folder and its rows say."""
+    log = Path(lake.uri, "tables", "ledger", "_delta_log")
+    victim = str(_row_file(lake, seq)[0].relative_to(Path(lake.uri, "tables", "ledger")))
+    for entry in log.glob("*.json"):
+        lines = entry.read_text().splitlines()
+        if any(victim in line for line in lines):
+            entry.write_text("\n".join(line.replace('"event_date":"', '"event_date":"1999') if victim in line else line
+                                       for line in lines) + "\n")
+    return {"changed_field"}
+
+
 def tamper_truncated_tail(lake, seq):
     """Drop the last batch with its checkpoint, history and all: only the trusted checkpoint tells."""
     for table in ("ledger", "checkpoints", "ingest_log"):
@@ -476,7 +501,8 @@ def test_malformed_tampering_is_a_finding_not_a_crash(pristine, tmp_path, monkey
         assert all(f.file.startswith("_delta_log/") and "not a Delta action" in f.detail for f in located)
 
 
-@pytest.mark.parametrize("tamper", [tamper_junk_log_entry, tamper_table_property, tamper_non_append_commit])
+@pytest.mark.parametrize("tamper", [tamper_junk_log_entry, tamper_table_property, tamper_non_append_commit,
+                                    tamper_empty_commit])
 def test_a_forged_log_entry_is_never_sealed_nor_written_after(pristine, tmp_path, monkeypatch, tamper):
     """Sealed (read-only plus manifest here, COMPLIANCE on S3) a forged entry could never be
     removed and later commits would build on it: the next ingest stops before both, and once
@@ -949,3 +975,14 @@ def test_an_identity_file_publishing_other_keys_or_no_json_is_a_finding(pristine
     assert [(f.kind, f.file) for f in report.findings] == [("identity_changed", "auditlake.json")], report.findings
     assert said in report.findings[0].detail and report.events == N_FILES * PER_FILE
     assert main(["--lake", lake.uri, "verify", "--no-trust-update"]) == 1
+
+
+@pytest.mark.parametrize("seq", [0, 20])
+def test_an_add_action_giving_its_rows_another_partition_value_is_located(pristine, tmp_path, monkeypatch, seq):
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    victim = str(_row_file(lake, seq)[0].relative_to(Path(lake.uri, "tables", "ledger")))
+    tamper_partition_value(lake, seq)
+    _relock(lake)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    (f,) = [f for f in report.findings if f.kind == "changed_field"]
+    assert (f.table, f.file, f.partition) == ("ledger", victim, victim.split("/")[0]) and "1999" in f.detail

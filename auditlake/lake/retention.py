@@ -298,6 +298,8 @@ def forged_why(lake: Lake, keys: KeyStore, log: Obj) -> str | None:
         return log.problem
     if log.table == "ledger":
         return None if (lake.uri, "ledger", log.version) in _made else _ledger_commit_problem(lake, keys, log)
+    if log.table == "checkpoints":  # its rows are signed one by one (verify checks them); a commit adds one
+        return None if read_entry(lake, log.table, log.version, cache=False)[1:] else "a checkpoints commit that adds no checkpoint"
     if log.table not in tables.SIGNED_COMMITS:
         return None
     _, *adds = read_entry(lake, log.table, log.version, cache=False)  # a removed entry's number is reused
