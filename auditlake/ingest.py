@@ -698,7 +698,7 @@ def _plan_and_commit(lake: Lake, keys: KeyStore, files: list[landing.LandingFile
             state = _load_state(lake, keys, files, fresh_since)
             head = state.head
             _require_the_lakes_keys(keys, head)
-            retention.refuse_hidden_tail(lake)
+            retention.refuse_hidden_tail(lake, keys.log_id)
             if head.tree_size > head.checkpoint_frontier_size:  # a crash left an unsealed tail
                 _recover(lake, keys, head)
             retention.lock_new(lake, keys)  # objects a crash left unlocked

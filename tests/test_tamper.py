@@ -986,3 +986,18 @@ def test_an_add_action_giving_its_rows_another_partition_value_is_located(pristi
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
     (f,) = [f for f in report.findings if f.kind == "changed_field"]
     assert (f.table, f.file, f.partition) == ("ledger", victim, victim.split("/")[0]) and "1999" in f.detail
+
+
+def test_ingest_does_not_write_over_a_tail_dropped_with_its_manifests(pristine, tmp_path, monkeypatch):
+    """The last batch dropped from every table and the retention manifests rewritten: this
+    host remembers the manifests it sealed, so the next ingest stops instead of forking the
+    log at the old tree size."""
+    from auditlake.errors import AuditlakeError
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    tamper_truncated_tail(lake, 0)
+    before = lake.delta("ledger").version()
+    write_jsonl(tmp_path / "next" / "b.jsonl", [event(n=900 + i) for i in range(3)])
+    with pytest.raises(AuditlakeError, match="was sealed here and is gone or changed"):
+        ingest(lake, [str(tmp_path / "next")])
+    assert lake.delta("ledger").version() == before

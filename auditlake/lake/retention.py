@@ -1099,13 +1099,21 @@ def lock_new(lake: Lake, keys: KeyStore) -> int:
         return seal_local(lake, keys, listings)
 
 
-def refuse_hidden_tail(lake: Lake) -> None:
+def refuse_hidden_tail(lake: Lake, log_id: str) -> None:
     """Stop a writer at a table whose next log entry was written before: on S3 a version
     under a delete marker, locally one a manifest sealed. That is a commit hidden, not one
     never made: sweeping its data files as leftovers would delete sealed files, and writing
     that version again would fork the table. On S3 also at a log entry written over or
     hidden (its current version is not the one committed): the table read through it is not
-    the lake's, and sweeping by it would delete sealed files."""
+    the lake's, and sweeping by it would delete sealed files. Locally also at a manifest this
+    host sealed or a clean verify saw that is gone or changed: the tail it sealed may have
+    gone with it."""
+    if not lake.is_s3:
+        present = manifest_digests(lake)
+        if lost := sorted(n for n, digest in seen_manifests(log_id).items() if present.get(n) != digest):
+            raise AuditlakeError(f"{MANIFEST_DIR}/{lost[0]} was sealed here and is gone or changed ({len(lost)} retention "
+                                 "manifest(s)): not writing on a lake that may have lost sealed commits; run "
+                                 "`auditlake verify`, and restore the lake from a backup")
     sealed = sealed_rels(lake)
     for table in table_names(lake):
         version = list_log(lake, table).latest + 1
