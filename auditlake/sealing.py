@@ -30,7 +30,7 @@ import orjson
 import pyarrow as pa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .contract import MAX_LINE_BYTES, validate
+from .contract import MAX_LINE_BYTES, UUID_RE, validate
 from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.tables import LEDGER
@@ -143,10 +143,13 @@ def reason_line(reason: str) -> str:
 
 
 def quarantine_row(file: str, sha: str, line: int, reason: str, raw, event) -> dict:
+    event_id = event.get("event_id") if isinstance(event, dict) else None
     return {
         "source_file": file, "source_sha256": sha, "line": line, "reason": reason_line(reason),
         "raw": "" if isinstance(raw, Unreadable) else mask_raw(raw.row if isinstance(raw, Rejected) else raw),
-        "event_id": event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None,
+        # Only an event id proper: a producer's column mix-up can put a phone number or a
+        # name there, which `raw` shows masked.
+        "event_id": event_id if isinstance(event_id, str) and UUID_RE.match(event_id) else None,
     }
 
 

@@ -414,13 +414,22 @@ def test_a_parquet_member_name_given_twice_is_quarantined_with_the_row(lake, tmp
     table = pa.table({k: v for k, v in text.items() if k != "subject"}).append_column(
         "subject", pa.array([{"id": "s"}] * 3, pa.struct([("id", pa.string())])).cast(twice))
     pq.write_table(table, tmp_path / "in" / "b.parquet")
+    # A column twice (pyarrow's rows take the last one): both event_ids, one a phone number
+    # (a producer's mix-up), which the quarantine's event_id column must not show.
+    more = [event(n=i) for i in range(10, 12)]
+    mixed = pa.table({k: [json.dumps(r[k]) if isinstance(r[k], dict) else r[k] for r in more] for k in more[0]})
+    mixed = mixed.append_column("event_id", pa.array(["+13125550186", more[1]["event_id"]]))
+    pq.write_table(mixed, tmp_path / "in" / "c.parquet")
     report = ingest(lake, [str(tmp_path / "in")])
-    assert (report.accepted, report.quarantined) == (2, 4)
+    assert (report.accepted, report.quarantined) == (2, 6)
     q = sorted(_table(lake, "quarantine").to_pylist(), key=lambda r: (r["source_file"], r["line"]))
-    assert [(r["source_file"].rsplit("/", 1)[-1], r["line"]) for r in q] == [("a.parquet", 2)] + [("b.parquet", i) for i in (1, 2, 3)]
+    assert [(r["source_file"].rsplit("/", 1)[-1], r["line"]) for r in q] == (
+        [("a.parquet", 2)] + [("b.parquet", i) for i in (1, 2, 3)] + [("c.parquet", 1), ("c.parquet", 2)])
     assert q[0]["reason"].startswith('not I-JSON: column data holds the member name "direction" twice')
     assert "call_id" in q[0]["raw"] and "+1312555" not in q[0]["raw"]  # the row as read, PII masked
-    assert all(r["reason"].startswith('not I-JSON: column subject holds the member name "id" twice') for r in q[1:])
+    assert all(r["reason"].startswith('not I-JSON: column subject holds the member name "id" twice') for r in q[1:4])
+    assert all(r["reason"].startswith('not I-JSON: the file\'s schema holds the column "event_id" twice') for r in q[4:])
+    assert [r["event_id"] for r in q[4:]] == [None, None] and all("+1312555" not in r["raw"] for r in q[4:])
     _assert_reasons_have_families(lake)
 
 
@@ -1249,3 +1258,16 @@ def test_a_key_rotation_is_a_security_change_sox_reads(lake, tmp_path):
                  if r["event_type"] == "config.changed"}
     assert [d.get("change_ticket") for e, d in rotations.items() if e in flagged] == [None]
     assert [d.get("change_ticket") for e, d in rotations.items() if e not in flagged] == ["CHG-7"]
+
+
+def test_the_quarantines_event_id_is_an_event_id_or_null(lake, tmp_path):
+    """A producer's mix-up can put a phone number or an e-mail address where the event id
+    goes: `raw` shows it masked, and the event_id column only ever holds an event id."""
+    bad_type = event(n=1) | {"event_type": "call.teleported"}
+    lines = [json.dumps(event(n=0) | {"event_id": "zelda.quixote@mailhost.example.org"}),
+             json.dumps(event(n=2) | {"event_id": "+13125550186 " + "x" * 5000}), json.dumps(bad_type)]
+    write_jsonl(tmp_path / "in" / "a.jsonl", lines)
+    assert ingest(lake, [str(tmp_path / "in")]).quarantined == 3
+    q = sorted(_table(lake, "quarantine").to_pylist(), key=lambda r: r["line"])
+    assert [r["event_id"] for r in q] == [None, None, bad_type["event_id"]]
+    assert not any("zelda" in r["raw"] or "5550186" in r["raw"] for r in q)
