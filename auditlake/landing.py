@@ -135,7 +135,7 @@ class LandingFile:
                     if lines:
                         yield n + 1, _without_cr(lines) if b"\r" in text else lines
                         n += len(lines)
-                    if len(pending) > MAX_LINE_BYTES:
+                    if len(pending) - pending.endswith(b"\r") > MAX_LINE_BYTES:  # a CR may be its CRLF's
                         long, pending = LongLine.of(pending), b""
             except _GzipDamage as exc:  # the lines before it are whole and read; the rest is one line
                 what, why = exc.args

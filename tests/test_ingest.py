@@ -1271,3 +1271,25 @@ def test_the_quarantines_event_id_is_an_event_id_or_null(lake, tmp_path):
     q = sorted(_table(lake, "quarantine").to_pylist(), key=lambda r: r["line"])
     assert [r["event_id"] for r in q] == [None, None, bad_type["event_id"]]
     assert not any("zelda" in r["raw"] or "5550186" in r["raw"] for r in q)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2])
+def test_a_crlf_line_of_exactly_64_kib_gets_one_verdict_wherever_it_sits(lake, tmp_path, offset):
+    """The line's CR at the end of a read (its LF in the next) is its CRLF's, not a byte of
+    the line: a 65,536-byte line is accepted wherever the reads fall."""
+    from auditlake import landing
+
+    ev = event(n=5)
+    ev["data"]["pad"] = ""
+    ev["data"]["pad"] = "x" * (65_536 - len(json.dumps(ev, separators=(",", ":")).encode()))
+    line = json.dumps(ev, separators=(",", ":")).encode()
+    assert len(line) == 65_536
+    head = b"".join(json.dumps(event(n=6 + i), separators=(",", ":")).encode() + b"\r\n" for i in range(4))
+    pad = landing._CHUNK - len(head) - len(line) - 1 + offset  # offset 0: the CR is a read's last byte
+    text = head + b"{}" + b" " * (pad - 4) + b"\r\n" + line + b"\r\n"
+    path = tmp_path / "in" / "crlf.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(text)
+    report = ingest(lake, [str(path)])
+    q = _table(lake, "quarantine").to_pylist()
+    assert report.accepted == 5 and [r["line"] for r in q] == [5], q  # "{}" lacks the fields; the long line is in
