@@ -35,6 +35,9 @@ HANDLERS = {
 
 def fail(message: str, as_json: bool) -> int:
     """A usage or I/O error: one line on stderr, exit 2."""
+    from .masking import escape_controls
+
+    message = escape_controls(message)
     print(f"auditlake: {message}", file=sys.stderr)
     if as_json:
         print(json.dumps({"ok": False, "error": message}))

@@ -9,6 +9,7 @@ from pathlib import Path
 from .cli import emit
 from .errors import AuditlakeError
 from .lake.store import Lake
+from .masking import escape_controls
 
 
 def generate(args) -> int:
@@ -28,12 +29,12 @@ def ingest(args) -> int:
     progress = None if args.json else (lambda msg: print(msg, file=sys.stderr))
     report = run(lake, args.paths or None, progress=progress)
     skipped = sum(1 for f in report.files if f.skipped)
-    if not args.json:
+    if not args.json:  # file names are a producer's: escaped, one line each
         for item in report.ignored:
-            print(f"auditlake: ignored {item['file']}: {item['reason']}", file=sys.stderr)
+            print(f"auditlake: ignored {escape_controls(item['file'])}: {item['reason']}", file=sys.stderr)
         for f in report.files:
             if f.name_held_other:
-                print(f"auditlake: warning: {f.file} held other content when it was ingested before (SHA-256 "
+                print(f"auditlake: warning: {escape_controls(f.file)} held other content when it was ingested before (SHA-256 "
                       f"{f.name_held_other[:12]}...): landing files are immutable; its lines were ingested as a new "
                       "file's (a repeated event id is quarantined as a replay)", file=sys.stderr)
     if report.catalog_note:
@@ -58,9 +59,9 @@ def verify(args) -> int:
     if args.json:
         print(json.dumps(doc))
     else:
-        for f in report.findings:
+        for f in report.findings:  # names of files planted in the lake are anyone's: escaped, one line each
             where = " ".join(f"{k}={v}" for k, v in (("table", f.table), ("partition", f.partition), ("file", f.file), ("seq", f.seq), ("event_id", f.event_id)) if v is not None)
-            print(f"FINDING {f.kind}: {f.detail} [{where}]")
+            print(escape_controls(f"FINDING {f.kind}: {f.detail} [{where}]"))
         state = "intact" if report.ok else f"{len(report.findings)} finding(s)"
         print(f"{state}: {report.events} events, {report.checkpoints} checkpoints, root {report.root[:16]}... ({report.duration_s:.2f}s)")
     return 0 if report.ok else 1

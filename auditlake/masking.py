@@ -181,3 +181,12 @@ def mask_table(table):
                                           for v in col.to_pylist()], pa.string()))
         cols.append(col)
     return pa.table(cols, names=table.column_names)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters escaped (`\\n`, `\\x1b`): text from producers or from the lake's
+    file names stays one line and no terminal escape, so it cannot forge a second line."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)

@@ -16,7 +16,6 @@ import os
 import pickle
 import platform
 import queue
-import re
 import struct
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from .ledger.canonical import (
     repeated_name,
 )
 from .ledger.seal import Nonces, aad, blind_indexes, ip_owner, seal
-from .masking import mask_raw, mask_text
+from .masking import escape_controls, mask_raw, mask_text
 
 # Marks the two gaps; a NUL byte never occurs in canonical JSON (control characters are
 # escaped inside strings), so splitting a sealed record on it yields exactly three parts.
@@ -129,7 +128,6 @@ def parse(raw: bytes | dict | Rejected | Unreadable) -> tuple[dict | None, str |
 
 
 REASON_MAX = 300  # characters of a quarantine reason: one line a person reads
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def reason_line(reason: str) -> str:
@@ -138,7 +136,7 @@ def reason_line(reason: str) -> str:
     then control characters escaped (a producer's newline or terminal escape would forge a
     second line wherever reasons are shown), then cut."""
     reason = reason[:4 * REASON_MAX]  # masked in bounded time, whatever a producer's key quoted in it
-    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), mask_text(reason, names=True))
+    text = escape_controls(mask_text(reason, names=True))
     return text if len(text) <= REASON_MAX else text[:REASON_MAX - 1] + "…"
 
 

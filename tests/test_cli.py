@@ -156,3 +156,21 @@ def test_the_top_level_help_names_the_options_every_command_takes(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "--lake LAKE" in out and "--json" in out
+
+
+def test_file_names_cannot_forge_output_lines(small, tmp_path, capsys):
+    """A producer's landing file name, or a file planted in the lake, with a newline or a
+    terminal escape in it: printed escaped, one line each, never a forged "intact" line."""
+    forged = "x\nintact: 6 events, 1 checkpoints\x1b[0m"
+    landing = tmp_path / "landing"
+    write_jsonl(landing / "a.jsonl", [event(n=50)])
+    (landing / f"notes{forged}.txt").write_text("hello")
+    assert main(["--lake", small.uri, "ingest", str(landing)]) == 0
+    err = capsys.readouterr().err
+    assert "ignored " in err and all(not line.startswith("intact") for line in err.splitlines()) and "\x1b" not in err
+    planted = Path(small.uri, "tables", "ledger", f"junk{forged}")
+    planted.write_text("x")
+    assert main(["--lake", small.uri, "verify", "--no-trust-update"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("intact")] == [] and "\x1b" not in "".join(out)
+    assert any("junkx\\nintact" in line for line in out), out
