@@ -1041,6 +1041,9 @@ def trust_path(log_id: str) -> Path:
     return trust_dir() / f"{log_id}.json"
 
 
+ROW_FILE = "_file"  # the checkpoint row's file (table-relative), for its findings' location
+
+
 def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:
     """Checkpoint rows from the committed files that still exist and read (a missing or
     unreadable one is reported by check_history and shows here as a broken link)."""
@@ -1049,7 +1052,7 @@ def _read_checkpoints(lake: Lake, live: dict[str, dict]) -> list[dict]:
     for rel in sorted(live):
         try:
             # ParquetFile, not read_table: that loads pyarrow.dataset (and pandas), ~0.4 s.
-            rows.extend(pq.ParquetFile(fs.open_input_file(f"{root}/tables/checkpoints/{rel}")).read().to_pylist())
+            rows.extend(r | {ROW_FILE: rel} for r in pq.ParquetFile(fs.open_input_file(f"{root}/tables/checkpoints/{rel}")).read().to_pylist())
         except (OSError, pa.ArrowException, ValueError):  # ValueError: bytes changed into invalid UTF-8
             continue  # its successor then links to nothing, and retention finds the file changed
     # A forged row may lack a field or hold another type: sorted first, reported by the checks.
@@ -1082,34 +1085,34 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
     order = {kid: i for i, kid in enumerate(public)}  # the keystore's signing keys, oldest first
     newest: tuple[int, str, int] | None = None  # (age, id, tree size) of the newest key a checkpoint used so far
     for row in rows:
-        size = row.get("tree_size")
+        size, where = row.get("tree_size"), row.get(ROW_FILE)
         if type(size) is not int or size > MAX_EXACT_INT:  # past JSON's exact integers: the lake signs none
-            report.add("forged_checkpoint", "checkpoints", f"a checkpoint whose tree size is {size!r}")
+            report.add("forged_checkpoint", "checkpoints", f"a checkpoint whose tree size is {size!r}", file=where)
             continue
         try:
             cp = Checkpoint(**{k: row[k] for k in (*SIGNED_FIELDS, "signature")})
         except KeyError as exc:
-            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: no {exc}")
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: no {exc}", file=where)
             continue
         stored_hash = row.get("checkpoint_hash")
         if stored_hash != cp.checkpoint_hash:
             # Reported, and the other checks still run: an edited field also fails the signature.
-            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: checkpoint_hash does not match the checkpoint's fields")
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: checkpoint_hash does not match the checkpoint's fields", file=where)
         if cp.log_id != keys.log_id:
-            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: log id {cp.log_id} is not this lake's")
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: log id {cp.log_id} is not this lake's", file=where)
         key = public.get(cp.key_id)
         if key is None or not cp.signature_valid(key):
-            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: signature does not verify")
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: signature does not verify", file=where)
         elif newest is not None and order[cp.key_id] < newest[0]:
             report.add("retired_key", "checkpoints", f"tree size {size}: signed with key {cp.key_id}, which key "
                        f"{newest[1]} had replaced (it signed the checkpoint at tree size {newest[2]}): a retired key "
-                       "extends nothing")
+                       "extends nothing", file=where)
         elif newest is None or order[cp.key_id] > newest[0]:
             newest = (order[cp.key_id], cp.key_id, size)
         if cp.prev_checkpoint_hash != prev_hash:
-            report.add("missing_checkpoint", "checkpoints", f"tree size {size}: does not link to the previous checkpoint (one is missing or forged)")
+            report.add("missing_checkpoint", "checkpoints", f"tree size {size}: does not link to the previous checkpoint (one is missing or forged)", file=where)
         if size <= prev_size:
-            report.add("forged_checkpoint", "checkpoints", f"tree size {size} does not grow the log")
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size} does not grow the log", file=where)
         if size > end:
             report.add("truncated_tail", "ledger", f"checkpoint covers {size} events but the ledger ends at seq {end - 1}")
         elif size > n:
@@ -1117,12 +1120,12 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
         elif size >= tree.start:  # sizes below an incremental start were verified before
             root = tree.root(size)
             if root.hex() != cp.root:
-                report.add("root_mismatch", "checkpoints", f"tree size {size}: Merkle root does not match the ledger")
+                report.add("root_mismatch", "checkpoints", f"tree size {size}: Merkle root does not match the ledger", file=where)
             head = chain_head(size - 1) if size else ZERO_HASH
             if head != cp.chain_head:
-                report.add("root_mismatch", "checkpoints", f"tree size {size}: chain head does not match the ledger")
+                report.add("root_mismatch", "checkpoints", f"tree size {size}: chain head does not match the ledger", file=where)
         if row.get("frontier") is not None and _frontier_root(size, row["frontier"]) != cp.root:
-            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: stored frontier does not match its root")
+            report.add("forged_checkpoint", "checkpoints", f"tree size {size}: stored frontier does not match its root", file=where)
         prev_hash, prev_size = stored_hash or cp.checkpoint_hash, size  # what the next one links to
     if trusted is not None:
         report.trusted_tree_size = trusted.tree_size
@@ -1230,7 +1233,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     report.ok = not report.findings
     if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id")}, indent=2))
+        tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id", ROW_FILE)}, indent=2))
         if manifests is not None:
             retention.remember_manifests(keys.log_id, manifests)
     con.close()

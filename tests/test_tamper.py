@@ -951,9 +951,12 @@ def test_a_checkpoint_row_past_jsons_exact_integers_is_forged_not_a_crash(pristi
     t = lake.delta("checkpoints").to_pyarrow_dataset().to_table()
     row = t.slice(t.num_rows - 1, 1)
     row = row.set_column(row.schema.get_field_index("tree_size"), "tree_size", pa.array([2**53 + 1], pa.int64()))
+    before = {p.name for p in Path(lake.table_uri("checkpoints")).glob("*.parquet")}
     write_deltalake(lake.table_uri("checkpoints"), row, mode="append")
     report = verify(lake, trusted_file=str(trusted), update_trust=False)
-    assert ("forged_checkpoint", f"a checkpoint whose tree size is {2**53 + 1}") in {(f.kind, f.detail) for f in report.findings}
+    (forged,) = [f for f in report.findings if f.kind == "forged_checkpoint"]
+    (added,) = {p.name for p in Path(lake.table_uri("checkpoints")).glob("*.parquet")} - before
+    assert (forged.detail, forged.file) == (f"a checkpoint whose tree size is {2**53 + 1}", added)  # located
 
 
 @pytest.mark.parametrize("edit, said", [
