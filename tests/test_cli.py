@@ -97,8 +97,11 @@ def test_errors_name_what_they_are_about(small, tmp_path, capsys):
     meta = tmp_path / "lake" / "auditlake.json"
     meta.chmod(0o644)
     meta.write_text('{"log_id": ')
-    assert main(["--lake", small.uri, "verify"]) == 2
+    assert main(["--lake", small.uri, "hold", "status"]) == 2
     assert f"{meta} is not valid JSON" in _one_error_line(capsys)
+    # To verify, the identity file of a lake with tables damaged is a finding (exit 1), named.
+    assert main(["--lake", small.uri, "verify", "--no-trust-update"]) == 1
+    assert "FINDING identity_changed: auditlake.json, the lake's identity, is no JSON object" in capsys.readouterr().out
 
 
 def test_an_error_line_is_not_wrapped_twice():
