@@ -13,6 +13,7 @@ the ledger (`audit_events`), recorded before any data is released.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -304,8 +305,11 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
 
 
 def quarantined_lines(lake: Lake, subject_id: str) -> list[dict]:
-    """Quarantined landing lines that name this subject id (as a JSON string): they are
-    the person's data too, kept as the quarantine keeps them (PII masked)."""
+    """Quarantined landing lines that name this subject id (as a JSON string, or as a word
+    of a line that is no JSON): they are the person's data too, kept as the quarantine keeps
+    them (PII masked)."""
+    import re
+
     import pyarrow.compute as pc
 
     from .lake import tables
@@ -314,7 +318,10 @@ def quarantined_lines(lake: Lake, subject_id: str) -> list[dict]:
     if dt is None:
         return []
     t = tables.dataset(lake, "quarantine", dt).to_table(columns=["source_file", "line", "reason", "raw", "quarantined_at"])
-    t = t.filter(pc.match_substring(t.column("raw"), json.dumps(subject_id, ensure_ascii=False)))  # as orjson writes it
+    raw = t.column("raw")
+    word = f"(^|[^A-Za-z0-9_.-]){re.escape(subject_id)}($|[^A-Za-z0-9_.-])"  # RE2: no look-arounds
+    t = t.filter(pc.or_(pc.match_substring(raw, json.dumps(subject_id, ensure_ascii=False)),  # as orjson writes it
+                        pc.match_substring_regex(raw, word)))
     return [{**r, "quarantined_at": _iso(r["quarantined_at"])} for r in t.sort_by([("source_file", "ascending"),
                                                                                    ("line", "ascending")]).to_pylist()]
 
@@ -373,6 +380,9 @@ def erase(lake: Lake, subject_id: str, reason: str = "data subject request", act
     erased_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     wrapped = _wrapped_key(keys, subject_id)
     existed = keys.destroy_data_key(subject_id, erased_at)
+    # No key and no event (its erasure event is about to be the first): a request ahead of
+    # the person's data, or a mistyped id, which leaves the right person unerased. Said, not refused.
+    unknown = not existed and before is None and subject_rows(lake, subject_id, keys=keys).num_rows == 0
     shredded, remaining = _shred_copies(keys, subject_id, wrapped) if wrapped else ([], [])
     audit_id = record_audit_event(
         lake, "privacy.request_completed",
@@ -385,6 +395,7 @@ def erase(lake: Lake, subject_id: str, reason: str = "data subject request", act
 
     return {"subject_id": subject_id, "request_id": request_id, "key_destroyed": existed,
             "erased_at": erased_at, "already_erased_at": before, "audit_event_id": audit_id,
+            "in_ledger": not unknown,
             "copies_shredded": shredded, "copies_remaining": remaining, "catalog_note": refresh_erased(lake)}
 
 
@@ -397,12 +408,52 @@ def _wrapped_key(keys: KeyStore, subject_id: str) -> bytes | None:
     return bytes(row[0]) if row else None
 
 
+_DECOMPRESSED_MAX = 1 << 30  # a backup larger than this once inflated is reported, not read
+
+
+def _key_forms(wrapped: bytes) -> list[bytes]:
+    """The wrapped key as a copy may hold it: raw (SQLite files), hex (an SQL `.dump`),
+    base64 (JSON exports)."""
+    b64, url = base64.b64encode(wrapped), base64.urlsafe_b64encode(wrapped)
+    return [wrapped, wrapped.hex().encode(), wrapped.hex().upper().encode(), b64.rstrip(b"="), url.rstrip(b"=")]
+
+
+def _inflated(path: Path, head: bytes) -> bytes | None:
+    """A compressed backup's content (gzip, bzip2, xz, zip members joined); None when it is
+    none of those; ValueError when it cannot be read whole within _DECOMPRESSED_MAX."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    openers = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+    try:
+        if head.startswith(b"PK\x03\x04"):
+            with zipfile.ZipFile(path) as z:
+                parts = [z.open(i).read(_DECOMPRESSED_MAX + 1) for i in z.infolist()]
+            data = b"".join(parts)
+        elif head.startswith(b"\x28\xb5\x2f\xfd"):  # zstd: no reader in the standard library
+            raise ValueError("zstd")
+        elif opener := next((o for magic, o in openers.items() if head.startswith(magic)), None):
+            with opener(path) as f:
+                data = f.read(_DECOMPRESSED_MAX + 1)
+        else:
+            return None
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as exc:
+        raise ValueError(str(exc)) from exc
+    if len(data) > _DECOMPRESSED_MAX:
+        raise ValueError("too large")
+    return data
+
+
 def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list[str], list[str]]:
     """Find other copies of a destroyed wrapped key under the keystore folder (backups of
-    datakeys.sqlite, dumps). SQLite copies are shredded like the live store (secure_delete
-    + VACUUM); any other file still holding the key is reported, never silently kept."""
+    datakeys.sqlite, dumps, compressed backups). SQLite copies are shredded like the live
+    store (secure_delete + VACUUM); any other file still holding the key, in any form it
+    searches for, and a compressed file it cannot read, is reported, never silently kept."""
     import sqlite3
 
+    forms = _key_forms(wrapped)
     shredded, remaining = [], []
     live = keys.dir / "datakeys.sqlite"
     for path in sorted(p for p in keys.dir.rglob("*") if p.is_file()):
@@ -410,7 +461,14 @@ def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list
             data = path.read_bytes()
         except OSError:
             continue
-        if wrapped not in data:
+        if not any(f in data for f in forms):
+            try:
+                inflated = _inflated(path, data[:8])
+            except ValueError as exc:
+                remaining.append(f"{path} (compressed, cannot be searched: {exc})")
+                continue
+            if inflated is not None and any(f in inflated for f in forms):
+                remaining.append(f"{path} (compressed)")
             continue
         if path != live and data.startswith(b"SQLite format 3\x00"):
             try:
@@ -424,7 +482,7 @@ def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list
                     con.close()
             except sqlite3.Error:
                 pass
-            if wrapped not in path.read_bytes():
+            if not any(f in path.read_bytes() for f in forms):
                 shredded.append(str(path))
                 continue
         remaining.append(str(path))
@@ -446,6 +504,9 @@ def cli_erase(args) -> int:
             f"Logged as {res['request_id']} (event {res['audit_event_id']}).")
     if res["catalog_note"]:
         text += f"\nNOTE: {res['catalog_note']}"
+    if not res["in_ledger"]:
+        text += (f"\nWARNING: no event of {res['subject_id']} is in the ledger: it is recorded as erased all the "
+                 "same (its future events will carry no personal data); if the id is mistyped, the person is not erased")
     if res["copies_remaining"]:
         text += ("\nWARNING: copies of the destroyed key remain in: " + ", ".join(res["copies_remaining"])
                  + " (delete or re-create these backups)")

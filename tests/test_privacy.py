@@ -270,13 +270,17 @@ def test_a_subject_access_export_lists_the_persons_quarantined_lines(lake, tmp_p
                  subject={"id": "kunde-müller", "phone": "+14155550177", "email": "q@example.com"})
     rejected = {**event("consent.granted", n=2, subject={"id": "kunde-müller", "phone": "+14155550177"}), "data": {}}
     other = {**event("consent.granted", n=3, subject={"id": "cust-other", "phone": "+14155550178"}), "data": {}}
-    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [mine, rejected, other]))])
+    # A line that is no JSON names the id as a word; ids that merely contain it are others'.
+    lines = [json.dumps(mine), json.dumps(rejected), json.dumps(other), "callback for kunde-müller; tel ***",
+             "kunde-müller2 kunde-müllerX x.kunde-müller"]
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", lines))])
     privacy.dsar(lake, "kunde-müller", str(tmp_path / "out"))
     doc = json.loads((tmp_path / "out" / "subject_access.json").read_text())
     assert [e["event_id"] for e in doc["events"]] == [mine["event_id"]]
-    (q,) = doc["quarantined"]
+    q, plain = doc["quarantined"]
     assert (q["source_file"], q["line"]) == ("a.jsonl", 2) and "consent_id" in q["reason"]
     assert "+14155550177" not in q["raw"] and '"kunde-müller"' in q["raw"]  # as the quarantine keeps it: masked
+    assert plain["line"] == 4 and plain["raw"].startswith("callback for kunde-müller")
 
 
 def test_reveal_is_audited_and_needs_a_reason(lake, tmp_path):
@@ -326,6 +330,38 @@ def test_erasure_shreds_keystore_backups_and_reports_other_copies(lake, tmp_path
     assert done["keystore_copies_shredded"] == 1 and done["keystore_copies_remaining"] == 1
     dump.unlink()
     assert main(["--lake", lake.uri, "erase", SUBJECT]) == 0
+
+
+@pytest.mark.parametrize("form", ["sql_dump", "gzip", "zip", "base64", "zstd"])
+def test_erasure_finds_the_key_in_dumps_and_compressed_backups(lake, tmp_path, capsys, form):
+    """An SQL `.dump` holds the key as hex, a gzip or zip backup compressed, a JSON export as
+    base64: each is named and erase exits 1; a compressed file it cannot read is named too."""
+    import gzip
+    import sqlite3
+    import zipfile
+
+    _build(lake, tmp_path)
+    keys = open_lake_keys(lake)
+    wrapped = privacy._wrapped_key(keys, SUBJECT)
+    backups = keys.dir / "backups"
+    backups.mkdir()
+    if form == "sql_dump":
+        con = sqlite3.connect(keys.dir / "datakeys.sqlite")
+        (backups / "dump.sql").write_text("\n".join(con.iterdump()))
+        con.close()
+    elif form == "gzip":
+        (backups / "datakeys.sqlite.gz").write_bytes(gzip.compress((keys.dir / "datakeys.sqlite").read_bytes()))
+    elif form == "zip":
+        with zipfile.ZipFile(backups / "keys.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(keys.dir / "datakeys.sqlite", "datakeys.sqlite")
+    elif form == "base64":
+        (backups / "export.json").write_text(json.dumps({SUBJECT: base64.b64encode(wrapped).decode()}))
+    else:
+        (backups / "datakeys.sqlite.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 64)
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 1
+    out = capsys.readouterr().out
+    assert "WARNING: copies of the destroyed key remain in:" in out and str(backups) in out
+    assert _audit_events(lake, "privacy.request_completed")[-1]["data"]["keystore_copies_remaining"] == 1
 
 
 def _indexable_lake(lake, tmp_path, monkeypatch, batches: int) -> list[int]:
@@ -497,3 +533,13 @@ def test_an_audit_event_another_ingest_took_meanwhile_is_sealed_once(lake, tmp_p
     ids = lake.delta("ledger").to_pyarrow_dataset().to_table(columns=["event_id"]).column("event_id").to_pylist()
     assert ids.count(ev["event_id"]) == 1 and len(ids) == len(set(ids))
     assert verify(lake).ok
+
+
+def test_erasing_an_id_the_ledger_does_not_know_says_so(lake, tmp_path, capsys):
+    """A request ahead of the person's data is honoured, but a mistyped id would leave the
+    right person unerased: the command says that no event of the id is in the ledger."""
+    _build(lake, tmp_path)
+    assert main(["--lake", lake.uri, "erase", "subj-does-not-exist"]) == 0
+    assert "WARNING: no event of subj-does-not-exist is in the ledger" in capsys.readouterr().out
+    assert main(["--lake", lake.uri, "--json", "erase", SUBJECT]) == 0
+    assert json.loads(capsys.readouterr().out)["in_ledger"] is True
