@@ -112,6 +112,26 @@ def record_audit_event(
     return record_events(lake, [ev])[0]
 
 
+def rotation_change(rotation: dict, keys) -> dict:
+    """The config.changed data of a key rotation ({"chain": [old, new], "signing": [old, new]})."""
+    (old_chain, new_chain), (old_sk, new_sk) = rotation["chain"], rotation["signing"]
+    return {"old_value": f"chain key {old_chain}, signing key {old_sk}",
+            "new_value": f"chain key {new_chain}, signing key {new_sk}",
+            "public_key": keys.public_keys()[new_sk]}
+
+
+def log_unlogged_rotation(lake: Lake, keys) -> None:
+    """A key rotation whose process stopped before its audit event: logged now, late and
+    without a change ticket (so SOX-CHANGE reports it), before anything else is written."""
+    rotation = keys.unlogged_rotation
+    if not rotation:
+        return
+    change = {"setting": "keys", "category": "security", **rotation_change(rotation, keys),
+              "note": "recorded late: the rotating process stopped before it logged the rotation"}
+    record_audit_event(lake, "config.changed", change, actor={"type": "system", "id": SOURCE})
+    keys.rotation_logged(rotation)
+
+
 PENDING_DAYS = 7  # how far back the next ingest looks for audit files a crash left
 
 

@@ -73,21 +73,22 @@ def keys(args) -> int:
     lake = Lake.open(args.lake)
     ks = open_lake_keys(lake)
     if args.action == "rotate":
-        from .audit_events import record_audit_event
+        from .audit_events import log_unlogged_rotation, record_audit_event, rotation_change
 
+        log_unlogged_rotation(lake, ks)  # an earlier rotation stopped before its record
         change = {"setting": "keys", "category": "security"}
 
         def publish(rotated) -> None:  # under the keystore's lock: the keys just before are these
             publish_public_keys(lake, rotated)
-            chains, signs = list(rotated.chain_keys()), list(rotated.public_keys())
-            change.update(old_value=f"chain key {chains[-2]}, signing key {signs[-2]}",
-                          new_value=f"chain key {chains[-1]}, signing key {signs[-1]}",
-                          public_key=rotated.public_keys()[signs[-1]])
+            rotation.update(rotated.unlogged_rotation)
+            change.update(rotation_change(rotation, rotated))
 
+        rotation: dict = {}
         chain_id, sk_id = ks.rotate(publish=publish)
         change.update({k: v for k, v in (("change_ticket", args.change_ticket), ("approved_by", args.approved_by)) if v})
         # The rotation is an audit event of the ledger, its first row under the new keys.
         event_id = record_audit_event(lake, "config.changed", change)
+        ks.rotation_logged(rotation)
         emit(args, f"rotated: chain key {chain_id}, signing key {sk_id} (audit event {event_id})",
              {"chain_key_id": chain_id, "signing_key_id": sk_id, "audit_event_id": event_id})
         return 0

@@ -668,6 +668,8 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     if lake.is_s3:
         retention.require_worm_bucket(lake)  # nor does a bucket that could not keep it
     keys = open_lake_keys(lake, create=True)
+    if fresh_since is None:
+        audit_events.log_unlogged_rotation(lake, keys)
     if fresh_since is None and (pending := audit_events.pending_files(lake)):
         known = {f.path for f in files}
         files += [f for f in landing.find(lake, pending) if f.path not in known]

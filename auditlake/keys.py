@@ -230,12 +230,29 @@ class KeyStore:
             self._keys["chain"]["current"] = chain_id
             sk = Ed25519PrivateKey.generate()
             sk_id = signing_key_id(sk.public_key())
+            old = {part: self._keys[part]["current"] for part in ("chain", "signing")}
             self._keys["signing"]["keys"][sk_id] = _b64(sk.private_bytes_raw())
             self._keys["signing"]["current"] = sk_id
+            # Until the rotation's audit event is in the ledger (rotation_logged): a rotating
+            # process stopped before it leaves this note, and the next writer logs it late.
+            self._keys["unlogged_rotation"] = {"chain": [old["chain"], chain_id], "signing": [old["signing"], sk_id]}
             _write_private(self._path, json.dumps(self._keys, indent=2))
             if publish is not None:
                 publish(self)
             return chain_id, sk_id
+
+    @property
+    def unlogged_rotation(self) -> dict | None:
+        """{"chain": [old, new], "signing": [old, new]} of a rotation not yet in the ledger."""
+        return self._fresh().get("unlogged_rotation")
+
+    def rotation_logged(self, rotation: dict) -> None:
+        """The rotation's audit event is in the ledger: its note goes."""
+        with self._exclusive():
+            self._keys = self._load()
+            if self._keys.get("unlogged_rotation") == rotation:
+                del self._keys["unlogged_rotation"]
+                _write_private(self._path, json.dumps(self._keys, indent=2))
 
     # -- chain and signing -----------------------------------------------------------
     @property

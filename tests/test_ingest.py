@@ -1293,3 +1293,30 @@ def test_a_crlf_line_of_exactly_64_kib_gets_one_verdict_wherever_it_sits(lake, t
     report = ingest(lake, [str(path)])
     q = _table(lake, "quarantine").to_pylist()
     assert report.accepted == 5 and [r["line"] for r in q] == [5], q  # "{}" lacks the fields; the long line is in
+
+
+def test_a_rotation_stopped_before_its_record_is_logged_late_by_the_next_writer(lake, tmp_path):
+    """`keys rotate` killed after the new keys are in force and before its audit event: the
+    next ingest (or rotation) logs it first, without a ticket, so SOX-CHANGE reports it."""
+    from auditlake.cli import main
+    from auditlake.compliance.run import evaluate_lake
+    from auditlake.lake.meta import open_lake_keys
+
+    write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
+    ingest(lake, [str(tmp_path / "a")])
+    keys = open_lake_keys(lake)
+    chain_id, sk_id = keys.rotate()  # what the killed command did
+    assert keys.unlogged_rotation["signing"][1] == sk_id
+    write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 5)])
+    assert ingest(lake, [str(tmp_path / "b")]).accepted == 2
+    assert open_lake_keys(lake).unlogged_rotation is None
+    rows = sorted(_table(lake, "ledger").to_pylist(), key=lambda r: r["seq"])
+    (late,) = [r for r in rows if r["event_type"] == "config.changed"]
+    data = json.loads(late["data"])
+    assert data["new_value"] == f"chain key {chain_id}, signing key {sk_id}" and "recorded late" in data["note"]
+    assert late["seq"] == 3  # the first row under the new keys, before the batch's
+    evaluate_lake(lake, report=False)
+    assert late["event_id"] in {r["event_id"] for r in _table(lake, "findings").to_pylist() if r["rule_id"] == "SOX-CHANGE"}
+    # A rotation that completes leaves no note behind.
+    assert main(["--lake", lake.uri, "keys", "rotate", "--change-ticket", "CHG-8", "--approved-by", "lead"]) == 0
+    assert open_lake_keys(lake).unlogged_rotation is None and verify(lake).ok
