@@ -129,7 +129,9 @@ def _stamp(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Replace the file whole (0600): a reader never sees it half-written, a crash leaves
+    the old one."""
     os.replace(_private_temp(path, text), path)
 
 
@@ -236,7 +238,7 @@ class KeyStore:
             # Until the rotation's audit event is in the ledger (rotation_logged): a rotating
             # process stopped before it leaves this note, and the next writer logs it late.
             self._keys["unlogged_rotation"] = {"chain": [old["chain"], chain_id], "signing": [old["signing"], sk_id]}
-            _write_private(self._path, json.dumps(self._keys, indent=2))
+            write_private(self._path, json.dumps(self._keys, indent=2))
             if publish is not None:
                 publish(self)
             return chain_id, sk_id
@@ -252,7 +254,7 @@ class KeyStore:
             self._keys = self._load()
             if self._keys.get("unlogged_rotation") == rotation:
                 del self._keys["unlogged_rotation"]
-                _write_private(self._path, json.dumps(self._keys, indent=2))
+                write_private(self._path, json.dumps(self._keys, indent=2))
 
     # -- chain and signing -----------------------------------------------------------
     @property
@@ -314,7 +316,7 @@ class KeyStore:
                                          "record of erasures are in it; restore it from a backup")
             else:
                 self._connect().close()
-                _write_private(self._path, json.dumps({**stored, "datakeys": True}, indent=2))
+                write_private(self._path, json.dumps({**stored, "datakeys": True}, indent=2))
             self._keys["datakeys"] = True
 
     def data_keys(self, subject_ids: Iterable[str], create: bool = True) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import AuditlakeError
-from .keys import KeyStore, KeyWrapper, _insert_keys, _write_private, keystore_dir
+from .keys import KeyStore, KeyWrapper, _insert_keys, write_private, keystore_dir
 
 ENV_KEY_ID = "AUDITLAKE_KMS_KEY_ID"
 PREFIX = b"kms1:"
@@ -115,7 +115,7 @@ class KmsKeyStore(KeyStore):
         self.wrapper = self.kms
         marker = self.dir / MARKER
         if not marker.exists():
-            _write_private(marker, json.dumps({"key_id": kms_key_id}))
+            write_private(marker, json.dumps({"key_id": kms_key_id}))
 
     def data_keys(self, subject_ids, create: bool = True) -> dict[str, bytes]:
         """As KeyStore.data_keys, with keys made by KMS GenerateDataKey and opened by

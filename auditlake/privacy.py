@@ -17,6 +17,8 @@ import base64
 import csv
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -290,18 +292,28 @@ def dsar(lake: Lake, subject_id: str, out_dir: str, actor=None) -> dict:
         "events": events,
         "quarantined": quarantined_lines(lake, subject_id),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "subject_access.json"
-    csv_path = out / "subject_access.csv"
-    _write_private(json_path, json.dumps(doc, indent=2, ensure_ascii=False))
-    fd = os.open(csv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for ev in events:
-            w.writerow(_flat(ev))
+    # Written in a private folder beside `out` and moved into place whole: a stopped run
+    # leaves no folder that looks finished, and the same folder can be tried again.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    def private(name: str):  # the person's data: 0600 files in a 0700 folder
+        return os.fdopen(os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                         newline="", encoding="utf-8")
+
+    try:
+        with private("subject_access.json") as f:
+            f.write(json.dumps(doc, indent=2, ensure_ascii=False))
+        with private("subject_access.csv") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            w.writeheader()
+            for ev in events:
+                w.writerow(_flat(ev))
+        os.rename(staging, out)  # over an empty folder too
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise AuditlakeError(f"cannot write the subject access export to {out}: {exc.strerror or exc}") from exc
     return {"subject_id": subject_id, "export_id": export_id, "events": len(events), "erased": erased,
-            "audit_event_id": audit_id, "files": [str(json_path), str(csv_path)]}
+            "audit_event_id": audit_id, "files": [str(out / "subject_access.json"), str(out / "subject_access.csv")]}
 
 
 def quarantined_lines(lake: Lake, subject_id: str) -> list[dict]:
@@ -324,12 +336,6 @@ def quarantined_lines(lake: Lake, subject_id: str) -> list[dict]:
                         pc.match_substring_regex(raw, word)))
     return [{**r, "quarantined_at": _iso(r["quarantined_at"])} for r in t.sort_by([("source_file", "ascending"),
                                                                                    ("line", "ascending")]).to_pylist()]
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 # ============================================================================ erasure

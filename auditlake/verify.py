@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from . import _records
 from .catalog import catalog_problems
 from .errors import AuditlakeError
-from .keys import KeyStore, load_public_key, trust_dir
+from .keys import KeyStore, load_public_key, trust_dir, write_private
 from .lake import retention, tables
 from .lake.meta import meta_or_none, open_lake_keys
 from .lake.store import Lake
@@ -1233,7 +1233,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
     report.ok = not report.findings
     if report.ok and update_trust and cps:
         tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tpath.write_text(json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id", ROW_FILE)}, indent=2))
+        write_private(tpath, json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id", ROW_FILE)}, indent=2))
         if manifests is not None:
             retention.remember_manifests(keys.log_id, manifests)
     con.close()

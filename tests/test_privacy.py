@@ -543,3 +543,26 @@ def test_erasing_an_id_the_ledger_does_not_know_says_so(lake, tmp_path, capsys):
     assert "WARNING: no event of subj-does-not-exist is in the ledger" in capsys.readouterr().out
     assert main(["--lake", lake.uri, "--json", "erase", SUBJECT]) == 0
     assert json.loads(capsys.readouterr().out)["in_ledger"] is True
+
+
+def test_a_subject_access_export_appears_whole_or_not_at_all(lake, tmp_path, monkeypatch):
+    """Written in a private folder and moved into place: a run stopped while writing leaves
+    no folder that looks finished, and the same folder (even made empty beforehand) is
+    retried; the files are the owner's only."""
+    _build(lake, tmp_path)
+    out = tmp_path / "dsar"
+    out.mkdir()
+    real_flat = privacy._flat
+
+    def stop(ev):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(privacy, "_flat", stop)
+    with pytest.raises(Exception, match="No space left on device"):
+        privacy.dsar(lake, SUBJECT, str(out))
+    assert not any(out.iterdir()) and [p.name for p in tmp_path.iterdir() if p.name.startswith(".dsar")] == []
+    monkeypatch.setattr(privacy, "_flat", real_flat)
+    res = privacy.dsar(lake, SUBJECT, str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["subject_access.csv", "subject_access.json"]
+    assert res["events"] > 0 and all((out / n).stat().st_mode & 0o777 == 0o600 for n in ("subject_access.csv", "subject_access.json"))
+    assert out.stat().st_mode & 0o077 == 0
