@@ -239,22 +239,19 @@ def records_of(block: list[bytes] | pa.RecordBatch | Unreadable) -> list[bytes |
         return [block]
     if isinstance(block, list):
         return block
+    # A column twice, or a struct type with a field name twice: which one a reader takes is
+    # anyone's guess (pyarrow's rows take the last), so every row is rejected, shown without
+    # such columns (which pyarrow cannot read as dicts).
     names = block.schema.names
-    if (twice := next((n for i, n in enumerate(names) if n in names[:i]), None)) is not None:
-        # A column twice: which one a reader takes is anyone's guess (pyarrow's rows take the
-        # last), so every row is rejected, shown without it.
-        shown = block.select([i for i, n in enumerate(names) if n != twice])
-        reason = f"not I-JSON: the file's schema holds the column {json.dumps(twice)[:40]} twice (which one is meant is anyone's guess)"
+    twice = {n for i, n in enumerate(names) if n in names[:i]}
+    repeated = {f.name: name for f in block.schema if (name := _repeated_field(f.type)) is not None}
+    if twice or repeated:
+        reason = (f"not I-JSON: the file's schema holds the column {json.dumps(min(twice))[:40]} twice (which one is "
+                  "meant is anyone's guess)" if twice else repeated_name_reason(f"column {next(iter(repeated))}",
+                                                                                next(iter(repeated.values()))))
+        shown = block.select([i for i, n in enumerate(names) if n not in twice and n not in repeated])
         return [Rejected(row, reason) for row in shown.to_pylist()]
     struct_cols = {f.name for f in block.schema if pa.types.is_struct(f.type)}
-    # A struct type with a field name twice: the same, for its field (shown without such
-    # columns, which pyarrow cannot read as dicts).
-    repeated = {f.name: name for f in block.schema if (name := _repeated_field(f.type)) is not None}
-    if repeated:
-        column, name = next(iter(repeated.items()))
-        reason = repeated_name_reason(f"column {column}", name)
-        shown = block.select([c for c in block.schema.names if c not in repeated])
-        return [Rejected(row, reason) for row in shown.to_pylist()]
     return [_parquet_row(row, struct_cols) for row in block.to_pylist()]
 
 

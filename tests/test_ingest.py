@@ -420,16 +420,20 @@ def test_a_parquet_member_name_given_twice_is_quarantined_with_the_row(lake, tmp
     mixed = pa.table({k: [json.dumps(r[k]) if isinstance(r[k], dict) else r[k] for r in more] for k in more[0]})
     mixed = mixed.append_column("event_id", pa.array(["+13125550186", more[1]["event_id"]]))
     pq.write_table(mixed, tmp_path / "in" / "c.parquet")
+    # Both at once: a column twice and a struct with a field twice (a crash, every ingest after).
+    both = table.append_column("event_id", table.column("event_id"))
+    pq.write_table(both, tmp_path / "in" / "d.parquet")
     report = ingest(lake, [str(tmp_path / "in")])
-    assert (report.accepted, report.quarantined) == (2, 6)
+    assert (report.accepted, report.quarantined) == (2, 9)
     q = sorted(_table(lake, "quarantine").to_pylist(), key=lambda r: (r["source_file"], r["line"]))
     assert [(r["source_file"].rsplit("/", 1)[-1], r["line"]) for r in q] == (
-        [("a.parquet", 2)] + [("b.parquet", i) for i in (1, 2, 3)] + [("c.parquet", 1), ("c.parquet", 2)])
+        [("a.parquet", 2)] + [("b.parquet", i) for i in (1, 2, 3)] + [("c.parquet", 1), ("c.parquet", 2)]
+        + [("d.parquet", i) for i in (1, 2, 3)])
     assert q[0]["reason"].startswith('not I-JSON: column data holds the member name "direction" twice')
     assert "call_id" in q[0]["raw"] and "+1312555" not in q[0]["raw"]  # the row as read, PII masked
     assert all(r["reason"].startswith('not I-JSON: column subject holds the member name "id" twice') for r in q[1:4])
     assert all(r["reason"].startswith('not I-JSON: the file\'s schema holds the column "event_id" twice') for r in q[4:])
-    assert [r["event_id"] for r in q[4:]] == [None, None] and all("+1312555" not in r["raw"] for r in q[4:])
+    assert [r["event_id"] for r in q[4:]] == [None] * 5 and all("+1312555" not in r["raw"] for r in q[4:])
     _assert_reasons_have_families(lake)
 
 
