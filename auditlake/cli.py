@@ -40,7 +40,10 @@ def fail(message: str, as_json: bool) -> int:
     message = escape_controls(message)
     print(f"auditlake: {message}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"ok": False, "error": message}))
+        try:
+            print(json.dumps({"ok": False, "error": message}))
+        except OSError:  # stdout is gone (a closed pipe): the line on stderr says it
+            pass
     return 2
 
 

@@ -177,3 +177,16 @@ def test_file_names_cannot_forge_output_lines(small, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line for line in out if line.startswith("intact")] == [] and "\x1b" not in "".join(out)
     assert any("junkx\\nintact" in line for line in out), out
+
+
+def test_an_error_with_json_to_a_closed_stdout_is_still_exit_2_and_one_line(tmp_path):
+    """`auditlake --json verify | head -0`: the error document cannot be written; the one
+    line on stderr and exit 2 stand (not a traceback and exit 1, the contract's "problem found")."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "auditlake.cli", "--lake", str(tmp_path / "nowhere"), "--json", "verify"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()  # before the command writes anything
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 2 and err.startswith("auditlake: no lake at") and err.count("\n") == 1, err

@@ -495,6 +495,17 @@ def test_a_policy_edited_down_is_reported(lake_uri, tmp_path):
     assert _findings(lake_uri) == []
 
 
+def test_a_policy_the_identity_file_does_not_state_is_no_promise(lake_dir, tmp_path, monkeypatch):
+    """Writers that took AUDITLAKE_RETENTION_YEARS sealed under it, but auditlake.json never
+    said so: a verify without the variable reports nothing shortened (a false alarm)."""
+    uri = str(lake_dir)
+    monkeypatch.setenv("AUDITLAKE_RETENTION_YEARS", "10")
+    _ingest(uri, tmp_path / "a", 20)
+    assert _findings(uri) == []
+    monkeypatch.delenv("AUDITLAKE_RETENTION_YEARS")
+    assert _findings(uri) == []
+
+
 def test_a_policy_shorter_than_seven_years_is_refused_reported_and_never_used(lake_dir, tmp_path):
     """init refuses it; edited into auditlake.json (anyone who can write the lake can), it is
     reported and writers still lock for seven years."""

@@ -80,7 +80,7 @@ def policy(lake: Lake, refresh: bool = False) -> dict:
             # (which anyone who can write the lake can edit) says; verify reports a shorter one.
             "years": max(configured, MIN_YEARS),
             "configured_years": configured,
-            "in_identity_file": meta is not None,
+            "stated": meta is not None and bool(conf.get("years")),  # in auditlake.json, not from the environment
             "mode": "COMPLIANCE",
             "cold_after_days": int(conf.get("cold_after_days") or DEFAULT_COLD_AFTER_DAYS),
             "archive_after_days": int(conf.get("archive_after_days") or DEFAULT_ARCHIVE_AFTER_DAYS),
@@ -1170,8 +1170,10 @@ def _check_once(lake: Lake, keys: KeyStore) -> list[dict]:
 def _shortened(recorded_years: int, pol: dict) -> list[dict]:
     """A policy edited down in auditlake.json: new objects would be kept for less than the
     lake promised (set_policy only ever lengthens it)."""
-    # Below RET-WORM's minimum is a finding of its own, and so is a lost identity file.
-    if recorded_years <= pol["years"] or not pol["in_identity_file"]:
+    # Below RET-WORM's minimum is a finding of its own, and so is a lost identity file. A
+    # policy auditlake.json does not state (writers took AUDITLAKE_RETENTION_YEARS) was never
+    # the lake's promise: a verify without that variable must not call it shortened.
+    if recorded_years <= pol["years"] or not pol["stated"]:
         return []
     return [_f("lake", "auditlake.json", f"the retention policy is {pol['configured_years']} years, shortened from "
                f"{recorded_years} (a lake's retention can grow, never shrink)")]
