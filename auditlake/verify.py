@@ -1278,46 +1278,62 @@ def _foreign_tables(lake: Lake) -> list[str]:
 
 
 def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
-    """The lake's keystore. A lake whose identity file is gone, or names a log this host has
-    no keys of, while its tables are there is tampering, not a usage error, when the
+    """The lake's keystore. A lake whose identity file is gone, or names another log than
+    its checkpoints, while its tables are there is tampering, not a usage error, when the
     checkpoints are of a log whose keystore is here: that keystore is taken (the checkpoints'
     signatures say whether they are its), the rest verified, the identity file reported."""
+    from .head import read_checkpoints
     from .keys import keystore_exists
     from .kms import select_keystore
     from .lake.meta import META, KeysNotPublished, has_tables
 
+    def checkpoint_logs(rows_of) -> list:
+        return list({r.get("log_id") for r in rows_of(lake)})
+
     try:
-        return open_lake_keys(lake)
-    except KeysNotPublished as exc:
-        # The identity file publishes none of this keystore's keys: planted ones (reported
-        # with the lake's findings), or another host's keystore, which the checkpoints'
-        # signatures then show.
-        return select_keystore(exc.log_id)
-    except AuditlakeError:
-        try:
-            meta = lake.read_json(META)
-        except AuditlakeError:
-            meta = "not JSON"
-        named = meta.get("log_id") if isinstance(meta, dict) else None
-        if keystore_exists(named) or not has_tables(lake):
-            raise  # its own keys are here: the error is another one
-        try:
-            ids = tables.dataset(lake, "checkpoints").to_table(columns=["log_id"]).column("log_id").unique().to_pylist()
+        keys, error = open_lake_keys(lake), None
+    except AuditlakeError as exc:
+        keys, error = None, exc
+    if keys is not None:
+        try:  # the newest checkpoint's log: one file, by its statistics
+            latest = checkpoint_logs(lambda lk: read_checkpoints(lk, latest=True))
         except (OSError, pa.ArrowException, AuditlakeError):
-            raise AuditlakeError(f"the lake at {lake.uri} has no usable {META} (its identity) and no readable checkpoints: "
-                                 "restore them from a backup") from None
-        known = [i for i in ids if isinstance(i, str) and keystore_exists(i)]
-        if len(known) != 1:
-            raise
-        if meta is None:
-            report.add("identity_changed", "lake", f"{META}, the lake's identity (log id, retention policy, published "
-                       "keys), is gone", file=META)
-        elif not isinstance(meta, dict):
-            report.add("identity_changed", "lake", f"{META}, the lake's identity, is no JSON object", file=META)
-        else:
-            report.add("identity_changed", "lake", f"{META} names the log {str(named)[:80]!r}, not the one the lake's "
-                       f"checkpoints are signed for ({known[0]})", file=META)
-        return select_keystore(known[0])
+            return keys  # the checkpoint checks report it
+        if not latest or keys.log_id in latest:
+            return keys
+    try:
+        meta = lake.read_json(META)
+    except AuditlakeError:
+        meta = "not JSON"
+    named = meta.get("log_id") if isinstance(meta, dict) else None
+    # Its own keys are here, and the identity file publishes none of them: planted keys
+    # (reported with the lake's findings), unless the checkpoints are another log's.
+    planted = isinstance(error, KeysNotPublished)
+    if error is not None and ((keystore_exists(named) and not planted) or not has_tables(lake)):
+        raise error  # the error is another one
+    try:
+        ids = checkpoint_logs(lambda lk: tables.dataset(lk, "checkpoints").to_table(columns=["log_id"]).to_pylist())
+    except (OSError, pa.ArrowException, AuditlakeError):
+        if keys is not None or planted:
+            return keys or select_keystore(named)
+        raise AuditlakeError(f"the lake at {lake.uri} has no usable {META} (its identity) and no readable checkpoints: "
+                             "restore them from a backup") from None
+    known = [i for i in ids if isinstance(i, str) and keystore_exists(i)]
+    if planted and known in ([], [named]):
+        return select_keystore(named)
+    if len(known) != 1 or known == [named]:
+        if keys is not None:
+            return keys  # the checkpoint checks report what is wrong
+        raise error
+    if meta is None:
+        report.add("identity_changed", "lake", f"{META}, the lake's identity (log id, retention policy, published "
+                   "keys), is gone", file=META)
+    elif not isinstance(meta, dict):
+        report.add("identity_changed", "lake", f"{META}, the lake's identity, is no JSON object", file=META)
+    else:
+        report.add("identity_changed", "lake", f"{META} names the log {str(named)[:80]!r}, not the one the lake's "
+                   f"checkpoints are signed for ({known[0]})", file=META)
+    return select_keystore(known[0])
 
 
 def _incremental_base(trusted: Checkpoint | None, cps: list[dict], report: VerifyReport) -> merkle.Frontier | None:

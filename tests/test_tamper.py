@@ -879,14 +879,18 @@ def test_a_deleted_identity_file_is_a_finding_not_a_usage_error(pristine, tmp_pa
         ingest(lake, [str(landing)])
 
 
-@pytest.mark.parametrize("log_id", ["log-00000000000000000000000000000000", 7])
+@pytest.mark.parametrize("log_id", ["log-00000000000000000000000000000000", 7, "another log of this host"])
 def test_an_identity_file_naming_another_log_is_a_finding_not_a_usage_error(pristine, tmp_path, monkeypatch, log_id):
-    """auditlake.json edited to name a log this host has no keys of, while the checkpoints
-    are signed for one it has: exit 1 with the finding, the rest verified; writers refuse."""
+    """auditlake.json edited to name a log this host has no keys of, or another lake's of
+    this host, while the checkpoints are signed for one it has: exit 1 with that one finding,
+    the rest verified under the checkpoints' keys; writers refuse."""
     from auditlake.cli import main
     from auditlake.errors import AuditlakeError
+    from auditlake.keys import KeyStore
 
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    if log_id == "another log of this host":
+        log_id = KeyStore("log-" + "1" * 32).log_id
     meta = Path(lake.uri, "auditlake.json")
     doc = json.loads(meta.read_text())
     real, doc["log_id"] = doc["log_id"], log_id
