@@ -830,10 +830,11 @@ def cli_export(args) -> int:
 
 def cli_verify_export(args) -> int:
     from .cli import emit
+    from .masking import escape_controls
     from .proofs import pinned_public_keys
 
     res = verify_export(args.dir, pinned_public_keys(args))
-    lines = [f"PROBLEM: {p}" for p in res["problems"]]
+    lines = [escape_controls(f"PROBLEM: {p}") for p in res["problems"]]  # the bundle is anyone's: one line each
     if res["ok"]:
         lines.append(f"intact: {res['rows']} rows in {res['files']} file(s), Merkle root {str(res['merkle_root'])[:16]}..., "
                      f"signature by {res['key_id']} checked with {res['trust']}")

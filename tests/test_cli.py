@@ -177,6 +177,19 @@ def test_file_names_cannot_forge_output_lines(small, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line for line in out if line.startswith("intact")] == [] and "\x1b" not in "".join(out)
     assert any("junkx\\nintact" in line for line in out), out
+    assert main(["--lake", small.uri, "repair"]) == 1  # it cannot remove a file it did not make
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("intact")] == [] and any("junkx\\nintact" in line for line in out), out
+    # The offline check of a bundle someone else hands over: its listed paths are theirs.
+    bundle = tmp_path / "bundle"
+    assert main(["--lake", small.uri, "export", "--out", str(bundle), "--format", "jsonl"]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][0]["path"] = "data/x" + forged
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["--lake", small.uri, "verify-export", str(bundle)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("intact")] == [] and "\x1b" not in "".join(out), out
 
 
 def test_an_error_with_json_to_a_closed_stdout_is_still_exit_2_and_one_line(tmp_path):

@@ -735,6 +735,7 @@ def cli_hold(args) -> int:
 
 def cli_repair(args) -> int:
     from ..cli import emit
+    from ..masking import escape_controls
 
     lake = Lake.open(args.lake)
     doc = repair(lake)
@@ -742,8 +743,9 @@ def cli_repair(args) -> int:
         emit(args, "intact: nothing to repair", doc)
         return 0
     lines = [f"repaired {len(doc['repaired'])} object(s); {doc['incidents']} incident(s) recorded in the incidents table"]
-    lines += [f"cannot restore {f}" for f in doc["failed"]]
-    lines += [f"FINDING {r}" for r in doc.get("remaining", [])]
+    # Names of files planted in the lake are anyone's: escaped, one line each.
+    lines += [escape_controls(f"cannot restore {f}") for f in doc["failed"]]
+    lines += [escape_controls(f"FINDING {r}") for r in doc.get("remaining", [])]
     lines.append("verify: intact" if doc["ok"] else f"verify: {doc['findings_after']} finding(s) remain")
     emit(args, "\n".join(lines), doc)
     return 0 if doc["ok"] else 1
