@@ -1113,7 +1113,8 @@ def refuse_hidden_tail(lake: Lake, log_id: str) -> None:
         if lost := sorted(n for n, digest in seen_manifests(log_id).items() if present.get(n) != digest):
             raise AuditlakeError(f"{MANIFEST_DIR}/{lost[0]} was sealed here and is gone or changed ({len(lost)} retention "
                                  "manifest(s)): not writing on a lake that may have lost sealed commits; run "
-                                 "`auditlake verify`, and restore the lake from a backup")
+                                 "`auditlake verify`, and restore the lake from a backup (after a deliberate restore, "
+                                 f"remove {seen_manifests_path(log_id)}, this host's memory of the manifests)")
     sealed = sealed_rels(lake)
     for table in table_names(lake):
         version = list_log(lake, table).latest + 1
