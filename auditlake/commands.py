@@ -105,9 +105,11 @@ def keys(args) -> int:
 
 def publish_public_keys(lake: Lake, ks) -> None:
     """Record the verification keys in the lake (informational: trust comes from the keystore)."""
+    from .lake.meta import write_meta
+
     meta = lake.read_json("auditlake.json") or {}
     meta["public_keys"] = ks.public_keys()
-    lake.write_json("auditlake.json", meta)
+    write_meta(lake, meta)
 
 
 def demo(args) -> int:

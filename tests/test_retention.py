@@ -490,6 +490,16 @@ def test_a_policy_edited_down_is_reported(lake_uri, tmp_path):
     assert [(x["kind"], x["file"], x["detail"]) for x in _findings(lake_uri)] == [
         ("RET-WORM", "auditlake.json", "the retention policy is 8 years, shortened from 10 "
          "(a lake's retention can grow, never shrink)")]
+    if lake.is_s3:  # the evidence, auditlake.json's earlier versions, cannot be deleted
+        from botocore.exceptions import ClientError
+
+        from auditlake.lake import s3
+
+        versions = s3.history(lake, "auditlake.json").versions
+        assert len(versions) >= 3  # created, the policy set, the keys published (then the edit)
+        for v in versions[:-1]:
+            with pytest.raises(ClientError):
+                s3.client(lake).delete_object(Bucket=lake.bucket, Key=s3.key(lake, "auditlake.json"), VersionId=v.version_id)
     meta["retention"]["years"] = 10
     lake.write_json("auditlake.json", meta)
     assert _findings(lake_uri) == []

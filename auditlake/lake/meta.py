@@ -57,6 +57,25 @@ class KeysNotPublished(AuditlakeError):
         self.log_id = log_id
 
 
+def write_meta(lake: Lake, meta: dict) -> None:
+    """Rewrite auditlake.json (a policy lengthened, keys published). On S3 each version is
+    kept under COMPLIANCE retention: its history (the longest policy the lake promised, the
+    keys it published) is evidence verify reads, and must not be deletable."""
+    lake.write_json(META, meta)
+    lock_meta(lake)
+
+
+def lock_meta(lake: Lake) -> None:
+    if not lake.is_s3:
+        return
+    from datetime import timedelta
+
+    from . import retention, s3
+
+    years = retention.policy(lake, refresh=True)["years"]
+    s3.lock_newest(lake, META, retention.add_years(datetime.now(timezone.utc).date() + timedelta(days=1), years))
+
+
 def meta_or_none(lake: Lake) -> dict | None:
     """auditlake.json as a map, or None when it is gone or no JSON object (for checks that
     go on and report it: verify's identity check says which)."""
@@ -86,6 +105,7 @@ def read_meta(lake: Lake, create: bool = False) -> dict:
             "format_version": FORMAT_VERSION,
         }
         _create_exclusive(lake, json.dumps(body, indent=2, sort_keys=True).encode())
+        lock_meta(lake)
         meta = lake.read_json(META)
     if not isinstance(meta, dict) or not valid_log_id(meta.get("log_id")):
         raise AuditlakeError(f"{META} of the lake at {lake.uri} names no valid log id: restore that file from a backup")

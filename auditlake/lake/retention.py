@@ -90,7 +90,7 @@ def policy(lake: Lake, refresh: bool = False) -> dict:
 
 def set_policy(lake: Lake, years: int, cold_after_days: int, archive_after_days: int | None = None) -> dict:
     """Record the policy in auditlake.json. The period can grow, never shrink."""
-    from .meta import read_meta
+    from .meta import read_meta, write_meta
 
     meta = read_meta(lake, create=True)
     old = (meta.get("retention") or {}).get("years")
@@ -104,7 +104,7 @@ def set_policy(lake: Lake, years: int, cold_after_days: int, archive_after_days:
         "cold_after_days": cold_after_days,
         "archive_after_days": archive_after_days or max(DEFAULT_ARCHIVE_AFTER_DAYS, cold_after_days + 30),
     }
-    lake.write_json("auditlake.json", meta)
+    write_meta(lake, meta)
     return policy(lake, refresh=True)
 
 

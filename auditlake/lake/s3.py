@@ -377,9 +377,6 @@ def lock_object(lake: Lake, rel: str, until: date | None = None, *, years: int |
     `retention.required_until` of (the later of today and the day it was written, `dates`),
     plus a legal hold if asked. Returns (version id locked, whether the key has more than
     one version or a delete marker)."""
-    from botocore.exceptions import ClientError
-
-    c = client(lake)
     h = history(lake, rel)
     orig = h.original
     if orig is None:
@@ -389,28 +386,39 @@ def lock_object(lake: Lake, rel: str, until: date | None = None, *, years: int |
 
         created = max(today or datetime.now(timezone.utc).date(), orig.last_modified.astimezone(timezone.utc).date())
         until = required_until(created, dates, years or MIN_YEARS)
-    want = until_datetime(until)
-    retention = {"Mode": COMPLIANCE, "RetainUntilDate": want}
-    try:
-        c.put_object_retention(Bucket=lake.bucket, Key=h.key, VersionId=orig.version_id, Retention=retention)
-    except ClientError as exc:
-        # COMPLIANCE retention can only be extended: an existing later date is fine. A
-        # GOVERNANCE lock (someone's, weaker) is replaced with the bypass permission.
-        info = lock_info(lake, rel, orig.version_id)
-        if info.mode == "GOVERNANCE":
-            call(f"locking s3://{lake.bucket}/{h.key}", c.put_object_retention, Bucket=lake.bucket, Key=h.key,
-                 VersionId=orig.version_id, Retention=retention, BypassGovernanceRetention=True)
-        elif not (info.mode == COMPLIANCE and info.until is not None and info.until >= want):
-            raise s3_error(exc, f"locking s3://{lake.bucket}/{h.key}") from exc
-    except Exception as exc:  # noqa: BLE001
-        from botocore.exceptions import BotoCoreError
-
-        if isinstance(exc, BotoCoreError):
-            raise s3_error(exc, f"locking s3://{lake.bucket}/{h.key}") from exc
-        raise
+    _retain(lake, rel, orig.version_id, until)
     if legal_hold:
         set_legal_hold(lake, rel, True, orig.version_id)
     return orig.version_id, not h.intact
+
+
+def lock_newest(lake: Lake, rel: str, until: date) -> None:
+    """COMPLIANCE retention on the object's newest version (one the lake rewrites, whose
+    earlier versions must stay: auditlake.json)."""
+    versions = history(lake, rel).versions
+    if versions:
+        _retain(lake, rel, versions[-1].version_id, until)
+
+
+def _retain(lake: Lake, rel: str, version_id: str, until: date) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    c, k = client(lake), key(lake, rel)
+    want = until_datetime(until)
+    retention = {"Mode": COMPLIANCE, "RetainUntilDate": want}
+    try:
+        c.put_object_retention(Bucket=lake.bucket, Key=k, VersionId=version_id, Retention=retention)
+    except ClientError as exc:
+        # COMPLIANCE retention can only be extended: an existing later date is fine. A
+        # GOVERNANCE lock (someone's, weaker) is replaced with the bypass permission.
+        info = lock_info(lake, rel, version_id)
+        if info.mode == "GOVERNANCE":
+            call(f"locking s3://{lake.bucket}/{k}", c.put_object_retention, Bucket=lake.bucket, Key=k,
+                 VersionId=version_id, Retention=retention, BypassGovernanceRetention=True)
+        elif not (info.mode == COMPLIANCE and info.until is not None and info.until >= want):
+            raise s3_error(exc, f"locking s3://{lake.bucket}/{k}") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, f"locking s3://{lake.bucket}/{k}") from exc
 
 
 def set_legal_hold(lake: Lake, rel: str, on: bool, version_id: str | None = None) -> None:
