@@ -15,6 +15,8 @@ from .masking import escape_controls
 def generate(args) -> int:
     from .generate import generate as run
 
+    if "://" in args.out or args.out.startswith("s3:"):
+        raise AuditlakeError(f"--out {args.out}: generate writes to a local folder (copy it to a bucket afterwards)")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise AuditlakeError(f"--out {args.out} is a file: give a folder (it gets landing/ and ground_truth.json)")
     summary = run(args.out, events=args.events, seed=args.seed, days=args.days)

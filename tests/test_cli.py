@@ -203,3 +203,16 @@ def test_an_error_with_json_to_a_closed_stdout_is_still_exit_2_and_one_line(tmp_
     p.stdout.close()  # before the command writes anything
     err = p.stderr.read()
     assert p.wait(timeout=60) == 2 and err.startswith("auditlake: no lake at") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--lake", "s3://bucket/pct%41x", "verify"], "an S3 lake prefix cannot hold '%'"),
+    (["generate", "--events", "100", "--out", "s3://bucket/landing"], "generate writes to a local folder"),
+])
+def test_paths_that_would_land_elsewhere_are_refused(argv, said, tmp_path, capsys, monkeypatch):
+    """delta-rs decodes `%` in an S3 prefix and boto3 does not (a lake split across two
+    prefixes); `generate` writes local files only (an s3:// --out became a local folder)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert said in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []

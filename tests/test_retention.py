@@ -836,6 +836,30 @@ def test_a_local_lake_without_its_identity_file_is_not_repaired_into_a_new_one(l
     assert not (lake_dir / "auditlake.json").exists()
 
 
+@pytest.mark.s3
+def test_a_lifecycle_rule_that_would_hide_or_lose_retained_objects_is_reported(s3_lake_uri, s3_env, tmp_path):
+    """Object Lock keeps versions, but a rule expiring current versions puts a delete marker
+    on every sealed object, one expiring noncurrent versions early loses the evidence of
+    tampering, and DEEP_ARCHIVE needs a restore before a read: each is a finding; the lake's
+    own rules and another prefix's rules are not."""
+    _init(s3_lake_uri)
+    _ingest(s3_lake_uri, tmp_path / "in", 5)
+    lake = Lake.open(s3_lake_uri)
+    c = s3_client(s3_env.endpoint)
+    own = c.get_bucket_lifecycle_configuration(Bucket=lake.bucket)["Rules"]
+    hostile = [{"ID": "cleanup", "Status": "Enabled", "Filter": {"Prefix": "lake/"}, "Expiration": {"Days": 1},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1}},
+               {"ID": "archive", "Status": "Enabled", "Filter": {"Prefix": "lake/tables/"},
+                "Transitions": [{"Days": 30, "StorageClass": "DEEP_ARCHIVE"}]},
+               {"ID": "elsewhere", "Status": "Enabled", "Filter": {"Prefix": "scratch/"}, "Expiration": {"Days": 1}}]
+    assert _findings(s3_lake_uri) == []
+    c.put_bucket_lifecycle_configuration(Bucket=lake.bucket, LifecycleConfiguration={"Rules": own + hostile})
+    details = sorted(f["detail"] for f in _findings(s3_lake_uri))
+    assert len(details) == 3 and all(d.startswith("lifecycle rule ") for d in details), details
+    assert "'archive'" in details[0] and "DEEP_ARCHIVE" in details[0]
+    assert "expires current versions" in details[1] and "after 1 days" in details[2]
+
+
 def test_erasure_does_not_go_ahead_when_the_ledger_cannot_say_whether_a_hold_applies(lake_dir, tmp_path):
     import pyarrow.parquet as pq
 

@@ -1011,6 +1011,7 @@ def _check_s3(lake: Lake, years: int) -> list[dict]:
         findings.append(_f("bucket", None, f"bucket {lake.bucket} does not have versioning enabled"))
     if s3.object_lock_status(lake) != "Enabled":
         findings.append(_f("bucket", None, f"bucket {lake.bucket} does not have Object Lock enabled"))
+    findings += [_f("bucket", None, why) for why in s3.lifecycle_problems(lake, years)]
     # From _holds/ only: verify reports a record the ledger knows and _holds/ lost on its own
     # (admin.hold_problems), and must not stop on a ledger file it cannot read.
     holds = active_holds(lake, with_ledger=False)

@@ -280,6 +280,33 @@ def get_lifecycle(lake: Lake) -> list[dict]:
         raise s3_error(exc, f"reading the lifecycle of {lake.bucket}") from exc
 
 
+def lifecycle_problems(lake: Lake, years: int) -> list[str]:
+    """The bucket's enabled lifecycle rules over the lake's objects that would hide or lose
+    retained ones: expiring current versions (a delete marker on every sealed object),
+    expiring noncurrent ones before the retention period, or moving them where a read needs
+    a restore (verify could not read them)."""
+    base = f"{lake.prefix}/".lstrip("/")
+    out = []
+    for rule in get_lifecycle(lake):
+        if rule.get("Status") != "Enabled":
+            continue
+        filt = rule.get("Filter") or {}
+        prefix = (filt.get("And") or {}).get("Prefix", filt.get("Prefix", rule.get("Prefix", ""))) or ""
+        if not (base.startswith(prefix) or prefix.startswith(base)):
+            continue
+        name = f"lifecycle rule {str(rule.get('ID') or '(no id)')[:60]!r} (not the lake's: remove it)"
+        expiration = rule.get("Expiration") or {}
+        if "Days" in expiration or "Date" in expiration:
+            out.append(f"{name} expires current versions: every retained object would be hidden behind a delete marker")
+        days = (rule.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+        if isinstance(days, int) and days < years * 365:
+            out.append(f"{name} expires noncurrent versions after {days} days, within the {years}-year retention")
+        cold = [t.get("StorageClass") for t in rule.get("Transitions", []) + rule.get("NoncurrentVersionTransitions", [])]
+        if slow := sorted({c for c in cold if c in ("GLACIER", "DEEP_ARCHIVE")}):
+            out.append(f"{name} moves objects to {', '.join(slow)}, which needs a restore before verify can read them")
+    return out
+
+
 # ----------------------------------------------------------------------------- versions
 @dataclass
 class Version:

@@ -71,6 +71,8 @@ class Lake:
             parsed = urlparse(uri)
             if not parsed.netloc:
                 raise AuditlakeError(f"not an S3 lake URI (no bucket): {uri}")
+            if "%" in uri:  # delta-rs decodes it, boto3 does not: the tables would go under another prefix
+                raise AuditlakeError(f"an S3 lake prefix cannot hold '%': {uri} (choose a prefix without it)")
             opts = _s3_settings()
             # Delta's commit must be atomic on S3: S3 (and MinIO, R2, moto) support
             # conditional writes (If-None-Match), which delta-rs uses for put-if-absent.
