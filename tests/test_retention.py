@@ -860,6 +860,29 @@ def test_a_lifecycle_rule_that_would_hide_or_lose_retained_objects_is_reported(s
     assert "expires current versions" in details[1] and "after 1 days" in details[2]
 
 
+@pytest.mark.s3
+def test_a_junk_log_entry_locked_by_its_writer_is_said_to_block_the_table(s3_lake_uri, s3_env, tmp_path):
+    """Anyone who may lock objects can put a locked junk entry at a table's next version: it
+    cannot be removed, so the table can take no commit until the lock ends. Ingest and repair
+    say so (not "repair removes it", and no delete marker that would read as a hidden commit)."""
+    from datetime import datetime, timezone
+
+    _init(s3_lake_uri)
+    _ingest(s3_lake_uri, tmp_path / "in", 5)
+    lake = Lake.open(s3_lake_uri)
+    c = s3_client(s3_env.endpoint)
+    nxt = retention.list_log(lake, "ledger").latest + 1
+    key = f"lake/tables/ledger/_delta_log/{nxt:020d}.json"
+    c.put_object(Bucket=lake.bucket, Key=key, Body=b'{"commitInfo":{"operation":"WRITE"}}\n', ObjectLockMode="COMPLIANCE",
+                 ObjectLockRetainUntilDate=datetime(2036, 1, 1, tzinfo=timezone.utc))
+    write_landing(tmp_path / "more" / "b.jsonl", 3, seed=9)
+    r = run_cli("--lake", s3_lake_uri, "ingest", str(tmp_path / "more"))
+    assert r.returncode == 2 and "is locked by whoever wrote it (COMPLIANCE until 2036-01-01)" in r.stderr, r.stderr
+    r = run_cli("--lake", s3_lake_uri, "repair")
+    assert r.returncode != 0 and "can take no commit before the lock ends" in r.stdout + r.stderr, r
+    assert not c.list_object_versions(Bucket=lake.bucket, Prefix=key).get("DeleteMarkers")
+
+
 def test_erasure_does_not_go_ahead_when_the_ledger_cannot_say_whether_a_hold_applies(lake_dir, tmp_path):
     import pyarrow.parquet as pq
 

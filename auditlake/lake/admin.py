@@ -631,6 +631,10 @@ def _remove_forged_log_entries(lake: Lake, keys, failed: list[str]) -> list[dict
                 failed.append(f"{log.rel}: {why}; it is sealed, so it stays (restore the table from a backup)")
                 incidents.append(_incident("restore_failed", log.rel, why))
                 break
+            if locked := retention.foreign_lock(lake, log.rel):
+                failed.append(f"{log.rel}: {why}, and it {locked}")
+                incidents.append(_incident("restore_failed", log.rel, f"{why}; {locked}"))
+                break
             retention._remove(lake, log.rel, versions=True)
             incidents.append(_incident("log_entry_removed", log.rel, f"removed: {why}"))
             added.update(a.rel for a in adds)

@@ -366,8 +366,29 @@ def refuse_forged(lake: Lake, keys: KeyStore, objs: list[Obj]) -> None:
     on it. Unsealed, it can be inspected and deleted."""
     for o in objs:
         if o.kind == "log" and (why := forged_why(lake, keys, o)):
+            if locked := foreign_lock(lake, o.rel):
+                raise AuditlakeError(f"{o.rel} is no commit the lake makes ({why}) and {locked}")
             raise AuditlakeError(f"{o.rel} is no commit the lake makes ({why}): not sealing it or writing "
                                  "after it; see `auditlake verify`, then `auditlake repair` removes it (it is not locked)")
+
+
+def foreign_lock(lake: Lake, rel: str) -> str:
+    """On S3, why a log entry no writer of the lake made cannot be removed: a version of it
+    under retention its writer chose ("" when none). Its version number is taken until the
+    lock ends: the table can take no commit, whatever repair does (a delete marker on it
+    would only read as a hidden commit)."""
+    if not lake.is_s3:
+        return ""
+    from . import s3
+
+    for v in s3.history(lake, rel).versions:
+        info = s3.lock_info(lake, rel, v.version_id)
+        if info.mode or info.legal_hold:
+            until = f" until {info.until.date()}" if info.until else " (a legal hold)"
+            return (f"is locked by whoever wrote it ({info.mode or 'legal hold'}{until}): it cannot be removed, and the "
+                    "table can take no commit before the lock ends; restore the lake's objects under a new prefix "
+                    "(see STORAGE.md, 'A log entry locked by someone else')")
+    return ""
 
 
 def entries(lake: Lake, table: str) -> list[tuple[pafs.FileInfo, Obj, list[Obj]]]:
