@@ -121,15 +121,13 @@ def rotation_change(rotation: dict, keys) -> dict:
 
 
 def log_unlogged_rotation(lake: Lake, keys) -> None:
-    """A key rotation whose process stopped before its audit event: logged now, late and
-    without a change ticket (so SOX-CHANGE reports it), before anything else is written."""
-    rotation = keys.unlogged_rotation
-    if not rotation:
-        return
-    change = {"setting": "keys", "category": "security", **rotation_change(rotation, keys),
-              "note": "recorded late: the rotating process stopped before it logged the rotation"}
-    record_audit_event(lake, "config.changed", change, actor={"type": "system", "id": SOURCE})
-    keys.rotation_logged(rotation)
+    """Key rotations whose process stopped before their audit event: logged now, late and
+    without a change ticket (so SOX-CHANGE reports them), before anything else is written."""
+    for rotation in keys.unlogged_rotations(abandoned=True):
+        change = {"setting": "keys", "category": "security", **rotation_change(rotation, keys),
+                  "note": "recorded late: the rotating process stopped before it logged the rotation"}
+        record_audit_event(lake, "config.changed", change, actor={"type": "system", "id": SOURCE})
+        keys.rotation_logged(rotation)
 
 
 PENDING_DAYS = 7  # how far back the next ingest looks for audit files a crash left

@@ -82,7 +82,7 @@ def keys(args) -> int:
 
         def publish(rotated) -> None:  # under the keystore's lock: the keys just before are these
             publish_public_keys(lake, rotated)
-            rotation.update(rotated.unlogged_rotation)
+            rotation.update(rotated.unlogged_rotations()[-1])  # this one's note
             change.update(rotation_change(rotation, rotated))
 
         rotation: dict = {}

@@ -17,6 +17,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -129,6 +130,22 @@ def _stamp(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+ROTATION_LOG_S = 600  # a rotating process still there after this has stopped logging its rotation
+
+
+def _alive(pid) -> bool:
+    """Whether a process of this host has that id (the keystore is this host's)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_private(path: Path, text: str) -> None:
     """Replace the file whole (0600): a reader never sees it half-written, a crash leaves
     the old one."""
@@ -227,33 +244,37 @@ class KeyStore:
         `publish` is called with the keystore before another rotation can start."""
         with self._exclusive():
             self._keys = self._load()  # as another process may have rotated since
+            old = {part: self._keys[part]["current"] for part in ("chain", "signing")}
             chain_id = "hk-" + secrets.token_hex(6)
             self._keys["chain"]["keys"][chain_id] = _b64(secrets.token_bytes(32))
             self._keys["chain"]["current"] = chain_id
             sk = Ed25519PrivateKey.generate()
             sk_id = signing_key_id(sk.public_key())
-            old = {part: self._keys[part]["current"] for part in ("chain", "signing")}
             self._keys["signing"]["keys"][sk_id] = _b64(sk.private_bytes_raw())
             self._keys["signing"]["current"] = sk_id
             # Until the rotation's audit event is in the ledger (rotation_logged): a rotating
-            # process stopped before it leaves this note, and the next writer logs it late.
-            self._keys["unlogged_rotation"] = {"chain": [old["chain"], chain_id], "signing": [old["signing"], sk_id]}
+            # process stopped before it leaves this note, and a later writer logs it late.
+            self._keys.setdefault("unlogged_rotations", []).append(
+                {"chain": [old["chain"], chain_id], "signing": [old["signing"], sk_id], "pid": os.getpid(), "at": time.time()})
             write_private(self._path, json.dumps(self._keys, indent=2))
             if publish is not None:
                 publish(self)
             return chain_id, sk_id
 
-    @property
-    def unlogged_rotation(self) -> dict | None:
-        """{"chain": [old, new], "signing": [old, new]} of a rotation not yet in the ledger."""
-        return self._fresh().get("unlogged_rotation")
+    def unlogged_rotations(self, abandoned: bool = False) -> list[dict]:
+        """Rotations not yet in the ledger ({"chain": [old, new], "signing": [old, new], "pid",
+        "at"}); with `abandoned`, only those whose process is gone (or still there after
+        ROTATION_LOG_S): a rotation at work logs its own."""
+        notes = list(self._fresh().get("unlogged_rotations") or [])
+        return [n for n in notes if not abandoned or not _alive(n.get("pid")) or time.time() - n.get("at", 0) > ROTATION_LOG_S]
 
     def rotation_logged(self, rotation: dict) -> None:
         """The rotation's audit event is in the ledger: its note goes."""
         with self._exclusive():
             self._keys = self._load()
-            if self._keys.get("unlogged_rotation") == rotation:
-                del self._keys["unlogged_rotation"]
+            notes = self._keys.get("unlogged_rotations") or []
+            if rotation in notes:
+                notes.remove(rotation)
                 write_private(self._path, json.dumps(self._keys, indent=2))
 
     # -- chain and signing -----------------------------------------------------------

@@ -1260,8 +1260,9 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
               for what in planted]
     if lake.is_s3:  # Object Lock keeps S3 objects; no memory needed
         return found, None
+    seen = retention.seen_manifests(keys.log_id)  # first: one a writer seals meanwhile is then listed too
     manifests = retention.manifest_digests(lake)
-    for name, digest in sorted(retention.seen_manifests(keys.log_id).items()):
+    for name, digest in sorted(seen.items()):
         if manifests.get(name) != digest:
             found.append((retention.KIND, retention.MANIFEST_DIR,
                           "a retention manifest this host sealed or a clean verify saw is gone or changed",

@@ -1309,18 +1309,27 @@ def test_a_rotation_stopped_before_its_record_is_logged_late_by_the_next_writer(
     write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)])
     ingest(lake, [str(tmp_path / "a")])
     keys = open_lake_keys(lake)
-    chain_id, sk_id = keys.rotate()  # what the killed command did
-    assert keys.unlogged_rotation["signing"][1] == sk_id
+    old_chain, old_sk = keys.chain_key_id, keys.signing_key_id
+    chain_id, sk_id = keys.rotate()  # what the killed command did (its process is gone, below)
     write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 5)])
-    assert ingest(lake, [str(tmp_path / "b")]).accepted == 2
-    assert open_lake_keys(lake).unlogged_rotation is None
+    assert ingest(lake, [str(tmp_path / "b")]).accepted == 2  # while it could still be logging: not logged for it
+    assert [n["signing"] for n in keys.unlogged_rotations()] == [[old_sk, sk_id]]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stored = json.loads(keys._path.read_text())
+    stored["unlogged_rotations"][0]["pid"] = int(gone.stdout)
+    keys._path.write_text(json.dumps(stored))
+    write_jsonl(tmp_path / "c" / "c.jsonl", [event(n=i) for i in range(5, 7)])
+    assert ingest(lake, [str(tmp_path / "c")]).accepted == 2
+    assert open_lake_keys(lake).unlogged_rotations() == []
     rows = sorted(_table(lake, "ledger").to_pylist(), key=lambda r: r["seq"])
     (late,) = [r for r in rows if r["event_type"] == "config.changed"]
     data = json.loads(late["data"])
-    assert data["new_value"] == f"chain key {chain_id}, signing key {sk_id}" and "recorded late" in data["note"]
-    assert late["seq"] == 3  # the first row under the new keys, before the batch's
+    assert (data["old_value"], data["new_value"]) == (f"chain key {old_chain}, signing key {old_sk}",
+                                                      f"chain key {chain_id}, signing key {sk_id}")
+    assert "recorded late" in data["note"]
+    assert late["seq"] == 5  # before that batch's rows
     evaluate_lake(lake, report=False)
     assert late["event_id"] in {r["event_id"] for r in _table(lake, "findings").to_pylist() if r["rule_id"] == "SOX-CHANGE"}
     # A rotation that completes leaves no note behind.
     assert main(["--lake", lake.uri, "keys", "rotate", "--change-ticket", "CHG-8", "--approved-by", "lead"]) == 0
-    assert open_lake_keys(lake).unlogged_rotation is None and verify(lake).ok
+    assert open_lake_keys(lake).unlogged_rotations() == [] and verify(lake).ok

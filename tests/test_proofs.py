@@ -444,9 +444,8 @@ def test_proof_after_key_rotation_uses_the_checkpoints_key(lake, tmp_path):
     new_doc = proofs.inclusion_proof(lake, ids[10])
     assert new_doc["checkpoint"]["key_id"] != old_doc["checkpoint"]["key_id"]
     assert proofs.verify_proof_doc(new_doc)[0] and proofs.verify_proof_doc(old_doc)[0]
-    # A mixed-key consistency proof carries both keys (the rotation made here is logged late
-    # by the ingest, in a batch of its own: the latest checkpoint is past 310).
-    doc = proofs.consistency_proof(lake, 300, read_checkpoints(lake)[-1]["tree_size"])
+    # A mixed-key consistency proof carries both keys.
+    doc = proofs.consistency_proof(lake, 300, 310)
     assert proofs.verify_proof_doc(doc)[0]
     assert len(doc["public_keys"]) == 2
 
@@ -475,7 +474,7 @@ def test_a_retired_key_extends_nothing_offline(lake, tmp_path, capsys):
     _ingest(lake, tmp_path, 300, 310, "b2")
     keyfile = tmp_path / "pub.json"
     assert main(["--lake", lake.uri, "keys", "export-public", "--out", str(keyfile)]) == 0
-    assert json.loads(keyfile.read_text())["retired_at"] == {old_kid: 301}  # the new key's first checkpoint: its rotation, logged late
+    assert json.loads(keyfile.read_text())["retired_at"] == {old_kid: 310}  # the new key's first checkpoint
 
     def resign(cp: dict) -> dict:
         return replace(Checkpoint.from_dict(cp), key_id=old_kid).signed(old_key).to_dict()
@@ -487,7 +486,7 @@ def test_a_retired_key_extends_nothing_offline(lake, tmp_path, capsys):
     by_file = proofs.load_public_key_file(str(keyfile))
     for pinned in (by_lake, by_file):
         ok, why = proofs.verify_proof_doc(forged, pinned)
-        assert not ok and f"signed with key {old_kid}, which a newer key replaced at tree size 301" in why
+        assert not ok and f"signed with key {old_kid}, which a newer key replaced at tree size 310" in why
         assert proofs.verify_proof_doc(before, pinned)[0]
     # Without what the key file says of retirement (a file exported before the rotation) the
     # forgery cannot be told offline: why the file is exported again after each rotation.

@@ -1131,8 +1131,9 @@ def refuse_hidden_tail(lake: Lake, log_id: str) -> None:
     host sealed or a clean verify saw that is gone or changed: the tail it sealed may have
     gone with it."""
     if not lake.is_s3:
+        seen = seen_manifests(log_id)  # first: one a writer seals meanwhile is then in both, or only listed
         present = manifest_digests(lake)
-        if lost := sorted(n for n, digest in seen_manifests(log_id).items() if present.get(n) != digest):
+        if lost := sorted(n for n, digest in seen.items() if present.get(n) != digest):
             raise AuditlakeError(f"{MANIFEST_DIR}/{lost[0]} was sealed here and is gone or changed ({len(lost)} retention "
                                  "manifest(s)): not writing on a lake that may have lost sealed commits; run "
                                  "`auditlake verify`, and restore the lake from a backup (after a deliberate restore, "
