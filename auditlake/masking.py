@@ -13,6 +13,7 @@ _PATTERNS = [
     re.compile(r"(?<![A-Za-z0-9._%+-])" + _EMAIL),
     re.compile(r"\+\d[\d ().-]{6,}\d"),  # international phone numbers
     re.compile(r"\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b"),  # formatted national numbers
+    re.compile(r"\(?\b\d{3}\)?[ .-]?\d{7}\b"),  # an area code, then seven digits (312 5550186)
     re.compile(r"\b\d{10,15}\b"),  # bare phone-length digit runs
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
     re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::[0-9A-Fa-f]{1,4}){1,7}\b"),  # IPv6 with "::" (2001:db8::1)

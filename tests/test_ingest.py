@@ -1036,6 +1036,9 @@ def test_masking_takes_personal_keys_and_shapes_only():
             "fe80:0:0:0:202:b3ff:fe1e:8329, 2001:db8::1, std::vector")
     assert mask_text(text) == ("call at 07:30:00.250 local, 2026-03-02T14:03:22Z, 00000000-0000-4000-8000-000000000001, "
                                "***, ***, std::vector")
+    # An area code and seven digits, however they are joined, is a phone number.
+    assert mask_text("312 5550186, (312)5550186, 312-5550186; seq 123 4567, amount 1234567") == (
+        "***, ***, ***; seq 123 4567, amount 1234567")
 
 
 def test_a_lake_started_by_init_on_one_host_is_not_forked_by_another(lake_dir, tmp_path, monkeypatch):
