@@ -805,6 +805,11 @@ def test_repair_restores_a_hold_record_hidden_on_s3(s3_lake_uri, s3_env, tmp_pat
     assert record.removeprefix("lake/") in json.loads(r.stdout)["repaired"]
     assert _findings(s3_lake_uri) == [] and admin.legal_hold_active(Lake.open(s3_lake_uri))
     assert c.get_object_legal_hold(Bucket=bucket, Key=ledger_key)["LegalHold"]["Status"] == "ON"
+    # Each hold put back is on record, the one switched off among them.
+    incidents = Lake.open(s3_lake_uri).delta("incidents").to_pyarrow_dataset().to_table().to_pylist()
+    restored = {i["object"] for i in incidents if i["kind"] == "legal_hold_restored"}
+    assert ledger_key.removeprefix("lake/") in restored
+    assert ledger_key.removeprefix("lake/") in json.loads(r.stdout)["repaired"]
 
 
 @pytest.mark.s3

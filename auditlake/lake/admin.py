@@ -328,8 +328,9 @@ def subject_files(lake: Lake, subjects: set[str]) -> set[str]:
     return out
 
 
-def _apply_s3_holds(lake: Lake) -> tuple[int, int]:
-    """Make the S3 legal holds of committed objects match the holds in force."""
+def _apply_s3_holds(lake: Lake) -> tuple[int, int, list[tuple[str, bool]]]:
+    """Make the S3 legal holds of committed objects match the holds in force: (objects held,
+    objects not, [(object, held now)] of those it switched)."""
     from . import s3
 
     holds = active_holds(lake)
@@ -339,18 +340,19 @@ def _apply_s3_holds(lake: Lake) -> tuple[int, int]:
     else:
         want = subject_files(lake, {h["subject_id"] for h in holds if h["scope"] == "subject"})
 
-    def one(rel: str) -> int:
+    def one(rel: str) -> tuple[bool, bool]:
         orig = s3.history(lake, rel).original
         if orig is None:
-            return 0
+            return False, False
         on = rel in want
         info = s3.lock_info(lake, rel, orig.version_id)
         if info.legal_hold != on:
             s3.set_legal_hold(lake, rel, on, orig.version_id)
-        return 1 if on else 0
+        return on, info.legal_hold != on
 
-    on = sum(s3._parallel(one, rels))
-    return on, len(rels) - on
+    done = s3._parallel(one, rels)
+    on = sum(held for held, _ in done)
+    return on, len(rels) - on, [(rel, held) for rel, (held, switched) in zip(rels, done) if switched]
 
 
 def _check_subject(subject_id: str | None) -> None:
@@ -366,7 +368,7 @@ def set_hold(lake: Lake, subject_id: str | None = None, reason: str = "") -> dic
     rec = _record_hold(lake, keys, "set", subject_id, reason)
     held = None
     if lake.is_s3:
-        held, _ = _apply_s3_holds(lake)
+        held, _, _ = _apply_s3_holds(lake)
     return {"hold": rec, "objects_held": held}
 
 
@@ -400,7 +402,7 @@ def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "", hold_
                        lifts=str(hold.get("hold_id")))
     held = None
     if lake.is_s3:
-        held, _ = _apply_s3_holds(lake)
+        held, _, _ = _apply_s3_holds(lake)
     return {"hold": rec, "objects_held": held}
 
 
@@ -666,12 +668,15 @@ def repair(lake: Lake) -> dict:
     sealed = retention.lock_new(lake, keys)
     if sealed:
         incidents.append(_incident("object_locked", None, f"put {sealed} committed object(s) under retention that were not"))
-    _append_incidents(lake, incidents)
-    retention.lock_new(lake, keys)  # the incidents commit itself
     if lake.is_s3:
         # The objects' S3 legal holds as the holds in force say (a restored hold record, an
         # object whose legal hold was switched off, objects committed while a record was hidden).
-        _apply_s3_holds(lake)
+        incidents += [_incident("legal_hold_restored" if on else "legal_hold_lifted", rel,
+                                "its S3 legal hold put back as the holds in force say" if on else
+                                "its S3 legal hold removed: no hold in force covers it")
+                      for rel, on in _apply_s3_holds(lake)[2]]
+    _append_incidents(lake, incidents)
+    retention.lock_new(lake, keys)  # the incidents commit itself (held as the holds in force say)
     after = verify(lake)
     return {
         "ok": after.ok,
