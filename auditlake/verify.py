@@ -1288,16 +1288,13 @@ def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
     from .kms import select_keystore
     from .lake.meta import META, KeysNotPublished, has_tables
 
-    def checkpoint_logs(rows_of) -> list:
-        return list({r.get("log_id") for r in rows_of(lake)})
-
     try:
         keys, error = open_lake_keys(lake), None
     except AuditlakeError as exc:
         keys, error = None, exc
     if keys is not None:
         try:  # the newest checkpoint's log: one file, by its statistics
-            latest = checkpoint_logs(lambda lk: read_checkpoints(lk, latest=True))
+            latest = {r.get("log_id") for r in read_checkpoints(lake, latest=True)}
         except (OSError, pa.ArrowException, AuditlakeError):
             return keys  # the checkpoint checks report it
         if not latest or keys.log_id in latest:
@@ -1313,7 +1310,7 @@ def _lake_keys(lake: Lake, report: VerifyReport) -> KeyStore:
     if error is not None and ((keystore_exists(named) and not planted) or not has_tables(lake)):
         raise error  # the error is another one
     try:
-        ids = checkpoint_logs(lambda lk: tables.dataset(lk, "checkpoints").to_table(columns=["log_id"]).to_pylist())
+        ids = tables.dataset(lake, "checkpoints").to_table(columns=["log_id"]).column("log_id").unique().to_pylist()
     except (OSError, pa.ArrowException, AuditlakeError):
         if keys is not None or planted:
             return keys or select_keystore(named)

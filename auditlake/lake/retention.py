@@ -702,18 +702,19 @@ def discard_uncommitted(lake: Lake, table: str, rows) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- local manifests
-_manifest_cache: dict[str, dict] = {}
+_manifest_cache: dict[str, tuple[dict | None, str]] = {}
 
 
 def sealed_rels(lake: Lake) -> set[str]:
     """The objects a local lake's manifests seal (none on S3, where Object Lock seals)."""
-    return set() if lake.is_s3 else {rel for m in _manifests(lake).values() if m for rel in m.get("objects", {})}
+    return set() if lake.is_s3 else {rel for m, _ in _manifest_files(lake).values() if m for rel in m.get("objects", {})}
 
 
-def _manifests(lake: Lake) -> dict[str, dict | None]:
-    """name -> parsed manifest (None if unreadable). Manifests are immutable: cached."""
+def _manifest_files(lake: Lake) -> dict[str, tuple[dict | None, str]]:
+    """name -> (parsed manifest, None if unreadable or of another shape; SHA-256 of its
+    bytes), each file read once: manifests are immutable, cached by path, size and mtime."""
     d = os.path.join(lake.uri, MANIFEST_DIR)
-    out: dict[str, dict | None] = {}
+    out: dict[str, tuple[dict | None, str]] = {}
     if not os.path.isdir(d):
         return out
     for name in sorted(os.listdir(d)):
@@ -727,26 +728,30 @@ def _manifests(lake: Lake) -> dict[str, dict | None]:
         ck = f"{path}|{st.st_size}|{st.st_mtime_ns}"
         if ck not in _manifest_cache:
             try:
-                with open(path) as f:
-                    m = json.load(f)
-            except (OSError, ValueError):
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                data = None
+            try:
+                m = json.loads(data) if data is not None else None
+            except ValueError:
                 m = None
             # Any other shape is no manifest the lake writes (its signature is checked later).
             objects = m.get("objects") if isinstance(m, dict) else None
             shaped = isinstance(objects, dict) and all(isinstance(e, dict) for e in objects.values())
-            _manifest_cache[ck] = m if shaped else None
-        m = _manifest_cache[ck]
-        out[name] = None if m is None else json.loads(json.dumps(m))
+            _manifest_cache[ck] = (m if shaped else None, hashlib.sha256(data).hexdigest() if data is not None else "")
+        out[name] = _manifest_cache[ck]
     return out
+
+
+def _manifests(lake: Lake) -> dict[str, dict | None]:
+    """name -> parsed manifest (None if unreadable): a copy the caller may change."""
+    return {name: None if m is None else json.loads(json.dumps(m)) for name, (m, _) in _manifest_files(lake).items()}
 
 
 def manifest_digests(lake: Lake) -> dict[str, str]:
     """{name: SHA-256 of its bytes} of a local lake's retention manifests."""
-    d = os.path.join(lake.uri, MANIFEST_DIR)
-    if not os.path.isdir(d):
-        return {}
-    return {name: _sha256(os.path.join(d, name)) for name in sorted(os.listdir(d))
-            if name.endswith(".json") and not name.startswith(".") and os.path.isfile(os.path.join(d, name))}
+    return {name: digest for name, (_, digest) in _manifest_files(lake).items()}
 
 
 def seen_manifests_path(log_id: str) -> Path:
