@@ -1101,19 +1101,26 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
         if cp.log_id != keys.log_id:
             report.add("forged_checkpoint", "checkpoints", f"tree size {size}: log id {cp.log_id} is not this lake's", file=where)
         key = public.get(cp.key_id)
+        # Only a checkpoint this log signed says what the ledger held: a forged or retired
+        # one is reported as such, and its size and root are evidence of nothing.
+        authentic = False
         if key is None or not cp.signature_valid(key):
             report.add("forged_checkpoint", "checkpoints", f"tree size {size}: signature does not verify", file=where)
         elif newest is not None and order[cp.key_id] < newest[0]:
             report.add("retired_key", "checkpoints", f"tree size {size}: signed with key {cp.key_id}, which key "
                        f"{newest[1]} had replaced (it signed the checkpoint at tree size {newest[2]}): a retired key "
                        "extends nothing", file=where)
-        elif newest is None or order[cp.key_id] > newest[0]:
-            newest = (order[cp.key_id], cp.key_id, size)
+        else:
+            authentic = cp.log_id == keys.log_id
+            if newest is None or order[cp.key_id] > newest[0]:
+                newest = (order[cp.key_id], cp.key_id, size)
         if cp.prev_checkpoint_hash != prev_hash:
             report.add("missing_checkpoint", "checkpoints", f"tree size {size}: does not link to the previous checkpoint (one is missing or forged)", file=where)
         if size <= prev_size:
             report.add("forged_checkpoint", "checkpoints", f"tree size {size} does not grow the log", file=where)
-        if size > end:
+        if not authentic:
+            pass  # (above)
+        elif size > end:
             report.add("truncated_tail", "ledger", f"checkpoint covers {size} events but the ledger ends at seq {end - 1}")
         elif size > n:
             pass  # its root cannot be recomputed without the deleted rows

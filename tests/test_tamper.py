@@ -963,6 +963,21 @@ def test_a_checkpoint_row_past_jsons_exact_integers_is_forged_not_a_crash(pristi
     assert (forged.detail, forged.file) == (f"a checkpoint whose tree size is {2**53 + 1}", added)  # located
 
 
+@pytest.mark.parametrize("column, value", [("tree_size", N_FILES * PER_FILE + 50), ("root", "ab" * 32)])
+def test_a_forged_checkpoint_is_evidence_of_nothing_about_the_rows(pristine, tmp_path, monkeypatch, column, value):
+    """An unsigned checkpoint row past the ledger's end (or with another root) is forged, and
+    the intact ledger is neither a truncated tail nor a root mismatch because of it."""
+    from deltalake import write_deltalake
+
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    t = lake.delta("checkpoints").to_pyarrow_dataset().to_table()
+    row = _set(t.slice(t.num_rows - 1, 1), column, 0, value)
+    write_deltalake(lake.table_uri("checkpoints"), row, mode="append")
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    kinds = {f.kind for f in report.findings}
+    assert "forged_checkpoint" in kinds and not kinds & {"truncated_tail", "root_mismatch"}, report.findings
+
+
 @pytest.mark.parametrize("edit, said", [
     (lambda d: d | {"public_keys": {"sk-deadbeef0000": "A" * 43 + "="}}, "publishes the public key sk-deadbeef0000"),
     (lambda d: d | {"public_keys": "garbage"}, "publishes public_keys that are no map of key ids"),
