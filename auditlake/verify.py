@@ -572,6 +572,27 @@ def _check_positions(con: duckdb.DuckDBPyConnection, pos: _Positions, report: Ve
             report.add("deleted_row", "ledger", f"seq {start}..{pos.seq[0] - 1} missing", seq=start)
 
 
+def _check_below(con: duckdb.DuckDBPyConnection, report: VerifyReport, start: int, rows_after: bool) -> int:
+    """An incremental pass's rows before the trusted checkpoint, by their seq alone: each of
+    0..start-1 exactly once (a count would miss a row deleted and another copied), found
+    and located as a full pass would (a missing top with no row after it is the tail).
+    Returns how many there are (rows with a negative seq are outside the chain, reported
+    with those of no seq)."""
+    seq = con.execute("SELECT seq FROM ledger_below WHERE seq >= 0").fetchnumpy()["seq"]
+    counts = np.bincount(np.asarray(seq, np.int64), minlength=start)
+    for s in np.flatnonzero(counts > 1)[:FINDINGS_PER_KIND].tolist():
+        report.add("duplicate_row", "ledger", f"seq {s} appears {counts[s]} times", seq=s)
+    missing = np.flatnonzero(counts == 0)
+    firsts = missing[np.r_[True, np.diff(missing) > 1]] if len(missing) else missing
+    lasts = missing[np.r_[np.diff(missing) > 1, True]] if len(missing) else missing
+    for lo, hi in list(zip(firsts.tolist(), lasts.tolist()))[:FINDINGS_PER_KIND]:
+        if hi == start - 1 and not rows_after:
+            report.add("truncated_tail", "ledger", f"the trusted checkpoint covers {start} events but the ledger ends at seq {lo - 1}")
+        else:
+            report.add("deleted_row", "ledger", f"seq {lo}..{hi} missing", seq=lo)
+    return len(seq)
+
+
 def _fixed_rows(a: pa.Array, width: int) -> np.ndarray | None:
     """A string array's values as an (n, width) byte matrix if all are non-null and that long."""
     a = a.cast(pa.large_string())
@@ -1221,11 +1242,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
                     report.add("data_file_replaced", "ledger", f"unreadable: {why}", file=rel, partition=_partition(rel))
                 paths = [p for p in paths if p not in unreadable]
         if start:
-            below = con.execute("SELECT count(*) FROM ledger_below").fetchone()[0]
-            if below != start:
-                report.add("deleted_row" if below < start else "duplicate_row", "ledger",
-                           f"{below} rows before the trusted checkpoint, which covers {start}")
-            report.events += below
+            report.events += _check_below(con, report, start, rows_after=len(positions) > 0)
         if stored_rows > report.events:
             _check_unsequenced(report, paths, fs, lake.filesystem()[1])
         tree = _Tree(leaf_hashes, start, base)

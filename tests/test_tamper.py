@@ -581,14 +581,29 @@ def test_a_changed_stored_hash_is_a_changed_row_at_its_seq(pristine, tmp_path, m
     assert not {f.kind for f in report.findings} & rows, report.findings
 
 
+@pytest.mark.parametrize("incremental", [False, True])
 @pytest.mark.parametrize("seq, kind, not_kind", [(5, "deleted_row", "truncated_tail"),
                                                   (N_FILES * PER_FILE - 1, "truncated_tail", "deleted_row")])
-def test_a_row_deleted_inside_the_log_is_no_truncated_tail(pristine, tmp_path, monkeypatch, seq, kind, not_kind):
+def test_a_row_deleted_inside_the_log_is_no_truncated_tail(pristine, tmp_path, monkeypatch, seq, kind, not_kind, incremental):
+    """Alike in a full pass and an incremental one (which reads the rows before its trusted
+    checkpoint by seq alone), and a deleted row is located by its seq."""
     lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
     tamper_deleted_row(lake, seq)
-    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False, incremental=incremental)
     kinds = {f.kind for f in report.findings}
     assert kind in kinds and not_kind not in kinds, report.findings
+    if kind == "deleted_row":
+        assert [f.seq for f in report.findings if f.kind == kind] == [seq]
+
+
+def test_an_incremental_pass_finds_a_row_deleted_and_another_copied_before_its_checkpoint(pristine, tmp_path, monkeypatch):
+    """As many rows as the trusted checkpoint covers, but not each seq once."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    tamper_deleted_row(lake, 5)
+    tamper_duplicated_row(lake, 9)
+    report = verify(lake, trusted_file=str(trusted), update_trust=False, incremental=True)
+    located = {(f.kind, f.seq) for f in report.findings if f.kind in ("deleted_row", "duplicate_row")}
+    assert located == {("deleted_row", 5), ("duplicate_row", 9)}, report.findings
 
 
 def test_an_edited_checkpoint_is_reported_for_each_check_it_fails_and_its_successor_still_links(
