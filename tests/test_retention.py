@@ -813,6 +813,27 @@ def test_repair_restores_a_hold_record_hidden_on_s3(s3_lake_uri, s3_env, tmp_pat
 
 
 @pytest.mark.s3
+def test_repair_leaves_a_deleted_entry_the_lake_never_signed_under_holds_deleted_on_s3(s3_lake_uri, s3_env, tmp_path):
+    """An entry planted under _holds/ is reported; the operator deletes it (a marker over its
+    one version); repair, restoring what else was hidden, must not bring it back."""
+    _init(s3_lake_uri)
+    _ingest(s3_lake_uri, tmp_path / "in", 5)
+    c, bucket = s3_client(s3_env.endpoint), _bucket(s3_lake_uri)
+    c.put_object(Bucket=bucket, Key="lake/_holds/notes.json", Body=b'{"hold_id": "x"}')
+    assert [(x["kind"], x["file"]) for x in _findings(s3_lake_uri)] == [("RET-WORM", "_holds/notes.json")]
+    c.delete_object(Bucket=bucket, Key="lake/_holds/notes.json")
+    # Something for repair to do: a ledger file hidden under a marker too.
+    ledger_key = next(o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix="lake/tables/ledger/")["Contents"]
+                      if o["Key"].endswith(".parquet"))
+    c.delete_object(Bucket=bucket, Key=ledger_key)
+    r = run_cli("--lake", s3_lake_uri, "repair", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["repaired"] == [ledger_key.removeprefix("lake/")]
+    assert "Contents" not in c.list_objects_v2(Bucket=bucket, Prefix="lake/_holds/")
+    assert _findings(s3_lake_uri) == []
+
+
+@pytest.mark.s3
 def test_repair_brings_back_a_deleted_identity_file_on_s3(s3_lake_uri, s3_env, tmp_path):
     """auditlake.json deleted (a marker over its versions): verify reports it, repair removes
     the markers so its newest version reads again, and records that."""

@@ -486,11 +486,24 @@ def _repair_s3(lake: Lake) -> tuple[list[dict], list[str]]:
                 continue
             _restore_original(lake, k, h, incidents, failed)
     # Legal hold records are written once each: what is on top of one (a delete marker that
-    # would lift the hold for every reader) goes.
+    # would lift the hold for every reader) goes. Only records the lake signed come back: a
+    # planted entry an operator deleted stays deleted.
+    public = _lazy_public_keys(lake)
     for k, h in sorted(s3.histories(lake, f"{HOLDS_DIR}/").items()):
-        if not h.intact and h.original is not None:
+        if not h.intact and h.original is not None and _signed_version(lake, s3.rel_of(lake, k), h.original.version_id, public):
             _restore_original(lake, k, h, incidents, failed)
     return incidents, failed
+
+
+def _signed_version(lake: Lake, rel: str, version_id: str, public: Callable[[], dict]) -> bool:
+    """Whether one version of a file under `_holds/` is a hold record the lake signed."""
+    from . import s3
+
+    try:
+        rec = json.loads(s3.read_version(lake, rel, version_id) or b"{}")
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and _signed(rec, public())
 
 
 def _relock_s3(lake: Lake) -> list[dict]:
