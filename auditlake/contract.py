@@ -13,7 +13,7 @@ MAX_LINE_BYTES = 64 * 1024
 # ASCII digits only, and \Z: `$` would also match before a trailing newline.
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.ASCII)
 # The offset's hours and minutes are checked here: fromisoformat reads "+05:99" as +06:39.
-RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)\Z", re.ASCII)
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)\Z", re.ASCII)
 E164_RE = re.compile(r"^\+[1-9]\d{1,14}\Z", re.ASCII)
 COUNTRY_RE = re.compile(r"^[A-Z]{2}\Z", re.ASCII)
 CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z", re.ASCII)

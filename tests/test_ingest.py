@@ -1006,6 +1006,26 @@ def test_a_leap_second_is_quarantined_for_what_it_is(lake, tmp_path):
         i + 1: why for i, why in enumerate(cases.values())}
 
 
+def test_an_instant_with_any_number_of_fraction_digits_is_accepted_and_kept_to_the_microsecond(lake, tmp_path):
+    """RFC 3339 allows any number of digits after the second (time-secfrac = "." 1*DIGIT):
+    the sealed record keeps the producer's text, the lake's columns the instant cut to the
+    microsecond (never rounded into the next second), and the lake verifies."""
+    from auditlake.verify import verify
+
+    cases = {"2026-01-01T10:00:00.123456789Z": "2026-01-01 10:00:00.123456",
+             "2026-01-01T10:00:00.1234567891Z": "2026-01-01 10:00:00.123456",
+             "2026-01-01T10:00:00.000000000000Z": "2026-01-01 10:00:00",
+             "2026-01-01T23:59:59.99999999999999+00:00": "2026-01-01 23:59:59.999999"}
+    write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i, occurred_at=at) for i, at in enumerate(cases)])
+    ingest(lake, [str(tmp_path / "in")])
+    assert lake.delta("quarantine") is None  # nothing quarantined
+    rows = sorted(_table(lake, "ledger").select(["seq", "occurred_at", "leaf"]).to_pylist(), key=lambda r: r["seq"])
+    assert [r["occurred_at"].strftime("%Y-%m-%d %H:%M:%S.%f").removesuffix(".000000") for r in rows] == list(cases.values())
+    assert all(json.loads(r["leaf"])["occurred_at"] == at for r, at in zip(rows, cases))
+    report = verify(lake, update_trust=False)
+    assert report.ok, report.findings
+
+
 def test_masking_hostile_runs_does_not_hang():
     """Runs that made the masking regexes backtrack from every start (quadratic: before,
     about 20 s for one 64 KiB line of backslashes and 16 s for a reason quoting a key of
