@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True)
 
     ini = cmd("init", "prepare a lake (S3: versioning, Object Lock, lifecycle)")
-    ini.add_argument("--retention-years", type=int, default=7, help="at least 7 (RET-WORM); can be raised, never lowered")
-    ini.add_argument("--cold-after-days", type=int, default=90)
+    ini.add_argument("--retention-years", type=int,
+                     help="at least 7 (RET-WORM); can be raised, never lowered (default: as the lake has it, 7 on a new lake)")
+    ini.add_argument("--cold-after-days", type=int, help="days before the S3 cold tier (default: as the lake has it, 90 on a new lake)")
 
     h = cmd("hold", "set or lift a legal hold")
     h.add_argument("action", choices=["set", "lift", "status"])

@@ -975,3 +975,19 @@ def test_an_object_a_writer_locks_a_moment_later_is_no_finding(lake_dir, tmp_pat
     unlocked = [f for f in retention.check(lake, keys) if f["detail"].startswith(retention.UNLOCKED)]
     assert waits == [retention.UNLOCKED_GRACE_S]
     assert (unlocked == []) == writer_finishes, unlocked
+
+
+def test_init_run_again_keeps_the_lakes_policy_and_refuses_only_an_asked_shortening(lake_dir):
+    """Left out, --retention-years and --cold-after-days stay as the lake has them: a plain
+    `init` after the period was raised succeeds (it was exit 2, "cannot be shortened to 7")."""
+    uri = str(lake_dir)
+    r = run_cli("--lake", uri, "init", "--retention-years", "10", "--cold-after-days", "30", "--json")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("--lake", uri, "init", "--json")
+    assert r.returncode == 0, r.stderr
+    pol = json.loads(r.stdout)["retention"]
+    assert (pol["years"], pol["cold_after_days"]) == (10, 30)
+    r = run_cli("--lake", uri, "init", "--retention-years", "7", "--json")
+    assert r.returncode == 2 and "cannot be shortened to 7" in r.stderr
+    new = run_cli("--lake", str(lake_dir.parent / "new"), "init", "--json")
+    assert (json.loads(new.stdout)["retention"]["years"], json.loads(new.stdout)["retention"]["cold_after_days"]) == (7, 90)

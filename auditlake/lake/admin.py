@@ -407,15 +407,17 @@ def lift_hold(lake: Lake, subject_id: str | None = None, reason: str = "", hold_
 
 
 # ----------------------------------------------------------------------------- init
-def init_lake(lake: Lake, retention_years: int = 7, cold_after_days: int = 90) -> dict:
+def init_lake(lake: Lake, retention_years: int | None = None, cold_after_days: int | None = None) -> dict:
     """Prepare a lake: S3 bucket with versioning, Object Lock and lifecycle; the lake's
-    identity, keystore and retention policy; and retention on anything already committed."""
+    identity, keystore and retention policy; and retention on anything already committed.
+    What is left out stays as the lake has it (a new lake: RET-WORM's 7 years, a cold tier
+    after 90 days), so running it again never asks to shorten a raised period."""
     from ..commands import publish_public_keys
     from .meta import open_lake_keys
 
-    if retention_years < retention.MIN_YEARS:
+    if retention_years is not None and retention_years < retention.MIN_YEARS:
         raise AuditlakeError(f"--retention-years must be at least {retention.MIN_YEARS} (RET-WORM)")
-    if cold_after_days < 1:
+    if cold_after_days is not None and cold_after_days < 1:
         raise AuditlakeError("--cold-after-days must be at least 1")
     doc: dict = {"lake": lake.uri}
     if lake.is_s3:
@@ -427,7 +429,13 @@ def init_lake(lake: Lake, retention_years: int = 7, cold_after_days: int = 90) -
     else:
         os.makedirs(lake.uri, exist_ok=True)
     keys = open_lake_keys(lake, create=True)
-    pol = retention.set_policy(lake, retention_years, cold_after_days)
+    now = retention.policy(lake, refresh=True)
+    if retention_years is None:
+        retention_years = max(now["configured_years"], retention.MIN_YEARS) if now["stated"] else retention.MIN_YEARS
+    archive_after_days = None if cold_after_days is not None or not now["stated"] else now["archive_after_days"]
+    if cold_after_days is None:
+        cold_after_days = now["cold_after_days"] if now["stated"] else retention.DEFAULT_COLD_AFTER_DAYS
+    pol = retention.set_policy(lake, retention_years, cold_after_days, archive_after_days)
     publish_public_keys(lake, keys)
     doc["log_id"] = keys.log_id
     doc["retention"] = pol
