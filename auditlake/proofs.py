@@ -1375,6 +1375,9 @@ def pinned_public_keys(args) -> dict[str, str]:
     return PinnedKeys(doc["public_keys"], doc["log_id"], doc["retired_at"])
 
 
+_SIGNED_DOCUMENT_FIELDS = {"signature", "checkpoint", "proof", "files", "old", "new"}
+
+
 def load_public_key_file(path: str) -> dict[str, str]:
     """{key_id: b64} from `auditlake keys export-public` JSON, {"public_key": b64}, a bare
     base64 key, or a PEM SubjectPublicKeyInfo."""
@@ -1387,6 +1390,10 @@ def load_public_key_file(path: str) -> dict[str, str]:
     try:
         if text.startswith("{"):
             d = json.loads(text)
+            if _SIGNED_DOCUMENT_FIELDS & d.keys():
+                # A proof or a bundle's manifest carries its own key: pinned, it would vouch for itself.
+                raise ValueError("it is a signed document (a proof or an export manifest), not a key file; "
+                                 "take the key from `auditlake keys export-public` on the lake's host")
             if isinstance(d.get("public_keys"), dict):
                 if not d["public_keys"]:  # pinned to nothing must not read as "not pinned"
                     raise ValueError("its public_keys are empty")

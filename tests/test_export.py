@@ -390,6 +390,10 @@ def test_verify_export_pins_the_public_key(glake, tmp_path, capsys, monkeypatch)
     (out / "manifest.json").write_text(json.dumps(m))
     assert export.verify_export(str(out))["ok"]
     assert main(["verify-export", str(out), "--public-key", str(keyfile)]) == 1
+    # Nor is the bundle's own manifest a key file: pinned, it would vouch for itself.
+    capsys.readouterr()
+    assert main(["verify-export", str(out), "--public-key", str(out / "manifest.json")]) == 2
+    assert "is a signed document (a proof or an export manifest), not a key file" in capsys.readouterr().err
     # A key file with no keys pins nothing: refused, never read as "not pinned".
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"log_id": "x", "public_keys": {}}))

@@ -217,6 +217,10 @@ def test_prove_and_verify_proof_cli(lake3, tmp_path, capsys, monkeypatch):
     assert main(["verify-proof", str(tmp_path / "forged.json"), "--public-key", str(keyfile)]) == 1
     assert main([*lake_arg, "verify-proof", str(tmp_path / "forged.json")]) == 1
     assert main([*lake_arg, "verify-proof", str(out)]) == 0
+    # A proof is no key file: pinned, the forged one would vouch for itself.
+    capsys.readouterr()
+    assert main(["verify-proof", str(tmp_path / "forged.json"), "--public-key", str(tmp_path / "forged.json")]) == 2
+    assert "is a signed document (a proof or an export manifest), not a key file" in capsys.readouterr().err
     # ./lake is every command's default lake: its keys are pinned as --lake's are.
     (tmp_path / "cwd").mkdir()
     (tmp_path / "cwd" / "lake").symlink_to(lake3.uri)
