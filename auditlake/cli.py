@@ -33,15 +33,20 @@ HANDLERS = {
 }
 
 
-def fail(message: str, as_json: bool) -> int:
-    """A usage or I/O error: one line on stderr, exit 2."""
+def fail(message: str, as_json: bool, command: str | None = None) -> int:
+    """A usage or I/O error: one line on stderr, exit 2. With --json, a document saying so;
+    verify's keeps the shape INTERFACES.md gives it (ok false, so one finding: the error)."""
     from .masking import escape_controls
 
     message = escape_controls(message)
     print(f"auditlake: {message}", file=sys.stderr)
     if as_json:
+        doc = {"ok": False, "error": message}
+        if command == "verify":
+            doc |= {"events": 0, "findings": [{"kind": "error", "table": "lake", "partition": None, "file": None,
+                                                 "seq": None, "event_id": None, "detail": message}]}
         try:
-            print(json.dumps({"ok": False, "error": message}))
+            print(json.dumps(doc))
         except OSError:  # stdout is gone (a closed pipe): the line on stderr says it
             pass
     return 2
@@ -185,21 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:  # the arguments did not parse, so --json is looked for by hand
-        raise SystemExit(fail(str(exc), "--json" in argv)) from None
+        raise SystemExit(fail(str(exc), "--json" in argv, next((a for a in argv if a in HANDLERS), None))) from None
     module, func = HANDLERS[args.command].split(":")
     try:
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
     except AuditlakeError as exc:
-        return fail(_one_line(exc), args.json)
+        return fail(_one_line(exc), args.json, args.command)
     except KeyboardInterrupt:
-        return fail("interrupted", args.json)
+        return fail("interrupted", args.json, args.command)
     except Exception as exc:  # noqa: BLE001 - a user sees one line; AUDITLAKE_DEBUG=1 shows the traceback
         if os.environ.get("AUDITLAKE_DEBUG"):
             raise
         if isinstance(exc, OSError) and exc.strerror:  # a path the command was given: the reason and the path
-            return fail(exc.strerror + (f": {exc.filename}" if exc.filename else ""), args.json)
-        return fail(f"{exc.__class__.__name__}: {_one_line(exc)}", args.json)
+            return fail(exc.strerror + (f": {exc.filename}" if exc.filename else ""), args.json, args.command)
+        return fail(f"{exc.__class__.__name__}: {_one_line(exc)}", args.json, args.command)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ def test_json_errors_are_a_document_on_stdout_too(argv, small, tmp_path, capsys)
     out = capsys.readouterr()
     doc = json.loads(out.out)
     assert code == 2 and doc["ok"] is False and doc["error"] and out.err == f"auditlake: {doc['error']}\n"
+    if "verify" in argv:  # verify's document keeps its contract shape: ok is false exactly when findings is non-empty
+        (finding,) = doc["findings"]
+        assert doc["events"] == 0 and finding == {"kind": "error", "table": "lake", "partition": None, "file": None,
+                                                  "seq": None, "event_id": None, "detail": doc["error"]}
 
 
 @pytest.mark.parametrize("flag, value", [("--subject", " "), ("--tenant", ""), ("--event-type", ","), ("--from", "")])
