@@ -979,7 +979,7 @@ def explore_command(lake_uri: str, port: int = 8501, address: str = "127.0.0.1",
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.port", str(port),
             "--server.address", address, "--server.headless", "true" if headless else "false",
             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
-            "--server.fileWatcherType", "none"]
+            "--server.fileWatcherType", "none", "--client.showErrorDetails", "none"]  # no tracebacks in the browser
 
 
 def _die_with_parent() -> None:

@@ -184,10 +184,25 @@ def mask_table(table):
     return pa.table(cols, names=table.column_names)
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Controls, line separators, and the invisible format characters (bidirectional overrides
+# and isolates, zero-width marks, the BOM, tag characters) that make text read as other text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+                      "\u2066-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]")
 
 
 def escape_controls(text: str) -> str:
-    """Control characters escaped (`\\n`, `\\x1b`): text from producers or from the lake's
-    file names stays one line and no terminal escape, so it cannot forge a second line."""
+    """Control and invisible format characters escaped (`\\n`, `\\x1b`, `\\u202e`): text
+    from producers or from the lake's file names stays one line, no terminal escape, and
+    reads as what it is (a right-to-left override cannot make one id look like another)."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def escape_json(value):
+    """escape_controls on every string of a parsed JSON value, keys included."""
+    if isinstance(value, str):
+        return escape_controls(value)
+    if isinstance(value, dict):
+        return {escape_controls(str(k)): escape_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape_json(v) for v in value]
+    return value

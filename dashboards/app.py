@@ -57,7 +57,10 @@ def main() -> None:
     if not core.allowed(user["role"], page):  # never trust the widget state alone
         page = pages[0]
     module = importlib.import_module(f"dashboards.views.{MODULES[page]}")
-    module.render(user)
+    try:
+        module.render(user)
+    except Exception as exc:  # noqa: BLE001 - Streamlit's own reruns and stops are no Exception
+        core.show_failure(exc)
 
 
 main()

@@ -25,7 +25,7 @@ from auditlake.catalog import (
 )
 from auditlake.console import Console
 from auditlake.lake.store import Lake
-from auditlake.masking import mask_text
+from auditlake.masking import escape_controls, mask_text
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -241,17 +241,36 @@ def spreadsheet_safe_csv(df) -> str:
     return out.to_csv(index=False)
 
 
+def shown(text: str, masked: bool = True) -> str:
+    """Text from the lake as the explorer shows it: PII-shaped parts masked (unless an
+    audited reveal asks), invisible and control characters as escapes."""
+    return escape_controls(mask_text(text) if masked else text)
+
+
+def show_failure(exc: Exception) -> None:
+    """A page that cannot be drawn: one line saying why (no traceback, paths inside the
+    lake relative to it) and what to do."""
+    why = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    try:
+        why = why.replace(Lake.open(lake_uri()).uri.rstrip("/") + "/", "")
+    except Exception:  # noqa: BLE001 - the line as it is
+        pass
+    st.error("This page cannot be shown: the lake could not be read as its catalog expects. "
+             "It may have changed since it was sealed: run `auditlake verify`.")
+    st.code(shown(why[:500]), language=None)
+
+
 def show_table(df, key: str | None = None, height: int | str = "auto", masked: bool = True) -> None:
     """A dataframe (canvas-rendered, inert text) in a container keyed `tbl-<key>` (the
     key is a CSS class for the browser test and a handle for AppTest). PII-shaped text is
     masked in every text column (what producers write is kept as written) unless `masked`
     is False: only the privacy officer's audited reveal shows it."""
-    if masked and len(df.columns):
+    if len(df.columns):
         import pandas as pd
 
         df = df.copy()
         for c in df.columns:
             if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype):
-                df[c] = df[c].map(lambda v: mask_text(v) if isinstance(v, str) else v)
+                df[c] = df[c].map(lambda v: shown(v, masked) if isinstance(v, str) else v)
     box = st.container(key=f"tbl-{key}") if key else st.container()
     box.dataframe(df, hide_index=True, height=height)

@@ -503,6 +503,7 @@ def test_explore_command_runs_streamlit_on_the_app(monkeypatch, tiny):
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
     assert Path(cmd[4]).exists() and "8599" in cmd and "--server.headless" in cmd
+    assert cmd[cmd.index("--client.showErrorDetails") + 1] == "none"  # no traceback reaches the browser
     assert seen["env"]["AUDITLAKE_LAKE"] == tiny["lake"].uri
 
 

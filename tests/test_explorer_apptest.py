@@ -501,13 +501,56 @@ def test_overview_shows_counts_integrity_quarantine_findings_and_tail(app_env):
     assert metrics["Findings (latest evaluation)"] == f"{len(demo['truth']['findings']):,}"
     status = at.json[0].value
     assert str(n) in status and "last_verified_checkpoint" in status and "verified_by" in status
-    assert any("has been verified" in s.value for s in at.success)
+    assert any("last accepted on this machine" in s.value for s in at.success)
     assert len(at.get("vega_lite_chart")) >= 2  # events per day, per type
     findings = table(at, "ov_findings")
     assert STALE_RULE not in set(findings["rule_id"])
     assert int(findings["findings"].sum()) == len(demo["truth"]["findings"])
     tail = table(at, "ov_tail")
     assert len(tail) == 20 and int(tail["seq"].max()) == n - 1
+
+
+def test_overview_warns_when_the_latest_checkpoint_is_not_the_one_verify_accepted(tiny):
+    """Same tree size, another root (a forged checkpoint row): no green banner, an error."""
+    import pyarrow.parquet as pq
+
+    from auditlake.verify import verify
+
+    lake = tiny["lake"]
+    assert verify(lake).ok
+    (f,) = Path(lake.table_uri("checkpoints")).glob("*.parquet")
+    t = pq.read_table(f)
+    os.chmod(f, 0o644)
+    pq.write_table(t.set_column(t.schema.get_field_index("root"), "root", pa.array(["f" * 64] * t.num_rows)), f)
+    at = login_as("auditor")
+    assert not at.success and any("do not hold the one `auditlake verify` last accepted" in e.value for e in at.error)
+
+
+def test_a_page_over_a_lake_missing_a_ledger_file_says_so_in_one_line_not_a_traceback(tiny):
+    lake = tiny["lake"]
+    for f in Path(lake.table_uri("ledger")).rglob("*.parquet"):
+        f.unlink()
+    at = login_as("auditor")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("This page cannot be shown" in e.value for e in at.error)
+    (line,) = [c.value for c in at.code if "Error" in c.value or "Exception" in c.value][:1]
+    assert "\n" not in line and lake.uri not in line and len(line) <= 500
+
+
+def test_invisible_characters_show_as_escapes_not_as_other_text(tiny):
+    """A right-to-left override makes "\u202eecnarusni-dniwhtron" read as northwind-insurance."""
+    from events import event, write_jsonl
+
+    from auditlake.ingest import ingest
+
+    ev = event(n=50) | {"tenant_id": "\u202eecnarusni-dniwhtron\u202c"}
+    ev["actor"] = ev["actor"] | {"id": "usr\u200b_1"}
+    ingest(tiny["lake"], [str(write_jsonl(tiny["tmp"] / "b" / "b.jsonl", [ev]))])
+    at = open_event(login_as("auditor"), ev["event_id"])
+    fields = json.loads(at.json[0].value)
+    assert (fields["tenant_id"], fields["actor_id"]) == ("\\u202eecnarusni-dniwhtron\\u202c", "usr\\u200b_1")
+    goto(at, "Overview")
+    assert "\\u202eecnarusni-dniwhtron\\u202c" in set(table(at, "ov_tail")["tenant_id"])
 
 
 def test_live_tail_refreshes_as_batches_land(tiny):

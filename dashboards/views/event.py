@@ -8,7 +8,7 @@ import re
 
 import streamlit as st
 
-from auditlake.masking import mask_json, mask_text
+from auditlake.masking import escape_json, mask_json
 from dashboards import core
 
 
@@ -38,11 +38,11 @@ def record_for_display(row: dict) -> dict:
             v = v.item()
         if k == "data":
             try:
-                v = mask_json(json.loads(v))
+                v = escape_json(mask_json(json.loads(v)))
             except (TypeError, ValueError):
-                v = mask_text(str(v))
+                v = core.shown(str(v))
         elif isinstance(v, str):  # a producer's actor id, region or time zone may hold PII too
-            v = mask_text(v)
+            v = core.shown(v)
         out[k] = v
     return out
 

@@ -82,6 +82,7 @@ def trust_status(lake) -> dict | None:
         "checkpoint_time": doc.get("time"),
         "verified_at": datetime.fromtimestamp(st_.st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "verified_by": f"{who} (trust store of this machine)",
+        "checkpoint_hash": doc.get("checkpoint_hash"),
     }
 
 
@@ -112,12 +113,18 @@ def render(user: dict) -> None:
             "key_id": cp.iloc[0]["key_id"], "checkpoint_hash": cp.iloc[0]["checkpoint_hash"]},
         "last_verified_checkpoint": trust,
     }
+    latest = status["last_checkpoint"]
     if trust is None:
         st.warning("No verified checkpoint on this machine yet: run `auditlake verify`.")
-    elif len(cp) and trust.get("tree_size") == int(cp.iloc[0]["tree_size"]):
-        st.success("The latest checkpoint has been verified.")
-    else:
+    elif latest and all(trust.get(k) == latest[k] for k in ("tree_size", "root", "checkpoint_hash")):
+        st.success(f"The latest checkpoint is the one `auditlake verify` last accepted on this machine "
+                   f"({trust['verified_at']}); changes since then show only in a new verify.")
+    elif latest and isinstance(trust.get("tree_size"), int) and trust["tree_size"] < latest["tree_size"]:
         st.info("Events were sealed after the last verification: run `auditlake verify` to extend trust.")
+    else:
+        st.error("The lake's checkpoints do not hold the one `auditlake verify` last accepted on this machine "
+                 "(another root or hash at its size, or fewer events): they may have been tampered with. "
+                 "Run `auditlake verify`.")
     st.json(status, expanded=True)
 
     left, right = st.columns(2)
@@ -147,6 +154,13 @@ def render(user: dict) -> None:
 def live_tail() -> None:
     """The newest sealed events (covered by the latest checkpoint); refreshes as batches land."""
     st.subheader("Live tail: newest sealed events")
+    try:
+        _tail()
+    except Exception as exc:  # noqa: BLE001 - the fragment reruns on its own, outside the page's guard
+        core.show_failure(exc)
+
+
+def _tail() -> None:
     vers = core.versions()
     cp = core.query("SELECT max(tree_size) AS n FROM checkpoints", (), vers)
     n = int(cp.iloc[0]["n"]) if len(cp) and cp.iloc[0]["n"] == cp.iloc[0]["n"] and cp.iloc[0]["n"] is not None else 0
