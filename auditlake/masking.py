@@ -6,14 +6,20 @@ import re
 import orjson
 
 MASK = "***"
-_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+# Letters and digits of any script (josé.garcía@exämple.es): Python's \w in str patterns;
+# RE2 (pyarrow's filter below) spells them \pL\pN.
+_EMAIL = r"[\w.%+-]+@[\w.-]+\.[^\W\d_]{2,}"
+_EMAIL_RE2 = r"[\pL\pN_.%+-]+@[\pL\pN_.-]+\.\pL{2,}"
 _PATTERNS = [
     # e-mail, tried only where a run of its characters starts: from every position of a long
     # run without "@" the search was quadratic (seconds for one 16 KB line)
-    re.compile(r"(?<![A-Za-z0-9._%+-])" + _EMAIL),
+    re.compile(r"(?<![\w.%+-])" + _EMAIL),
     re.compile(r"\+\d[\d ().-]{6,}\d"),  # international phone numbers
-    re.compile(r"\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b"),  # formatted national numbers
+    re.compile(r"\(?\b\d{3}\)?[ .-]?\d{3}[ .-]\d{4}\b"),  # formatted national numbers ((415)555-0123 too)
     re.compile(r"\(?\b\d{3}\)?[ .-]?\d{7}\b"),  # an area code, then seven digits (312 5550186)
+    # national numbers with a trunk 0: 07700 900123, 020 7946 0958, 030 12345678, 01 23 45 67 89
+    re.compile(r"\b0\d{2,4}[ .-]\d{3,4}[ .-]?\d{3,4}\b"),
+    re.compile(r"\b0\d(?:[ .-]\d{2}){4}\b"),
     re.compile(r"\b\d{10,15}\b"),  # bare phone-length digit runs
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
     re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::[0-9A-Fa-f]{1,4}){1,7}\b"),  # IPv6 with "::" (2001:db8::1)
@@ -54,7 +60,7 @@ RAW_LIMIT = 4096
 
 # Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk. RE2 has
 # no look-ahead: a key is taken in both spellings here (a filter may match more).
-_MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]]
+_MAY_HOLD_PII = "|".join([_EMAIL_RE2] + [p.pattern for p in _PATTERNS[1:]]
                          + [rf"(?i)(?:(?:{_PII_WHOSE})[_. ]?)?(?:{_PII_WHAT})\W*:", r"\\u00"])
 # A PII member with its value (a string, an array or a number) in well-formed JSON
 # text, for RE2 (DuckDB's regexp_replace): the explorer's events view masks producers'

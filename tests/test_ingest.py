@@ -1061,6 +1061,16 @@ def test_masking_takes_personal_keys_and_shapes_only():
         "***, ***, ***; seq 123 4567, amount 1234567")
 
 
+def test_masking_takes_national_phone_forms_and_e_mail_addresses_in_any_script():
+    from auditlake.masking import mask_text
+
+    text = ("us (415)555-0123, uk 07700 900123, london 020 7946 0958, berlin 030 12345678, paris 01 23 45 67 89, "
+            "zoë@exämple.de, josé.garcía@example.es")
+    assert mask_text(text) == "us ***, uk ***, london ***, berlin ***, paris ***, ***, ***"
+    kept = "amount 12.50, version 1.2.3, count 0123 items, order 100 200 300, 2026-01-02T10:00:00Z"
+    assert mask_text(kept) == kept
+
+
 def test_a_lake_started_by_init_on_one_host_is_not_forked_by_another(lake_dir, tmp_path, monkeypatch):
     """`init` publishes the lake's keys: another host without them refuses to make its own."""
     from auditlake.errors import AuditlakeError
