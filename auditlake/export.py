@@ -218,12 +218,26 @@ class _Redactor:
             src = src.cast(pl.String)
             if action == "keep":
                 exprs.append(src.alias(c))
+            elif action == "scrub":
+                exprs.append(_scrubbed(df.select(src.alias(c)).to_series(), c == "data"))
             elif action == "mask":
                 exprs.append(pl.when(src.is_not_null()).then(pl.lit(MASK)).otherwise(pl.lit(None, pl.String)).alias(c))
             elif action == "hash":
                 vals = _hmac_values(self.hash_key, df.select(src).to_series().to_list())
                 exprs.append(pl.Series(c, vals, pl.String).alias(c))
         return df.select(exprs)
+
+
+def _scrubbed(values, is_json: bool):
+    """The `scrub` action on a polars String series: only the values the prefilter says may
+    hold PII go through the (Python) masker."""
+    from .masking import MAY_HOLD_PII, mask_text, scrub_json_text
+
+    rows = values.str.contains(MAY_HOLD_PII).fill_null(False).arg_true()
+    if not len(rows):
+        return values
+    scrub = scrub_json_text if is_json else mask_text
+    return values.scatter(rows, [scrub(v) for v in values.gather(rows).to_list()])
 
 
 def _file_groups(lake: Lake, dt, size: int, filters: dict) -> list[list[str]]:

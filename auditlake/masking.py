@@ -58,9 +58,9 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 RAW_LIMIT = 4096
 
 
-# Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk. RE2 has
+# Text that mask_text may change (RE2, for pyarrow; Rust regex, for polars): the rest is passed over in bulk. RE2 has
 # no look-ahead: a key is taken in both spellings here (a filter may match more).
-_MAY_HOLD_PII = "|".join([_EMAIL_RE2] + [p.pattern for p in _PATTERNS[1:]]
+MAY_HOLD_PII = "|".join([_EMAIL_RE2] + [p.pattern for p in _PATTERNS[1:]]
                          + [rf"(?i)(?:(?:{_PII_WHOSE})[_. ]?)?(?:{_PII_WHAT})\W*:", r"\\u00"])
 # A PII member with its value (a string, an array or a number) in well-formed JSON
 # text, for RE2 (DuckDB's regexp_replace): the explorer's events view masks producers'
@@ -100,6 +100,17 @@ def mask_text(text: str, names: bool = False) -> str:
 # The members of actor and subject that are not personal data (EVENTS.md); every other one
 # is masked in a rejected line.
 _NOT_PII = {"actor": frozenset({"type", "id", "role"}), "subject": frozenset({"id", "country", "region", "timezone"})}
+
+
+def scrub_json_text(text: str) -> str:
+    """A JSON text (a producer's `data`) with what mask_json masks masked; the text
+    unchanged, byte for byte, when there is nothing to mask; mask_text's if it is no JSON."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return mask_text(text)
+    masked = mask_json(value)
+    return text if masked == value else orjson.dumps(masked).decode()
 
 
 def mask_json(value):
@@ -161,7 +172,7 @@ def _mask_strings(col):
     import pyarrow.compute as pc
 
     col = col.cast(pa.string())
-    if not pc.any(pc.match_substring_regex(col, _MAY_HOLD_PII)).as_py():
+    if not pc.any(pc.match_substring_regex(col, MAY_HOLD_PII)).as_py():
         return col
     return pa.chunked_array([pa.array([None if v is None else mask_text(v) for v in col.to_pylist()], pa.string())])
 

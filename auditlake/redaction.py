@@ -19,6 +19,11 @@ Field names are the export's columns, written with a dot or an underscore
 
 * keep: the value as is; for a PII field the decrypted value, which is allowed only in a
   privileged export that names a reason (`--reveal-reason`), itself logged;
+* scrub: the value with PII-shaped text masked (e-mail addresses, phone numbers, IP
+  addresses), and in `data` also the members whose key names a person's data
+  (`customer_email`, `caller_phone`): what producers write beyond the contract's four PII
+  fields is kept in the ledger as written, and this is how the explorer shows it; text
+  with nothing to mask is exported byte for byte (not for PII fields, times or `seq`);
 * mask: `***` where the event has a value (`[erased]` for an erased person's PII);
 * hash: `h1.` + HMAC-SHA-256 hex of the value under the profile's hash key (PII is hashed
   from its decrypted value, `[erased]` once erased), so equal values stay joinable;
@@ -36,7 +41,7 @@ from pathlib import Path
 
 from .errors import AuditlakeError
 
-ACTIONS = ("keep", "mask", "hash", "drop")
+ACTIONS = ("keep", "scrub", "mask", "hash", "drop")
 # Export columns, in their canonical (sorted) order.
 COLUMNS = sorted([
     "seq", "event_id", "event_type", "occurred_at", "ingested_at", "source", "tenant_id",
@@ -49,13 +54,17 @@ PII_COLUMNS = ("actor_ip", "subject_email", "subject_name", "subject_phone")
 PII_FIELD = {"actor_ip": "actor.ip", "subject_email": "subject.email", "subject_name": "subject.name",
              "subject_phone": "subject.phone"}
 INT_COLUMNS = ("seq",)  # only keep or drop
+NOT_SCRUBBED = (*PII_COLUMNS, *INT_COLUMNS, "occurred_at", "ingested_at")  # sealed, or no free text
 MASK = "***"
 
 BUILTIN_TOML = """
 [profiles.default]
-description = "Operational export: every field kept except personal data, which is masked."
+description = "Operational export: every field kept except personal data, which is masked (PII-shaped text in data and ids too)."
 default_action = "keep"
 [profiles.default.fields]
+data = "scrub"
+"actor.id" = "scrub"
+"subject.id" = "scrub"
 "subject.phone" = "mask"
 "subject.email" = "mask"
 "subject.name" = "mask"
@@ -66,6 +75,7 @@ description = "Analytics: people and users replaced by keyed hashes, personal da
 default_action = "keep"
 hash_salt = "profile"
 [profiles.pseudonymous.fields]
+data = "scrub"
 "subject.id" = "hash"
 "actor.id" = "hash"
 "subject.phone" = "drop"
@@ -148,7 +158,7 @@ def _build(name: str, spec: dict, source: str) -> Profile:
         raise AuditlakeError(f"redaction profile {name!r} in {source}: unknown key(s) {', '.join(sorted(unknown))}")
     default = spec.get("default_action", "keep")
     if default not in ("keep", "mask", "hash", "drop"):
-        raise AuditlakeError(f"redaction profile {name!r}: default_action must be one of {', '.join(ACTIONS)}")
+        raise AuditlakeError(f"redaction profile {name!r}: default_action must be one of keep, mask, hash, drop")
     salt = spec.get("hash_salt", "export")
     if salt not in ("export", "profile"):
         raise AuditlakeError(f"redaction profile {name!r}: hash_salt must be 'export' or 'profile'")
@@ -162,6 +172,8 @@ def _build(name: str, spec: dict, source: str) -> Profile:
             raise AuditlakeError(f"redaction profile {name!r}: {k} = {v!r} is not one of {', '.join(ACTIONS)}")
         if col in INT_COLUMNS and v not in ("keep", "drop"):
             raise AuditlakeError(f"redaction profile {name!r}: {k} can only be kept or dropped")
+        if col in NOT_SCRUBBED and v == "scrub":
+            raise AuditlakeError(f"redaction profile {name!r}: {k} cannot be scrubbed (only free text can)")
         actions[col] = v
     for c in INT_COLUMNS:
         if actions[c] not in ("keep", "drop"):

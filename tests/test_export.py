@@ -128,6 +128,36 @@ def test_default_export_never_releases_pii_in_any_format(glake, generated, tmp_p
     assert export.verify_export(str(out))["ok"]
 
 
+def test_default_export_scrubs_personal_data_producers_put_in_data_and_ids(lake, tmp_path):
+    """Beyond the contract's four PII fields, the ledger keeps `data` as written; the default
+    export masks what the explorer masks there (PII-named members, PII-shaped text, an
+    e-mail used as an actor id), and leaves every other value byte for byte."""
+    from events import event, write_jsonl
+
+    personal = ["pat.doe@example.com", "+14155550123", "198.51.100.7", "(415)555-0188", "zoë@exämple.de"]
+    leaky = event("user.login", n=1, actor={"type": "user", "id": personal[0]},
+                  data={"method": "sso", "customer_email": personal[0], "contact": {"phone": personal[1], "ip": personal[2]},
+                        "note": f"call back on {personal[3]} or write to {personal[4]}", "campaign_name": "Spring Sale"})
+    plain = event("call.started", n=2)
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [leaky, plain]))])
+    out = tmp_path / "bundle"
+    export.build_export(lake, str(out), ALL, {})
+    for f in (out / "data").iterdir():
+        text = f.read_bytes().decode("utf-8", "replace")
+        if f.suffix == ".parquet":
+            text = json.dumps(pq.read_table(f).to_pylist(), ensure_ascii=False)
+        assert not [v for v in personal if v in text], f.name
+    rows = {r["event_id"]: r for r in pq.read_table(out / "data" / "part-00000.parquet").to_pylist()}
+    assert rows[leaky["event_id"]]["actor_id"] == "***"
+    scrubbed = json.loads(rows[leaky["event_id"]]["data"])
+    assert scrubbed["customer_email"] == "***" and scrubbed["contact"] == {"phone": "***", "ip": "***"}
+    assert scrubbed["campaign_name"] == "Spring Sale" and scrubbed["method"] == "sso"
+    ledger = {r["event_id"]: r for r in lake.delta("ledger").to_pyarrow_dataset().to_table().to_pylist()}
+    assert rows[plain["event_id"]]["data"] == ledger[plain["event_id"]]["data"]
+    assert rows[plain["event_id"]]["actor_id"] == plain["actor"]["id"]
+    assert export.verify_export(str(out))["ok"]
+
+
 def test_bundle_rows_manifest_and_root(glake, tmp_path):
     out = tmp_path / "b"
     m = export.build_export(glake, str(out), ALL, {})
