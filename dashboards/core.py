@@ -198,10 +198,14 @@ def goto(page: str, **state) -> None:
 def time_range(key: str, default_days: int = 7) -> tuple[datetime, datetime] | None:
     """A required UTC date range [from 00:00, to+1 day 00:00). Defaults to the last
     `default_days` days of data."""
-    last = data_bounds()[1] or date.today()
+    first, last = data_bounds()
+    last = last or date.today()
+    start = last - timedelta(days=default_days - 1)
+    # The pickers span the data (Streamlit's own bounds are ten years either side of the value).
+    lo, hi = min(first or start, start, date(1970, 1, 1)), max(last, date.today()) + timedelta(days=366)
     c1, c2 = st.columns(2)
-    d_from = c1.date_input("From (UTC date)", value=last - timedelta(days=default_days - 1), key=f"{key}_from")
-    d_to = c2.date_input("To (UTC date, inclusive)", value=last, key=f"{key}_to")
+    d_from = c1.date_input("From (UTC date)", value=start, min_value=lo, max_value=hi, key=f"{key}_from")
+    d_to = c2.date_input("To (UTC date, inclusive)", value=last, min_value=lo, max_value=hi, key=f"{key}_to")
     if not isinstance(d_from, date) or not isinstance(d_to, date):
         st.warning("A time range is required.")
         return None

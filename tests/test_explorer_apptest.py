@@ -553,6 +553,23 @@ def test_invisible_characters_show_as_escapes_not_as_other_text(tiny):
     assert "\\u202eecnarusni-dniwhtron\\u202c" in set(table(at, "ov_tail")["tenant_id"])
 
 
+def test_the_date_pickers_reach_every_event_not_ten_years_around_the_default(tiny):
+    """Streamlit's own bounds are ten years either side of the value: an auditor typing an
+    earlier date was silently ignored."""
+    from datetime import date
+
+    from events import event, write_jsonl
+
+    from auditlake.ingest import ingest
+
+    old = event("user.login", n=60, occurred_at="1999-06-01T12:00:00Z")
+    ingest(tiny["lake"], [str(write_jsonl(tiny["tmp"] / "old" / "a.jsonl", [old]))])
+    at = goto(login_as("auditor"), "Search")
+    picker = at.date_input(key="search_from")
+    assert picker.min <= date(1970, 1, 1) and picker.max >= date.today()
+    assert search(at, d_from=date(1999, 1, 1)) == len(tiny["events"]) + 1
+
+
 def test_live_tail_refreshes_as_batches_land(tiny):
     """On a lake without a catalog file (in-memory views)."""
     from events import event, write_jsonl
