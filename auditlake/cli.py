@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from .errors import AuditlakeError
+from .errors import AuditlakeError, NotIntactError
 
 # command -> "module:function"; each function takes (args) and returns an exit code.
 HANDLERS = {
@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
+    except NotIntactError as exc:
+        fail(_one_line(exc), args.json, args.command)
+        return 1
     except AuditlakeError as exc:
         return fail(_one_line(exc), args.json, args.command)
     except KeyboardInterrupt:

@@ -7,3 +7,8 @@ class AuditlakeError(Exception):
 
 class ConflictError(AuditlakeError):
     """Another writer committed first; the caller re-plans from the new state."""
+
+
+class NotIntactError(AuditlakeError):
+    """A step that needs an intact lake found it is not: one line, exit code 1 (a check found
+    a problem), not a usage error."""

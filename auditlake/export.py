@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .errors import AuditlakeError
+from .errors import AuditlakeError, NotIntactError
 from .inputs import MAX_DOCUMENT_BYTES, read_document
 from .keys import load_public_key, signing_key_id
 from .lake.store import Lake
@@ -226,6 +226,16 @@ class _Redactor:
                 vals = _hmac_values(self.hash_key, df.select(src).to_series().to_list())
                 exprs.append(pl.Series(c, vals, pl.String).alias(c))
         return df.select(exprs)
+
+
+def _require_intact(lake: Lake) -> None:
+    from .verify import verify
+
+    report = verify(lake, incremental=True)
+    if not report.ok:
+        first = report.findings[0]
+        raise NotIntactError(f"the lake did not verify ({len(report.findings)} finding(s), the first: {first.kind} in "
+                             f"{first.table}: {first.detail}); nothing was exported: run `auditlake verify`")
 
 
 def _scrubbed(values, is_json: bool):
@@ -483,9 +493,14 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
                  profiles_file: str | None = None, reveal_reason: str | None = None, actor=None) -> dict:
     """Write a redacted export bundle to `out_dir`; return its (signed) manifest.
 
-    PII is released only if the profile keeps it and `reveal_reason` is given (with the
-    `default` profile a reason alone reveals it); the export, and any reveal with its reason,
-    is recorded as a `data.exported` audit event before the manifest is written."""
+    A bundle is cut only from an intact lake: an incremental verify (the Delta history,
+    checkpoints and retention in full, the rows after the trusted checkpoint), run beside
+    the export, must find nothing before anything is recorded or signed, else
+    NotIntactError and the rows written are removed (a signed bundle of tampered rows would
+    carry the lake's word for them). PII is released only if the profile keeps
+    it and `reveal_reason` is given (with the `default` profile a reason alone reveals it);
+    the export, and any reveal with its reason, is recorded as a `data.exported` audit event
+    before the manifest is written."""
     from .audit_events import current_actor, record_audit_event
     from .lake.meta import open_lake_keys
     from .proofs import latest_checkpoint
@@ -527,6 +542,10 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
         first_row[0] += table.num_rows
         return entries
 
+    # The lake's verify runs beside the export (its hashing and scans release the GIL), and
+    # before anything is recorded or signed.
+    side = ThreadPoolExecutor(1)
+    intact = side.submit(_require_intact, lake)
     try:
         for _, hashes, written in iter_frames(lake, flt, cp["tree_size"], prof, keys, per_frame):
             frontier = frontier.extend(hashes)
@@ -535,6 +554,7 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
             files = _write_parts(out, fmts, _arrow(_empty(prof.columns)), 0, 0)
         files.sort(key=lambda e: (e["format"], e["path"]))
         n, root = frontier.size, frontier.root()
+        intact.result()
         who = current_actor(actor)
         audit_id = record_audit_event(
             lake, "data.exported",
@@ -546,6 +566,8 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     except BaseException:
         shutil.rmtree(out / DATA_DIR, ignore_errors=True)
         raise
+    finally:
+        side.shutdown(wait=True)
     kid = keys.signing_key_id
     pubs = keys.public_keys()
     manifest = {

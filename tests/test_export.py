@@ -158,6 +158,27 @@ def test_default_export_scrubs_personal_data_producers_put_in_data_and_ids(lake,
     assert export.verify_export(str(out))["ok"]
 
 
+def test_no_bundle_is_cut_from_a_lake_that_does_not_verify(lake, tmp_path, capsys):
+    """A row changed after a clean verify: the export stops with exit 1 (a check found a
+    problem) and one line, leaves no rows behind, and logs no export."""
+    from events import event, write_jsonl
+
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [event(n=i) for i in range(6)]))])
+    assert main(["--lake", lake.uri, "verify"]) == 0
+    (f,) = list((tmp_path / "lake" / "tables" / "ledger").rglob("*.parquet"))[:1]
+    t = pq.read_table(f)
+    os.chmod(f, 0o644)
+    pq.write_table(t.set_column(t.schema.get_field_index("tenant_id"), "tenant_id",
+                                pa.array(["evil-tenant"] * t.num_rows)), f)
+    before = lake.delta("ledger").to_pyarrow_dataset().count_rows()
+    capsys.readouterr()
+    assert main(["--lake", lake.uri, "export", "--out", str(tmp_path / "b"), "--format", "parquet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not verify" in err and "nothing was exported" in err
+    assert not list((tmp_path / "b").rglob("*.parquet")) and not (tmp_path / "b" / "manifest.json").exists()
+    assert lake.delta("ledger").to_pyarrow_dataset().count_rows() == before  # no data.exported event
+
+
 def test_bundle_rows_manifest_and_root(glake, tmp_path):
     out = tmp_path / "b"
     m = export.build_export(glake, str(out), ALL, {})
