@@ -21,35 +21,43 @@ from auditlake.lake.store import Lake
 from pipelines.resources import LakeResource
 
 from . import md
-from .partitions import DAILY, digest, file_uri, files_by_day, files_for_day
+from .partitions import DAILY, day_from_name, digest, file_uri, files_by_day, files_for_day
 
 GROUP = "ingest"
 
 
 # ----------------------------------------------------------------------------- helpers
-def _table(lake: Lake, name: str, columns: list[str], files: dict[str, str]) -> pa.Table | None:
-    """The table's rows from these landing files ({name: sha256}) as first ingested: a
-    re-dropped copy under another name or day is accounted for once, under the first name."""
+def _table(lake: Lake, name: str, columns: list[str], day: str, files: dict[str, str]) -> pa.Table | None:
+    """The table's rows from the contents of this day's landing files ({name: sha256}) as
+    first ingested: a copy re-dropped on another day is accounted for once, on the day of
+    the name it was first ingested under (another day's landing file now, or a name dated
+    another day); a file renamed within its day still counts there."""
     dt = lake.delta(name)
     if dt is None or not files:
         return None
-    kept = (pc.field("source_sha256").isin(list(files.values())) & pc.field("source_file").isin(list(files)))
-    return dt.to_pyarrow_dataset().to_table(columns=columns, filter=kept)
+    t = dt.to_pyarrow_dataset().to_table(columns=sorted({*columns, "source_file"}),
+                                         filter=pc.field("source_sha256").isin(list(files.values())))
+    elsewhere = {f.name for d, fs in files_by_day(lake).items() if d != day for f in fs}
+    other_day = [n for n in t.column("source_file").unique().to_pylist()
+                 if n not in files and (n in elsewhere or day_from_name(n) not in (None, day))]
+    if other_day:
+        t = t.filter(pc.invert(pc.is_in(t.column("source_file"), pa.array(other_day, pa.string()))))
+    return t.select(columns)
 
 
-def _table_rows(lake: Lake, name: str, columns: list[str], files: dict[str, str]) -> list[dict]:
-    t = _table(lake, name, columns, files)
+def _table_rows(lake: Lake, name: str, columns: list[str], day: str, files: dict[str, str]) -> list[dict]:
+    t = _table(lake, name, columns, day, files)
     return [] if t is None else t.to_pylist()
 
 
-def ingest_log_rows(lake: Lake, files: dict[str, str]) -> dict[str, dict]:
+def ingest_log_rows(lake: Lake, day: str, files: dict[str, str]) -> dict[str, dict]:
     """The ingest log's row per file content (stable across re-runs)."""
-    rows = _table_rows(lake, "ingest_log", ["source_sha256", "lines_read", "accepted", "quarantined"], files)
+    rows = _table_rows(lake, "ingest_log", ["source_sha256", "lines_read", "accepted", "quarantined"], day, files)
     return {r["source_sha256"]: r for r in rows}
 
 
-def day_totals(lake: Lake, files: dict[str, str], logged: dict[str, dict] | None = None) -> dict:
-    done = ingest_log_rows(lake, files) if logged is None else logged
+def day_totals(lake: Lake, day: str, files: dict[str, str], logged: dict[str, dict] | None = None) -> dict:
+    done = ingest_log_rows(lake, day, files) if logged is None else logged
     return {
         "files_ingested": len(done),
         "lines_read": sum(r["lines_read"] for r in done.values()),
@@ -58,9 +66,9 @@ def day_totals(lake: Lake, files: dict[str, str], logged: dict[str, dict] | None
     }
 
 
-def day_events(lake: Lake, files: dict[str, str], first: int = 10) -> tuple[list[tuple[str, int]], list[dict]]:
+def day_events(lake: Lake, day: str, files: dict[str, str], first: int = 10) -> tuple[list[tuple[str, int]], list[dict]]:
     """(events per type, the first events) sealed from these landing files."""
-    t = _table(lake, "ledger", ["seq", "event_type", "occurred_at", "tenant_id"], files)
+    t = _table(lake, "ledger", ["seq", "event_type", "occurred_at", "tenant_id"], day, files)
     if t is None:
         return [], []
     counts = t.group_by("event_type").aggregate([("seq", "count")]).sort_by([("seq_count", "descending")])
@@ -147,8 +155,8 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
         context.log.info(f"no landing files for {day} in {lk.uri}/landing")
 
     shas = {f.name: f.sha256() for f in day_files}
-    logged = ingest_log_rows(lk, shas)
-    totals = day_totals(lk, shas, logged)
+    logged = ingest_log_rows(lk, day, shas)
+    totals = day_totals(lk, day, shas, logged)
     if report is not None:  # the head right after this run's commits
         head = {"tree_size": report.tree_size, "root": report.root, "checkpoint_hash": report.checkpoint_hash,
                 "checkpoint_time": ""}
@@ -162,7 +170,7 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
         status = "not in this run" if name not in chosen_names else (
             "already ingested" if sha in skipped else "ingested")
         file_rows.append((name, md.short(sha, 12), r and r["lines_read"], r and r["accepted"], r and r["quarantined"], status))
-    by_type, events = day_events(lk, shas)
+    by_type, events = day_events(lk, day, shas)
 
     accepted = report.accepted if report else 0
     quarantined = report.quarantined if report else 0
@@ -225,9 +233,9 @@ def quarantine(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
     day = context.partition_key
     lk = lake.lake()
     files = {f.name: f.sha256() for f in files_for_day(lk, day)}
-    rows = _table_rows(lk, "quarantine", ["source_file", "source_sha256", "line", "reason", "raw"], files)
+    rows = _table_rows(lk, "quarantine", ["source_file", "source_sha256", "line", "reason", "raw"], day, files)
     rows.sort(key=lambda r: (r["source_file"], r["line"]))
-    totals = day_totals(lk, files)
+    totals = day_totals(lk, day, files)
     lines = totals["lines_read"]
     n = len(rows)
     rate = n / lines if lines else 0.0

@@ -271,6 +271,20 @@ def test_a_file_dropped_again_on_another_day_is_counted_once_under_its_first_day
     assert (two["quarantine"]["quarantined"], two["quarantine"]["lines_read"]) == (0, 0)
 
 
+def test_a_file_renamed_within_its_day_still_counts_there(lake_dir):
+    """Same content under a new name the same day: the day's totals are unchanged (its
+    events and quarantined lines were dropped from them, the ledger still holding them)."""
+    first = drop(lake_dir, DAY1, 0, 20, bad=2)
+    drop(lake_dir, DAY1, 50, 10, name="other.jsonl")
+    res = resources(lake_dir)
+    before = mats(dg.materialize([ledger, quarantine], partition_key=DAY1, resources=res))
+    first.rename(first.with_name("renamed.jsonl"))
+    after = mats(dg.materialize([ledger, quarantine], partition_key=DAY1, resources=res))
+    assert after["ledger"]["accepted"] == 0
+    assert (after["ledger"]["day_events"], after["quarantine"]["quarantined"], after["quarantine"]["lines_read"]) == (
+        before["ledger"]["day_events"], before["quarantine"]["quarantined"], before["quarantine"]["lines_read"]) == (30, 2, 32)
+
+
 def test_quarantine_rate_warns_above_the_configured_share(lake_dir):
     drop(lake_dir, DAY1, 0, 6, bad=4)
     result = dg.materialize([ledger, quarantine], partition_key=DAY1, resources=resources(lake_dir))
