@@ -144,13 +144,18 @@ def ledger(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeRe
             raise dg.Failure(f"not landing files of {day}: {', '.join(missing)}")
 
     report = None
-    if chosen:  # never call ingest with no paths: that would ingest the whole landing zone
+    if chosen:
         context.log.info(f"ingesting {len(chosen)} landing file(s) of {day} into {lk.uri}")
         report = ingest(lk, [file_uri(f) for f in chosen], progress=context.log.info)
         for f in report.files:
             if f.name_held_other:
                 context.log.warning(f"{f.file} held other content when it was ingested before: landing files are "
                                     "immutable; its lines were ingested as a new file's")
+    elif lk.delta("ledger") is not None:
+        # No file (the sensor's request after a failed run, or an empty day): ingest of no
+        # landing file still seals what a failed run left unsealed.
+        context.log.info(f"no landing files for {day} in {lk.uri}/landing; completing what earlier runs left")
+        report = ingest(lk, [], progress=context.log.info)
     else:
         context.log.info(f"no landing files for {day} in {lk.uri}/landing")
 

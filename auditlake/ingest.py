@@ -664,7 +664,9 @@ def ingest(lake: Lake, paths: list[str] | None = None, progress: Callable[[str],
     files included, is checked as usual."""
     started = time.monotonic()
     ignored: list[dict] = []
-    files = landing.find(lake, paths, ignored)  # first: a wrong path makes no lake and no keys
+    # First: a wrong path makes no lake and no keys. An empty list (not None) reads no landing
+    # file: the run only completes what an earlier one left (its unsealed tail, unlocked objects).
+    files = [] if paths == [] else landing.find(lake, paths, ignored)
     if lake.is_s3:
         retention.require_worm_bucket(lake)  # nor does a bucket that could not keep it
     keys = open_lake_keys(lake, create=True)

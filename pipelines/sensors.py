@@ -10,6 +10,11 @@ MAX_ATTEMPTS runs: nothing is dropped because one run went wrong. A content aske
 no run on record REASK_S later (its run was deleted, or never made) is asked again (the run
 key keeps a run that does exist from being made twice). The cursor is JSON:
 `{"files": {name: [size, mtime_ns, sha256, asked_at]}}` (asked_at: epoch seconds, 0 if not).
+
+A run that failed after committing ledger rows but before their checkpoint leaves an
+unsealed tail that no new file would bring a run for: with no ingest run going, such a tail
+gets a run of its own (the last day's partition; an ingest of no new file seals it first),
+`run_key = seal:<ledger version>`, asked again like a file's up to MAX_ATTEMPTS runs.
 """
 
 import json
@@ -19,7 +24,7 @@ import time
 import dagster as dg
 import pyarrow.compute as pc
 
-from assets.partitions import is_partition, landing_listing
+from assets.partitions import DAILY, is_partition, landing_listing
 from auditlake.lake.store import Lake
 from pipelines.resources import LakeResource
 
@@ -36,6 +41,43 @@ def ingested_shas(lake: Lake) -> set[str]:
         return set()
     col = dt.to_pyarrow_dataset().to_table(columns=["source_sha256"]).column("source_sha256")
     return set(pc.unique(col).to_pylist())
+
+
+def unsealed_tail(lake: Lake) -> tuple[int, int] | None:
+    """(ledger version, rows past the latest checkpoint) when there are such rows, from the
+    Delta log's row counts and the newest checkpoint alone (no data read)."""
+    import pyarrow as pa
+
+    from auditlake.head import read_checkpoints
+
+    dt = lake.delta("ledger")
+    if dt is None:
+        return None
+    rows = pc.sum(pa.table(dt.get_add_actions(flatten=True)).column("num_records")).as_py() or 0
+    sealed = max((r["tree_size"] for r in read_checkpoints(lake, latest=True)), default=0)
+    return (dt.version(), rows - sealed) if rows > sealed else None
+
+
+def _seal_request(context: dg.SensorEvaluationContext, lk: Lake) -> dg.RunRequest | None:
+    """A run for an unsealed tail that no ingest run is (or is about to be) sealing."""
+    going = context.instance.get_runs(filters=dg.RunsFilter(job_name=ingest_job.name, statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED]), limit=1)
+    tail = None if going else unsealed_tail(lk)
+    if tail is None:
+        return None
+    version, rows = tail
+    day = DAILY.get_last_partition_key()
+    if day is None:
+        return None
+    attempts = len(context.instance.get_runs(filters=dg.RunsFilter(tags={"auditlake/seal": str(version)})))
+    if attempts >= MAX_ATTEMPTS:
+        context.log.warning(f"{rows} ledger rows past the latest checkpoint (ledger version {version}): "
+                            f"{MAX_ATTEMPTS} runs failed to seal them (see those runs; `auditlake ingest` seals them)")
+        return None
+    return dg.RunRequest(run_key=f"seal:{version}" + (f":{attempts}" if attempts else ""),
+                         partition_key=day,
+                         tags={"auditlake/seal": str(version)})
 
 
 def run_key(sha: str, attempt: int = 0) -> str:
@@ -111,6 +153,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
             + ", ".join(outside[:20])
         )
     new_cursor = json.dumps({"files": cursor}, sort_keys=True, separators=(",", ":"))
+    if not requests and (seal := _seal_request(context, lk)) is not None:
+        requests.append(seal)
     if not requests:
         where = "" if listing or lk.is_s3 or os.path.isdir(lk.child("landing")) else f"; no landing folder at {lk.child('landing')}"
         return dg.SensorResult(skip_reason=f"no new landing files ({len(listing)} seen{where})", cursor=new_cursor)

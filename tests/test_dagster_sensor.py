@@ -147,3 +147,40 @@ def test_a_request_whose_run_is_gone_is_made_again_later(lake_dir, monkeypatch):
     monkeypatch.setattr(sensors.time, "time", lambda: later)
     (again,) = tick(instance, lake_dir, first.cursor).run_requests
     assert again.run_key == req.run_key == f"landing:{sha(a)}"
+
+
+def test_an_unsealed_tail_a_failed_run_left_gets_a_run_that_seals_it(lake_dir, monkeypatch):
+    """A run failed between the ledger commit and its checkpoint: its file is in the ingest
+    log, so no new file brings a run. The sensor asks for one (once per ledger version),
+    and that run, which ingests nothing new, seals the tail: verify is clean."""
+    from auditlake import ingest as ingest_module
+    from auditlake.errors import AuditlakeError
+    from auditlake.ingest import ingest
+    from auditlake.lake.store import Lake
+    from auditlake.verify import verify
+    from pipelines.sensors import unsealed_tail
+
+    instance = DagsterInstance.ephemeral()
+    lake = Lake.open(str(lake_dir))
+    ingest(lake, [str(write_jsonl(lake_dir / "landing" / DAY1 / "a.jsonl", [event("call.started", n) for n in range(3)]))])
+
+    def refused(*_a, **_k):
+        raise AuditlakeError("cannot append to table checkpoints: Operation not permitted")
+
+    with monkeypatch.context() as m:
+        m.setattr(ingest_module, "_checkpoint", refused)
+        try:
+            ingest(lake, [str(write_jsonl(lake_dir / "landing" / DAY1 / "b.jsonl", [event("user.login", n) for n in range(10, 14)]))])
+        except AuditlakeError:
+            pass
+    version, rows = unsealed_tail(lake)
+    assert rows == 4 and not verify(lake, update_trust=False).ok
+    first = tick(instance, lake_dir)
+    (req,) = first.run_requests
+    assert req.run_key == f"seal:{version}" and req.tags["auditlake/seal"] == str(version)
+    monkeypatch.setenv("AUDITLAKE_LAKE", str(lake_dir))
+    result = defs.resolve_job_def("ingest_job").execute_in_process(
+        run_config=req.run_config, partition_key=req.partition_key, instance=instance, tags=req.tags)
+    assert result.success
+    assert unsealed_tail(lake) is None and verify(lake, update_trust=False).ok
+    assert not tick(instance, lake_dir, first.cursor).run_requests
