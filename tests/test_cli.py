@@ -185,6 +185,7 @@ def test_file_names_cannot_forge_output_lines(small, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line for line in out if line.startswith("intact")] == [] and any("junkx\\nintact" in line for line in out), out
     # The offline check of a bundle someone else hands over: its listed paths are theirs.
+    planted.unlink()  # (a bundle is cut only from an intact lake)
     bundle = tmp_path / "bundle"
     assert main(["--lake", small.uri, "export", "--out", str(bundle), "--format", "jsonl"]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -197,3 +197,17 @@ def test_requests_per_batch_are_bounded(s3_lake_uri, s3_env, tmp_path):
     used = s3_env.requests() - before
     print(f"S3 requests for one ingest batch: {used}")
     assert 0 < used < 250, used
+
+
+def test_an_s3_lake_without_credentials_is_said_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """Not "ACCESS_DENIED during HeadObject" or a 403 from the instance metadata endpoint."""
+    from auditlake.cli import main
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main(["--lake", "s3://some-bucket/audit", "verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no AWS credentials for the S3 lake" in err

@@ -34,12 +34,14 @@ def _s3_settings() -> dict[str, str]:
     out: dict[str, str] = {}
     region = session.region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     out["AWS_REGION"] = region
-    if creds is not None:
-        frozen = creds.get_frozen_credentials()
-        out["AWS_ACCESS_KEY_ID"] = frozen.access_key
-        out["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
-        if frozen.token:
-            out["AWS_SESSION_TOKEN"] = frozen.token
+    if creds is None:  # else each library's own lookup fails later with its own words (a 403 from 169.254.169.254)
+        raise AuditlakeError("no AWS credentials for the S3 lake: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                             "or AWS_PROFILE, or run with an instance or task role")
+    frozen = creds.get_frozen_credentials()
+    out["AWS_ACCESS_KEY_ID"] = frozen.access_key
+    out["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
+    if frozen.token:
+        out["AWS_SESSION_TOKEN"] = frozen.token
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         out["AWS_ENDPOINT_URL"] = endpoint
