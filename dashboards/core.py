@@ -202,7 +202,7 @@ def time_range(key: str, default_days: int = 7) -> tuple[datetime, datetime] | N
     last = last or date.today()
     start = last - timedelta(days=default_days - 1)
     # The pickers span the data (Streamlit's own bounds are ten years either side of the value).
-    lo, hi = min(first or start, start, date(1970, 1, 1)), date(max(last, date.today()).year + 10, 12, 31)
+    lo, hi = min(first or start, start, date(1970, 1, 1)), date(min(max(last, date.today()).year + 10, 9999), 12, 31)
     c1, c2 = st.columns(2)
     d_from = c1.date_input("From (UTC date)", value=start, min_value=lo, max_value=hi, key=f"{key}_from")
     d_to = c2.date_input("To (UTC date, inclusive)", value=last, min_value=lo, max_value=hi, key=f"{key}_to")

@@ -568,6 +568,11 @@ def test_the_date_pickers_reach_every_event_not_ten_years_around_the_default(tin
     picker = at.date_input(key="search_from")
     assert picker.min <= date(1970, 1, 1) and picker.max >= date.today()
     assert search(at, d_from=date(1999, 1, 1)) == len(tiny["events"]) + 1
+    # An event dated near the end of the calendar: the bound stops at 9999-12-31.
+    far = event("user.login", n=61, occurred_at="9995-06-01T00:00:00Z")
+    ingest(tiny["lake"], [str(write_jsonl(tiny["tmp"] / "far" / "a.jsonl", [far]))])
+    at = goto(login_as("auditor"), "Search")
+    assert not at.error and at.date_input(key="search_to").max == date(9999, 12, 31)
 
 
 def test_live_tail_refreshes_as_batches_land(tiny):
