@@ -239,14 +239,18 @@ def _require_intact(lake: Lake) -> None:
 
 
 def _scrubbed(values, is_json: bool):
-    """The `scrub` action on a polars String series: only the values the prefilter says may
-    hold PII go through the (Python) masker."""
-    from .masking import MAY_HOLD_PII, mask_text, scrub_json_text
+    """The `scrub` action on a polars String series: only the values the prefilter (RE2, as
+    the SQL console's) says may hold PII go through the (Python) masker."""
+    import numpy as np
+    import pyarrow.compute as pc
 
-    rows = values.str.contains(MAY_HOLD_PII).fill_null(False).arg_true()
+    from .masking import MAY_HOLD_PII, scrub_json_text, scrub_text
+
+    may = pc.match_substring_regex(values.to_arrow(), MAY_HOLD_PII).fill_null(False)
+    rows = np.flatnonzero(may.to_numpy(zero_copy_only=False))
     if not len(rows):
         return values
-    scrub = scrub_json_text if is_json else mask_text
+    scrub = scrub_json_text if is_json else scrub_text
     return values.scatter(rows, [scrub(v) for v in values.gather(rows).to_list()])
 
 

@@ -6,20 +6,26 @@ import re
 import orjson
 
 MASK = "***"
-# Letters and digits of any script (josé.garcía@exämple.es): Python's \w in str patterns;
-# RE2 (pyarrow's filter below) spells them \pL\pN.
-_EMAIL = r"[\w.%+-]+@[\w.-]+\.[^\W\d_]{2,}"
-_EMAIL_RE2 = r"[\pL\pN_.%+-]+@[\pL\pN_.-]+\.\pL{2,}"
+# An e-mail address's parts: anything but space and the characters that delimit it in text,
+# JSON or markup, so letters and combining marks of any script (josé.garcía@exämple.es,
+# decomposed or not). The same pattern serves RE2 (pyarrow's filter below), whose \s is
+# narrower than Python's: it matches a superset there.
+_ADDR = r"""[^\s@<>()\[\]{},;:"'`\\/|*=]"""
+_LABEL = r"""[^\s@<>()\[\]{},;:"'`\\/|*=.]"""
+_EMAIL = rf"{_ADDR}+@{_LABEL}+(?:\.{_LABEL}+)*\.{_LABEL}{{2,}}"
 _PATTERNS = [
     # e-mail, tried only where a run of its characters starts: from every position of a long
     # run without "@" the search was quadratic (seconds for one 16 KB line)
-    re.compile(r"(?<![\w.%+-])" + _EMAIL),
+    re.compile(rf"(?<!{_ADDR})" + _EMAIL),
     re.compile(r"\+\d[\d ().-]{6,}\d"),  # international phone numbers
-    re.compile(r"\(?\b\d{3}\)?[ .-]?\d{3}[ .-]\d{4}\b"),  # formatted national numbers ((415)555-0123 too)
-    re.compile(r"\(?\b\d{3}\)?[ .-]?\d{7}\b"),  # an area code, then seven digits (312 5550186)
-    # national numbers with a trunk 0: 07700 900123, 020 7946 0958, 030 12345678, 01 23 45 67 89
-    re.compile(r"\b0\d{2,4}[ .-]\d{3,4}[ .-]?\d{3,4}\b"),
-    re.compile(r"\b0\d(?:[ .-]\d{2}){4}\b"),
+    # national numbers: (415)555-0123, (415) 555-0123, 415-555-0123, 415.555.0123 (a bare
+    # 123456.7890, an amount, is none)
+    re.compile(r"(?:\(\d{3}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b"),
+    re.compile(r"(?:\(\d{3}\)[ .-]?|\b\d{3}[ -]?)\d{7}\b"),  # an area code, then seven digits (312 5550186)
+    # national numbers with a trunk 0: 07700 900123, 020 7946 0958, 030 12345678, and in pairs
+    # with one separator throughout, 01 23 45 67 89 (not a date and time, 05.03.24 14.30)
+    re.compile(r"\b0[1-9]\d{1,3}[ -]\d{3,4}[ -]?\d{3,4}\b"),
+    re.compile(r"\b0[1-9](?:(?: \d{2}){4}|(?:\.\d{2}){4}|(?:-\d{2}){4})\b"),
     re.compile(r"\b\d{10,15}\b"),  # bare phone-length digit runs
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),  # IPv4
     re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::[0-9A-Fa-f]{1,4}){1,7}\b"),  # IPv6 with "::" (2001:db8::1)
@@ -58,9 +64,9 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 RAW_LIMIT = 4096
 
 
-# Text that mask_text may change (RE2, for pyarrow; Rust regex, for polars): the rest is passed over in bulk. RE2 has
+# Text that mask_text may change (RE2, for pyarrow): the rest is passed over in bulk. RE2 has
 # no look-ahead: a key is taken in both spellings here (a filter may match more).
-MAY_HOLD_PII = "|".join([_EMAIL_RE2] + [p.pattern for p in _PATTERNS[1:]]
+MAY_HOLD_PII = "|".join([_EMAIL] + [p.pattern for p in _PATTERNS[1:]]
                          + [rf"(?i)(?:(?:{_PII_WHOSE})[_. ]?)?(?:{_PII_WHAT})\W*:", r"\\u00"])
 # A PII member with its value (a string, an array or a number) in well-formed JSON
 # text, for RE2 (DuckDB's regexp_replace): the explorer's events view masks producers'
@@ -102,15 +108,25 @@ def mask_text(text: str, names: bool = False) -> str:
 _NOT_PII = {"actor": frozenset({"type", "id", "role"}), "subject": frozenset({"id", "country", "region", "timezone"})}
 
 
+def scrub_text(text: str) -> str:
+    """mask_text's result where it masked something, else the text byte for byte (mask_text
+    also reads escaped letters, \u0041, as the letters)."""
+    masked = mask_text(text)
+    return text if masked.count(MASK) == text.count(MASK) else masked
+
+
 def scrub_json_text(text: str) -> str:
-    """A JSON text (a producer's `data`) with what mask_json masks masked; the text
-    unchanged, byte for byte, when there is nothing to mask; mask_text's if it is no JSON."""
+    """A JSON text (a producer's `data`, canonical) with what mask_json masks masked, written
+    canonically again (RFC 8785, as the ledger keeps it); the text byte for byte when there
+    is nothing to mask; scrub_text's if it is no JSON."""
+    from .ledger.canonical import canonical_json
+
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return mask_text(text)
+        return scrub_text(text)
     masked = mask_json(value)
-    return text if masked == value else orjson.dumps(masked).decode()
+    return text if masked == value else canonical_json(masked).decode()
 
 
 def mask_json(value):
@@ -118,7 +134,7 @@ def mask_json(value):
     data masked whole (customer_name, caller_phone, ...) and PII-shaped text masked in the
     rest, recursively: what mask_text does to the value's JSON text, kept as a value."""
     if isinstance(value, str):
-        return mask_text(value)
+        return scrub_text(value)
     if isinstance(value, dict):
         return {k: MASK if _PII_KEY_RE.fullmatch(k) and v not in (None, "") else mask_json(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -213,13 +229,3 @@ def escape_controls(text: str) -> str:
     reads as what it is (a right-to-left override cannot make one id look like another)."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
-
-def escape_json(value):
-    """escape_controls on every string of a parsed JSON value, keys included."""
-    if isinstance(value, str):
-        return escape_controls(value)
-    if isinstance(value, dict):
-        return {escape_controls(str(k)): escape_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [escape_json(v) for v in value]
-    return value

@@ -247,8 +247,21 @@ def spreadsheet_safe_csv(df) -> str:
 
 def shown(text: str, masked: bool = True) -> str:
     """Text from the lake as the explorer shows it: PII-shaped parts masked (unless an
-    audited reveal asks), invisible and control characters as escapes."""
-    return escape_controls(mask_text(text) if masked else text)
+    audited reveal asks), invisible and control characters as escapes, and a backslash
+    doubled, so that a typed "\\u202e" never reads as an escaped one (nor do two keys merge)."""
+    return escape_controls((mask_text(text) if masked else text).replace("\\", "\\\\"))
+
+
+def shown_json(value):
+    """A parsed JSON value (already masked) as the explorer shows it: shown() on every
+    string, keys included."""
+    if isinstance(value, str):
+        return shown(value, masked=False)
+    if isinstance(value, dict):
+        return {shown(str(k), masked=False): shown_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown_json(v) for v in value]
+    return value
 
 
 def show_failure(exc: Exception) -> None:

@@ -545,10 +545,14 @@ def test_invisible_characters_show_as_escapes_not_as_other_text(tiny):
 
     ev = event(n=50) | {"tenant_id": "\u202eecnarusni-dniwhtron\u202c"}
     ev["actor"] = ev["actor"] | {"id": "usr\u200b_1"}
+    # A key with a real zero-width space and one with the typed escape: both shown, apart.
+    ev["data"] = ev["data"] | {"approved_by\u200b": "usr_attacker", "approved_by\\u200b": "usr_peer"}
     ingest(tiny["lake"], [str(write_jsonl(tiny["tmp"] / "b" / "b.jsonl", [ev]))])
     at = open_event(login_as("auditor"), ev["event_id"])
     fields = json.loads(at.json[0].value)
     assert (fields["tenant_id"], fields["actor_id"]) == ("\\u202eecnarusni-dniwhtron\\u202c", "usr\\u200b_1")
+    assert {k: v for k, v in fields["data"].items() if k.startswith("approved_by")} == {
+        "approved_by\\u200b": "usr_attacker", "approved_by\\\\u200b": "usr_peer"}
     goto(at, "Overview")
     assert "\\u202eecnarusni-dniwhtron\\u202c" in set(table(at, "ov_tail")["tenant_id"])
 

@@ -1065,9 +1065,11 @@ def test_masking_takes_national_phone_forms_and_e_mail_addresses_in_any_script()
     from auditlake.masking import mask_text
 
     text = ("us (415)555-0123, uk 07700 900123, london 020 7946 0958, berlin 030 12345678, paris 01 23 45 67 89, "
-            "zoë@exämple.de, josé.garcía@example.es")
-    assert mask_text(text) == "us ***, uk ***, london ***, berlin ***, paris ***, ***, ***"
-    kept = "amount 12.50, version 1.2.3, count 0123 items, order 100 200 300, 2026-01-02T10:00:00Z"
+            "zoë@exämple.de, josé.garcía@example.es, jose\u0301@example.es, नमस्ते@उदाहरण.भारत")
+    assert mask_text(text) == "us ***, uk ***, london ***, berlin ***, paris ***, ***, ***, ***, ***"
+    # Amounts, tickets, ids, dates and times that merely hold digits and separators are kept.
+    kept = ("amount 12.50, 125000.5000, version 1.2.3, count 0123 items, order 100 200 300, 2026-01-02T10:00:00Z, "
+            "CHG-202403-0001, 0001-2345-6789, 0001 0002 0003, 05.03.24 14.30, price 100.1234567")
     assert mask_text(kept) == kept
 
 

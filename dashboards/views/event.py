@@ -8,7 +8,7 @@ import re
 
 import streamlit as st
 
-from auditlake.masking import escape_json, mask_json
+from auditlake.masking import mask_json
 from dashboards import core
 
 
@@ -38,7 +38,7 @@ def record_for_display(row: dict) -> dict:
             v = v.item()
         if k == "data":
             try:
-                v = escape_json(mask_json(json.loads(v)))
+                v = core.shown_json(mask_json(json.loads(v)))
             except (TypeError, ValueError):
                 v = core.shown(str(v))
         elif isinstance(v, str):  # a producer's actor id, region or time zone may hold PII too
