@@ -570,7 +570,7 @@ class Explorer:
 
     def _setup(self) -> None:
         """UTC, the delta extension, and no file access beyond the lake's tables."""
-        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: the queries' cursors too
         if not self.lake.is_s3:
             loaded = self.con.execute(
                 "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'delta'").fetchone()

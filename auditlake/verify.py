@@ -1228,7 +1228,7 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
         while True:
             con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False,
                                          "temp_directory": spill.name})
-            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: the cursors too (a SET is per connection)
             before = len(report.findings)
             try:
                 _load_ledger(con, paths, fs, lake.filesystem()[1], start)

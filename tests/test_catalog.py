@@ -768,3 +768,20 @@ def test_the_quarantine_view_keeps_the_cut_note_of_a_long_line_whatever_sits_at_
     assert len(raws) == 14
     for raw in raws:
         assert "... [cut; the whole line has " in raw and "5550186" not in raw, raw[-60:]
+
+
+def test_the_explorers_queries_are_in_utc_whatever_the_hosts_time_zone(tiny, monkeypatch):
+    """Each query runs on a cursor, which a connection's SET does not reach: on a host in
+    another zone the times (and the dates the compliance page derives from them) were local."""
+    import time
+
+    monkeypatch.setenv("TZ", "Pacific/Auckland")
+    time.tzset()
+    try:
+        ex = catalog.Explorer(tiny["lake"])
+        t = ex.query("SELECT current_setting('TimeZone') AS tz, occurred_at FROM events LIMIT 1")
+        assert t.column("tz")[0].as_py() == "UTC" and t.schema.field("occurred_at").type.tz == "UTC"
+        ex.close()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
