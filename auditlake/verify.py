@@ -15,6 +15,7 @@ leaf hashes through a frontier, which holds O(log n) hashes.
 from __future__ import annotations
 
 import binascii
+import fcntl
 import json
 import posixpath
 import re
@@ -1264,14 +1265,29 @@ def verify(lake: Lake, trusted_file: str | None = None, update_trust: bool = Tru
             report.add(kind, table, detail, **where)
     report.ok = not report.findings
     if report.ok and update_trust and cps:
-        tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(tpath, json.dumps({k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id", ROW_FILE)}, indent=2))
+        _advance_trust(tpath, {k: v for k, v in cps[-1].items() if k not in ("frontier", "batch_id", ROW_FILE)})
         if manifests is not None:
             retention.remember_manifests(keys.log_id, manifests)
     con.close()
     spill.cleanup()
     report.duration_s = time.monotonic() - started
     return report
+
+
+def _advance_trust(tpath: Path, checkpoint: dict) -> None:
+    """Keep `checkpoint` as the trusted one unless the trust store already holds a larger
+    one (a pass that started earlier and ends later must not move it back), under a lock
+    shared by every verify on this host."""
+    tpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(tpath.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            held = json.loads(tpath.read_text()).get("tree_size")
+        except (OSError, ValueError, AttributeError):
+            held = None
+        if type(held) is int and held > checkpoint["tree_size"]:
+            return
+        write_private(tpath, json.dumps(checkpoint, indent=2))
 
 
 def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str, dict]], dict[str, str] | None]:

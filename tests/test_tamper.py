@@ -1038,3 +1038,26 @@ def test_ingest_does_not_write_over_a_tail_dropped_with_its_manifests(pristine, 
     with pytest.raises(AuditlakeError, match="was sealed here and is gone or changed"):
         ingest(lake, [str(tmp_path / "next")])
     assert lake.delta("ledger").version() == before
+
+
+def test_a_verify_that_ends_after_a_newer_one_never_moves_the_trust_store_back(lake, tmp_path, monkeypatch):
+    """Verify A reads the checkpoints; meanwhile a batch lands and verify B trusts its newer
+    checkpoint; A, clean over what it read, must leave B's in the trust store."""
+    from auditlake import verify as verify_module
+
+    ingest(lake, [str(write_jsonl(tmp_path / "a" / "a.jsonl", [event(n=i) for i in range(3)]))])
+    read = verify_module._read_checkpoints
+    inner = []
+
+    def read_then_let_another_verify_finish(*args):
+        rows = read(*args)
+        if not inner:
+            inner.append(True)
+            ingest(lake, [str(write_jsonl(tmp_path / "b" / "b.jsonl", [event(n=i) for i in range(3, 6)]))])
+            assert verify(lake).ok  # B: trusts tree size 6
+        return rows
+
+    monkeypatch.setattr(verify_module, "_read_checkpoints", read_then_let_another_verify_finish)
+    assert verify(lake).ok  # A: read the checkpoints at tree size 3
+    trusted = json.loads(verify_module.trust_path(open_lake_keys(lake).log_id).read_text())
+    assert trusted["tree_size"] == 6
