@@ -8,9 +8,13 @@ query takes user input as `?` parameters, never as SQL text.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta, timezone
 
 import streamlit as st
@@ -148,32 +152,57 @@ def login_screen() -> None:
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Sign in")
     if submitted:
-        # Failures count per session and per user name across sessions: a new browser
-        # session does not start a password guesser afresh.
-        by_name = _login_failures()
-        who = (name or "").strip().lower()
-        fails = max(st.session_state.get("login_failures", 0), by_name.get(who, 0))
-        if fails >= 3:
-            time.sleep(min(2 ** (fails - 3), 8))  # slow down password guessing
-        role = authenticate(users(), name or "", password or "")
+        role = sign_in(name or "", password or "", st.session_state.get("login_failures", 0))
         if role:
             st.session_state["auth"] = {"user": name, "role": role, "via": "password"}
             st.session_state["login_failures"] = 0
-            by_name.pop(who, None)
             st.session_state.pop("login_password", None)
             st.rerun()
         else:
             st.session_state["login_failures"] = st.session_state.get("login_failures", 0) + 1
-            by_name[who] = by_name.get(who, 0) + 1
             st.error("Unknown user or wrong password.")
     if not users()["users"] and not _oidc_configured():
         st.info("No users are configured. Add one with: python -m auditlake.catalog add-user NAME admin")
 
 
+MAX_NAME_CHARS, MAX_PASSWORD_CHARS = 256, 1024
+MAX_TRACKED_NAMES = 10_000  # the oldest are forgotten past this: memory stays bounded
+
+
+@dataclass
+class _NameSlot:
+    failures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 @st.cache_resource(show_spinner=False)
-def _login_failures() -> dict[str, int]:
-    """Failed sign-ins by user name, shared by every session of this server process."""
-    return {}
+def _sign_in_guard() -> tuple[threading.Lock, OrderedDict]:
+    """Failed sign-ins by user name (its SHA-256: a name's size costs nothing), shared by
+    every session of this server process, newest last."""
+    return threading.Lock(), OrderedDict()
+
+
+def sign_in(name: str, password: str, session_failures: int = 0) -> str | None:
+    """The role for a user name and password, or None. Failures count per user name across
+    sessions, and one name's attempts run one at a time, each after a delay that grows with
+    its failures: a guesser with many sessions guesses no faster than with one."""
+    who = name.strip().lower()
+    if not who or len(who) > MAX_NAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
+        return None
+    guard, names = _sign_in_guard()
+    key = hashlib.sha256(who.encode()).digest()
+    with guard:
+        slot = names.pop(key, None) or _NameSlot()
+        names[key] = slot
+        while len(names) > MAX_TRACKED_NAMES:
+            names.popitem(last=False)
+    with slot.lock:
+        fails = max(session_failures, slot.failures)
+        if fails >= 3:
+            time.sleep(min(2 ** (fails - 3), 8))  # slow down password guessing
+        role = authenticate(users(), name, password)
+        slot.failures = 0 if role else slot.failures + 1
+    return role
 
 
 def logout() -> None:

@@ -970,3 +970,28 @@ def test_single_sign_on_is_offered_where_configured(app_env):
     assert not at.exception, [e.value for e in at.exception]
     assert [b for b in at.button if b.key == "sso"]
     assert at.text_input(key="login_user")  # local users still work beside SSO
+
+
+def test_parallel_sign_in_guesses_for_one_name_are_no_faster_than_one_session(monkeypatch):
+    """Each session's guess used to read the name's failures before any was counted: eight
+    at once were all undelayed. One name's attempts now run one at a time."""
+    import threading
+
+    from dashboards import core
+
+    core._sign_in_guard.clear()
+    delays: list[float] = []
+    monkeypatch.setattr(core, "users", lambda: {"users": {}})
+    monkeypatch.setattr(core, "authenticate", lambda users, name, password: None)
+    monkeypatch.setattr(core.time, "sleep", delays.append)
+    threads = [threading.Thread(target=core.sign_in, args=("Ann", "guess")) for _ in range(7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(delays) == [1, 2, 4, 8]  # the 4th to the 7th waited 1, 2, 4 and 8 s
+    # A huge user name is refused before it costs anything, and remembered by its hash only.
+    assert core.sign_in("x" * 10_000_000, "guess") is None
+    _, names = core._sign_in_guard()
+    assert len(names) == 1 and all(len(k) == 32 for k in names)
+    core._sign_in_guard.clear()
