@@ -221,12 +221,24 @@ def events_with_pii(keys: KeyStore, table: pa.Table, person: str | None = None) 
     return out
 
 
+MIN_REASON = 10  # visible characters of a reveal's reason
+
+
+def visible_length(text: str) -> int:
+    """Characters that show: not spaces, controls or invisible format characters (ten
+    zero-width spaces are no reason)."""
+    import unicodedata
+
+    return sum(1 for c in text if unicodedata.category(c)[0] not in "CZ")
+
+
 def reveal_subject(lake: Lake, subject_id: str, reason: str, actor=None) -> list[dict]:
     """Every event of a subject with PII decrypted, for a person to see. Audited: a
     `data.exported` event (format `view`, the reason) is in the ledger before anything is
     decrypted. Returns contract-shaped events (PII ERASED for an erased subject)."""
-    if not reason or not str(reason).strip():
-        raise AuditlakeError("revealing personal data needs a reason (it is logged)")
+    if visible_length(str(reason or "")) < MIN_REASON:
+        raise AuditlakeError(f"revealing personal data needs a reason of at least {MIN_REASON} visible characters "
+                             "(it is logged)")
     keys = open_lake_keys(lake)
     table = subject_rows(lake, subject_id, keys=keys)
     record_audit_event(

@@ -903,8 +903,11 @@ def test_privacy_officer_reveal_needs_a_reason_and_is_audited(app_env, monkeypat
         calls.append((lake.uri, subject_id, reason, actor))
         return [{"event_id": "e1", "phone": "+15550000000"}]
 
+    from auditlake import privacy
+
     fake = types.ModuleType("auditlake.privacy")
     fake.reveal_subject = fake_reveal
+    fake.MIN_REASON, fake.visible_length = privacy.MIN_REASON, privacy.visible_length
     monkeypatch.setitem(sys.modules, "auditlake.privacy", fake)
     demo = app_env
     ev = sample_event(demo["lake"])

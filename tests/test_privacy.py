@@ -285,8 +285,9 @@ def test_a_subject_access_export_lists_the_persons_quarantined_lines(lake, tmp_p
 
 def test_reveal_is_audited_and_needs_a_reason(lake, tmp_path):
     evs = _build(lake, tmp_path, 0, 15)
-    with pytest.raises(Exception, match="reason"):
-        privacy.reveal_subject(lake, SUBJECT, "  ", actor="alice")
+    for blank in ("  ", "\u200b" * 12, "ok\u2060\u00a0" * 4):  # blank, zero-width, or eight visible characters
+        with pytest.raises(Exception, match="reason of at least 10 visible characters"):
+            privacy.reveal_subject(lake, SUBJECT, blank, actor="alice")
     assert _audit_events(lake, "data.exported") == []
     shown = privacy.reveal_subject(lake, SUBJECT, "customer called support, ticket 881", actor="alice")
     assert {e["subject"]["email"] for e in shown} == {e["subject"]["email"] for e in evs if e["subject"]["id"] == SUBJECT}

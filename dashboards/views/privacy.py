@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from auditlake.privacy import MIN_REASON, visible_length
 from dashboards import core
-
-MIN_REASON = 10
 
 
 def render(user: dict) -> None:
@@ -15,7 +14,7 @@ def render(user: dict) -> None:
                "reason are written to the audit log.")
     subject = st.text_input("Subject id", key="reveal_subject").strip()
     reason = st.text_area("Reason (required)", key="reveal_reason").strip()
-    ok = bool(subject) and len(reason) >= MIN_REASON
+    ok = bool(subject) and visible_length(reason) >= MIN_REASON
     if st.button("Reveal", key="reveal_go", disabled=not ok, type="primary"):
         try:
             from auditlake.privacy import reveal_subject
@@ -30,7 +29,7 @@ def render(user: dict) -> None:
             return
         st.session_state["revealed"] = (subject, rows)
     if not ok:
-        st.caption(f"Enter a subject id and a reason of at least {MIN_REASON} characters.")
+        st.caption(f"Enter a subject id and a reason of at least {MIN_REASON} visible characters.")
     res = st.session_state.get("revealed")
     if res:
         subject_id, rows = res
