@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -320,6 +321,9 @@ class KeyStore:
                 "CREATE TABLE IF NOT EXISTS datakeys (subject_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL)"
             )
             con.execute("CREATE TABLE IF NOT EXISTS erased (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)")
+            # Files that still held a destroyed key when it was destroyed (path, SHA-256 then).
+            con.execute("CREATE TABLE IF NOT EXISTS erased_key_copies (subject_id TEXT, path TEXT, sha256 TEXT, "
+                        "PRIMARY KEY (subject_id, path))")
         except (sqlite3.Error, OSError) as exc:
             raise AuditlakeError(f"cannot open the data-key store {self._db_path}: {exc}") from exc
         return con
@@ -382,19 +386,53 @@ class KeyStore:
             con.close()
         return out
 
+    def note_key_copies(self, subject_id: str, paths: list[Path]) -> None:
+        """Remember the files that still held a subject's key when it was destroyed, by their
+        content now: erasing again, with the key gone, can still say they are there."""
+        con = self._db()
+        try:
+            con.executemany("INSERT OR REPLACE INTO erased_key_copies VALUES (?, ?, ?)",
+                            [(subject_id, str(p), _file_sha256(p)) for p in paths if p.is_file()])
+            con.commit()
+        finally:
+            con.close()
+
+    def key_copies_left(self, subject_id: str) -> list[str]:
+        """The files note_key_copies remembered that are still there, unchanged (they still
+        hold the key) or changed (they may); a file gone is forgotten."""
+        con = self._db()
+        try:
+            left = []
+            for path, sha in con.execute("SELECT path, sha256 FROM erased_key_copies WHERE subject_id = ? ORDER BY path",
+                                         (subject_id,)).fetchall():
+                if not Path(path).is_file():
+                    con.execute("DELETE FROM erased_key_copies WHERE subject_id = ? AND path = ?", (subject_id, path))
+                    continue
+                same = _file_sha256(Path(path)) == sha
+                left.append(f"{path} ({'unchanged since the key was destroyed' if same else 'changed since the key was destroyed: it may still hold it'})")
+            con.commit()
+            return left
+        finally:
+            con.close()
+
     def destroy_data_key(self, subject_id: str, erased_at: str) -> bool:
         """Crypto-shred: delete the subject's wrapped key beyond recovery. True if one existed."""
         con = self._db()
         try:
             con.execute("BEGIN IMMEDIATE")  # one step: no key can be made between the two
             cur = con.execute("DELETE FROM datakeys WHERE subject_id = ?", (subject_id,))
-            con.execute("INSERT OR REPLACE INTO erased VALUES (?, ?)", (subject_id, erased_at))
+            con.execute("INSERT OR IGNORE INTO erased VALUES (?, ?)", (subject_id, erased_at))  # the first erasure's time
             existed = cur.rowcount > 0
             con.execute("COMMIT")
             con.execute("VACUUM")
         finally:
             con.close()
         return existed
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def require_keystore(log_id: str) -> KeyStore:

@@ -401,7 +401,12 @@ def erase(lake: Lake, subject_id: str, reason: str = "data subject request", act
     # No key and no event (its erasure event is about to be the first): a request ahead of
     # the person's data, or a mistyped id, which leaves the right person unerased. Said, not refused.
     unknown = not existed and before is None and subject_rows(lake, subject_id, keys=keys).num_rows == 0
-    shredded, remaining = _shred_copies(keys, subject_id, wrapped) if wrapped else ([], [])
+    if wrapped:
+        shredded, left = _shred_copies(keys, subject_id, wrapped)
+        keys.note_key_copies(subject_id, [path for path, _ in left])
+        remaining = [why for _, why in left]
+    else:  # erased before: the copies that erasure found, if they are still there
+        shredded, remaining = [], keys.key_copies_left(subject_id)
     audit_id = record_audit_event(
         lake, "privacy.request_completed",
         {"request_id": request_id, "outcome": "fulfilled", "kind": "erasure", "method": "crypto-shredding",
@@ -464,11 +469,12 @@ def _inflated(path: Path, head: bytes) -> bytes | None:
     return data
 
 
-def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list[str], list[str]]:
+def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list[str], list[tuple[Path, str]]]:
     """Find other copies of a destroyed wrapped key under the keystore folder (backups of
     datakeys.sqlite, dumps, compressed backups). SQLite copies are shredded like the live
     store (secure_delete + VACUUM); any other file still holding the key, in any form it
-    searches for, and a compressed file it cannot read, is reported, never silently kept."""
+    searches for, and a compressed file it cannot read, is reported, never silently kept:
+    returns (the files shredded, [(file, what it is)] of those left)."""
     import sqlite3
 
     forms = _key_forms(wrapped)
@@ -483,10 +489,10 @@ def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list
             try:
                 inflated = _inflated(path, data[:8])
             except ValueError as exc:
-                remaining.append(f"{path} (compressed, cannot be searched: {exc})")
+                remaining.append((path, f"{path} (compressed, cannot be searched: {exc})"))
                 continue
             if inflated is not None and any(f in inflated for f in forms):
-                remaining.append(f"{path} (compressed)")
+                remaining.append((path, f"{path} (compressed)"))
             continue
         if path != live and data.startswith(b"SQLite format 3\x00"):
             try:
@@ -503,7 +509,7 @@ def _shred_copies(keys: KeyStore, subject_id: str, wrapped: bytes) -> tuple[list
             if not any(f in path.read_bytes() for f in forms):
                 shredded.append(str(path))
                 continue
-        remaining.append(str(path))
+        remaining.append((path, str(path)))
     return shredded, remaining
 
 

@@ -2,6 +2,7 @@
 import base64
 import csv
 import json
+import shutil
 
 import orjson
 import pytest
@@ -363,6 +364,16 @@ def test_erasure_finds_the_key_in_dumps_and_compressed_backups(lake, tmp_path, c
     out = capsys.readouterr().out
     assert "WARNING: copies of the destroyed key remain in:" in out and str(backups) in out
     assert _audit_events(lake, "privacy.request_completed")[-1]["data"]["keystore_copies_remaining"] == 1
+    # Erasing again, with the key gone, still names the copy (it exited 0 with none), and
+    # keeps the first erasure's time; once the copy is deleted, all is clear.
+    first = keys.is_erased([SUBJECT]) and privacy.erased_subjects(lake, keys)[SUBJECT]
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 1
+    out = capsys.readouterr().out
+    assert "unchanged since the key was destroyed" in out and f"already erased at {first}" in out
+    assert _audit_events(lake, "privacy.request_completed")[-1]["data"]["keystore_copies_remaining"] == 1
+    shutil.rmtree(backups)
+    assert main(["--lake", lake.uri, "erase", SUBJECT]) == 0
+    assert _audit_events(lake, "privacy.request_completed")[-1]["data"]["keystore_copies_remaining"] == 0
 
 
 def _indexable_lake(lake, tmp_path, monkeypatch, batches: int) -> list[int]:
