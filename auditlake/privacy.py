@@ -31,6 +31,7 @@ from .errors import AuditlakeError
 from .keys import KeyStore
 from .lake.meta import open_lake_keys
 from .lake.store import Lake
+from .masking import mask_json
 from .ledger.seal import aad, ip_owner, unseal
 
 ERASED = "[erased]"
@@ -216,9 +217,17 @@ def events_with_pii(keys: KeyStore, table: pa.Table, person: str | None = None) 
                       "ip": pii["actor_ip"][i]},
             "subject": subject,
             "lawful_basis": cols["lawful_basis"][i],
-            "data": orjson.loads(cols["data"][i]) if cols["data"][i] else {},
+            "data": _data_for(cols["data"][i], person is not None and others[i]),
         })
     return out
+
+
+def _data_for(text: str | None, of_another: bool):
+    """An event's `data` for a person's reveal or access request: as written, but on an
+    event about another person with what mask_json masks (PII-named members, PII-shaped
+    text) masked, as the explorer shows it: producers write what they like there."""
+    data = orjson.loads(text) if text else {}
+    return mask_json(data) if of_another else data
 
 
 MIN_REASON = 10  # visible characters of a reveal's reason

@@ -250,6 +250,8 @@ def test_a_subject_access_export_shows_no_one_elses_personal_data(lake, tmp_path
     served = event("call.started", n=1, actor={"type": "user", "id": "emp-agent-1", "ip": "10.20.30.40"},
                    subject={"id": "cust-third", "phone": "+14155550123", "email": "third@example.com",
                             "name": "Thea Third", "country": "US"})
+    # What the producer wrote of the customer in `data` too (the contract keeps it as written).
+    served["data"] = served["data"] | {"customer_email": "third@example.com", "note": "callback +1 415 555 0123"}
     own = event("user.login", n=2, actor={"type": "user", "id": "emp-agent-1", "ip": "10.20.30.41"}, subject=None)
     ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [served, own]))])
     employee = privacy.dsar(lake, "emp-agent-1", str(tmp_path / "emp"))
@@ -259,10 +261,12 @@ def test_a_subject_access_export_shows_no_one_elses_personal_data(lake, tmp_path
     assert emp[served["event_id"]]["actor"]["ip"] == "10.20.30.40" and emp[own["event_id"]]["actor"]["ip"] == "10.20.30.41"
     assert {emp[served["event_id"]]["subject"][k] for k in ("phone", "email", "name")} == {privacy.OTHERS_DATA}
     text = (tmp_path / "emp" / "subject_access.json").read_text() + (tmp_path / "emp" / "subject_access.csv").read_text()
-    for value in ("+14155550123", "third@example.com", "Thea Third"):
+    for value in ("+14155550123", "third@example.com", "Thea Third", "+1 415 555 0123"):
         assert value not in text
+    assert emp[served["event_id"]]["data"]["customer_email"] == "***"
     (cust,) = json.loads((tmp_path / "cust" / "subject_access.json").read_text())["events"]
     assert cust["subject"]["email"] == "third@example.com" and cust["actor"]["ip"] == privacy.OTHERS_DATA
+    assert cust["data"]["customer_email"] == "third@example.com"  # the person's own, as written
     assert "10.20.30.4" not in (tmp_path / "cust" / "subject_access.csv").read_text()
 
 
