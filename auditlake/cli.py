@@ -108,13 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--approved-by", help="rotate: who approved it (not the one who rotates)")
 
     c = cmd("compliance", "evaluate the rules of RULES.md into the findings table")
-    c.add_argument("--as-of", help="RFC 3339 instant (default: the latest occurred_at in the ledger)")
+    c.add_argument("--as-of", help="an RFC 3339 instant or a date (UTC midnight) (default: the latest occurred_at in the ledger)")
 
     cat = cmd("catalog", "write a DuckDB database whose views read the lake")
-    cat.add_argument("--db", help="path of the DuckDB file (default <lake>/catalog.duckdb)")
+    cat.add_argument("--db", help="path of the DuckDB file (default <lake>/catalog.duckdb; for S3 $AUDITLAKE_HOME/catalogs/<bucket>_<prefix>.duckdb)")
 
     e = cmd("export", "write a redacted export bundle with a signed manifest")
-    e.add_argument("--format", default="parquet", help="comma-separated: parquet,csv,jsonl")
+    e.add_argument("--format", default="parquet", help="comma-separated: parquet,csv,jsonl (default parquet)")
     e.add_argument("--out", required=True)
     e.add_argument("--from", dest="time_from", help="occurred_at >= this RFC 3339 instant")
     e.add_argument("--to", dest="time_to", help="occurred_at < this RFC 3339 instant")
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     ini = cmd("init", "prepare a lake (S3: versioning, Object Lock, lifecycle)")
     ini.add_argument("--retention-years", type=int,
                      help="at least 7 (RET-WORM); can be raised, never lowered (default: as the lake has it, 7 on a new lake)")
-    ini.add_argument("--cold-after-days", type=int, help="days before the S3 cold tier (default: as the lake has it, 90 on a new lake)")
+    ini.add_argument("--cold-after-days", type=int, help="days before the S3 cold tier, at least 30 (default: as the lake has it, 90 on a new lake)")
 
     h = cmd("hold", "set or lift a legal hold")
     h.add_argument("action", choices=["set", "lift", "status"])

@@ -31,7 +31,8 @@ Field names are the export's columns, written with a dot or an underscore
 
 PII fields (`subject.phone`, `subject.email`, `subject.name`, `actor.ip`) that a profile does
 not list are masked: no profile releases personal data by omission, and the built-in
-`default` profile never releases it at all.
+`default` profile releases it only in a privileged export, which names its reason
+(`--reveal-reason`, logged; export.build_export).
 """
 from __future__ import annotations
 

@@ -989,5 +989,7 @@ def test_init_run_again_keeps_the_lakes_policy_and_refuses_only_an_asked_shorten
     assert (pol["years"], pol["cold_after_days"]) == (10, 30)
     r = run_cli("--lake", uri, "init", "--retention-years", "7", "--json")
     assert r.returncode == 2 and "cannot be shortened to 7" in r.stderr
+    r = run_cli("--lake", uri, "init", "--cold-after-days", "20")  # S3 would move nothing before 30
+    assert r.returncode == 2 and "--cold-after-days must be at least 30" in r.stderr
     new = run_cli("--lake", str(lake_dir.parent / "new"), "init", "--json")
     assert (json.loads(new.stdout)["retention"]["years"], json.loads(new.stdout)["retention"]["cold_after_days"]) == (7, 90)

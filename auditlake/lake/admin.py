@@ -417,8 +417,8 @@ def init_lake(lake: Lake, retention_years: int | None = None, cold_after_days: i
 
     if retention_years is not None and retention_years < retention.MIN_YEARS:
         raise AuditlakeError(f"--retention-years must be at least {retention.MIN_YEARS} (RET-WORM)")
-    if cold_after_days is not None and cold_after_days < 1:
-        raise AuditlakeError("--cold-after-days must be at least 1")
+    if cold_after_days is not None and cold_after_days < 30:  # the policy file would say what S3 does not do
+        raise AuditlakeError("--cold-after-days must be at least 30 (S3 moves nothing to STANDARD_IA sooner)")
     doc: dict = {"lake": lake.uri}
     if lake.is_s3:
         from . import s3
