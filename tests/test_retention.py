@@ -761,6 +761,11 @@ def test_a_deleted_hold_record_still_holds_and_is_reported(lake_dir, tmp_path):
     assert s1 in found[0]["detail"]
     admin.lift_hold(lake, s1, "settled")  # a lift signed by the lake still lifts it
     assert not admin.legal_hold_active(lake, s1)
+    # The ledger's event carries the record signed: repair writes it back, and all is clean.
+    r = run_cli("--lake", uri, "repair", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"_holds/{record.name}" in json.loads(r.stdout)["repaired"] and record.exists()
+    assert _findings(uri) == []
 
 
 def test_repair_extends_locks_shorter_than_ret_worm_needs_on_s3(s3_lake_uri, s3_env, tmp_path, monkeypatch):

@@ -613,7 +613,21 @@ def _repair_local(lake: Lake) -> tuple[list[dict], list[str]]:
         if st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
             os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             incidents.append(_incident("lock_restored", rel, "the object was writable; made read-only again"))
-    return incidents, failed
+    return incidents + _restore_hold_records(lake), failed
+
+
+def _restore_hold_records(lake: Lake) -> list[dict]:
+    """A local lake's hold records deleted from `_holds/`: each is in the ledger too, signed,
+    in the audit event that set or lifted it, and is written back from there."""
+    incidents = []
+    for rec, ok in _ledger_holds(lake, _lazy_public_keys(lake), skip_unreadable=True):
+        name = _record_name(rec)
+        if not ok or name is None or os.path.lexists(os.path.join(lake.uri, HOLDS_DIR, name)):
+            continue
+        _write_once(lake, f"{HOLDS_DIR}/{name}", json.dumps(rec, indent=1, sort_keys=True).encode())
+        incidents.append(_incident("hold_record_restored", f"{HOLDS_DIR}/{name}",
+                                   "written back from the ledger's audit event, which carries it signed"))
+    return incidents
 
 
 def _remove_forged_checkpoints(lake: Lake, failed: list[str]) -> list[dict]:
