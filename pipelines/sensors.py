@@ -13,7 +13,8 @@ key keeps a run that does exist from being made twice). The cursor is JSON:
 
 A run that failed after committing ledger rows but before their checkpoint leaves an
 unsealed tail that no new file would bring a run for: with no ingest run going, such a tail
-gets a run of its own (the last day's partition; an ingest of no new file seals it first),
+gets a run of its own once no run is queued or going (the last day's partition; an ingest
+of no new file seals it first),
 `run_key = seal:<ledger version>`, asked again like a file's up to MAX_ATTEMPTS runs.
 """
 
@@ -59,8 +60,9 @@ def unsealed_tail(lake: Lake) -> tuple[int, int] | None:
 
 
 def _seal_request(context: dg.SensorEvaluationContext, lk: Lake) -> dg.RunRequest | None:
-    """A run for an unsealed tail that no ingest run is (or is about to be) sealing."""
-    going = context.instance.get_runs(filters=dg.RunsFilter(job_name=ingest_job.name, statuses=[
+    """A run for an unsealed tail that no run is (or is about to be) sealing: while any run
+    is queued or going, a tail may be a batch between its ledger and checkpoint commits."""
+    going = context.instance.get_runs(filters=dg.RunsFilter(statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
         dg.DagsterRunStatus.STARTED]), limit=1)
     tail = None if going else unsealed_tail(lk)
