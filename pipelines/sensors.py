@@ -12,10 +12,9 @@ key keeps a run that does exist from being made twice). The cursor is JSON:
 `{"files": {name: [size, mtime_ns, sha256, asked_at]}}` (asked_at: epoch seconds, 0 if not).
 
 A run that failed after committing ledger rows but before their checkpoint leaves an
-unsealed tail that no new file would bring a run for: with no ingest run going, such a tail
-gets a run of its own once no run is queued or going (the last day's partition; an ingest
-of no new file seals it first),
-`run_key = seal:<ledger version>`, asked again like a file's up to MAX_ATTEMPTS runs.
+unsealed tail that no new file would bring a run for: once no run is queued or going, such
+a tail gets a run of its own (the last day's partition; an ingest of no new file seals it
+first), `run_key = seal:<ledger version>`, asked again like a file's up to MAX_ATTEMPTS runs.
 """
 
 import json
