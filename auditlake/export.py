@@ -242,12 +242,10 @@ def _scrubbed(values, is_json: bool):
     """The `scrub` action on a polars String series: only the values the prefilter (RE2, as
     the SQL console's) says may hold PII go through the (Python) masker."""
     import numpy as np
-    import pyarrow.compute as pc
 
-    from .masking import MAY_HOLD_PII, scrub_json_text, scrub_text
+    from .masking import may_hold_pii, scrub_json_text, scrub_text
 
-    may = pc.match_substring_regex(values.to_arrow(), MAY_HOLD_PII).fill_null(False)
-    rows = np.flatnonzero(may.to_numpy(zero_copy_only=False))
+    rows = np.flatnonzero(may_hold_pii(values.to_arrow()).to_numpy(zero_copy_only=False))
     if not len(rows):
         return values
     scrub = scrub_json_text if is_json else scrub_text

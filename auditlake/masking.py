@@ -183,12 +183,22 @@ def mask_raw(raw: bytes | dict) -> str:
     return text[:RAW_LIMIT] + f"... [cut; the whole line has {size}]"
 
 
+def may_hold_pii(values):
+    """Per value of a pyarrow string array, whether mask_text may change it (a superset):
+    MAY_HOLD_PII, or any digit in text that is not ASCII (RE2's \\d and \\b are ASCII, while
+    the masker reads a phone number written in any script's digits)."""
+    import pyarrow.compute as pc
+
+    other_script_digits = pc.and_(pc.invert(pc.string_is_ascii(values)), pc.match_substring_regex(values, r"\p{Nd}"))
+    return pc.or_(pc.match_substring_regex(values, MAY_HOLD_PII), other_script_digits).fill_null(False)
+
+
 def _mask_strings(col):
     import pyarrow as pa
     import pyarrow.compute as pc
 
     col = col.cast(pa.string())
-    if not pc.any(pc.match_substring_regex(col, MAY_HOLD_PII)).as_py():
+    if not pc.any(may_hold_pii(col)).as_py():
         return col
     return pa.chunked_array([pa.array([None if v is None else mask_text(v) for v in col.to_pylist()], pa.string())])
 

@@ -134,10 +134,12 @@ def test_default_export_scrubs_personal_data_producers_put_in_data_and_ids(lake,
     e-mail used as an actor id), and leaves every other value byte for byte."""
     from events import event, write_jsonl
 
-    personal = ["pat.doe@example.com", "+14155550123", "198.51.100.7", "(415)555-0188", "zoë@exämple.de"]
+    personal = ["pat.doe@example.com", "+14155550123", "198.51.100.7", "(415)555-0188", "zoë@exämple.de",
+                "+٩٧١ ٥٠ ١٢٣ ٤٥٦٧"]  # (a number in Arabic-Indic digits: RE2's \d is ASCII)
     leaky = event("user.login", n=1, actor={"type": "user", "id": personal[0]},
                   data={"method": "sso", "customer_email": personal[0], "contact": {"phone": personal[1], "ip": personal[2]},
-                        "note": f"call back on {personal[3]} or write to {personal[4]}", "campaign_name": "Spring Sale"})
+                        "note": f"call back on {personal[3]} or write to {personal[4]}", "campaign_name": "Spring Sale",
+                        "alt": f"or {personal[5]}"})
     plain = event("call.started", n=2)
     # Nothing to mask: byte for byte (an escaped letter stays escaped, an amount an amount).
     odd = event("user.login", n=3, actor={"type": "user", "id": "svc\\u0041dmin"}) | dict(
