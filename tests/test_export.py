@@ -138,15 +138,16 @@ def test_default_export_scrubs_personal_data_producers_put_in_data_and_ids(lake,
                 "+٩٧١ ٥٠ ١٢٣ ٤٥٦٧"]  # (a number in Arabic-Indic digits: RE2's \d is ASCII)
     leaky = event("user.login", n=1, actor={"type": "user", "id": personal[0]},
                   data={"method": "sso", "customer_email": personal[0], "contact": {"phone": personal[1], "ip": personal[2]},
-                        "note": f"call back on {personal[3]} or write to {personal[4]}", "campaign_name": "Spring Sale",
-                        "alt": f"or {personal[5]}"})
+                        "note": f"call back on {personal[3]} or write to {personal[4]}", "campaign_name": "Spring Sale"})
+    # Alone in its event, so the number itself must send it to the masker.
+    arabic = event("user.login", n=5, actor={"type": "user", "id": "٠٥٠١٢٣٤٥٦٧٨"}, data={"method": "sso", "note": f"or {personal[5]}"})
     plain = event("call.started", n=2)
     # Nothing to mask: byte for byte (an escaped letter stays escaped, an amount an amount).
     odd = event("user.login", n=3, actor={"type": "user", "id": "svc\\u0041dmin"}) | dict(
                 event_type="payout.recorded", data={"payout_id": "p-1", "call_id": "c-1", "publisher_id": "pub-1", "amount": "125000.5000",
                       "currency": "USD", "ticket": "CHG-202403-0001", "path": "C:\\u0041pps"})
     mixed = event("user.login", n=4, data={"method": "sso", "ratio": 0.000001, "caller_email": personal[0]})
-    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [leaky, plain, odd, mixed]))])
+    ingest(lake, [str(write_jsonl(tmp_path / "in" / "a.jsonl", [leaky, plain, odd, mixed, arabic]))])
     out = tmp_path / "bundle"
     export.build_export(lake, str(out), ALL, {})
     for f in (out / "data").iterdir():
@@ -155,7 +156,7 @@ def test_default_export_scrubs_personal_data_producers_put_in_data_and_ids(lake,
             text = json.dumps(pq.read_table(f).to_pylist(), ensure_ascii=False)
         assert not [v for v in personal if v in text], f.name
     rows = {r["event_id"]: r for r in pq.read_table(out / "data" / "part-00000.parquet").to_pylist()}
-    assert rows[leaky["event_id"]]["actor_id"] == "***"
+    assert rows[leaky["event_id"]]["actor_id"] == rows[arabic["event_id"]]["actor_id"] == "***"
     scrubbed = json.loads(rows[leaky["event_id"]]["data"])
     assert scrubbed["customer_email"] == "***" and scrubbed["contact"] == {"phone": "***", "ip": "***"}
     assert scrubbed["campaign_name"] == "Spring Sale" and scrubbed["method"] == "sso"
