@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta, timezone
 
 import streamlit as st
@@ -152,40 +152,41 @@ def login_screen() -> None:
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Sign in")
     if submitted:
-        role = sign_in(name or "", password or "", st.session_state.get("login_failures", 0))
+        role = sign_in(name or "", password or "")
         if role:
             st.session_state["auth"] = {"user": name, "role": role, "via": "password"}
-            st.session_state["login_failures"] = 0
             st.session_state.pop("login_password", None)
             st.rerun()
         else:
-            st.session_state["login_failures"] = st.session_state.get("login_failures", 0) + 1
-            st.error("Unknown user or wrong password.")
+            st.error("Unknown user or wrong password (after repeated failures, wait a few seconds between tries).")
     if not users()["users"] and not _oidc_configured():
         st.info("No users are configured. Add one with: python -m auditlake.catalog add-user NAME admin")
 
 
 MAX_NAME_CHARS, MAX_PASSWORD_CHARS = 256, 1024
 MAX_TRACKED_NAMES = 10_000  # the oldest are forgotten past this: memory stays bounded
+FREE_ATTEMPTS = 3  # per user name before each next one must wait 1, 2, 4, then 8 s
 
 
 @dataclass
 class _NameSlot:
     failures: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    not_before: float = 0.0  # time.monotonic() before which an attempt is refused unchecked
 
 
 @st.cache_resource(show_spinner=False)
 def _sign_in_guard() -> tuple[threading.Lock, OrderedDict]:
-    """Failed sign-ins by user name (its SHA-256: a name's size costs nothing), shared by
+    """Sign-in attempts by user name (its SHA-256: a name's size costs nothing), shared by
     every session of this server process, newest last."""
     return threading.Lock(), OrderedDict()
 
 
-def sign_in(name: str, password: str, session_failures: int = 0) -> str | None:
-    """The role for a user name and password, or None. Failures count per user name across
-    sessions, and one name's attempts run one at a time, each after a delay that grows with
-    its failures: a guesser with many sessions guesses no faster than with one."""
+def sign_in(name: str, password: str) -> str | None:
+    """The role for a user name and password, or None. Attempts count per user name across
+    sessions, and count as they start (an attempt in flight is a guess): past FREE_ATTEMPTS
+    failures, an attempt before the name's wait is over is refused without a look at the
+    password. So a guesser with many sessions guesses no faster than with one, and nobody
+    waits in a queue (a sleep under a lock let a guesser hold the real user back)."""
     who = name.strip().lower()
     if not who or len(who) > MAX_NAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
         return None
@@ -196,12 +197,16 @@ def sign_in(name: str, password: str, session_failures: int = 0) -> str | None:
         names[key] = slot
         while len(names) > MAX_TRACKED_NAMES:
             names.popitem(last=False)
-    with slot.lock:
-        fails = max(session_failures, slot.failures)
-        if fails >= 3:
-            time.sleep(min(2 ** (fails - 3), 8))  # slow down password guessing
-        role = authenticate(users(), name, password)
-        slot.failures = 0 if role else slot.failures + 1
+        now = time.monotonic()
+        if now < slot.not_before:
+            return None
+        slot.failures += 1
+        if slot.failures > FREE_ATTEMPTS:
+            slot.not_before = now + min(2 ** (slot.failures - FREE_ATTEMPTS - 1), 8)
+    role = authenticate(users(), name, password)
+    if role:
+        with guard:
+            slot.failures, slot.not_before = 0, 0.0
     return role
 
 

@@ -977,23 +977,31 @@ def test_single_sign_on_is_offered_where_configured(app_env):
 
 def test_parallel_sign_in_guesses_for_one_name_are_no_faster_than_one_session(monkeypatch):
     """Each session's guess used to read the name's failures before any was counted: eight
-    at once were all undelayed. One name's attempts now run one at a time."""
+    at once were all undelayed. Attempts now count as they start, and past three failures one
+    before the name's wait is over is refused without a look at the password; nobody queues
+    (a sleep under a lock let a guesser hold the real user back)."""
     import threading
 
     from dashboards import core
 
     core._sign_in_guard.clear()
-    delays: list[float] = []
+    checked: list[str] = []
+    clock = [1000.0]
     monkeypatch.setattr(core, "users", lambda: {"users": {}})
-    monkeypatch.setattr(core, "authenticate", lambda users, name, password: None)
-    monkeypatch.setattr(core.time, "sleep", delays.append)
-    threads = [threading.Thread(target=core.sign_in, args=("Ann", "guess")) for _ in range(7)]
+    monkeypatch.setattr(core, "authenticate", lambda users, name, password: checked.append(password) or (
+        "admin" if password == "right" else None))
+    monkeypatch.setattr(core.time, "monotonic", lambda: clock[0])
+    threads = [threading.Thread(target=core.sign_in, args=("Ann", f"guess-{i}")) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(delays) == [1, 2, 4, 8]  # the 4th to the 7th waited 1, 2, 4 and 8 s
-    # A huge user name is refused before it costs anything, and remembered by its hash only.
+    assert len(checked) == 4  # three free, the fourth starts the wait, four refused unchecked
+    assert core.sign_in("ann", "right") is None and len(checked) == 4  # within the wait: not even looked at
+    clock[0] += 1.0
+    assert core.sign_in("ann", "right") == "admin"  # after it: the right password works, and clears the count
+    assert [core.sign_in("ann", "x") for _ in range(3)] == [None] * 3 and len(checked) == 8
+    # A huge user name is refused before it costs anything, and names are kept by their hash only.
     assert core.sign_in("x" * 10_000_000, "guess") is None
     _, names = core._sign_in_guard()
     assert len(names) == 1 and all(len(k) == 32 for k in names)
