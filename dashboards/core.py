@@ -247,7 +247,9 @@ def time_range(key: str, default_days: int = 7) -> tuple[datetime, datetime] | N
         st.warning("'From' must not be after 'To'.")
         return None
     start = datetime.combine(d_from, dtime(0), tzinfo=timezone.utc)
-    end = datetime.combine(d_to + timedelta(days=1), dtime(0), tzinfo=timezone.utc)
+    # The calendar's last day has no next one: its end is its last instant (inclusive of all but it).
+    end = (datetime.combine(d_to + timedelta(days=1), dtime(0), tzinfo=timezone.utc) if d_to < date.max
+           else datetime.max.replace(tzinfo=timezone.utc))
     return start, end
 
 

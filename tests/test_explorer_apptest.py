@@ -577,6 +577,10 @@ def test_the_date_pickers_reach_every_event_not_ten_years_around_the_default(tin
     ingest(tiny["lake"], [str(write_jsonl(tiny["tmp"] / "far" / "a.jsonl", [far]))])
     at = goto(login_as("auditor"), "Search")
     assert not at.error and at.date_input(key="search_to").max == date(9999, 12, 31)
+    last = event("user.login", n=62, occurred_at="9999-12-31T12:00:00Z")  # the calendar's last day has no next
+    ingest(tiny["lake"], [str(write_jsonl(tiny["tmp"] / "last" / "a.jsonl", [last]))])
+    at = goto(login_as("auditor"), "Search")
+    assert not at.error and search(at, d_from=date(9999, 12, 31), d_to=date(9999, 12, 31)) == 1
 
 
 def test_live_tail_refreshes_as_batches_land(tiny):
