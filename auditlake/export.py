@@ -505,6 +505,7 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     before the manifest is written."""
     from .audit_events import current_actor, record_audit_event
     from .lake.meta import open_lake_keys
+    from .privacy import MIN_REASON, visible_length
     from .proofs import latest_checkpoint
 
     fmts = _formats(formats)
@@ -512,6 +513,9 @@ def build_export(lake: Lake, out_dir: str, formats, filters: dict | None = None,
     prof = profile if isinstance(profile, Profile) else load_profile(profile, profiles_file)
     # Kept in the audit event and the signed manifest: PII-shaped text in it is masked.
     reason = mask_text((reveal_reason or "").strip()) or None
+    if reason and visible_length(reason) < MIN_REASON:  # ten zero-width spaces are no reason
+        raise AuditlakeError(f"--reveal-reason needs at least {MIN_REASON} visible characters (a case or ticket "
+                             "number): it is logged")
     if reason and not prof.reveals_pii:
         if prof.name != "default":
             raise AuditlakeError(f"profile {prof.name!r} keeps no personal data; --reveal-reason needs a profile that "

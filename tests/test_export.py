@@ -190,6 +190,15 @@ def test_no_bundle_is_cut_from_a_lake_that_does_not_verify(lake, tmp_path, capsy
     assert lake.delta("ledger").to_pyarrow_dataset().count_rows() == before  # no data.exported event
 
 
+@pytest.mark.parametrize("reason", ["\u200b", "\u200b" * 12, "case 12"])
+def test_a_privileged_export_needs_a_reason_that_shows(glake, tmp_path, capsys, reason):
+    """As the explorer's reveal: ten visible characters (a zero-width space passed)."""
+    assert main(["--lake", glake.uri, "export", "--profile", "privileged", "--reveal-reason", reason,
+                 "--out", str(tmp_path / "plain")]) == 2
+    assert "--reveal-reason needs at least 10 visible characters" in capsys.readouterr().err
+    assert not (tmp_path / "plain").exists()
+
+
 def test_bundle_rows_manifest_and_root(glake, tmp_path):
     out = tmp_path / "b"
     m = export.build_export(glake, str(out), ALL, {})
@@ -712,7 +721,7 @@ def test_no_command_writes_its_output_into_the_lakes_own_data(lake, tmp_path, ca
     assert main(["--lake", root, "export", "--format", "jsonl", "--out", f"{root}/exports/one"]) == 0
     capsys.readouterr()
     assert main(["--lake", root, "dsar", "subj-1", "--out", f"{root}/dsar"]) == 2
-    assert main(["--lake", root, "export", "--profile", "privileged", "--reveal-reason", "case 12",
+    assert main(["--lake", root, "export", "--profile", "privileged", "--reveal-reason", "case 12-2026",
                  "--out", f"{root}/exports/plain"]) == 2
     assert capsys.readouterr().err.count("holds personal data in plain text") == 2
     with contextlib.chdir(root):  # a literal "~" (quoted in a shell) is a folder here, as the writer takes it

@@ -66,7 +66,7 @@ def test_kms_envelope_keys_on_an_s3_lake(kms_key, s3_lake_uri, tmp_path, monkeyp
     mine = [r for r in privacy.read_pii(lake, rows) if r["subject_id"] == "subj-3"]
     assert mine and all(r["subject_phone"] == privacy.ERASED for r in mine)
     m = export.build_export(lake, str(tmp_path / "bundle"), ["jsonl"], {"subjects": ["subj-3", "subj-4"]},
-                            reveal_reason="KMS test")
+                            reveal_reason="KMS test 2026-001")
     rows_out = [json.loads(x) for x in (tmp_path / "bundle" / "data" / "part-00000.jsonl").read_text().splitlines()]
     assert {r["subject_phone"] == privacy.ERASED for r in rows_out if r["source"] != "auditlake"} == {True, False}
     assert export.verify_export(str(tmp_path / "bundle"))["ok"] and m["revealed"]
