@@ -12,9 +12,10 @@ key keeps a run that does exist from being made twice). The cursor is JSON:
 `{"files": {name: [size, mtime_ns, sha256, asked_at]}}` (asked_at: epoch seconds, 0 if not).
 
 A run that failed after committing ledger rows but before their checkpoint leaves an
-unsealed tail that no new file would bring a run for: once no run is queued or going, such
-a tail gets a run of its own (the last day's partition; an ingest of no new file seals it
-first), `run_key = seal:<ledger version>`, asked again like a file's up to MAX_ATTEMPTS runs.
+unsealed tail that no new file would bring a run for: once no run is queued or going and the
+same tail has been there SEAL_AFTER_S, it gets a run of its own (the last day's partition; an
+ingest of no new file seals it first), `run_key = seal:<ledger version>`, asked again like a
+file's up to MAX_ATTEMPTS runs. The cursor keeps it as `"unsealed": [ledger version, first seen]`.
 """
 
 import json
@@ -33,6 +34,7 @@ from .jobs import ingest_job
 MAX_RUNS_PER_TICK = 100
 MAX_ATTEMPTS = 3  # runs per landing content before the sensor only warns about it
 REASK_S = 600  # a request with no run on record this long after it is made again
+SEAL_AFTER_S = 60  # an unsealed tail this old is no writer between its commits
 
 
 def ingested_shas(lake: Lake) -> set[str]:
@@ -58,27 +60,33 @@ def unsealed_tail(lake: Lake) -> tuple[int, int] | None:
     return (dt.version(), rows - sealed) if rows > sealed else None
 
 
-def _seal_request(context: dg.SensorEvaluationContext, lk: Lake) -> dg.RunRequest | None:
-    """A run for an unsealed tail that no run is (or is about to be) sealing: while any run
-    is queued or going, a tail may be a batch between its ledger and checkpoint commits."""
+def _seal_request(context: dg.SensorEvaluationContext, lk: Lake, seen: list | None,
+                  now: float) -> tuple[dg.RunRequest | None, list | None]:
+    """A run for an unsealed tail that nothing is sealing, and what the cursor keeps of the
+    tail ([ledger version, first seen]). While any run is queued or going, or until the same
+    tail has been there SEAL_AFTER_S (a writer outside Dagster, `auditlake ingest` or the
+    lake's own audit events, is between its ledger and checkpoint commits for a moment), none."""
     going = context.instance.get_runs(filters=dg.RunsFilter(statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
         dg.DagsterRunStatus.STARTED]), limit=1)
     tail = None if going else unsealed_tail(lk)
     if tail is None:
-        return None
+        return None, None
     version, rows = tail
+    seen = seen if seen and seen[0] == version else [version, now]
+    if now - seen[1] < SEAL_AFTER_S:
+        return None, seen
     day = DAILY.get_last_partition_key()
     if day is None:
-        return None
+        return None, seen
     attempts = len(context.instance.get_runs(filters=dg.RunsFilter(tags={"auditlake/seal": str(version)})))
     if attempts >= MAX_ATTEMPTS:
         context.log.warning(f"{rows} ledger rows past the latest checkpoint (ledger version {version}): "
                             f"{MAX_ATTEMPTS} runs failed to seal them (see those runs; `auditlake ingest` seals them)")
-        return None
+        return None, seen
     return dg.RunRequest(run_key=f"seal:{version}" + (f":{attempts}" if attempts else ""),
                          partition_key=day,
-                         tags={"auditlake/seal": str(version)})
+                         tags={"auditlake/seal": str(version)}), seen
 
 
 def run_key(sha: str, attempt: int = 0) -> str:
@@ -100,7 +108,8 @@ def _runs_of(instance: dg.DagsterInstance, sha: str) -> tuple[int, bool]:
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
     lk = lake.lake()
-    previous: dict[str, list] = (json.loads(context.cursor) if context.cursor else {}).get("files", {})
+    state = json.loads(context.cursor) if context.cursor else {}
+    previous: dict[str, list] = state.get("files", {})
     listing = landing_listing(lk)
     done = ingested_shas(lk) if listing else set()
     now = time.time()
@@ -153,9 +162,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
             "landing files dated outside the daily partitions (set AUDITLAKE_PARTITIONS_START or rename them): "
             + ", ".join(outside[:20])
         )
-    new_cursor = json.dumps({"files": cursor}, sort_keys=True, separators=(",", ":"))
-    if not requests and (seal := _seal_request(context, lk)) is not None:
-        requests.append(seal)
+    unsealed = None
+    if not requests:
+        seal, unsealed = _seal_request(context, lk, state.get("unsealed"), now)
+        requests += [seal] if seal else []
+    new_cursor = json.dumps({"files": cursor} | ({"unsealed": unsealed} if unsealed else {}),
+                            sort_keys=True, separators=(",", ":"))
     if not requests:
         where = "" if listing or lk.is_s3 or os.path.isdir(lk.child("landing")) else f"; no landing folder at {lk.child('landing')}"
         return dg.SensorResult(skip_reason=f"no new landing files ({len(listing)} seen{where})", cursor=new_cursor)
