@@ -110,7 +110,7 @@ _NOT_PII = {"actor": frozenset({"type", "id", "role"}), "subject": frozenset({"i
 
 def scrub_text(text: str) -> str:
     """mask_text's result where it masked something, else the text byte for byte (mask_text
-    also reads escaped letters, \u0041, as the letters)."""
+    also reads escaped letters, \\u0041, as the letters)."""
     masked = mask_text(text)
     return text if masked.count(MASK) == text.count(MASK) else masked
 

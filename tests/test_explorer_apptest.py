@@ -538,7 +538,7 @@ def test_a_page_over_a_lake_missing_a_ledger_file_says_so_in_one_line_not_a_trac
 
 
 def test_invisible_characters_show_as_escapes_not_as_other_text(tiny):
-    """A right-to-left override makes "\u202eecnarusni-dniwhtron" read as northwind-insurance."""
+    """A right-to-left override makes "\\u202eecnarusni-dniwhtron" read as northwind-insurance."""
     from events import event, write_jsonl
 
     from auditlake.ingest import ingest
