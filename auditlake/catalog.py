@@ -412,9 +412,23 @@ def _remove_dead_builds(db: Path) -> None:
             pass  # another user's live process
 
 
-_VIEWS_SQL = "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal"
-_MACROS_SQL = ("SELECT function_name, macro_definition FROM duckdb_functions() "
-               "WHERE NOT internal AND function_type IN ('macro', 'table_macro')")
+# Named with their schema (and a macro with its parameters): the same name in another schema,
+# or an overload, is another object, never one that a name alone would let stand in.
+_VIEWS_SQL = "SELECT schema_name || '.' || view_name, sql FROM duckdb_views() WHERE NOT internal"
+_MACROS_SQL = ("SELECT schema_name || '.' || function_name || '(' || array_to_string(parameters, ', ') || ')', "
+               "macro_definition FROM duckdb_functions() WHERE NOT internal AND function_type IN ('macro', 'table_macro')")
+
+
+def _objects(con) -> dict[str, str]:
+    """{qualified name: definition} of the views and macros; a name listed twice maps to None."""
+    rows = [*con.execute(_VIEWS_SQL).fetchall(), *con.execute(_MACROS_SQL).fetchall()]
+    seen = Counter(k for k, _ in rows)
+    return {k: (v if seen[k] == 1 else None) for k, v in rows}
+
+
+def _plain(key: str) -> str:
+    """A qualified name's object name (main.events -> events, main.events_between(a, b) -> events_between)."""
+    return key.split(".", 1)[-1].split("(", 1)[0]
 
 
 def catalog_problems(lake: Lake) -> list[str]:
@@ -434,7 +448,7 @@ def catalog_problems(lake: Lake) -> list[str]:
     except duckdb.Error as exc:
         return [f"the catalog cannot be opened: {str(exc).splitlines()[0][:160]}"]
     try:
-        found = {**dict(con.execute(_VIEWS_SQL).fetchall()), **dict(con.execute(_MACROS_SQL).fetchall())}
+        found = _objects(con)
         try:
             listed = Counter(r[0] for r in con.execute(f"SELECT subject_id FROM {ERASED_TABLE}").fetchall())
         except duckdb.Error:
@@ -458,18 +472,22 @@ def catalog_problems(lake: Lake) -> list[str]:
     if found.keys() == expected.keys() and all(found[k] == expected[k] for k in found):
         return stale  # the usual case
     problems = []
-    for name in sorted(set(found) | set(expected)):
-        if name not in found:
+    for key in sorted(set(found) | set(expected)):
+        name = _plain(key)
+        if key not in found:
             problems.append(f"{name} is missing from the catalog")
-        elif name not in expected:
-            problems.append(f"{name} is in the catalog, but auditlake writes no such view or macro")
-        elif found[name] != expected[name]:
+        elif key not in expected:
+            problems.append(f"{name if key.startswith('main.') else key} is in the catalog, but auditlake writes "
+                            "no such view or macro")
+        elif found[key] is None:
+            problems.append(f"{key} is defined more than once in the catalog")
+        elif found[key] != expected[key]:
             placeholder = placeholder or _definitions({})
             problems.append(f"the view {name} was built before its table existed and reads nothing" if
-                            name in TABLE_OF_VIEW and found[name] == placeholder.get(name)
+                            name in TABLE_OF_VIEW and found[key] == placeholder.get(key)
                             else f"the view {name} reads another folder than this lake (a lake moved since, or a "
-                                 "view pointed elsewhere)" if name in TABLE_OF_VIEW and "delta_scan(" in found[name]
-                            and _sql_str(lake.uri) not in found[name]
+                                 "view pointed elsewhere)" if name in TABLE_OF_VIEW and "delta_scan(" in found[key]
+                            and _sql_str(lake.uri) not in found[key]
                             else f"{name} is not defined as auditlake writes it")
     return [f"{p} (rebuild it with `auditlake catalog`)" for p in problems] + stale
 
@@ -492,7 +510,7 @@ def _definitions(refs: dict[str, str | None]) -> dict[str, str]:
             ref.close()
         ref = duckdb.connect(path, read_only=True)
         try:
-            return dict([*ref.execute(_VIEWS_SQL).fetchall(), *ref.execute(_MACROS_SQL).fetchall()])
+            return _objects(ref)
         finally:
             ref.close()
 
@@ -827,7 +845,7 @@ def check_analyst_sql(con, sql: str) -> None:
 # ----------------------------------------------------------------------------- users
 
 ROLES = ("auditor", "privacy_officer", "admin")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}\Z")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 import binascii
 import fcntl
 import json
+import os
 import posixpath
 import re
 import secrets
+import stat
 import tempfile
 import threading
 import time
@@ -42,7 +44,7 @@ from .errors import AuditlakeError
 from .keys import KeyStore, load_public_key, trust_dir, write_private
 from .lake import retention, tables
 from .lake.meta import meta_or_none, open_lake_keys
-from .lake.store import Lake
+from .lake.store import AUDIT_DIR, HOLDS_DIR, Lake
 from .ledger import chain, merkle, packed
 from .ledger.checkpoint import SIGNED_FIELDS, ZERO_HASH, Checkpoint
 from .ledger.canonical import MAX_EXACT_INT
@@ -1299,6 +1301,8 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
     found += [(CATALOG_CHANGED, "catalog", why, {"file": "catalog.duckdb"}) for why in catalog_problems(lake)]
     found += [("data_file_inserted", "tables", "a file or folder under tables/ that is no table of the lake",
                {"file": f"tables/{name}", "partition": None}) for name in _foreign_tables(lake)]
+    found += [("data_file_inserted", "lake", "a FIFO, socket or device, which the lake never makes (the listings "
+               "skip it: reading one blocks)", {"file": rel, "partition": None}) for rel in _special_files(lake)]
     # The published public keys are informational (trust comes from the keystore), but an
     # offline verifier may take them from there: one the keystore does not hold is planted.
     published = (meta_or_none(lake) or {}).get("public_keys") or {}
@@ -1316,6 +1320,27 @@ def _lake_findings(lake: Lake, keys: KeyStore) -> tuple[list[tuple[str, str, str
                           "a retention manifest this host sealed or a clean verify saw is gone or changed",
                           {"file": f"{retention.MANIFEST_DIR}/{name}", "partition": None}))
     return found, manifests
+
+
+def _special_files(lake: Lake) -> list[str]:
+    """A local lake's entries that are neither files, folders nor links (a FIFO, a socket, a
+    device), in the folders the lake owns, relative to the lake."""
+    if lake.is_s3:
+        return []
+    paths = []
+    for top in ("tables", retention.MANIFEST_DIR, HOLDS_DIR, AUDIT_DIR, "auditlake.json", "catalog.duckdb"):
+        paths.append(os.path.join(lake.uri, top))
+        for root, dirs, files in os.walk(paths[-1]):  # (links are not followed)
+            paths += [os.path.join(root, name) for name in files + dirs]
+    out = []
+    for path in paths:
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            out.append(os.path.relpath(path, lake.uri))
+    return sorted(out)
 
 
 def _foreign_tables(lake: Lake) -> list[str]:

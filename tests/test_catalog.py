@@ -602,6 +602,17 @@ def test_verify_reports_a_catalog_view_that_is_not_the_one_auditlake_writes(tiny
     report = verify(lake, update_trust=False)
     assert {(f.kind, f.table, f.file) for f in report.findings} == {("catalog_changed", "catalog", "catalog.duckdb")}
     assert sorted(f.detail.split(" ")[0] for f in report.findings) == ["events", "helper"]
+    # The true macro moved to another schema and a changed one put in its place: the name alone
+    # matched the true one (listed last), and verify said intact.
+    con = duckdb.connect(db)
+    real = con.execute("SELECT macro_definition FROM duckdb_functions() WHERE function_name = 'events_between'").fetchone()[0]
+    con.execute("CREATE SCHEMA a")
+    con.execute(f"CREATE MACRO a.events_between(t_from, t_to) AS TABLE {real}")
+    con.execute(f"CREATE OR REPLACE MACRO main.events_between(t_from, t_to) AS TABLE {real} AND event_type <> 'data.exported'")
+    con.close()
+    details = [f.detail for f in verify(lake, update_trust=False).findings]
+    assert any(d.startswith("a.events_between(t_from, t_to) is in the catalog") for d in details), details
+    assert any(d.startswith("events_between is not defined as auditlake writes it") for d in details), details
     # The explorer defines its own views: the changed file hides nothing from it.
     ex = catalog.Explorer(lake)
     types = {r["event_type"] for r in ex.query("SELECT DISTINCT event_type FROM events").to_pylist()}

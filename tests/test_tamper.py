@@ -1061,3 +1061,42 @@ def test_a_verify_that_ends_after_a_newer_one_never_moves_the_trust_store_back(l
     assert verify(lake).ok  # A: read the checkpoints at tree size 3
     trusted = json.loads(verify_module.trust_path(open_lake_keys(lake).log_id).read_text())
     assert trusted["tree_size"] == 6
+
+
+def _fifo_at(lake, rel):
+    path = Path(lake.uri, rel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    os.mkfifo(path)
+    return rel
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("plant", [
+    lambda lake: _fifo_at(lake, "tables/ledger/_delta_log/00000000000000000099.json"),
+    lambda lake: _fifo_at(lake, "_retention/zz.json"),
+    lambda lake: _fifo_at(lake, "_holds/x.json"),
+    lambda lake: _fifo_at(lake, "auditlake.json"),
+])
+def test_a_fifo_planted_in_the_lake_is_reported_and_never_read(pristine, tmp_path, monkeypatch, plant):
+    """Reading a FIFO blocks for ever (verify hung), and the listings skipped it (verify said
+    intact): it is an entry the lake never makes, reported without being opened."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    rel = plant(lake)
+    for incremental in (False, True):
+        report = verify(lake, trusted_file=str(trusted), update_trust=False, incremental=incremental)
+        assert ("data_file_inserted", rel) in {(f.kind, f.file) for f in report.findings}, report.findings
+
+
+@pytest.mark.timeout(120)
+def test_planted_oddities_that_hung_or_crashed_verify_are_findings(pristine, tmp_path, monkeypatch):
+    """A manifest name linked to /dev/zero (read without end), and a log entry named with a
+    final newline (taken for the version without it: verify stopped with exit 2)."""
+    lake, trusted = _copy(pristine, tmp_path / "lake", monkeypatch)
+    os.symlink("/dev/zero", Path(lake.uri, "_retention", "zz.json"))
+    Path(lake.uri, "tables", "ledger", "_delta_log", "00000000000000000099.json\n").write_text("")
+    report = verify(lake, trusted_file=str(trusted), update_trust=False)
+    found = {(f.kind, f.file) for f in report.findings}
+    assert ("data_file_inserted", "_delta_log/00000000000000000099.json\n") in found, report.findings
+    assert any(f.kind == "RET-WORM" and f.file == "_retention/zz.json" for f in report.findings), report.findings

@@ -42,6 +42,7 @@ from urllib.parse import unquote
 import pyarrow.fs as pafs
 
 from ..errors import AuditlakeError
+from ..inputs import MAX_DOCUMENT_BYTES
 from ..keys import KeyStore, load_public_key, trust_dir
 from ..ledger.canonical import canonical_json
 from .store import Lake
@@ -54,11 +55,11 @@ DEFAULT_ARCHIVE_AFTER_DAYS = 365
 MANIFEST_DIR = "_retention"
 KIND = "RET-WORM"
 
-LOG_RE = re.compile(r"^(\d{20})\.json$")
-CHECKPOINT_RE = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
+LOG_RE = re.compile(r"^(\d{20})\.json\Z")  # \Z: "$" also matches before a final newline
+CHECKPOINT_RE = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet\Z")
 # Files delta-rs writes: data files and, on a local disk, staging files of an unfinished
 # write or commit. Only these are ever swept; anything else is left for verify to report.
-DATA_RE = re.compile(r"^part-\d{5}-[0-9a-f-]{36}(-c\d{3})?(\.[a-z0-9]+)?\.parquet$")
+DATA_RE = re.compile(r"^part-\d{5}-[0-9a-f-]{36}(-c\d{3})?(\.[a-z0-9]+)?\.parquet\Z")
 STAGING_RE = re.compile(r"(^_commit_[0-9a-f-]+\.json\.tmp$|^\.tmp|\.tmp$|#\d+$)")
 
 
@@ -722,16 +723,18 @@ def _manifest_files(lake: Lake) -> dict[str, tuple[dict | None, str]]:
             continue
         path = os.path.join(d, name)
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except FileNotFoundError:
             continue
         ck = f"{path}|{st.st_size}|{st.st_mtime_ns}"
         if ck not in _manifest_cache:
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
-                data = None
+            data = None  # unreadable: a link, a FIFO or a device (reading one would block or never end), or huge
+            if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_DOCUMENT_BYTES:
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    pass
             try:
                 m = json.loads(data) if data is not None else None
             except ValueError:

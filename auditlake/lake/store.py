@@ -10,6 +10,7 @@ import json
 import os
 import posixpath
 import secrets
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,15 @@ class Lake:
 
     def read_bytes(self, rel: str) -> bytes | None:
         fs, root = self.filesystem()
+        if not self.is_s3:  # a FIFO or a device planted under that name would block or never end
+            try:
+                st = os.stat(f"{root}/{rel}")
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise AuditlakeError(f"cannot read {self.uri}/{rel}: {exc}") from exc
+            if not stat.S_ISREG(st.st_mode):
+                raise AuditlakeError(f"cannot read {self.uri}/{rel}: not a regular file")
         try:
             with fs.open_input_stream(f"{root}/{rel}") as f:
                 return f.read()
