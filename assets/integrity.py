@@ -6,8 +6,6 @@ verified trail of signed checkpoints and advances the trusted checkpoint, so any
 downstream of it (compliance, catalog, exports) only ever reads a ledger that verified.
 """
 
-import inspect
-import time
 from typing import Literal
 
 import dagster as dg
@@ -15,51 +13,22 @@ from pydantic import Field
 
 from auditlake.head import read_checkpoints
 from auditlake.errors import AuditlakeError
-from auditlake.lake import tables
 from auditlake.lake.meta import has_tables
 from auditlake.lake.store import Lake
-from auditlake.verify import VerifyReport, verify
+from auditlake.verify import VerifyReport, verify_settled
 from pipelines.resources import LakeResource
 
 from . import md
 from .ingest import ledger
 
 GROUP = "integrity"
-# Findings that a verify running next to a concurrent ingest can see for a moment: a data
-# file written but not yet committed, or an object committed but not yet put under retention
-# (the writer seals it right after its commit). Real tampering is still there on every attempt.
-def _transient(finding) -> bool:
-    return finding.kind == "data_file_inserted" or (
-        finding.kind == "RET-WORM" and "not under retention" in finding.detail
-    )
 
 
-def supports_incremental() -> bool:
-    return "incremental" in inspect.signature(verify).parameters
-
-
-def _versions(lake: Lake) -> dict[str, int | None]:
-    return {name: tables.version(lake, name) for name in tables.SCHEMAS}
-
-
-def run_verify(lake: Lake, *, incremental: bool, update_trust: bool, attempts: int = 5,
-               pause_s: float = 0.5) -> tuple[VerifyReport, str, int]:
-    """verify(), in incremental mode when asked and the engine has it; returns
-    (report, mode used, attempts). A failure seen while other runs were appending (the
-    tables moved during the check, or only in-flight objects were found) is checked again;
-    tampering is still there on every attempt."""
-    kwargs = {"incremental": True} if incremental and supports_incremental() else {}
-    mode = "incremental" if kwargs else "full"
-    for attempt in range(1, attempts + 1):
-        before = _versions(lake)
-        report = verify(lake, update_trust=update_trust, **kwargs)
-        if report.ok or attempt == attempts:
-            return report, mode, attempt
-        moved = _versions(lake) != before
-        if not moved and not all(_transient(f) for f in report.findings):
-            return report, mode, attempt
-        time.sleep(pause_s * attempt)
-    raise AssertionError("unreachable")
+def run_verify(lake: Lake, *, incremental: bool, update_trust: bool) -> tuple[VerifyReport, str, int]:
+    """The engine's verify, checked again while other runs append (verify_settled); returns
+    (report, mode, attempts)."""
+    report, attempts = verify_settled(lake, incremental=incremental, update_trust=update_trust)
+    return report, "incremental" if incremental else "full", attempts
 
 
 def findings_md(report: VerifyReport, limit: int = 25) -> str:

@@ -1184,6 +1184,30 @@ def _check_checkpoints(keys: KeyStore, positions: _Positions, tree: _Tree, repor
 
 
 # ----------------------------------------------------------------------------- entry
+def _transient(finding: Finding) -> bool:
+    """A finding a verify beside a concurrent writer can see for a moment: a data file written
+    but not yet committed, or an object committed but not yet put under retention (the
+    writer seals it right after its commit)."""
+    return finding.kind == "data_file_inserted" or (finding.kind == "RET-WORM" and "not under retention" in finding.detail)
+
+
+def verify_settled(lake: Lake, incremental: bool = False, update_trust: bool = True, attempts: int = 5,
+                   pause_s: float = 0.5) -> tuple[VerifyReport, int]:
+    """verify(), checked again when it failed while other writers were appending (the tables
+    moved during the pass, or it found only what a writer in flight leaves for a moment);
+    tampering is still there on every attempt. Returns (report, attempts made)."""
+    for attempt in range(1, attempts + 1):
+        before = {name: tables.version(lake, name) for name in tables.SCHEMAS}
+        report = verify(lake, update_trust=update_trust, incremental=incremental)
+        if report.ok or attempt == attempts:
+            return report, attempt
+        moved = {name: tables.version(lake, name) for name in tables.SCHEMAS} != before
+        if not moved and not all(_transient(f) for f in report.findings):
+            return report, attempt
+        time.sleep(pause_s * attempt)
+    raise AssertionError("unreachable")
+
+
 def load_trusted(path: str | Path) -> Checkpoint:
     try:
         cp = Checkpoint.from_dict(json.loads(Path(path).read_text()))

@@ -23,7 +23,6 @@ from assets import (
     ledger_integrity,
     quarantine,
 )
-from assets.integrity import supports_incremental
 from auditlake.compliance.run import latest_findings
 from auditlake.export import verify_export
 from auditlake.lake.store import Lake
@@ -304,15 +303,16 @@ def test_incremental_verify_mode(lake_dir):
     result = dg.materialize([checkpoints], resources=res,
                             run_config={"ops": {"checkpoints": {"config": {"mode": "incremental"}}}})
     meta = mats(result)["checkpoints"]
-    assert meta["mode"] == ("incremental" if supports_incremental() else "full")
+    assert meta["mode"] == "incremental"
     assert meta["events_verified"] == 10 and meta["tree_size"] == 10
 
 
 def test_verify_rechecks_what_a_concurrent_ingest_shows_for_a_moment(lake_dir, monkeypatch):
     """A verify next to a running ingest can see an uncommitted data file or a committed object
-    not yet under retention; those are checked again, real findings are reported at once."""
-    import assets.integrity as integrity
-    from auditlake.verify import Finding, VerifyReport
+    not yet under retention; those are checked again, real findings are reported at once
+    (the engine's verify_settled, which the integrity check and every export use)."""
+    from auditlake import verify as verify_module
+    from auditlake.verify import Finding, VerifyReport, verify_settled
 
     def report(*findings):
         r = VerifyReport(ok=not findings, events=1)
@@ -323,15 +323,15 @@ def test_verify_rechecks_what_a_concurrent_ingest_shows_for_a_moment(lake_dir, m
     uncommitted = Finding("data_file_inserted", "ledger", "a data file that no commit added")
     changed = Finding("changed_row", "ledger", "the sealed record or its hash was altered (chain broken)")
     answers = iter([report(inflight, uncommitted), report()])
-    monkeypatch.setattr(integrity, "verify", lambda lake, **kw: next(answers))
-    monkeypatch.setattr(integrity, "_versions", lambda lake: {})
-    rep, _mode, attempts = integrity.run_verify(None, incremental=False, update_trust=False, pause_s=0)
+    monkeypatch.setattr(verify_module, "verify", lambda lake, **kw: next(answers))
+    monkeypatch.setattr(verify_module.tables, "version", lambda lake, name: 0)
+    rep, attempts = verify_settled(None, pause_s=0)
     assert rep.ok and attempts == 2
 
     answers = iter([report(changed, inflight)] * 5)
-    rep, _mode, attempts = integrity.run_verify(None, incremental=False, update_trust=False, pause_s=0)
+    rep, attempts = verify_settled(None, pause_s=0)
     assert not rep.ok and attempts == 1  # tampering: no second chance
 
     answers = iter([report(uncommitted)] * 5)  # an inserted file that stays is tampering too
-    rep, _mode, attempts = integrity.run_verify(None, incremental=False, update_trust=False, pause_s=0)
+    rep, attempts = verify_settled(None, pause_s=0)
     assert not rep.ok and attempts == 5
