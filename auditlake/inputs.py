@@ -5,6 +5,7 @@ by an attacker) is a one-line error, not an exhausted memory. A pipe (`/dev/stdi
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import stat
 
@@ -42,3 +43,9 @@ def read_document(path, what: str, limit: int | None = None) -> bytes:
         raise AuditlakeError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

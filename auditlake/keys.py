@@ -11,7 +11,6 @@ import base64
 import binascii
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import AuditlakeError
+from .inputs import file_sha256
 
 
 def auditlake_home() -> Path:
@@ -392,7 +392,7 @@ class KeyStore:
         con = self._db()
         try:
             con.executemany("INSERT OR REPLACE INTO erased_key_copies VALUES (?, ?, ?)",
-                            [(subject_id, str(p), _file_sha256(p)) for p in paths if p.is_file()])
+                            [(subject_id, str(p), file_sha256(p)) for p in paths if p.is_file()])
             con.commit()
         finally:
             con.close()
@@ -408,7 +408,7 @@ class KeyStore:
                 if not Path(path).is_file():
                     con.execute("DELETE FROM erased_key_copies WHERE subject_id = ? AND path = ?", (subject_id, path))
                     continue
-                same = _file_sha256(Path(path)) == sha
+                same = file_sha256(path) == sha
                 left.append(f"{path} ({'unchanged since the key was destroyed' if same else 'changed since the key was destroyed: it may still hold it'})")
             con.commit()
             return left
@@ -428,11 +428,6 @@ class KeyStore:
         finally:
             con.close()
         return existed
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def require_keystore(log_id: str) -> KeyStore:

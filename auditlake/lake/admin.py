@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from ..errors import AuditlakeError, ConflictError
+from ..inputs import file_sha256
 from ..keys import KeyStore, load_public_key
 from ..ledger.canonical import canonical_json
 from . import retention
@@ -605,7 +606,7 @@ def _repair_local(lake: Lake) -> tuple[list[dict], list[str]]:
             failed.append(f"{rel}: deleted (no sealed copy in a local lake)")
             incidents.append(_incident("restore_failed", rel, "sealed object was deleted; a local lake keeps no copy"))
             continue
-        same = st.st_size == entry.get("size") and retention._sha256(path) == entry.get("sha256")
+        same = st.st_size == entry.get("size") and file_sha256(path) == entry.get("sha256")
         if not same:
             failed.append(f"{rel}: content differs from the sealed version (no sealed copy in a local lake)")
             incidents.append(_incident("restore_failed", rel, "object differs from its sealed version; a local lake keeps no copy"))

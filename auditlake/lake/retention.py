@@ -42,7 +42,7 @@ from urllib.parse import unquote
 import pyarrow.fs as pafs
 
 from ..errors import AuditlakeError
-from ..inputs import MAX_DOCUMENT_BYTES
+from ..inputs import MAX_DOCUMENT_BYTES, file_sha256
 from ..keys import KeyStore, load_public_key, trust_dir
 from ..ledger.canonical import canonical_json
 from .store import Lake
@@ -787,14 +787,6 @@ def remember_manifests(log_id: str, digests: dict[str, str]) -> None:
         os.replace(tmp, path)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _pending(lake: Lake, table: str, sealed: set[str], listing: LogListing) -> list[Obj]:
     versions = [v for v in sorted(listing.entries) if log_rel(table, v) not in sealed]
     objs = committed(lake, table, versions, listing)
@@ -821,7 +813,7 @@ def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | Non
             created = datetime.fromtimestamp(st.st_mtime, timezone.utc).date()
             objects[o.rel] = {
                 "size": st.st_size,
-                "sha256": _sha256(path),
+                "sha256": file_sha256(path),
                 "created": created.isoformat(),
                 "retain_until": required_until(max(created, now.date()), o.dates, years).isoformat(),
             }
@@ -840,7 +832,7 @@ def seal_local(lake: Lake, keys: KeyStore, listings: dict[str, LogListing] | Non
         os.fsync(f.fileno())
     os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     os.rename(tmp, os.path.join(d, name))  # a crash leaves a hidden .tmp, never half a manifest
-    remember_manifests(keys.log_id, {name: _sha256(os.path.join(d, name))})
+    remember_manifests(keys.log_id, {name: file_sha256(os.path.join(d, name))})
     return len(objects)
 
 
@@ -892,7 +884,7 @@ def _check_local(lake: Lake, keys: KeyStore, years: int) -> tuple[list[dict], in
             continue
         if st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
             findings.append(_f(table, rel, "sealed object is writable (retention lock lifted)", _part(rel)))
-        if st.st_size != entry.get("size") or _sha256(path) != entry.get("sha256"):
+        if st.st_size != entry.get("size") or file_sha256(path) != entry.get("sha256"):
             findings.append(_f(table, rel, "object differs from its sealed version", _part(rel)))
         o = objs.get(rel)
         need = required_until(date.fromisoformat(entry["created"]) if entry.get("created") else date.min,
