@@ -37,9 +37,10 @@ def _table(lake: Lake, name: str, columns: list[str], day: str, files: dict[str,
         return None
     t = dt.to_pyarrow_dataset().to_table(columns=sorted({*columns, "source_file"}),
                                          filter=pc.field("source_sha256").isin(list(files.values())))
-    elsewhere = {f.name for d, fs in files_by_day(lake).items() if d != day for f in fs}
-    other_day = [n for n in t.column("source_file").unique().to_pylist()
-                 if n not in files and (n in elsewhere or day_from_name(n) not in (None, day))]
+    renamed = [n for n in t.column("source_file").unique().to_pylist() if n not in files]
+    # (The landing listing only when a first name is not one of this day's: usually none is.)
+    elsewhere = {f.name for d, fs in files_by_day(lake).items() if d != day for f in fs} if renamed else set()
+    other_day = [n for n in renamed if n in elsewhere or day_from_name(n) not in (None, day)]
     if other_day:
         t = t.filter(pc.invert(pc.is_in(t.column("source_file"), pa.array(other_day, pa.string()))))
     return t.select(columns)
