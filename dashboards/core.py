@@ -308,8 +308,8 @@ def show_failure(exc: Exception) -> None:
         why = why.replace(Lake.open(lake_uri()).uri.rstrip("/") + "/", "")
     except Exception:  # noqa: BLE001 - the line as it is
         pass
-    st.error("This page cannot be shown: the lake could not be read as its catalog expects. "
-             "It may have changed since it was sealed: run `auditlake verify`.")
+    st.error("This page cannot be shown (the error is below). If the lake changed since it was sealed, "
+             "`auditlake verify` says where.")
     st.code(shown(why[:500]), language=None)
 
 
